@@ -1,0 +1,42 @@
+# Two commands matter: `make run` and `make test`. Everything else is a step they call.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MODEL  := classifiers/model/triage_meta.json
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: run test setup model lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[train]' pytest pytest-timeout ruff mypy types-PyYAML
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The default model ships in the repository; rebuild it only if it is missing.
+$(MODEL): | $(STAMP)
+	$(BIN)/triage train --starter-only --out classifiers/model
+
+model: $(STAMP)
+	$(BIN)/triage train --starter-only --out classifiers/model
+
+run: $(STAMP) $(MODEL)
+	$(BIN)/triage run
+
+test: $(STAMP) $(MODEL)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy triage flows connectors classifiers
+
+bench: $(STAMP) $(MODEL)
+	$(BIN)/triage bench
+
+clean:
+	rm -rf $(VENV) outbox triage.duckdb

@@ -1,0 +1,123 @@
+"""Read labelled examples from CSV/JSONL files or folders of them, and the shipped starter corpus."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from triage.models import LABELS, primary_label
+
+STARTER_DIR = Path(__file__).parent / "corpus" / "starter"
+
+# Real-world exports occasionally carry very long cells; the csv module's default limit is 128 KiB.
+csv.field_size_limit(2**31 - 1)
+
+
+@dataclass(slots=True)
+class Example:
+    """One labelled text: its primary label and every label that applies."""
+
+    text: str
+    label: str
+    labels: list[str] = field(default_factory=list)
+    origin: str = ""
+
+
+class DataError(ValueError):
+    """A training or evaluation file cannot be used; the message names the file and row."""
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(
+            p for p in path.rglob("*") if p.suffix.lower() in {".csv", ".jsonl", ".ndjson"}
+        )
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    return [path]
+
+
+def _rows(path: Path) -> Iterable[dict[str, object]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            yield from csv.DictReader(fh)
+    else:
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path} line {n}: invalid JSON: {exc}") from exc
+
+
+def load_examples(paths: Sequence[str | Path]) -> list[Example]:
+    """Load ``text``/``label`` (and optional ``labels``) rows from files or folders.
+
+    Args:
+        paths: CSV or JSONL files, or folders searched recursively for them.
+
+    Returns:
+        The examples, in file order.
+
+    Raises:
+        DataError: On a missing file, a missing column or an unknown label.
+    """
+    out: list[Example] = []
+    for given in paths:
+        for path in _files(Path(given)):
+            for n, row in enumerate(_rows(path), 1):
+                text = row.get("text")
+                label = row.get("label")
+                if not isinstance(text, str) or not text.strip():
+                    continue
+                if label not in LABELS:
+                    raise DataError(f"{path} row {n}: unknown or missing label {label!r}")
+                declared = row.get("labels")
+                if isinstance(declared, str):
+                    labels = [s for s in declared.replace("|", ",").split(",") if s]
+                elif isinstance(declared, list):
+                    labels = [str(s) for s in declared]
+                else:
+                    labels = [str(label)]
+                all_labels = [lab for lab in labels if lab in LABELS]
+                if label not in all_labels:
+                    all_labels.insert(0, str(label))
+                out.append(
+                    Example(text=text, label=str(label), labels=all_labels, origin=path.name)
+                )
+    return out
+
+
+def load_starter() -> list[Example]:
+    """Load the starter corpus that ships with the project (our own writing)."""
+    return load_examples([STARTER_DIR])
+
+
+def split(
+    examples: Sequence[Example], held_out: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Split examples into train and held-out parts, stratified by primary label and seeded."""
+    rng = random.Random(seed)
+    train: list[Example] = []
+    dev: list[Example] = []
+    by_label: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_label.setdefault(ex.label, []).append(ex)
+    for label in sorted(by_label):
+        group = list(by_label[label])
+        rng.shuffle(group)
+        k = max(1, round(len(group) * held_out)) if len(group) > 1 else 0
+        dev.extend(group[:k])
+        train.extend(group[k:])
+    rng.shuffle(train)
+    return train, dev
+
+
+def check_primary(ex: Example) -> bool:
+    """True when the example's primary label follows the owner-acts-first order."""
+    return primary_label(ex.labels) == ex.label

@@ -1,0 +1,161 @@
+"""``triage evaluate``: score a model per file and overall, beside a TF-IDF + logistic-regression baseline."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from classifiers.data import Example, load_examples, load_starter
+from classifiers.metrics import evaluate_labels, format_report
+from classifiers.model import Classifier
+from classifiers.normalize import normalize
+from triage.models import LABELS
+
+
+def balanced_sample(examples: Sequence[Example], per_label: int, seed: int = 7) -> list[Example]:
+    """Draw up to ``per_label`` examples of each label (seeded), for label-balanced scoring."""
+    rng = random.Random(seed)
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        groups[ex.label].append(ex)
+    out: list[Example] = []
+    for label in sorted(groups):
+        group = list(groups[label])
+        rng.shuffle(group)
+        out.extend(group[:per_label])
+    return out
+
+
+def baseline_predictions(train: Sequence[Example], texts: Sequence[str]) -> list[str]:
+    """Train TF-IDF (word 1-2 grams) + logistic regression on ``train`` and predict ``texts``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    pipe = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
+        LogisticRegression(max_iter=2000, C=5.0),
+    )
+    pipe.fit([normalize(ex.text) for ex in train], [ex.label for ex in train])
+    return [str(p) for p in pipe.predict([normalize(t) for t in texts])]
+
+
+def _training_data(meta: dict[str, Any]) -> list[Example]:
+    data = meta.get("data", {})
+    paths = [p for p in data.get("paths", []) if Path(p).exists()]
+    examples = load_examples(paths) if paths else []
+    if data.get("with_starter", not paths):
+        examples += load_starter()
+    return examples
+
+
+def plot_confusion(result: dict[str, Any], path: Path, title: str) -> Path:
+    """Write the confusion matrix as a PNG heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = result["confusion"]["matrix"]
+    labels = result["confusion"]["labels"]
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(
+                j, i, str(v), ha="center", va="center", color="white" if v > peak / 2 else "black"
+            )
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def evaluate_model(
+    data: Sequence[str],
+    model: Path | None,
+    *,
+    baseline: bool = True,
+    balanced: int | None = None,
+    report_dir: Path | None = Path("reports"),
+) -> dict[str, Any]:
+    """Score a model on labelled data, per file and overall, with an optional baseline.
+
+    Args:
+        data: Labelled CSV/JSONL files or folders.
+        model: Model folder; None is the shipped model.
+        baseline: Also train TF-IDF + LR on the model's own training data and score it.
+        balanced: Score a label-balanced sample of this many per label instead of everything.
+        report_dir: Where ``confusion_matrix.png`` is written; None skips the plot.
+
+    Returns:
+        ``{"model", "overall", "per_file", "baseline"?, "confusion_png"?}``.
+    """
+    clf = Classifier.load(model)
+    examples = load_examples(list(data))
+    if balanced:
+        examples = balanced_sample(examples, balanced)
+    texts = [ex.text for ex in examples]
+    preds = clf.predict(texts)
+    labels = [p.label for p in preds]
+    gold = [ex.label for ex in examples]
+    overall = evaluate_labels(gold, labels)
+    flagged = sum(p.needs_review for p in preds)
+    overall["needs_review_rate"] = round(flagged / max(1, len(preds)), 4)
+    per_file: dict[str, Any] = {}
+    by_origin: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_origin[ex.origin].append(i)
+    for origin, idx in sorted(by_origin.items()):
+        res = evaluate_labels([gold[i] for i in idx], [labels[i] for i in idx])
+        per_file[origin] = {"n": res["n"], "accuracy": res["accuracy"], "macro_f1": res["macro_f1"]}
+    result: dict[str, Any] = {
+        "model": clf.version,
+        "model_path": str(clf.path),
+        "data": list(data),
+        "labels": list(LABELS),
+        "overall": overall,
+        "per_file": per_file,
+    }
+    if baseline:
+        train = _training_data(clf.meta)
+        if len({ex.label for ex in train}) >= 2:
+            base = evaluate_labels(gold, baseline_predictions(train, texts))
+            result["baseline"] = {
+                "name": "tfidf-1-2gram + logistic regression",
+                "trained_on": len(train),
+                **base,
+            }
+    if report_dir is not None and examples:
+        png = plot_confusion(overall, Path(report_dir) / "confusion_matrix.png", f"{clf.version}")
+        result["confusion_png"] = str(png)
+    return result
+
+
+def render_text(result: dict[str, Any]) -> str:
+    """Human-readable rendering of :func:`evaluate_model`'s result."""
+    parts = [format_report(result["overall"], f"model {result['model']}")]
+    parts.append(f"needs review: {result['overall']['needs_review_rate']:.1%}")
+    parts.append("per file:")
+    for origin, res in result["per_file"].items():
+        parts.append(
+            f"  {origin:<36} n={res['n']:>5}  accuracy {res['accuracy']:.3f}  macro-F1 {res['macro_f1']:.3f}"
+        )
+    if "baseline" in result:
+        b = result["baseline"]
+        parts.append(
+            f"baseline ({b['name']}, trained on {b['trained_on']}): macro-F1 {b['macro_f1']:.4f}"
+        )
+    if "confusion_png" in result:
+        parts.append(f"confusion matrix: {result['confusion_png']}")
+    return "\n".join(parts)

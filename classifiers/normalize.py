@@ -1,0 +1,37 @@
+"""Text normalisation before classification: keep the meaning, drop the noise.
+
+Handles, links and stretched words vary endlessly but carry little signal on their own; mapping them
+to stable tokens lets the model learn "someone @-mentioned a brand and posted a link" once.
+"""
+
+from __future__ import annotations
+
+import re
+
+_URL = re.compile(
+    r"(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|net|org|io|co|ly|biz|me)(?:/\S*)?\b", re.IGNORECASE
+)
+_HANDLE = re.compile(r"(?<![\w@])@\w{1,30}")
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b")
+_REPEAT = re.compile(r"(\w)\1{2,}")
+_HASHTAG = re.compile(r"#(\w+)")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    """Return the text as the classifier sees it.
+
+    Emails, URLs and @handles become ``emailaddr``, ``urllink`` and ``@user``; letters repeated three
+    or more times shrink to two ("soooo" -> "soo"); hashtags lose the ``#`` so ``#fail`` reads as
+    ``fail``; whitespace collapses. Case and emoji are kept: both carry tone.
+
+    Example:
+        >>> normalize("@SkyJet soooo late again!!! https://t.co/x #fail")
+        '@user soo late again!!! urllink fail'
+    """
+    text = _EMAIL.sub(" emailaddr ", text)
+    text = _URL.sub(" urllink ", text)
+    text = _HANDLE.sub("@user", text)
+    text = _REPEAT.sub(r"\1\1", text)
+    text = _HASHTAG.sub(r"\1", text)
+    return _SPACE.sub(" ", text).strip()

@@ -1,0 +1,33 @@
+"""Source connectors: one module per source, listed in ``CONNECTORS``."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from connectors import file, rss
+from connectors.base import Connector, ConnectorError, FetchBatch, SourceContext
+
+# An explicit registry: adding a source is one module plus one line here.
+CONNECTORS: dict[str, Connector] = {
+    "file": cast(Connector, file),
+    "rss": cast(Connector, rss),
+}
+
+
+def get_connector(kind: str) -> Connector:
+    """Return the connector module for a source type or fail with the list of known types."""
+    try:
+        return CONNECTORS[kind]
+    except KeyError:
+        known = ", ".join(sorted(CONNECTORS))
+        raise ConnectorError(f"unknown source type '{kind}' (known: {known})") from None
+
+
+__all__ = [
+    "CONNECTORS",
+    "Connector",
+    "ConnectorError",
+    "FetchBatch",
+    "SourceContext",
+    "get_connector",
+]

@@ -1,0 +1,231 @@
+"""The triage flow: fetch every source, store, classify, route and deliver, in a handful of batch tasks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from classifiers.model import Classifier
+from connectors import SourceContext, get_connector
+from triage.config import Config, SourceConfig, load_config
+from triage.delivery import build_destinations, drain
+from triage.routing import route_batch
+from triage.secrets import get_secret
+from triage.store import open_store
+
+log = logging.getLogger("triage")
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("label", pa.string()),
+        ("labels", pa.list_(pa.string())),
+        ("score", pa.float64()),
+        ("scores", pa.string()),
+        ("needs_review", pa.bool_()),
+        ("review_reason", pa.string()),
+        ("model_version", pa.string()),
+        ("classified_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@lru_cache(maxsize=4)
+def _classifier(path: str | None) -> Classifier:
+    # Loading a spaCy pipeline costs a second or so; scheduled runs in one worker reuse it.
+    return Classifier.load(path)
+
+
+def classifier_for(config: Config) -> Classifier:
+    """The model the configuration asks for, with its review thresholds overridden by config."""
+    clf = _classifier(str(config.model) if config.model else None)
+    if config.thresholds or config.margin is not None:
+        clf = clf.with_overrides(config.thresholds, config.margin)
+    return clf
+
+
+def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict[str, Any]:
+    """Fetch one source from its stored cursor and store each batch with the advanced cursor.
+
+    Returns:
+        ``{"fetched", "stored", "quarantined", "seconds"}`` for the summary.
+    """
+    started = time.monotonic()
+    connector = get_connector(source.type)
+    ctx = SourceContext(
+        name=source.name,
+        settings=source.settings,
+        base_dir=config.path.parent,
+        batch_size=batch_size,
+        secret=lambda name: get_secret(name, name.lower().replace("_", "-")),
+    )
+    fetched = stored = quarantined = 0
+    with open_store(config.database) as store:
+        cursor = store.get_cursor(source.name)
+        for batch in connector.fetch(ctx, cursor):
+            new_items, new_q = store.ingest(
+                source.name, batch.mentions, batch.rejected, batch.cursor
+            )
+            fetched += len(batch.mentions) + len(batch.rejected)
+            stored += new_items
+            quarantined += new_q
+            if fetched >= 50_000 and fetched % 50_000 < batch_size:
+                log.info("%s: %d records read, %d new", source.name, fetched, stored)
+    return {
+        "fetched": fetched,
+        "stored": stored,
+        "quarantined": quarantined,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
+    """Classify every stored item that has no prediction yet, batch by batch with ``nlp.pipe``."""
+    started = time.monotonic()
+    clf = classifier_for(config)
+    by_label: Counter[str] = Counter()
+    needs_review = 0
+    with open_store(config.database) as store:
+        for batch in store.unclassified(batch_size):
+            ids = batch.column("id").to_pylist()
+            texts = batch.column("text").to_pylist()
+            preds = clf.predict(texts)
+            now = datetime.now(UTC)
+            table = pa.Table.from_pydict(
+                {
+                    "item_id": ids,
+                    "label": [p.label for p in preds],
+                    "labels": [p.labels for p in preds],
+                    "score": [p.scores[p.label] for p in preds],
+                    "scores": [
+                        json.dumps({k: round(v, 5) for k, v in p.scores.items()}) for p in preds
+                    ],
+                    "needs_review": [p.needs_review for p in preds],
+                    "review_reason": [p.review_reason for p in preds],
+                    "model_version": [clf.version] * len(preds),
+                    "classified_at": [now] * len(preds),
+                },
+                schema=PREDICTION_SCHEMA,
+            )
+            store.insert_predictions(table)
+            by_label.update(p.label for p in preds)
+            needs_review += sum(p.needs_review for p in preds)
+            total = sum(by_label.values())
+            if total >= 50_000 and total % 50_000 < len(preds):
+                log.info("classified %d items", total)
+    return {
+        "classified": sum(by_label.values()),
+        "by_label": dict(sorted(by_label.items())),
+        "needs_review": needs_review,
+        "model_version": clf.version,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def route_pending(config: Config, batch_size: int = 20_000) -> dict[str, Any]:
+    """Route every classified, unrouted item and enqueue its deliveries in the outbox."""
+    started = time.monotonic()
+    by_department: Counter[str] = Counter()
+    enqueued = 0
+    with open_store(config.database) as store:
+        for batch in store.unrouted(batch_size):
+            routes, outbox = route_batch(config, batch)
+            store.insert_routes(routes, outbox)
+            by_department.update(d or "none" for d in routes.column("department").to_pylist())
+            enqueued += outbox.num_rows
+    return {
+        "routed": sum(by_department.values()),
+        "by_department": dict(sorted(by_department.items())),
+        "enqueued": enqueued,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def deliver_pending(config: Config, limit: int = 10_000) -> dict[str, Any]:
+    """Drain the outbox to every destination (or JSON previews when no token is configured)."""
+    started = time.monotonic()
+    destinations = build_destinations(config)
+    with open_store(config.database) as store:
+        report = drain(store, config, destinations, limit=limit)
+    previews = sorted(d.name for d in destinations.values() if d.preview)
+    return {
+        **report.as_dict(),
+        "preview_destinations": previews,
+        "outbox_dir": str(config.outbox_dir) if previews else None,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+# Thin Prefect wrappers: no caching (inputs are live configuration), retries only where I/O is.
+ingest_task = task(
+    name="fetch-and-store", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE
+)(ingest)
+classify_task = task(name="classify", cache_policy=NO_CACHE)(classify_pending)
+route_task = task(name="route", cache_policy=NO_CACHE)(route_pending)
+deliver_task = task(
+    name="deliver", retries=2, retry_delay_seconds=[5, 15], cache_policy=NO_CACHE
+)(deliver_pending)
+
+
+@flow(name="triage", log_prints=True)
+def triage(
+    config_path: str | None = None,
+    database: str | None = None,
+    deliver: bool = True,
+    batch_size: int = 5000,
+) -> dict[str, Any]:
+    """Run one triage pass over every enabled source.
+
+    Args:
+        config_path: The configuration file (default: ``TRIAGE_CONFIG``, ``./triage.yaml`` or the demo).
+        database: Overrides the database path.
+        deliver: False stops after routing (deliveries stay queued in the outbox).
+        batch_size: Records per fetch/classify batch.
+
+    Returns:
+        The run summary (also printed by ``triage run``).
+    """
+    started = time.monotonic()
+    config = load_config(config_path, database=database)
+    sources = [s for s in config.sources if s.enabled]
+    futures = {s.name: ingest_task.submit(config, s, batch_size) for s in sources}
+    fetched: dict[str, Any] = {}
+    failures: dict[str, str] = {}
+    for name, fut in futures.items():
+        try:
+            fetched[name] = fut.result()
+        except Exception as exc:  # noqa: BLE001 - one source down must not stop the others
+            failures[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("source %s failed: %s", name, failures[name])
+    classified = classify_task(config, batch_size)
+    routed = route_task(config)
+    delivered = deliver_task(config) if deliver else None
+    return {
+        "database": str(config.database),
+        "config": str(config.path),
+        "sources": fetched,
+        "failed_sources": failures,
+        "classify": classified,
+        "route": routed,
+        "deliver": delivered,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def database_path(config_path: str | None, database: str | None) -> Path:
+    """The database a run with these arguments would use."""
+    return load_config(config_path, database=database).database
+
+
+if __name__ == "__main__":
+    print(json.dumps(triage(), indent=2, default=str))

@@ -1,0 +1,233 @@
+"""End to end: the real triage flow over the demo feeds, a real DuckDB file, the shipped model, fake Slack."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from flows.triage import triage
+from tests.fakes.slack import FakeSlack
+from triage import store as store_mod
+from triage.cli import app
+
+DEMO_VALID_ITEMS = 233  # every valid record in the demo files (see triage/demo/expected_labels.csv)
+DEMO_MALFORMED = 4
+
+
+def _keys_posted(fake: FakeSlack) -> Counter[str]:
+    return Counter(
+        (m.get("metadata") or {}).get("event_payload", {}).get("key") for m in fake.posted()
+    )
+
+
+def test_demo_run_stores_classifies_routes_and_posts(
+    fake_slack: FakeSlack, demo_config: Path, db_path: Path
+) -> None:
+    summary = triage(config_path=str(demo_config), database=str(db_path))
+
+    assert summary["failed_sources"] == {}
+    assert sum(s["stored"] for s in summary["sources"].values()) == DEMO_VALID_ITEMS
+    assert sum(s["quarantined"] for s in summary["sources"].values()) == DEMO_MALFORMED
+    assert summary["classify"]["classified"] == DEMO_VALID_ITEMS
+    assert set(summary["classify"]["by_label"]) == {
+        "kudos",
+        "sales_lead",
+        "feature_request",
+        "service_issue",
+        "other",
+    }
+    deliver = summary["deliver"]
+    assert deliver["previewed"] == 0 and deliver["failed"] == 0 and deliver["dead"] == 0
+    assert deliver["sent"] == summary["route"]["enqueued"] > 0
+
+    # Every post carried the bot token and a channel, and each delivery key appears exactly once.
+    posts = fake_slack.calls_to("chat.postMessage")
+    assert len(posts) == deliver["sent"]
+    assert all(c.token == fake_slack.token and c.args.get("channel") for c in posts)
+    keys = _keys_posted(fake_slack)
+    assert max(keys.values()) == 1 and len(keys) == deliver["sent"]
+
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM items").fetchone() == (DEMO_VALID_ITEMS,)
+        reasons = [
+            r[0] for r in con.execute("SELECT reason FROM quarantine ORDER BY reason").fetchall()
+        ]
+        sent = con.execute("SELECT count(*) FROM outbox WHERE state = 'sent'").fetchone()
+        # `other` is kept and audited but never handed to anybody.
+        other_deliveries = con.execute(
+            "SELECT count(*) FROM outbox o JOIN predictions p ON p.item_id = o.item_id "
+            "WHERE p.label = 'other'"
+        ).fetchone()
+    assert len(reasons) == DEMO_MALFORMED
+    assert any("invalid JSON" in r for r in reasons)
+    assert any("text is missing" in r for r in reasons)
+    assert any("id is missing" in r for r in reasons)
+    assert any("not-a-date" in r for r in reasons)
+    assert sent == (deliver["sent"],)
+    assert other_deliveries == (0,)
+
+
+def test_second_run_creates_nothing_and_posts_nothing(
+    fake_slack: FakeSlack, demo_config: Path, db_path: Path
+) -> None:
+    first = triage(config_path=str(demo_config), database=str(db_path))
+    posts_after_first = len(fake_slack.calls_to("chat.postMessage"))
+
+    second = triage(config_path=str(demo_config), database=str(db_path))
+
+    assert sum(s["stored"] for s in second["sources"].values()) == 0
+    assert second["classify"]["classified"] == 0
+    assert second["route"]["enqueued"] == 0
+    assert second["deliver"]["sent"] == 0
+    assert (
+        len(fake_slack.calls_to("chat.postMessage"))
+        == posts_after_first
+        == first["deliver"]["sent"]
+    )
+
+    # Forgetting every cursor makes the connectors re-read everything: ids still absorb it.
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("DELETE FROM connector_state")
+    third = triage(config_path=str(demo_config), database=str(db_path))
+    assert sum(s["fetched"] for s in third["sources"].values()) > 0
+    assert sum(s["stored"] for s in third["sources"].values()) == 0
+    assert len(fake_slack.calls_to("chat.postMessage")) == posts_after_first
+
+
+def test_rate_limited_slack_is_waited_out_without_duplicates(
+    fake_slack: FakeSlack, demo_config: Path, db_path: Path
+) -> None:
+    fake_slack.fail_next("chat.postMessage", status=429, retry_after=1, times=2)
+    fake_slack.fail_next("chat.postMessage", status=503, times=1)
+
+    summary = triage(config_path=str(demo_config), database=str(db_path))
+
+    statuses = Counter(c.status for c in fake_slack.calls_to("chat.postMessage", ok_only=False))
+    assert statuses[429] == 2 and statuses[503] == 1
+    assert summary["deliver"]["failed"] == 0
+    assert max(_keys_posted(fake_slack).values()) == 1
+    assert len(fake_slack.posted()) == summary["route"]["enqueued"]
+
+
+def test_crash_between_send_and_record_is_reconciled_not_resent(
+    fake_slack: FakeSlack, demo_config: Path, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_mark_sent = store_mod.Store.mark_sent
+    calls = {"n": 0}
+
+    def crash_on_fifth(self: store_mod.Store, key: str, ref: str | None) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            # Slack has accepted the message, the process dies before recording it.
+            raise SystemExit("simulated crash")
+        real_mark_sent(self, key, ref)
+
+    monkeypatch.setattr(store_mod.Store, "mark_sent", crash_on_fifth)
+    with pytest.raises(BaseException):  # noqa: B017 - the flow dies with whatever the crash raised
+        triage(config_path=str(demo_config), database=str(db_path))
+    assert len(fake_slack.posted()) == 5
+    monkeypatch.setattr(store_mod.Store, "mark_sent", real_mark_sent)
+
+    summary = triage(config_path=str(demo_config), database=str(db_path))
+
+    assert summary["deliver"]["reconciled"] == 1
+    keys = _keys_posted(fake_slack)
+    assert max(keys.values()) == 1
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        states = dict(con.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+    assert states == {"sent": len(keys)}
+
+
+def test_untrusted_text_reaches_slack_escaped_and_inert(
+    fake_slack: FakeSlack, demo_config: Path, db_path: Path
+) -> None:
+    hostile = (
+        "<!channel> <@U123> your app crashes on login every time & I lost my notes, "
+        "see <https://evil.example|click> — please fix the crash"
+    )
+    drop = demo_config.parent / "drops" / "hostile.jsonl"
+    drop.write_text(
+        json.dumps(
+            {
+                "id": "evil-1",
+                "text": hostile,
+                "created_at": "2026-11-20T10:00:00Z",
+                "author": "<!here>",
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    cfg = demo_config.read_text(encoding="utf-8").replace(
+        "sources:\n",
+        "sources:\n  - name: hostile\n    type: file\n    path: drops/hostile.jsonl\n",
+        1,
+    )
+    demo_config.write_text(cfg, encoding="utf-8")
+
+    triage(config_path=str(demo_config), database=str(db_path))
+
+    mine = [
+        m
+        for m in fake_slack.posted()
+        if (m.get("metadata") or {}).get("event_payload", {}).get("item_id")
+        and "evil.example" in json.dumps(m)
+    ]
+    assert mine, "the hostile service issue was not delivered"
+    for msg in mine:
+        raw = json.dumps(msg["blocks"]) + msg["text"]
+        for live in ("<!channel>", "<@U123>", "<https://evil.example|click>", "<!here>"):
+            assert live not in raw
+        text_blocks = [b["text"] for b in msg["blocks"] if b.get("text")]
+        quoted = next(t for t in text_blocks if "lost my notes" in t["text"])
+        assert "&lt;!channel&gt;" in quoted["text"]
+        assert "&lt;@U123&gt;" in quoted["text"]
+        assert "&lt;https://evil.example|click&gt;" in quoted["text"]
+        assert "&amp; I lost" in quoted["text"]
+        assert quoted["verbatim"] is True  # no auto-linking of URLs or channel names
+        assert fake_slack.calls_to("chat.postMessage")[0].args["unfurl_links"] is False
+
+
+def test_status_json_matches_the_store(
+    fake_slack: FakeSlack, demo_config: Path, db_path: Path
+) -> None:
+    triage(config_path=str(demo_config), database=str(db_path))
+
+    result = CliRunner().invoke(
+        app, ["status", "--json", "--config", str(demo_config), "--db", str(db_path)]
+    )
+
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        q = lambda sql: con.execute(sql).fetchall()
+        assert status["items_total"] == q("SELECT count(*) FROM items")[0][0] == DEMO_VALID_ITEMS
+        assert status["by_label"] == dict(q("SELECT label, count(*) FROM predictions GROUP BY 1"))
+        assert status["by_department"] == dict(
+            q("SELECT coalesce(department, 'none'), count(*) FROM routes GROUP BY 1")
+        )
+        assert (
+            status["needs_review"] == q("SELECT count(*) FROM predictions WHERE needs_review")[0][0]
+        )
+        assert status["quarantined"] == DEMO_MALFORMED
+        sent = q("SELECT count(*) FROM outbox WHERE state = 'sent'")[0][0]
+    assert status["deliveries"]["sent"] == sent > 0
+    assert sum(status["deliveries"].values()) == sent
+
+
+def test_without_a_token_messages_become_previews(
+    demo_config: Path, db_path: Path, tmp_path: Path
+) -> None:
+    summary = triage(config_path=str(demo_config), database=str(db_path))
+
+    assert summary["deliver"]["sent"] == 0
+    assert summary["deliver"]["previewed"] == summary["route"]["enqueued"] > 0
+    previews = list((tmp_path / "outbox").rglob("*.json"))
+    assert len(previews) == summary["route"]["enqueued"]
+    body = json.loads(previews[0].read_text(encoding="utf-8"))
+    assert body["channel"].startswith("#") and body["blocks"]

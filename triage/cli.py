@@ -1,0 +1,342 @@
+"""The ``triage`` command line: run the flow, train/classify/evaluate, inspect the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="feedback-triage: sort unsolicited feedback and hand it to the team that owns it.",
+)
+sources_app = typer.Typer(no_args_is_help=True, help="List and check the configured sources.")
+outbox_app = typer.Typer(no_args_is_help=True, help="Inspect and retry queued deliveries.")
+app.add_typer(sources_app, name="sources")
+app.add_typer(outbox_app, name="outbox")
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config", "-c", help="Configuration file (default: TRIAGE_CONFIG, ./triage.yaml, demo)."
+    ),
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="DuckDB file (default: TRIAGE_DB or the config's).")
+]
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    # Prefect is chatty by default; a person running `triage run` wants the summary, not the logs.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    for noisy in ("httpx", "httpcore", "slack_sdk"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    out: list[str] = [
+        f"triage run finished in {summary['seconds']:.1f}s  (database {summary['database']})"
+    ]
+    out.append("sources:")
+    for name, s in summary["sources"].items():
+        out.append(
+            f"  {name:<18} fetched {s['fetched']:>6}  new {s['stored']:>6}  quarantined {s['quarantined']:>4}"
+        )
+    for name, err in summary["failed_sources"].items():
+        out.append(f"  {name:<18} FAILED: {err}")
+    c = summary["classify"]
+    labels = ", ".join(f"{k} {v}" for k, v in c["by_label"].items()) or "nothing new"
+    out.append(f"classified {c['classified']} ({labels}); needs review {c['needs_review']}")
+    r = summary["route"]
+    depts = ", ".join(f"{k} {v}" for k, v in r["by_department"].items()) or "nothing new"
+    out.append(f"routed {r['routed']} ({depts}); deliveries queued {r['enqueued']}")
+    d = summary.get("deliver")
+    if d:
+        line = (
+            f"delivered: sent {d['sent']}, previews {d['previewed']}, reconciled {d['reconciled']}"
+        )
+        line += f", failed {d['failed']}, dead-lettered {d['dead']}"
+        out.append(line)
+        if d["preview_destinations"]:
+            out.append(
+                f"  no Slack token configured for {', '.join(d['preview_destinations'])}: messages were "
+                f"written as JSON previews under {d['outbox_dir']}/ (set SLACK_BOT_TOKEN to post)"
+            )
+    typer.echo("\n".join(out))
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    no_deliver: Annotated[
+        bool, typer.Option("--no-deliver", help="Queue deliveries, send nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Run the triage flow once over the configured sources and print a summary."""
+    _quiet_prefect(verbose)
+    from flows.triage import triage
+    from triage.config import ConfigError, load_config
+
+    try:
+        load_config(config, database=db)  # fail fast, before Prefect starts a server
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    try:
+        summary = triage(config_path=config, database=db, deliver=not no_deliver)
+    except Exception as exc:  # noqa: BLE001 - report any failure as one clear line and exit 1
+        _fail(f"the triage flow failed: {type(exc).__name__}: {exc}")
+        return
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+    if summary["failed_sources"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show the state of the store: items by label, department, review and delivery state."""
+    from triage.config import load_config
+    from triage.store import open_store
+
+    cfg = load_config(config, database=db)
+    if not cfg.database.exists():
+        _fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
+    with open_store(cfg.database, read_only=True) as store:
+        result = store.status()
+    result["database"] = str(cfg.database)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"database {result['database']} (schema v{result['schema_version']})")
+    typer.echo(
+        f"items {result['items_total']}, classified {result['classified']}, "
+        f"needs review {result['needs_review']}, quarantined {result['quarantined']}"
+    )
+    for key in ("by_label", "by_department", "by_source", "deliveries"):
+        typer.echo(
+            f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in result[key].items())
+        )
+
+
+@app.command()
+def classify(
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="CSV (text column) or JSONL (text field).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model folder (default: shipped).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per nlp.pipe batch.")] = 2000,
+) -> None:
+    """Classify every row of a file; one JSON object per input row, in input order."""
+    from classifiers.cli_io import classify_file
+
+    try:
+        counts = classify_file(input, output, model, batch_size)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc), 2)
+        return
+    typer.echo(
+        f"classified {counts['ok']} rows, {counts['errors']} row errors -> {output}", err=True
+    )
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the trained model to.")],
+    data: Annotated[
+        list[Path] | None, typer.Option("--data", help="CSV/JSONL files or folders (text, label).")
+    ] = None,
+    with_starter: Annotated[
+        bool, typer.Option("--with-starter", help="Add the shipped starter corpus.")
+    ] = False,
+    starter_only: Annotated[
+        bool, typer.Option("--starter-only", help="Train on the starter corpus only.")
+    ] = False,
+    arch: Annotated[str, typer.Option(help="Architecture config: bow, cnn or ensemble.")] = "bow",
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the config's).")] = None,
+) -> None:
+    """Train a model from labelled CSV/JSONL data and write a loadable spaCy pipeline."""
+    from classifiers.data import DataError, load_examples, load_starter
+    from classifiers.train import CONFIG_DIR
+    from classifiers.train import train as run_train
+
+    paths = [str(p) for p in data or []]
+    if not paths and not (with_starter or starter_only):
+        _fail("give --data PATH (and/or --with-starter), or --starter-only", 2)
+    cfg = CONFIG_DIR / f"textcat_{arch}.cfg"
+    if not cfg.exists():
+        _fail(f"unknown architecture '{arch}' (bow, cnn, ensemble)", 2)
+    try:
+        examples = [] if starter_only else load_examples(paths)
+        if with_starter or starter_only:
+            examples += load_starter()
+    except DataError as exc:
+        _fail(str(exc), 2)
+        return
+    if len({ex.label for ex in examples}) < 2:
+        _fail("training needs examples of at least two labels", 2)
+    run_train(
+        examples,
+        out,
+        config_path=cfg,
+        seed=seed,
+        epochs=epochs,
+        data_description={
+            "paths": [] if starter_only else [str(Path(p).resolve()) for p in paths],
+            "with_starter": with_starter or starter_only,
+        },
+    )
+
+
+@app.command()
+def evaluate(
+    data: Annotated[
+        list[Path], typer.Option("--data", help="Labelled CSV/JSONL files or folders.")
+    ],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model folder (default: shipped).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    baseline: Annotated[
+        bool, typer.Option(help="Also train and score a TF-IDF + LR baseline.")
+    ] = True,
+    balanced: Annotated[
+        int | None, typer.Option(help="Score a label-balanced sample of N per label.")
+    ] = None,
+    report_dir: Annotated[Path, typer.Option(help="Where the confusion-matrix PNG goes.")] = Path(
+        "reports"
+    ),
+) -> None:
+    """Per-label precision/recall/F1, macro-F1 and confusion matrix, per file and overall."""
+    from classifiers.data import DataError
+    from classifiers.evaluate import evaluate_model, render_text
+
+    try:
+        result = evaluate_model(
+            [str(p) for p in data],
+            model,
+            baseline=baseline,
+            balanced=balanced,
+            report_dir=report_dir,
+        )
+    except DataError as exc:
+        _fail(str(exc), 2)
+        return
+    typer.echo(json.dumps(result, indent=2) if as_json else render_text(result))
+
+
+@sources_app.command("list")
+def sources_list(config: ConfigOpt = None) -> None:
+    """Show every connector type, its settings, and which sources are configured."""
+    from connectors import CONNECTORS
+    from triage.config import load_config
+
+    cfg = load_config(config)
+    configured: dict[str, list[str]] = {}
+    for s in cfg.sources:
+        configured.setdefault(s.type, []).append(s.name + ("" if s.enabled else " (disabled)"))
+    for kind, module in sorted(CONNECTORS.items()):
+        names = ", ".join(configured.get(kind, [])) or "not configured"
+        typer.echo(f"{kind}: {names}")
+        for key, desc in module.SETTINGS.items():
+            typer.echo(f"    {key:<16} {desc}")
+
+
+@sources_app.command("check")
+def sources_check(name: str, config: ConfigOpt = None) -> None:
+    """Validate one source's settings, credentials and reachability."""
+    from connectors import ConnectorError, SourceContext, get_connector
+    from triage.config import load_config
+    from triage.secrets import get_secret
+
+    cfg = load_config(config)
+    source = next((s for s in cfg.sources if s.name == name), None)
+    if source is None:
+        _fail(f"no source named '{name}' in {cfg.path}", 2)
+        return
+    ctx = SourceContext(
+        name=source.name,
+        settings=source.settings,
+        base_dir=cfg.path.parent,
+        secret=lambda key: get_secret(key, key.lower().replace("_", "-")),
+    )
+    try:
+        message = get_connector(source.type).check(ctx)
+    except ConnectorError as exc:
+        _fail(f"{name}: {exc}")
+        return
+    typer.echo(f"{name}: OK — {message}")
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Put dead-lettered deliveries back in the queue for the next run."""
+    from triage.config import load_config
+    from triage.store import open_store
+
+    cfg = load_config(config, database=db)
+    with open_store(cfg.database) as store:
+        n = store.retry_dead(destination)
+    typer.echo(f"requeued {n} dead-lettered deliveries")
+
+
+@app.command()
+def quarantine(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    limit: Annotated[int, typer.Option(help="How many to show.")] = 20,
+) -> None:
+    """Show quarantined records and why they were rejected."""
+    from triage.config import load_config
+    from triage.store import open_store
+
+    cfg = load_config(config, database=db)
+    with open_store(cfg.database, read_only=True) as store:
+        rows = store.quarantined(limit)
+    for row in rows:
+        typer.echo(f"[{row['source']}] {row['reason']}\n    {str(row['raw'])[:200]}")
+    if not rows:
+        typer.echo("quarantine is empty")
+
+
+def main() -> None:
+    """Entry point of the ``triage`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
