@@ -12,10 +12,13 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from triage.config import Config, Rule
+from triage.store import Store
 
 # Route states. Review first is the default: marketing looks before a department is bothered.
 AWAITING_REVIEW = "awaiting_review"
 AUTO_HANDOFF = "auto_handoff"
+RELEASED = "released"  # a reviewer confirmed or corrected it; the department's handoff is queued
+SUPPRESSED = "suppressed"  # a reviewer marked it spam
 ARCHIVED = "archived"  # `other`: kept and audited, handed to nobody
 
 ROUTE_SCHEMA = pa.schema(
@@ -115,3 +118,37 @@ def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Ta
         pa.Table.from_pydict(routes, schema=ROUTE_SCHEMA),
         pa.Table.from_pydict(outbox, schema=OUTBOX_SCHEMA),
     )
+
+
+def release(store: Store, config: Config, item_id: str, department: str | None, rule: str) -> int:
+    """Hand an item to ``department`` after review: update its route and queue the handoff.
+
+    The handoff's idempotency key depends only on item, destination and kind, so releasing the same
+    item twice (two reviewers, a retried request) queues one delivery.
+
+    Args:
+        store: The open store.
+        config: The configuration (departments and their destinations).
+        item_id: The item.
+        department: The department now owning it; None archives it without a handoff.
+        rule: Why, for the audit trail (e.g. ``review:confirm``).
+
+    Returns:
+        How many deliveries were newly queued (0 or 1).
+    """
+    if department is None:
+        store.set_route(item_id, None, ARCHIVED, rule)
+        return 0
+    store.set_route(item_id, department, RELEASED, rule)
+    dest = config.departments[department].destination
+    if not dest:
+        return 0
+    now = datetime.now(UTC)
+    row = {
+        "key": [delivery_key(item_id, dest, "handoff")],
+        "item_id": [item_id],
+        "destination": [dest],
+        "kind": ["handoff"],
+        "created_at": [now],
+    }
+    return store.enqueue(pa.Table.from_pydict(row, schema=OUTBOX_SCHEMA))

@@ -335,6 +335,25 @@ class Store:
                 self.con.unregister("_incoming_outbox")
         return (int(r[0]) if r else 0), (int(o[0]) if o else 0)
 
+    def enqueue(self, outbox: pa.Table) -> int:
+        """Queue deliveries (``OUTBOX_SCHEMA`` rows); keys already queued are ignored."""
+        self.con.register("_incoming_outbox", outbox)
+        try:
+            row = self.con.execute(
+                "INSERT OR IGNORE INTO outbox BY NAME SELECT * FROM _incoming_outbox"
+            ).fetchone()
+        finally:
+            self.con.unregister("_incoming_outbox")
+        return int(row[0]) if row else 0
+
+    def set_route(self, item_id: str, department: str | None, state: str, rule: str) -> None:
+        """Change an item's route (after a reviewer's decision)."""
+        self.con.execute(
+            "UPDATE routes SET department = ?, state = ?, rule = ?, routed_at = now() "
+            "WHERE item_id = ?",
+            [department, state, rule, item_id],
+        )
+
     # --------------------------------------------------------------- delivery
     def due_deliveries(
         self, limit: int, destinations: Sequence[str] | None = None
