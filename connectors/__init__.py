@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import cast
 
-from connectors import file, rss
+from connectors import file, hackernews, reddit, rss, x
 from connectors.base import Connector, ConnectorError, FetchBatch, SourceContext
 
 # An explicit registry: adding a source is one module plus one line here.
 CONNECTORS: dict[str, Connector] = {
     "file": cast(Connector, file),
     "rss": cast(Connector, rss),
+    "hackernews": cast(Connector, hackernews),
+    "reddit": cast(Connector, reddit),
+    "x": cast(Connector, x),
 }
 
 
