@@ -13,6 +13,7 @@ import numpy as np
 import spacy
 from spacy.language import Language
 
+from classifiers import tokenizer as _tokenizer  # noqa: F401 - registers triage_fast_tokenizer.v1
 from classifiers.normalize import normalize
 from triage.models import LABELS, PRIORITY
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
@@ -24,12 +25,27 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _pick(record: dict[str, Any], field: str, mapping: dict[str, str] | None) -> Any:
+@lru_cache(maxsize=256)
+def _candidates(keys: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """For one record layout, the keys present per field in alias order.
+
+    Records of one export share a layout, so this is computed once per file, not once per record.
+    """
+    present = set(keys)
+    return {field: tuple(k for k in aliases if k in present) for field, aliases in ALIASES.items()}
+
+
+def _pick(
+    record: dict[str, Any],
+    field: str,
+    mapping: dict[str, str] | None,
+    cands: dict[str, tuple[str, ...]],
+) -> Any:
     if mapping and field in mapping:
         return record.get(mapping[field])
-    for key in ALIASES[field]:
-        value = record.get(key)
-        if value not in (None, ""):
+    for key in cands[field]:
+        value = record[key]
+        if value is not None and value != "":
             return value
     return None
 
@@ -65,12 +81,13 @@ def mention_from_record(
     """
     if not isinstance(record, dict):
         raise InvalidRecord(f"record is a {type(record).__name__}, not an object")
-    ext = _pick(record, "external_id", mapping)
+    cands = _candidates(tuple(record))
+    ext = _pick(record, "external_id", mapping, cands)
     if ext in (None, ""):
         raise InvalidRecord("id is missing")
-    text = clean_text(_pick(record, "text", mapping))
-    created = parse_timestamp(_pick(record, "created_at", mapping))
-    followers = _pick(record, "followers", mapping)
+    text = clean_text(_pick(record, "text", mapping, cands))
+    created = parse_timestamp(_pick(record, "created_at", mapping, cands))
+    followers = _pick(record, "followers", mapping, cands)
     try:
         followers_n = int(followers) if followers not in (None, "") else None
     except (TypeError, ValueError):
@@ -80,17 +97,17 @@ def mention_from_record(
         external_id=str(ext),
         text=text,
         created_at=created,
-        url=_opt_str(_pick(record, "url", mapping)),
+        url=_opt_str(_pick(record, "url", mapping, cands)),
         author=Author(
-            handle=_opt_str(_pick(record, "author", mapping)),
-            name=_opt_str(_pick(record, "author_name", mapping)),
-            url=_opt_str(_pick(record, "author_url", mapping)),
+            handle=_opt_str(_pick(record, "author", mapping, cands)),
+            name=_opt_str(_pick(record, "author_name", mapping, cands)),
+            url=_opt_str(_pick(record, "author_url", mapping, cands)),
             followers=followers_n,
         ),
         fetched_at=fetched_at,
-        thread=_opt_str(_pick(record, "thread", mapping)),
-        in_reply_to=_opt_str(_pick(record, "in_reply_to", mapping)),
-        language=_opt_str(_pick(record, "language", mapping)),
-        source_type=_opt_str(_pick(record, "source_type", mapping)) or default_source_type,
+        thread=_opt_str(_pick(record, "thread", mapping, cands)),
+        in_reply_to=_opt_str(_pick(record, "in_reply_to", mapping, cands)),
+        language=_opt_str(_pick(record, "language", mapping, cands)),
+        source_type=_opt_str(_pick(record, "source_type", mapping, cands)) or default_source_type,
         raw=raw if raw is not None else record,
     )
