@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from connectors import file, hackernews, reddit, rss, x
+from connectors import appstore, file, hackernews, imap, reddit, rss, webhook, x
 from connectors.base import Connector, ConnectorError, FetchBatch, SourceContext
 
 # An explicit registry: adding a source is one module plus one line here.
@@ -14,6 +14,9 @@ CONNECTORS: dict[str, Connector] = {
     "hackernews": cast(Connector, hackernews),
     "reddit": cast(Connector, reddit),
     "x": cast(Connector, x),
+    "email": cast(Connector, imap),
+    "webhook": cast(Connector, webhook),
+    "appstore": cast(Connector, appstore),
 }
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from triage.cli_intake import intake_app
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -20,6 +22,7 @@ sources_app = typer.Typer(no_args_is_help=True, help="List and check the configu
 outbox_app = typer.Typer(no_args_is_help=True, help="Inspect and retry queued deliveries.")
 app.add_typer(sources_app, name="sources")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(intake_app, name="intake")
 
 ConfigOpt = Annotated[
     str | None,

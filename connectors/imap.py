@@ -1,0 +1,472 @@
+"""Email (IMAP): a feedback mailbox, read with imap-tools.
+
+imap-tools is a small, actively maintained layer over the standard library's ``imaplib`` that speaks
+UIDs, folders, flags and MOVE without hand-written IMAP syntax, and hands back the standard
+``email.message.Message`` so MIME parsing stays with the standard library.
+
+Every message becomes one mention: subject and the new part of the body (quoted replies and
+signatures stripped), sender as author, attachments kept by file name only. Messages are marked as
+processed (``\\Seen``, or moved to ``processed_folder``) only after the batch holding them has been
+stored, so a crash between fetch and store leaves them waiting in the folder for the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import re
+import ssl
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from email.utils import parsedate_to_datetime
+from html.parser import HTMLParser
+from typing import Any, ClassVar
+
+from imap_tools import A, BaseMailBox, MailBox, MailBoxStartTls, MailBoxUnencrypted, MailMessage
+from imap_tools.errors import ImapToolsError, MailboxLoginError
+
+from connectors.base import ConnectorError, FetchBatch, SourceContext
+from triage.models import Author, InvalidRecord, Mention, Rejected, clean_text
+
+SETTINGS = {
+    "host": "IMAP server host name",
+    "port": "IMAP port (default 993 for ssl, 143 for starttls/plain)",
+    "security": "ssl (default), starttls, or plain (plain only for a server on localhost)",
+    "username": "mailbox user name",
+    "password_secret": "env var / Secret block holding the password (default IMAP_PASSWORD)",
+    "folder": "folder to read (default INBOX)",
+    "processed_folder": "move processed messages here (created if missing); default: flag \\Seen",
+    "backfill_days": "first run only: skip messages older than this many days (default 30)",
+    "source_type": "source_type of the messages (default email)",
+    "timeout": "socket timeout in seconds (default 30)",
+    "connect_retries": "extra connection attempts on network errors (default 3)",
+}
+
+# Messages fetched per IMAP round trip and per stored batch: one batch of mail is small and a
+# crash then repeats at most this many messages (which the stable ids absorb anyway).
+FETCH_CHUNK = 100
+MAX_RAW_FIELD = 2000
+NO_DATE = datetime(1900, 1, 1)
+
+# Sign-off lines that start a closing block; matched only as a whole line, so "Thanks for the
+# fast fix!" stays in the text while a bare "Thanks," near the end starts the signature.
+_SIGN_OFF = re.compile(
+    r"^(best|kind|warm|many thanks|thanks|thank you|regards|best regards|kind regards|"
+    r"warm regards|cheers|sincerely|yours sincerely|yours truly|all the best|br|thx|"
+    r"sent from my \w+.*|get outlook for \w+.*)[\s,.!]*$",
+    re.IGNORECASE,
+)
+# Where a quoted earlier message begins: everything from here down is not the sender's new text.
+_QUOTE_HEADER = re.compile(
+    r"^(on\b.{0,200}\bwrote:\s*$|-{2,}\s*original message\s*-{2,}|_{10,}\s*$|"
+    r"from:\s.+\s*$|le\b.{0,200}\ba écrit\s*:\s*$|am\b.{0,200}\bschrieb\b.*:\s*$)",
+    re.IGNORECASE,
+)
+# How far from the end a sign-off may start and still be a closing block, in non-blank lines.
+_SIGN_OFF_WINDOW = 6
+
+
+class _HtmlText(HTMLParser):
+    """Collect the visible text of an HTML body: no script/style, line breaks at block ends."""
+
+    _BLOCK: ClassVar[frozenset[str]] = frozenset(
+        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"}
+    )
+    _SKIP: ClassVar[frozenset[str]] = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+        self._quote = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skip += 1
+        # Mail clients wrap the quoted earlier message in a blockquote: it is not new text.
+        if tag == "blockquote":
+            self._quote += 1
+        if tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and self._skip:
+            self._skip -= 1
+        if tag == "blockquote" and self._quote:
+            self._quote -= 1
+        if tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip and not self._quote:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """Return the visible text of an HTML mail body.
+
+    Args:
+        markup: The HTML part, already decoded to str.
+
+    Returns:
+        Text with one line per block element and collapsed spaces.
+    """
+    parser = _HtmlText()
+    parser.feed(markup)
+    parser.close()
+    text = html.unescape("".join(parser.parts))
+    lines = [re.sub(r"[ \t\xa0]+", " ", line).strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _decode_part(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        # An unknown charset name: UTF-8 with replacement keeps the words we can read.
+        return payload.decode("utf-8", errors="replace")
+
+
+def body_text(msg: Message) -> str:
+    """Extract the body as text: the plain parts, else the HTML parts converted to text.
+
+    Attachments (parts with a file name or ``attachment`` disposition) are skipped.
+
+    Args:
+        msg: The parsed message.
+
+    Returns:
+        The body text (may be empty).
+    """
+    plain: list[str] = []
+    htmls: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        if part.get_filename() or part.get_content_disposition() == "attachment":
+            continue
+        ctype = part.get_content_type()
+        if ctype == "text/plain":
+            plain.append(_decode_part(part))
+        elif ctype == "text/html":
+            htmls.append(_decode_part(part))
+    text = "\n".join(p for p in plain if p.strip())
+    if text.strip():
+        return text
+    return "\n".join(html_to_text(h) for h in htmls if h.strip())
+
+
+def strip_reply(text: str) -> str:
+    """Remove quoted replies and signature blocks, keeping what the sender wrote this time.
+
+    Args:
+        text: A plain-text mail body.
+
+    Returns:
+        The new text: ``>`` lines, everything after an "On ... wrote:" style header, after a
+        ``-- `` signature separator, and a closing sign-off block near the end are removed.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if line.rstrip("\n") in ("-- ", "--") or _QUOTE_HEADER.match(stripped):
+            break
+        if stripped.startswith(">"):
+            continue
+        kept.append(line.rstrip())
+    # A sign-off in the last few non-blank lines starts the closing block (name, title, phone).
+    nonblank = [i for i, line in enumerate(kept) if line.strip()]
+    for i in nonblank[-_SIGN_OFF_WINDOW:]:
+        if i != nonblank[0] and _SIGN_OFF.match(kept[i].strip()):
+            kept = kept[:i]
+            break
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+
+
+def _setting_int(ctx: SourceContext, key: str, default: int) -> int:
+    value = ctx.settings.get(key, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConnectorError(f"source '{ctx.name}': setting '{key}' must be a number") from None
+
+
+def _connect(ctx: SourceContext) -> BaseMailBox:
+    """Open and log in, retrying network errors with backoff; refuse early on bad credentials."""
+    host = str(ctx.require("host"))
+    user = str(ctx.require("username"))
+    security = str(ctx.settings.get("security", "ssl")).lower()
+    if security not in ("ssl", "starttls", "plain"):
+        raise ConnectorError(
+            f"source '{ctx.name}': security must be ssl, starttls or plain, not '{security}'"
+        )
+    if security == "plain" and host not in ("127.0.0.1", "::1", "localhost"):
+        # The password would cross the network in clear text.
+        raise ConnectorError(
+            f"source '{ctx.name}': security 'plain' is only allowed for a server on localhost; "
+            f"use ssl or starttls for {host}"
+        )
+    port = _setting_int(ctx, "port", 993 if security == "ssl" else 143)
+    timeout = float(ctx.settings.get("timeout", 30))
+    secret_name = str(ctx.settings.get("password_secret", "IMAP_PASSWORD"))
+    password = ctx.secret(secret_name)
+    if not password:
+        raise ConnectorError(
+            f"source '{ctx.name}': no IMAP password: set the env var {secret_name} or the "
+            f"Secret block {secret_name.lower().replace('_', '-')}"
+        )
+    retries = _setting_int(ctx, "connect_retries", 3)
+    last = ""
+    for attempt in range(retries + 1):
+        try:
+            box: BaseMailBox
+            if security == "ssl":
+                box = MailBox(host, port, timeout=timeout)
+            elif security == "starttls":
+                box = MailBoxStartTls(host, port, timeout=timeout)
+            else:
+                box = MailBoxUnencrypted(host, port, timeout=timeout)
+        except (OSError, ssl.SSLError, ImapToolsError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+            if attempt < retries:
+                time.sleep(min(30.0, 0.5 * 2**attempt))
+            continue
+        try:
+            box.login(user, password, initial_folder=None)
+        except MailboxLoginError:
+            _logout(box)
+            # The server's reply is not echoed: it may repeat the user name; never the password.
+            raise ConnectorError(
+                f"source '{ctx.name}': IMAP login refused for user '{user}' at {host}:{port} "
+                f"(check the user name and the password in {secret_name})"
+            ) from None
+        except (OSError, ImapToolsError) as exc:
+            _logout(box)
+            last = f"{type(exc).__name__}: {exc}"
+            if attempt < retries:
+                time.sleep(min(30.0, 0.5 * 2**attempt))
+            continue
+        return box
+    raise ConnectorError(
+        f"source '{ctx.name}': cannot reach IMAP server {host}:{port} after "
+        f"{retries + 1} attempt(s) ({last})"
+    )
+
+
+def _logout(box: BaseMailBox) -> None:
+    # The connection may already be gone; there is nothing left to save at logout.
+    with contextlib.suppress(Exception):
+        box.logout()
+
+
+def _select(ctx: SourceContext, box: BaseMailBox, folder: str) -> int:
+    try:
+        status = box.folder.status(folder, ["UIDVALIDITY", "MESSAGES"])
+        box.folder.set(folder)
+    except ImapToolsError as exc:
+        raise ConnectorError(f"source '{ctx.name}': cannot open folder '{folder}': {exc}") from exc
+    return int(status["UIDVALIDITY"])
+
+
+def check(ctx: SourceContext) -> str:
+    """Log in, open the folder and report how many messages it holds."""
+    folder = str(ctx.settings.get("folder", "INBOX"))
+    box = _connect(ctx)
+    try:
+        try:
+            status = box.folder.status(folder, ["MESSAGES", "UNSEEN", "UIDVALIDITY"])
+        except ImapToolsError as exc:
+            raise ConnectorError(
+                f"source '{ctx.name}': logged in, but folder '{folder}' cannot be opened: {exc}"
+            ) from exc
+    finally:
+        _logout(box)
+    return (
+        f"logged in as {ctx.settings.get('username')}; '{folder}' holds "
+        f"{status['MESSAGES']} message(s), {status['UNSEEN']} unseen"
+    )
+
+
+def _short(value: str) -> str:
+    return value if len(value) <= MAX_RAW_FIELD else value[:MAX_RAW_FIELD] + "…"
+
+
+def _created_at(msg: MailMessage, fallback: datetime) -> datetime:
+    dt = msg.date
+    if dt.replace(tzinfo=None) == NO_DATE:
+        # No or unreadable Date header: the time we saw it is the best we know; raw keeps the header.
+        try:
+            dt = parsedate_to_datetime(msg.date_str)
+        except (TypeError, ValueError, IndexError):
+            return fallback
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def to_mention(
+    ctx: SourceContext, msg: MailMessage, uidvalidity: int, folder: str, fetched_at: datetime
+) -> Mention:
+    """Turn one fetched message into a mention.
+
+    Args:
+        ctx: The configured source.
+        msg: The message as imap-tools fetched it.
+        uidvalidity: The folder's UIDVALIDITY (part of the fallback id).
+        folder: The folder name, kept in ``raw``.
+        fetched_at: When the batch was fetched.
+
+    Returns:
+        The mention.
+
+    Raises:
+        InvalidRecord: When the message has no usable text.
+    """
+    message_id = (msg.headers.get("message-id") or ("",))[0].strip().strip("<>")
+    # Message-ID survives a UIDVALIDITY change or a move between folders; UIDs do not.
+    external_id = message_id or f"uid:{uidvalidity}:{msg.uid}"
+    subject = re.sub(r"\s+", " ", msg.subject or "").strip()
+    body = strip_reply(body_text(msg.obj))
+    text = f"{subject}\n\n{body}" if subject and body else (subject or body)
+    sender = msg.from_values
+    attachments = [a.filename for a in msg.attachments if a.filename]
+    in_reply_to = (msg.headers.get("in-reply-to") or ("",))[0].strip().strip("<>") or None
+    references = (msg.headers.get("references") or ("",))[0].split()
+    raw: dict[str, Any] = {
+        "uid": msg.uid,
+        "uidvalidity": uidvalidity,
+        "folder": folder,
+        "message_id": message_id or None,
+        "from": _short(msg.from_),
+        "to": [_short(t) for t in msg.to[:20]],
+        "subject": _short(subject),
+        "date": _short(msg.date_str),
+        "attachments": [_short(n) for n in attachments[:100]],
+        "size": msg.size_rfc822,
+    }
+    try:
+        clean = clean_text(text)
+    except InvalidRecord as exc:
+        raise InvalidRecord(f"message uid {msg.uid} has no text: {exc}") from exc
+    return Mention(
+        source=ctx.name,
+        external_id=external_id,
+        text=clean,
+        created_at=_created_at(msg, fetched_at),
+        url=None,
+        author=Author(
+            handle=(sender.email or None) if sender else None,
+            name=(sender.name or None) if sender else None,
+        ),
+        fetched_at=fetched_at,
+        thread=references[0].strip("<>") if references else in_reply_to,
+        in_reply_to=in_reply_to,
+        language=(msg.headers.get("content-language") or (None,))[0],
+        source_type=str(ctx.settings.get("source_type", "email")),
+        raw=raw,
+    )
+
+
+def _mark_processed(box: BaseMailBox, uids: list[str], processed_folder: str | None) -> None:
+    if not uids:
+        return
+    if processed_folder:
+        box.move(uids, processed_folder)
+    else:
+        box.flag(uids, "\\Seen", True)
+
+
+def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
+    """Fetch messages with a UID above the cursor, in batches; mark each batch once it is stored.
+
+    Args:
+        ctx: The configured source.
+        cursor: ``{"uidvalidity": int, "last_uid": int}`` from the last run, or None.
+
+    Yields:
+        Batches whose cursor is the highest UID they contain.
+    """
+    folder = str(ctx.settings.get("folder", "INBOX"))
+    processed = ctx.settings.get("processed_folder") or None
+    state = dict(cursor or {})
+    box = _connect(ctx)
+    try:
+        if processed and not box.folder.exists(str(processed)):
+            box.folder.create(str(processed))
+        uidvalidity = _select(ctx, box, folder)
+        last_uid = int(state.get("last_uid", 0))
+        if state.get("uidvalidity") not in (None, uidvalidity):
+            # The server renumbered the folder: old UIDs mean nothing now. Read it all again;
+            # Message-ID based item ids keep what was stored from being stored twice.
+            last_uid = 0
+        if last_uid:
+            # Stored by an earlier run that stopped before marking them: mark them now.
+            stored = A(uid=f"1:{last_uid}") if processed else A(uid=f"1:{last_uid}", seen=False)
+            pending = [u for u in box.uids(stored, charset=None) if u and int(u) <= last_uid]
+            _mark_processed(box, pending, processed)
+            criteria: Any = A(uid=f"{last_uid + 1}:*")
+        elif state.get("uidvalidity") is None:
+            days = float(ctx.settings.get("backfill_days", 30))
+            since = (datetime.now(UTC) - timedelta(days=days)).date()
+            criteria = A(date_gte=since)
+        else:
+            criteria = "ALL"
+        # "N:*" always matches the newest message even when its UID is below N (RFC 3501).
+        uids = sorted(int(u) for u in box.uids(criteria, charset=None) if u and int(u) > last_uid)
+        if not uids:
+            if state.get("uidvalidity") != uidvalidity:
+                yield FetchBatch(cursor={"uidvalidity": uidvalidity, "last_uid": last_uid})
+            return
+        for start in range(0, len(uids), FETCH_CHUNK):
+            chunk = uids[start : start + FETCH_CHUNK]
+            fetched_at = datetime.now(UTC)
+            batch = FetchBatch()
+            seen: list[str] = []
+            # mark_seen=False: BODY.PEEK, so nothing is marked before the batch is stored.
+            for msg in box.fetch(
+                A(uid=",".join(map(str, chunk))), mark_seen=False, bulk=True, charset=None
+            ):
+                if not msg.uid:
+                    continue
+                seen.append(msg.uid)
+                try:
+                    batch.mentions.append(to_mention(ctx, msg, uidvalidity, folder, fetched_at))
+                except InvalidRecord as exc:
+                    batch.rejected.append(_reject(ctx, msg, str(exc)))
+                except Exception as exc:  # noqa: BLE001 - one broken message must not stop the mailbox
+                    batch.rejected.append(
+                        _reject(ctx, msg, f"cannot parse message: {type(exc).__name__}: {exc}")
+                    )
+            batch.cursor = {"uidvalidity": uidvalidity, "last_uid": chunk[-1]}
+            yield batch
+            # The consumer asks for the next batch only after storing this one (cursor included).
+            _mark_processed(box, seen, processed)
+    except OSError as exc:
+        raise ConnectorError(f"source '{ctx.name}': IMAP connection lost: {exc}") from exc
+    except ImapToolsError as exc:
+        raise ConnectorError(f"source '{ctx.name}': IMAP command failed: {exc}") from exc
+    finally:
+        _logout(box)
+
+
+def _reject(ctx: SourceContext, msg: MailMessage, reason: str) -> Rejected:
+    try:
+        head = {k: _short(" ".join(v)) for k, v in msg.headers.items()}
+    except Exception:  # noqa: BLE001 - headers so broken they cannot be listed: keep the UID
+        head = {}
+    raw = {"uid": msg.uid, "headers": head}
+    message_id = (head.get("message-id") or "").strip().strip("<>")
+    return Rejected(
+        source=ctx.name,
+        reason=reason,
+        raw=json.dumps(raw, ensure_ascii=False)[:100_000],
+        external_id=message_id or None,
+    )
