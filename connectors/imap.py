@@ -267,13 +267,14 @@ def _logout(box: BaseMailBox) -> None:
         box.logout()
 
 
-def _select(ctx: SourceContext, box: BaseMailBox, folder: str) -> int:
+def _select(ctx: SourceContext, box: BaseMailBox, folder: str) -> tuple[int, int]:
+    """Open the folder; return its (UIDVALIDITY, UIDNEXT)."""
     try:
-        status = box.folder.status(folder, ["UIDVALIDITY", "MESSAGES"])
+        status = box.folder.status(folder, ["UIDVALIDITY", "UIDNEXT"])
         box.folder.set(folder)
     except ImapToolsError as exc:
         raise ConnectorError(f"source '{ctx.name}': cannot open folder '{folder}': {exc}") from exc
-    return int(status["UIDVALIDITY"])
+    return int(status["UIDVALIDITY"]), int(status["UIDNEXT"])
 
 
 def check(ctx: SourceContext) -> str:
@@ -401,7 +402,8 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     try:
         if processed and not box.folder.exists(str(processed)):
             box.folder.create(str(processed))
-        uidvalidity = _select(ctx, box, folder)
+        uidvalidity, uidnext = _select(ctx, box, folder)
+        first_run = state.get("uidvalidity") is None
         last_uid = int(state.get("last_uid", 0))
         if state.get("uidvalidity") not in (None, uidvalidity):
             # The server renumbered the folder: old UIDs mean nothing now. Read it all again;
@@ -413,7 +415,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
             pending = [u for u in box.uids(stored, charset=None) if u and int(u) <= last_uid]
             _mark_processed(box, pending, processed)
             criteria: Any = A(uid=f"{last_uid + 1}:*")
-        elif state.get("uidvalidity") is None:
+        elif first_run:
             days = float(ctx.settings.get("backfill_days", 30))
             since = (datetime.now(UTC) - timedelta(days=days)).date()
             criteria = A(date_gte=since)
@@ -423,7 +425,10 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         uids = sorted(int(u) for u in box.uids(criteria, charset=None) if u and int(u) > last_uid)
         if not uids:
             if state.get("uidvalidity") != uidvalidity:
-                yield FetchBatch(cursor={"uidvalidity": uidvalidity, "last_uid": last_uid})
+                # On a first run, whatever is there is older than the backfill window: start
+                # after it, or the next run (no longer a first run) would read it all.
+                start_after = uidnext - 1 if first_run else last_uid
+                yield FetchBatch(cursor={"uidvalidity": uidvalidity, "last_uid": start_after})
             return
         for start in range(0, len(uids), FETCH_CHUNK):
             chunk = uids[start : start + FETCH_CHUNK]

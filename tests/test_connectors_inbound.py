@@ -281,11 +281,16 @@ def test_email_first_run_backfill_window_and_uidvalidity_reset(
 ) -> None:
     old = datetime.now(UTC) - timedelta(days=90)
     dovecot.append(mailbox, simple("old@example.com", "Ancient history"), when=old)
-    dovecot.append(mailbox, simple("fresh@example.com", "Fresh feedback: great support"))
     ctx = email_ctx(tmp_path, dovecot, mailbox, backfill_days=30)
 
-    first = [m.external_id for b in imap.fetch(ctx, None) for m in b.mentions]
-    assert first == ["fresh@example.com"]
+    # A first run that finds only mail older than the window starts after it.
+    (empty,) = list(imap.fetch(ctx, None))
+    assert empty.mentions == [] and empty.cursor["last_uid"] == 1
+
+    dovecot.append(mailbox, simple("fresh@example.com", "Fresh feedback: great support"))
+    dovecot.append(mailbox, simple("late@example.com", "Delivered late, dated old"), when=old)
+    later = [m.external_id for b in imap.fetch(ctx, empty.cursor) for m in b.mentions]
+    assert later == ["fresh@example.com", "late@example.com"]
 
     # A cursor from a renumbered folder (other UIDVALIDITY) means: read it all again.
     renumbered = [
@@ -293,7 +298,7 @@ def test_email_first_run_backfill_window_and_uidvalidity_reset(
         for b in imap.fetch(ctx, {"uidvalidity": 1, "last_uid": 99})
         for m in b.mentions
     ]
-    assert sorted(renumbered) == ["fresh@example.com", "old@example.com"]
+    assert sorted(renumbered) == ["fresh@example.com", "late@example.com", "old@example.com"]
 
 
 def test_email_auth_failure_and_unreachable_server_are_clear(
