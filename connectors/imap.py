@@ -48,6 +48,8 @@ SETTINGS = {
 # Messages fetched per IMAP round trip and per stored batch: one batch of mail is small and a
 # crash then repeats at most this many messages (which the stable ids absorb anyway).
 FETCH_CHUNK = 100
+# Messages per FETCH command: bounds the memory taken by large attachments.
+BODY_CHUNK = 10
 MAX_RAW_FIELD = 2000
 NO_DATE = datetime(1900, 1, 1)
 
@@ -376,6 +378,17 @@ def to_mention(
     )
 
 
+def _fetch_messages(box: BaseMailBox, uids: list[int]) -> Iterator[MailMessage]:
+    """Fetch whole messages a few per round trip.
+
+    Bodies arrive with their attachments, so only ``BODY_CHUNK`` of them are held in memory at once.
+    ``mark_seen=False`` fetches with ``BODY.PEEK``: nothing is marked before the batch is stored.
+    """
+    for start in range(0, len(uids), BODY_CHUNK):
+        part = ",".join(str(u) for u in uids[start : start + BODY_CHUNK])
+        yield from box.fetch(A(uid=part), mark_seen=False, bulk=True, charset=None)
+
+
 def _mark_processed(box: BaseMailBox, uids: list[str], processed_folder: str | None) -> None:
     if not uids:
         return
@@ -435,10 +448,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
             fetched_at = datetime.now(UTC)
             batch = FetchBatch()
             seen: list[str] = []
-            # mark_seen=False: BODY.PEEK, so nothing is marked before the batch is stored.
-            for msg in box.fetch(
-                A(uid=",".join(map(str, chunk))), mark_seen=False, bulk=True, charset=None
-            ):
+            for msg in _fetch_messages(box, chunk):
                 if not msg.uid:
                     continue
                 seen.append(msg.uid)
