@@ -41,6 +41,7 @@ SETTINGS = {
     "processed_folder": "move processed messages here (created if missing); default: flag \\Seen",
     "backfill_days": "first run only: skip messages older than this many days (default 30)",
     "source_type": "source_type of the messages (default email)",
+    "ca_file": "CA bundle to trust for a server with a private certificate (default: system CAs)",
     "timeout": "socket timeout in seconds (default 30)",
     "connect_retries": "extra connection attempts on network errors (default 3)",
 }
@@ -218,6 +219,10 @@ def _connect(ctx: SourceContext) -> BaseMailBox:
         )
     port = _setting_int(ctx, "port", 993 if security == "ssl" else 143)
     timeout = float(ctx.settings.get("timeout", 30))
+    # Certificates and host names are always verified; a private CA is trusted only when named.
+    tls = ssl.create_default_context(
+        cafile=str(ctx.path("ca_file")) if ctx.settings.get("ca_file") else None
+    )
     secret_name = str(ctx.settings.get("password_secret", "IMAP_PASSWORD"))
     password = ctx.secret(secret_name)
     if not password:
@@ -231,12 +236,18 @@ def _connect(ctx: SourceContext) -> BaseMailBox:
         try:
             box: BaseMailBox
             if security == "ssl":
-                box = MailBox(host, port, timeout=timeout)
+                box = MailBox(host, port, timeout=timeout, ssl_context=tls)
             elif security == "starttls":
-                box = MailBoxStartTls(host, port, timeout=timeout)
+                box = MailBoxStartTls(host, port, timeout=timeout, ssl_context=tls)
             else:
                 box = MailBoxUnencrypted(host, port, timeout=timeout)
-        except (OSError, ssl.SSLError, ImapToolsError) as exc:
+        except ssl.SSLCertVerificationError as exc:
+            # Not transient: retrying cannot make an untrusted certificate trusted.
+            raise ConnectorError(
+                f"source '{ctx.name}': TLS certificate of {host}:{port} not trusted "
+                f"({exc.verify_message}); set ca_file for a private CA"
+            ) from None
+        except (OSError, ImapToolsError) as exc:
             last = f"{type(exc).__name__}: {exc}"
             if attempt < retries:
                 time.sleep(min(30.0, 0.5 * 2**attempt))

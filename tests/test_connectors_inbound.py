@@ -326,6 +326,23 @@ def test_email_auth_failure_and_unreachable_server_are_clear(
         imap.check(closed)
 
 
+def test_email_starttls_verifies_the_certificate(
+    dovecot: ImapServer, mailbox: str, tmp_path: Path
+) -> None:
+    dovecot.append(mailbox, simple("tls@example.com", "Sent over TLS"))
+    trusted = email_ctx(
+        tmp_path, dovecot, mailbox, security="starttls", ca_file=str(dovecot.ca_file)
+    )
+    assert "1 message(s)" in imap.check(trusted)
+    assert [m.external_id for b in imap.fetch(trusted, None) for m in b.mentions] == [
+        "tls@example.com"
+    ]
+    # Without the private CA the self-signed certificate is refused, never silently accepted.
+    untrusted = email_ctx(tmp_path, dovecot, mailbox, security="starttls")
+    with pytest.raises(ConnectorError, match="certificate of 127.0.0.1:.* not trusted"):
+        imap.check(untrusted)
+
+
 def test_strip_reply_and_html_to_text() -> None:
     text = "Thanks for the quick fix yesterday!\nIt works now.\n\n-- \nSam\nSent from my phone"
     assert imap.strip_reply(text) == "Thanks for the quick fix yesterday!\nIt works now."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import grp
 import imaplib
+import ipaddress
 import os
 import pwd
 import shutil
@@ -19,7 +20,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ class ImapServer:
     gid: int
     host: str = "127.0.0.1"
     users: dict[str, str] = field(default_factory=dict)
+    # The CA (here: the self-signed certificate itself) a client must trust for STARTTLS.
+    ca_file: Path | None = None
 
     def add_users(self, names: list[str], password_of: Any) -> None:
         """Write the passwd-file before the first login (dovecot caches it once read)."""
@@ -116,6 +119,45 @@ class ImapServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _self_signed_cert(root: Path) -> tuple[Path, Path]:
+    """Write a certificate and key for 127.0.0.1 / localhost, valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = root / "cert.pem", root / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 def start_dovecot(binary: str) -> ImapServer:
     """Start dovecot on a random loopback port and wait until it greets.
 
@@ -139,6 +181,7 @@ def start_dovecot(binary: str) -> ImapServer:
     (root / "mail").mkdir()
     (root / "passwd").write_text("")
     port = _free_port()
+    cert, key = _self_signed_cert(root)
     conf = root / "dovecot.conf"
     conf.write_text(
         f"""
@@ -150,7 +193,11 @@ instance_name = triage-test-{port}
 default_internal_user = {name}
 default_internal_group = {group}
 default_login_user = {name}
-ssl = no
+# STARTTLS is offered with a throw-away certificate for 127.0.0.1; plaintext login stays allowed
+# because the server only listens on loopback.
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # Tests log in with a wrong password on purpose: no 2-second punishment per failure.
@@ -192,7 +239,7 @@ service anvil {{
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = ImapServer(root=root, port=port, process=process, uid=uid, gid=gid)
+    server = ImapServer(root=root, port=port, process=process, uid=uid, gid=gid, ca_file=cert)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:
