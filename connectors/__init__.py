@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from typing import cast
 
-from connectors import appstore, file, hackernews, imap, reddit, rss, webhook, x
+from connectors import (
+    appstore,
+    bluesky,
+    discourse,
+    file,
+    hackernews,
+    imap,
+    mastodon,
+    reddit,
+    rss,
+    slack_community,
+    webhook,
+    x,
+    youtube,
+)
 from connectors.base import Connector, ConnectorError, FetchBatch, SourceContext
 
 # An explicit registry: adding a source is one module plus one line here.
@@ -14,6 +28,11 @@ CONNECTORS: dict[str, Connector] = {
     "hackernews": cast(Connector, hackernews),
     "reddit": cast(Connector, reddit),
     "x": cast(Connector, x),
+    "mastodon": cast(Connector, mastodon),
+    "bluesky": cast(Connector, bluesky),
+    "youtube": cast(Connector, youtube),
+    "discourse": cast(Connector, discourse),
+    "slack_community": cast(Connector, slack_community),
     "email": cast(Connector, imap),
     "webhook": cast(Connector, webhook),
     "appstore": cast(Connector, appstore),

@@ -56,6 +56,11 @@ def strip_html(value: Any) -> Any:
     return html.unescape(_TAG.sub("", text)).strip()
 
 
+def obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (untrusted payloads vary in shape)."""
+    return value if isinstance(value, dict) else {}
+
+
 def reset_wait(value: str | None, now: float | None = None) -> float | None:
     """Seconds until a rate-limit window resets, from a delta, an epoch or an ISO timestamp."""
     if not value:

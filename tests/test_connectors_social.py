@@ -14,17 +14,35 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from connectors import CONNECTORS, ConnectorError, SourceContext
+from connectors import bluesky as bluesky_mod
+from connectors import discourse as discourse_mod
 from connectors import hackernews as hackernews_mod
+from connectors import mastodon as mastodon_mod
 from connectors import reddit as reddit_mod
+from connectors import slack_community as slack_community_mod
+from connectors import social_api as sa
 from connectors import x as x_mod
+from connectors import youtube as youtube_mod
+from flows import triage as flows_triage
+from flows.triage import triage
 from tests.fakes.base import FakeApi
+from tests.fakes.bluesky import FakeBluesky
+from tests.fakes.discourse import FakeDiscourse
 from tests.fakes.hackernews import FakeHackerNews
+from tests.fakes.mastodon import FakeMastodon
 from tests.fakes.reddit import FakeReddit
+from tests.fakes.slack_community import CommunitySlackServer
 from tests.fakes.x import FakeX
+from tests.fakes.youtube import FakeYouTube
+from triage.cli import app
 from triage.models import TRUNCATION_MARKER, Mention, Rejected
+from triage.store import open_store
 
 
 @dataclass
@@ -44,6 +62,8 @@ class Spec:
     # How many items a page holds with the settings above (the tests add more than two pages).
     page: int = 10
     data_path: str = ""
+    # False when the API can be read anonymously (a credential only widens what is visible).
+    secrets_required: bool = True
 
 
 def _now(minutes: float = 0) -> datetime:
@@ -75,6 +95,39 @@ def _reddit_malformed(fake: FakeReddit) -> None:
             },
         }
     )
+
+
+def _iso(minutes: float) -> str:
+    return _now(minutes).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _mastodon_malformed(fake: FakeMastodon) -> None:
+    account = {"acct": "troll", "username": "troll"}
+    fake.add_raw({"created_at": "last tuesday", "content": "<p>hi</p>", "account": account})
+    fake.add_raw({"created_at": _iso(2), "content": "<p> </p>", "account": account})
+
+
+def _bluesky_malformed(fake: FakeBluesky) -> None:
+    base = "at://did:plc:odd/app.bsky.feed.post/malformed"
+    fake.add_raw({"uri": f"{base}1", "record": {"text": "nimbus", "createdAt": "yesterday"}})
+    fake.add_raw({"uri": f"{base}2", "indexedAt": _iso(2)})
+
+
+def _youtube_malformed(fake: FakeYouTube) -> None:
+    top = {"kind": "youtube#comment", "id": "UgzBAD", "snippet": {"videoId": "vid0001"}}
+    snippet = {"videoId": "vid0001", "channelId": "UCnimbus", "topLevelComment": top}
+    fake.add_raw({"kind": "youtube#commentThread", "id": "UgzBAD", "snippet": snippet})
+
+
+def _discourse_malformed(fake: FakeDiscourse) -> None:
+    fake.add_raw({"created_at": "soon", "raw": "hello", "username": "x", "post_type": 1})
+    fake.add_raw({"created_at": _iso(2), "raw": "", "cooked": "", "post_type": 1})
+
+
+def _slack_malformed(fake: CommunitySlackServer) -> None:
+    ts = int(_now(2).timestamp())
+    fake.state.add_raw({"type": "message", "user": "U1", "ts": f"{ts}.900001"})
+    fake.state.add_raw({"type": "message", "user": "U1", "ts": f"{ts}.900002", "text": 12345})
 
 
 SPECS: list[Spec] = [
@@ -111,6 +164,71 @@ SPECS: list[Spec] = [
         auth_phrase="Reddit refused the app credentials",
         data_path="/r/notetaking/new",
     ),
+    Spec(
+        name="mastodon",
+        module=mastodon_mod,
+        make_fake=FakeMastodon,
+        settings=lambda f: {"hashtags": ["#NimbusNotes"], "mentions": True, "page_size": 10},
+        add=lambda f, text, created: f.add(text, created),
+        add_malformed=_mastodon_malformed,
+        secrets={"MASTODON_ACCESS_TOKEN": "masto-good"},
+        bad_secrets={"MASTODON_ACCESS_TOKEN": "masto-revoked"},
+        auth_phrase="refused the access token",
+        data_path="/api/v1/timelines/tag/",
+    ),
+    Spec(
+        name="bluesky",
+        module=bluesky_mod,
+        make_fake=FakeBluesky,
+        settings=lambda f: {"queries": ["nimbus"], "handle": "brand.bsky.social", "page_size": 10},
+        add=lambda f, text, created: f.add(f"nimbus {text}", created),
+        add_malformed=_bluesky_malformed,
+        secrets={"BLUESKY_APP_PASSWORD": "abcd-efgh-ijkl-mnop"},
+        bad_secrets={"BLUESKY_APP_PASSWORD": "wrong-pass-word-here"},
+        auth_phrase="Bluesky refused the sign-in",
+        data_path="searchPosts",
+    ),
+    Spec(
+        name="youtube",
+        module=youtube_mod,
+        make_fake=FakeYouTube,
+        settings=lambda f: {
+            "base_url": f"{f.url}/youtube/v3",
+            "video_ids": ["vid0001"],
+            "page_size": 10,
+        },
+        add=lambda f, text, created: f.add(text, created),
+        add_malformed=_youtube_malformed,
+        secrets={"YOUTUBE_API_KEY": "AIza-good-key"},
+        bad_secrets={"YOUTUBE_API_KEY": "AIza-typo"},
+        auth_phrase="YouTube refused the API key",
+        data_path="commentThreads",
+    ),
+    Spec(
+        name="discourse",
+        module=discourse_mod,
+        make_fake=FakeDiscourse,
+        settings=lambda f: {"api_username": "system"},
+        add=lambda f, text, created: f.add(text, created),
+        add_malformed=_discourse_malformed,
+        secrets={"DISCOURSE_API_KEY": "disc-good-key"},
+        bad_secrets={"DISCOURSE_API_KEY": "disc-old-key"},
+        auth_phrase="the forum refused the API key",
+        secrets_required=False,
+        page=50,
+        data_path="/posts.json",
+    ),
+    Spec(
+        name="slack_community",
+        module=slack_community_mod,
+        make_fake=CommunitySlackServer,
+        settings=lambda f: {"api_url": f.url, "channels": ["C0COMMUNITY"], "page_size": 10},
+        add=lambda f, text, created: f.add(text, created),
+        add_malformed=_slack_malformed,
+        secrets={"SLACK_COMMUNITY_TOKEN": "xoxb-community"},
+        bad_secrets={"SLACK_COMMUNITY_TOKEN": "xoxb-revoked"},
+        auth_phrase="refused the token",
+    ),
 ]
 
 
@@ -118,12 +236,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Credential tests run only for connectors that have credentials (Hacker News has none).
     if "spec" in metafunc.fixturenames:
         specs = SPECS
-        if metafunc.function.__name__ in (
-            "test_refused_credentials",
-            "test_missing_credentials_named",
-        ):
+        if metafunc.function.__name__ == "test_refused_credentials":
             specs = [s for s in SPECS if s.bad_secrets is not None]
+        if metafunc.function.__name__ == "test_missing_credentials_named":
+            specs = [s for s in SPECS if s.secrets and s.secrets_required]
         metafunc.parametrize("spec", specs, ids=[s.name for s in specs])
+
+
+SPECS_BY_NAME = {s.name: s for s in SPECS}
 
 
 @pytest.fixture
@@ -172,10 +292,11 @@ def test_every_connector_is_registered() -> None:
 
 
 def test_pagination_backfill_and_cursor(spec: Spec, fake: Any) -> None:
-    total = 2 * spec.page + 3
-    ids = {spec.add(fake, f"post number {i}", _now(5 + i)) for i in range(total)}
     # Older than the backfill window: the first run must not reach back this far.
     old = spec.add(fake, "an old post from last month", _now(60 * 24 * 30))
+    total = 2 * spec.page + 3
+    # Published in time order, as they would be, so sequential ids grow with time.
+    ids = {spec.add(fake, f"post number {i}", _now(5 + i)) for i in reversed(range(total))}
     ctx = _ctx(spec, fake)
 
     mentions, rejected, cursor = _fetch(spec, ctx, None)
@@ -269,3 +390,237 @@ def test_fake_base_is_generic() -> None:
     # The shared fake base refuses to serve without a subclass route: guards against a silent 200.
     with FakeApi() as api, pytest.raises(NotImplementedError):
         api.route(None)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- through the flow and the CLI
+def _write_config(tmp_path: Path, sources: list[dict[str, Any]]) -> Path:
+    cfg = tmp_path / "triage.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {"database": str(tmp_path / "t.duckdb"), "outbox_dir": "outbox", "sources": sources}
+        ),
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def test_a_source_that_is_down_fails_alone_in_the_real_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prefect still retries the failing task as configured, without the seconds between tries.
+    monkeypatch.setattr(
+        flows_triage, "ingest_task", flows_triage.ingest_task.with_options(retry_delay_seconds=0)
+    )
+    with FakeHackerNews() as hn, FakeDiscourse() as forum:
+        hn.add("nimbus notes crashes every time I open a shared notebook", _now(5))
+        hn.add("nimbus notes is the best app I have used this year", _now(4))
+        forum.down = 500  # every request, forever
+        cfg = _write_config(
+            tmp_path,
+            [
+                {
+                    "name": "hn",
+                    "type": "hackernews",
+                    "query": "nimbus",
+                    "base_url": f"{hn.url}/api/v1",
+                },
+                {
+                    "name": "forum",
+                    "type": "discourse",
+                    "base_url": forum.url,
+                    "max_retries": 1,
+                    "retry_backoff": 0.01,
+                },
+            ],
+        )
+        summary = triage(config_path=str(cfg), deliver=False)
+    assert set(summary["failed_sources"]) == {"forum"}
+    assert "forum" in summary["failed_sources"]["forum"]
+    assert "HTTP 500" in summary["failed_sources"]["forum"]
+    assert summary["sources"]["hn"]["stored"] == 2
+    assert summary["classify"]["classified"] == 2
+    # The healthy source's cursor is stored; the failed one has none, so nothing is skipped later.
+    with open_store(tmp_path / "t.duckdb") as store:
+        assert store.get_cursor("hn")["since"]
+        assert store.get_cursor("forum") is None
+
+
+def test_sources_check_reports_a_refused_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeBluesky() as pds:
+        cfg = _write_config(
+            tmp_path,
+            [
+                {
+                    "name": "bsky",
+                    "type": "bluesky",
+                    "handle": "brand.bsky.social",
+                    "queries": ["nimbus"],
+                    "base_url": pds.url,
+                }
+            ],
+        )
+        runner = CliRunner()
+        monkeypatch.setenv("BLUESKY_APP_PASSWORD", "not-the-password")
+        bad = runner.invoke(app, ["sources", "check", "bsky", "--config", str(cfg)])
+        monkeypatch.setenv("BLUESKY_APP_PASSWORD", pds.password)
+        good = runner.invoke(app, ["sources", "check", "bsky", "--config", str(cfg)])
+    assert bad.exit_code == 1
+    assert "bsky" in bad.output and "Bluesky refused the sign-in" in bad.output
+    assert "not-the-password" not in bad.output  # secrets never reach the terminal
+    assert good.exit_code == 0, good.output
+    assert "OK" in good.output and "brand.bsky.social" in good.output
+
+
+def test_sources_list_shows_the_social_connectors(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path, [])
+    result = CliRunner().invoke(app, ["sources", "list", "--config", str(cfg)])
+    assert result.exit_code == 0
+    for s in SPECS:
+        assert f"{s.name}: not configured" in result.output
+
+
+# ---------------------------------------------------------------- connector specifics
+def test_watermark_keeps_same_second_items_and_skips_taken_ones() -> None:
+    t = _now(10)
+    mark = sa.Watermark.load(None, t)
+    assert mark.is_new(t, "a") and not mark.older(t)
+    mark.take(t, "a")
+    mark.take(t, "b")
+    again = sa.Watermark.load(mark.dump(), t - timedelta(days=9))
+    assert not again.is_new(t, "a") and not again.is_new(t, "b")
+    assert again.is_new(t, "c") and again.is_new(t + timedelta(seconds=1), "a")
+    assert again.older(t - timedelta(seconds=1))
+
+
+def test_spent_quota_waits_for_the_reset() -> None:
+    waits: list[float] = []
+    with FakeHackerNews() as hn:
+        hn.add("nimbus", _now(1))
+
+        ctx = SourceContext(
+            name="hn", settings={"base_url": f"{hn.url}/api/v1"}, base_dir=Path(".")
+        )
+        api = sa.Api(ctx, "", sleep=waits.append)
+        resp = httpx.Response(
+            200, headers={"x-rate-limit-remaining": "0", "x-rate-limit-reset": "7"}
+        )
+        api._respect_quota(resp)
+        api._respect_quota(httpx.Response(200, headers={"ratelimit-remaining": "12"}))
+        api.close()
+    assert waits == [7.0]
+    assert (
+        sa.reset_wait("2030-01-01T00:00:00Z", now=datetime(2030, 1, 1, tzinfo=UTC).timestamp() - 5)
+        == 5
+    )
+
+
+def test_reddit_search_and_subreddit_find_a_post_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeReddit() as fake:
+        post = fake.add("Nimbus notes vs the rest: worth switching?", _now(3))
+        comment = fake.add("nimbus sync is broken again", _now(2), kind="t1")
+        ctx = SourceContext(
+            name="r",
+            settings={
+                "base_url": fake.url,
+                "auth_url": fake.url,
+                "queries": ["nimbus"],
+                "subreddits": ["r/notetaking"],
+                "user_agent": "test/1.0 (by /u/tester)",
+            },
+            base_dir=Path("."),
+            secret={"REDDIT_CLIENT_ID": "app-id", "REDDIT_CLIENT_SECRET": "app-secret"}.get,
+        )
+        mentions, _, cursor = _fetch(SPECS_BY_NAME["reddit"], ctx, None)
+        token_calls = fake.served("/api/v1/access_token")
+    ids = [m.external_id for m in mentions]
+    assert sorted(ids) == sorted([post, comment])
+    by_id = {m.external_id: m for m in mentions}
+    assert (
+        by_id[comment].in_reply_to == "t3_parent" and by_id[comment].source_type == "reddit_comment"
+    )
+    assert by_id[post].url and by_id[post].url.startswith("https://www.reddit.com/r/notetaking/")
+    assert set(cursor) == {"search:nimbus", "new:notetaking", "comments:notetaking"}
+    assert len(token_calls) == 1
+
+
+def test_mastodon_mentions_need_and_use_the_token() -> None:
+    with FakeMastodon() as fake:
+        sid = fake.add("@brand the export button does nothing", _now(2), mention=True)
+        ctx = SourceContext(
+            name="m",
+            settings={"base_url": fake.url, "mentions": True},
+            base_dir=Path("."),
+            secret={"MASTODON_ACCESS_TOKEN": "masto-good"}.get,
+        )
+        mentions, _, cursor = _fetch(SPECS_BY_NAME["mastodon"], ctx, None)
+        assert [m.external_id for m in mentions] == [sid]
+        assert mentions[0].text.startswith("@brand the export button")  # HTML stripped
+        assert "<p>" not in mentions[0].text and mentions[0].author.followers == 42
+        assert set(cursor) == {"mentions"}
+        anonymous = SourceContext(
+            name="m", settings=ctx.settings, base_dir=Path("."), secret={}.get
+        )
+        with pytest.raises(ConnectorError, match="MASTODON_ACCESS_TOKEN"):
+            _fetch(SPECS_BY_NAME["mastodon"], anonymous, None)
+
+
+def test_youtube_reads_new_replies_and_keeps_the_key_out_of_urls() -> None:
+    with FakeYouTube() as fake:
+        thread = fake.add("does nimbus work offline?", _now(30))
+        spec = SPECS_BY_NAME["youtube"]
+        ctx = _ctx(spec, fake)
+        first, _, cursor = _fetch(spec, ctx, None)
+        reply = fake.reply(thread, "same question, also for sharing", _now(1))
+        second, _, _ = _fetch(spec, ctx, cursor)
+        keys_in_urls = [c for c in fake.calls if c.arg("key")]
+    assert [m.external_id for m in first] == [thread]
+    assert [m.external_id for m in second] == [reply]
+    assert second[0].thread == thread and second[0].in_reply_to == thread
+    assert keys_in_urls == []
+
+
+def test_discourse_skips_system_posts_and_reads_anonymously() -> None:
+    with FakeDiscourse() as fake:
+        fake.add("Topic closed automatically", _now(4), post_type=3)
+        real = fake.add("Sync keeps failing on Android 14", _now(3), topic=78)
+        spec = SPECS_BY_NAME["discourse"]
+        mentions, _, cursor = _fetch(spec, _ctx(spec, fake, secrets={}), None)
+        assert all("api-key" not in c.headers for c in fake.calls)
+        fake.login_required = True
+        with pytest.raises(ConnectorError, match="HTTP 403"):
+            _fetch(spec, _ctx(spec, fake, secrets={}), None)
+    assert [m.external_id for m in mentions] == [real]
+    assert mentions[0].text.startswith("Sync keeps failing\n\n")  # first post carries the title
+    assert cursor == {"last_id": int(real)}
+
+
+def test_x_first_run_stays_inside_recent_search_window() -> None:
+    with FakeX() as fake:
+        fake.add("nimbus notes please add a dark mode", _now(3))
+        spec = SPECS_BY_NAME["x"]
+        mentions, _, cursor = _fetch(spec, _ctx(spec, fake, backfill_days=30), None)
+        starts = [c.arg("start_time") for c in fake.calls]
+    assert len(mentions) == 1 and mentions[0].author.handle == "happycustomer"
+    assert mentions[0].author.followers == 321
+    assert starts and all(s for s in starts)
+    assert cursor == {"since_id": mentions[0].external_id}
+
+
+def test_slack_community_skips_joins_and_bots() -> None:
+    fake = CommunitySlackServer().start()
+    try:
+        fake.state.add("joined #community", _now(4), subtype="channel_join")
+        fake.state.add("Deploy finished", _now(3), bot_id="B1", subtype="bot_message")
+        human = fake.add("is there an education discount for nimbus?", _now(2))
+        spec = SPECS_BY_NAME["slack_community"]
+        ctx = _ctx(spec, fake, workspace_url="https://community.slack.com")
+        mentions, rejected, cursor = _fetch(spec, ctx, None)
+    finally:
+        fake.stop()
+    assert [m.external_id for m in mentions] == [human] and rejected == []
+    assert mentions[0].url and mentions[0].url.startswith(
+        "https://community.slack.com/archives/C0COMMUNITY/p"
+    )
+    assert cursor["C0COMMUNITY"]["ts"] == human.split(":", 1)[1]

@@ -1,0 +1,203 @@
+"""Messages in chosen channels of a customer-community Slack workspace (``conversations.history``).
+
+slack_sdk's ``WebClient`` is Slack's own, already a dependency for delivery, takes ``base_url`` and
+has retry handlers that honour Retry-After, so it is used as is. The token is a *different* one
+from the delivery bot's: a bot installed in the community workspace with ``channels:history``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.jitter import Jitter
+
+from connectors import social_api as sa
+from connectors.base import ConnectorError, FetchBatch, SourceContext
+from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
+
+DEFAULT_API_URL = "https://slack.com/api/"
+
+SETTINGS = {
+    "channels": "channel ids to read (list, e.g. [C0123ABCD]); the bot must be a member",
+    "api_url": f"Web API base URL (default {DEFAULT_API_URL})",
+    "workspace_url": "e.g. https://community.slack.com, to build message links (optional)",
+    "include_bots": "true: keep bot messages too (default false)",
+    "page_size": "messages per page (default 200, max 999)",
+    "token_env": "env var of the community workspace's bot token (default SLACK_COMMUNITY_TOKEN)",
+    "base_url": "alias of api_url",
+    **sa.COMMON_SETTINGS,
+}
+
+AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+AUTH_HINT = (
+    "the community workspace refused the token (SLACK_COMMUNITY_TOKEN): install a bot there with "
+    "the channels:history scope and use its xoxb- token"
+)
+# Joins, topic changes and the like say nothing about the product.
+KEEP_SUBTYPES = {None, "thread_broadcast", "file_share", "me_message"}
+
+
+class _ProportionalJitter(Jitter):
+    """Up to +50% of the wait: the default adds up to a whole second, which small backoffs drown in."""
+
+    def recalculate(self, duration: float) -> float:
+        return duration * (1 + random.random() / 2)
+
+
+def _client(ctx: SourceContext) -> WebClient:
+    token = sa.secret(ctx, "token", "SLACK_COMMUNITY_TOKEN")
+    url = str(ctx.settings.get("api_url") or ctx.settings.get("base_url") or DEFAULT_API_URL)
+    retries = sa.int_setting(ctx, "max_retries", 4, low=0, high=20)
+    try:
+        timeout = int(float(ctx.settings.get("timeout", 20)))
+        backoff = float(ctx.settings.get("retry_backoff", 0.5))
+    except (TypeError, ValueError):
+        raise ConnectorError(
+            f"source '{ctx.name}': timeout and retry_backoff must be numbers"
+        ) from None
+    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff, jitter=_ProportionalJitter())
+    return WebClient(
+        token=token,
+        base_url=url if url.endswith("/") else url + "/",
+        timeout=max(1, timeout),
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=retries, interval_calculator=interval),
+            # Honours Retry-After, which is how Slack paces conversations.history (tier 3).
+            RateLimitErrorRetryHandler(max_retry_count=retries),
+            ServerErrorRetryHandler(max_retry_count=retries, interval_calculator=interval),
+        ],
+    )
+
+
+def _call(ctx: SourceContext, client: WebClient, method: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        resp = client.api_call(method, params=kwargs)
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        status = exc.response.status_code if exc.response is not None else "?"
+        if error in AUTH_ERRORS:
+            raise ConnectorError(f"source '{ctx.name}': {method}: {error}; {AUTH_HINT}") from None
+        raise ConnectorError(
+            f"source '{ctx.name}': {method} failed: HTTP {status}: {error or 'no error code'}"
+        ) from None
+    except (SlackClientError, OSError) as exc:
+        raise ConnectorError(
+            f"source '{ctx.name}': {method}: {type(exc).__name__}: {exc}"
+        ) from None
+    return dict(resp.data) if isinstance(resp.data, dict) else {}
+
+
+def _channels(ctx: SourceContext) -> list[str]:
+    channels = sa.as_list(ctx, "channels")
+    if not channels:
+        raise ConnectorError(f"source '{ctx.name}': setting 'channels' is required")
+    return channels
+
+
+def _message(ctx: SourceContext, channel: str, msg: Any, fetched_at: datetime) -> Mention:
+    if not isinstance(msg, dict) or not msg.get("ts"):
+        raise InvalidRecord("message has no ts")
+    ts = str(msg["ts"])
+    try:
+        created = parse_timestamp(float(ts))
+    except ValueError:
+        raise InvalidRecord(f"message ts is not a Slack timestamp: {ts!r}") from None
+    workspace = str(ctx.settings.get("workspace_url") or "").rstrip("/")
+    profile = sa.obj(msg.get("user_profile"))
+    thread = msg.get("thread_ts")
+    return Mention(
+        source=ctx.name,
+        external_id=f"{channel}:{ts}",
+        text=clean_text(msg.get("text")),
+        created_at=created,
+        url=f"{workspace}/archives/{channel}/p{ts.replace('.', '')}" if workspace else None,
+        author=Author(
+            handle=msg.get("user") or msg.get("bot_id"),
+            name=profile.get("display_name") or profile.get("real_name"),
+        ),
+        fetched_at=fetched_at,
+        thread=f"{channel}:{thread}" if thread else None,
+        source_type=str(ctx.settings.get("source_type") or "community_chat"),
+        raw=msg,
+    )
+
+
+def check(ctx: SourceContext) -> str:
+    """Verify the token (``auth.test``) and read one message of every channel."""
+    channels = _channels(ctx)
+    client = _client(ctx)
+    who = _call(ctx, client, "auth.test")
+    for channel in channels:
+        _call(ctx, client, "conversations.history", channel=channel, limit=1)
+    return f"token of '{who.get('team', '?')}' accepted; {len(channels)} channels readable"
+
+
+def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
+    """Yield channel messages newer than each channel's stored ``ts`` (Slack's ``oldest``).
+
+    Args:
+        ctx: The configured source.
+        cursor: ``{channel: {"ts": "1700000000.000100"}}`` or None (first run: ``backfill_days``).
+
+    Yields:
+        One batch per page with the old cursor, then an empty batch with the new one.
+    """
+    channels = _channels(ctx)
+    state: dict[str, Any] = dict(cursor) if isinstance(cursor, dict) else {}
+    start = f"{sa.backfill_start(ctx).timestamp():.6f}"
+    page_size = sa.int_setting(ctx, "page_size", 200, high=999)
+    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
+    bots = bool(ctx.settings.get("include_bots"))
+    client = _client(ctx)
+    for channel in channels:
+        oldest = str((state.get(channel) or {}).get("ts") or start)
+        newest = oldest
+        page_cursor: str | None = None
+        for _ in range(max_pages):
+            # `oldest` is exclusive (inclusive defaults to false): the stored ts is not re-read.
+            args: dict[str, Any] = {"channel": channel, "oldest": oldest, "limit": page_size}
+            if page_cursor:
+                args["cursor"] = page_cursor
+            data = _call(ctx, client, "conversations.history", **args)
+            messages = data.get("messages")
+            if not isinstance(messages, list):
+                raise ConnectorError(f"source '{ctx.name}': history of {channel} has no messages")
+            batch = FetchBatch(cursor=cursor)
+            fetched_at = datetime.now(UTC)
+            for msg in messages:
+                ts = msg.get("ts") if isinstance(msg, dict) else None
+                if isinstance(ts, str) and _ts_key(ts) > _ts_key(newest):
+                    newest = ts
+                if isinstance(msg, dict) and msg.get("subtype") not in KEEP_SUBTYPES:
+                    continue
+                if isinstance(msg, dict) and not bots and msg.get("bot_id"):
+                    continue
+                try:
+                    batch.mentions.append(_message(ctx, channel, msg, fetched_at))
+                except InvalidRecord as exc:
+                    ext = f"{channel}:{ts}" if ts else None
+                    batch.rejected.append(sa.reject(ctx, str(exc), msg, ext))
+            yield batch
+            page_cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
+            if not data.get("has_more") or not page_cursor:
+                break
+        state[channel] = {"ts": newest}
+    yield FetchBatch(cursor=state)
+
+
+def _ts_key(ts: str) -> float:
+    try:
+        return float(ts)
+    except ValueError:
+        return -1.0
