@@ -21,6 +21,7 @@ from triage.config import Config, SourceConfig, load_config
 from triage.delivery import build_destinations, drain
 from triage.routing import route_batch
 from triage.secrets import get_secret
+from triage.slack.decisions import process_pending
 from triage.store import open_store
 
 log = logging.getLogger("triage")
@@ -172,6 +173,7 @@ ingest_task = task(
 )(ingest)
 classify_task = task(name="classify", cache_policy=NO_CACHE)(classify_pending)
 route_task = task(name="route", cache_policy=NO_CACHE)(route_pending)
+review_task = task(name="apply-review-decisions", cache_policy=NO_CACHE)(process_pending)
 deliver_task = task(
     name="deliver", retries=2, retry_delay_seconds=[5, 15], cache_policy=NO_CACHE
 )(deliver_pending)
@@ -197,6 +199,8 @@ def triage(
     """
     started = time.monotonic()
     config = load_config(config_path, database=database)
+    # Reviewers' decisions spooled while the store was busy are applied before anything else.
+    review = review_task(config)
     sources = [s for s in config.sources if s.enabled]
     futures = {s.name: ingest_task.submit(config, s, batch_size) for s in sources}
     fetched: dict[str, Any] = {}
@@ -218,6 +222,7 @@ def triage(
         "classify": classified,
         "route": routed,
         "deliver": delivered,
+        "review": review,
         "seconds": round(time.monotonic() - started, 3),
     }
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from triage.cli_intake import intake_app
+from triage.cli_slack import corrections_app, slack_app
 
 app = typer.Typer(
     add_completion=False,
@@ -22,6 +23,8 @@ sources_app = typer.Typer(no_args_is_help=True, help="List and check the configu
 outbox_app = typer.Typer(no_args_is_help=True, help="Inspect and retry queued deliveries.")
 app.add_typer(sources_app, name="sources")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(slack_app, name="slack")
+app.add_typer(corrections_app, name="corrections")
 app.add_typer(intake_app, name="intake")
 
 ConfigOpt = Annotated[

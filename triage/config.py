@@ -81,6 +81,8 @@ class Config:
     outbox_dir: Path
     max_attempts: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
+    # The whole `review:` mapping (batching, re-surfacing, spool); triage.slack.decisions reads it.
+    review: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, value: str | os.PathLike[str]) -> Path:
         """Resolve a path from the configuration relative to the configuration file's folder."""
@@ -223,6 +225,7 @@ def load_config(
         outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or data.get("outbox_dir") or "outbox"),
         max_attempts=int((data.get("delivery") or {}).get("max_attempts", 5)),
         extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
+        review=dict(review),
     )
     if os.environ.get("TRIAGE_MODEL"):
         config.model = Path(os.environ["TRIAGE_MODEL"])

@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 
 from triage.config import Config, DestinationConfig
 from triage.secrets import get_secret
+from triage.slack.batching import find_in_threads, open_review_thread
 from triage.slack.client import make_client
 from triage.slack.messages import handoff_message, review_message
 from triage.store import Store
@@ -56,11 +57,23 @@ class SlackDestination:
 
     preview = False
 
-    def __init__(self, name: str, channel: str, token: str) -> None:
-        """Create the destination for ``channel`` with a bot token."""
+    def __init__(
+        self, name: str, channel: str, token: str, batch_threshold: int | None = None
+    ) -> None:
+        """Create the destination for ``channel``; review messages thread above ``batch_threshold``."""
         self.name = name
         self.channel = channel
         self.client = make_client(token)
+        self.batch_threshold = batch_threshold
+        self.thread_ts: str | None = None  # parent of this run's review batch, when batching
+        self.threads: list[str] = []  # recent batch parents, searched when reconciling
+
+    def bind(self, store: Store, destinations: dict[str, Any]) -> None:
+        """Before a drain: open a threaded batch when many review messages are due (issue 5)."""
+        self.thread_ts = open_review_thread(
+            self.client, self.name, self.channel, store, self.batch_threshold
+        )
+        self.threads = store.recent_review_threads(self.name) if self.batch_threshold else []
 
     def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
         """Post the message; return ``channel:ts``."""
@@ -72,6 +85,7 @@ class SlackDestination:
                 blocks=body["blocks"],
                 unfurl_links=False,
                 unfurl_media=False,
+                thread_ts=self.thread_ts if kind == "review" else None,
                 metadata={
                     "event_type": "triage_delivery",
                     "event_payload": {"key": key, "item_id": str(item["id"]), "kind": kind},
@@ -107,7 +121,9 @@ class SlackDestination:
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 break
-        return None
+        # Threaded replies are not in the channel's history; look in recent batch threads too.
+        ts = find_in_threads(self.client, self.channel, self.threads, key)
+        return f"{self.channel}:{ts}" if ts else None
 
 
 class PreviewDestination:
@@ -150,7 +166,12 @@ def _slack(dest: DestinationConfig, config: Config) -> Destination:
     )
     if not token:
         return PreviewDestination(dest.name, config.outbox_dir, channel)
-    return SlackDestination(dest.name, channel, token)
+    threshold = (
+        config.review.get("batch_threshold") if dest.name == config.review_destination else None
+    )
+    return SlackDestination(
+        dest.name, channel, token, int(threshold) if threshold is not None else None
+    )
 
 
 def _preview(dest: DestinationConfig, config: Config) -> Destination:

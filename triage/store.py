@@ -94,6 +94,70 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "slack review decisions",
+        """
+        -- One row per item: the first decision applied wins, later clicks lose to it.
+        CREATE TABLE review_decisions (
+            item_id VARCHAR PRIMARY KEY,
+            decision_id VARCHAR NOT NULL UNIQUE,
+            action VARCHAR NOT NULL,
+            value VARCHAR,
+            user_id VARCHAR NOT NULL,
+            user_name VARCHAR,
+            decided_at TIMESTAMPTZ NOT NULL,
+            before_label VARCHAR,
+            before_department VARCHAR,
+            before_state VARCHAR,
+            after_label VARCHAR,
+            after_department VARCHAR,
+            after_state VARCHAR NOT NULL,
+            channel VARCHAR,
+            message_ts VARCHAR,
+            message_updated_at TIMESTAMPTZ,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        -- Every click, winning or not: who, when, what, before and after.
+        CREATE TABLE review_audit (
+            decision_id VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            value VARCHAR,
+            user_id VARCHAR NOT NULL,
+            user_name VARCHAR,
+            decided_at TIMESTAMPTZ NOT NULL,
+            outcome VARCHAR NOT NULL,
+            before VARCHAR,
+            after VARCHAR,
+            response_url VARCHAR,
+            notified_at TIMESTAMPTZ,
+            recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE training_examples (
+            item_id VARCHAR PRIMARY KEY,
+            text VARCHAR NOT NULL,
+            label VARCHAR NOT NULL,
+            previous_label VARCHAR,
+            decided_by VARCHAR NOT NULL,
+            decided_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE review_reminders (
+            item_id VARCHAR NOT NULL,
+            period BIGINT NOT NULL,
+            sent_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (item_id, period)
+        );
+        CREATE TABLE review_batches (
+            key VARCHAR PRIMARY KEY,
+            destination VARCHAR NOT NULL,
+            channel VARCHAR NOT NULL,
+            ts VARCHAR NOT NULL,
+            items INTEGER NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -368,7 +432,11 @@ class Store:
         if destinations is not None:
             sql += " AND o.destination IN (SELECT unnest(?))"
             params.append(list(destinations))
-        sql += " ORDER BY o.created_at, o.key LIMIT ?"
+        # Within one routing batch, items flagged for review go first (reviewers see them on top).
+        sql += (
+            " ORDER BY o.created_at, (SELECT p.needs_review FROM predictions p "
+            "WHERE p.item_id = o.item_id) DESC NULLS LAST, o.key LIMIT ?"
+        )
         params.append(limit)
         cur = self.con.execute(sql, params)
         cols = [d[0] for d in cur.description]
@@ -487,6 +555,215 @@ class Store:
             raise ValueError(f"unknown table {table!r}")
         row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(row[0]) if row else 0
+
+    # ------------------------------------------------- slack review (issue 5)
+    def audited_decisions(self, decision_ids: Sequence[str]) -> set[str]:
+        """Return which of these spooled decision ids were already applied (any outcome)."""
+        if not decision_ids:
+            return set()
+        rows = self.con.execute(
+            "SELECT decision_id FROM review_audit WHERE decision_id IN (SELECT unnest(?))",
+            [list(decision_ids)],
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def review_decision(self, item_id: str) -> dict[str, Any] | None:
+        """Return the decision that settled an item, or None while it is undecided."""
+        cur = self.con.execute("SELECT * FROM review_decisions WHERE item_id = ?", [item_id])
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def insert_review_decision(self, row: dict[str, Any]) -> bool:
+        """Store the decision that settles an item; False when another decision got there first."""
+        cols = list(row)
+        inserted = self.con.execute(
+            f"INSERT OR IGNORE INTO review_decisions ({', '.join(cols)}) "
+            f"VALUES ({', '.join('?' for _ in cols)})",
+            [row[c] for c in cols],
+        ).fetchone()
+        return bool(inserted and inserted[0])
+
+    def insert_review_audit(self, row: dict[str, Any]) -> None:
+        """Append one click to the audit trail (idempotent on ``decision_id``)."""
+        cols = list(row)
+        self.con.execute(
+            f"INSERT OR IGNORE INTO review_audit ({', '.join(cols)}) "
+            f"VALUES ({', '.join('?' for _ in cols)})",
+            [row[c] for c in cols],
+        )
+
+    def relabel_prediction(self, item_id: str, label: str, labels: Sequence[str]) -> None:
+        """Overwrite an item's label with a reviewer's; the model's is kept in the audit trail."""
+        self.con.execute(
+            "UPDATE predictions SET label = ?, labels = ?, needs_review = false, "
+            "review_reason = 'relabelled by a reviewer' WHERE item_id = ?",
+            [label, list(labels), item_id],
+        )
+
+    def add_training_example(
+        self, item_id: str, label: str, previous: str | None, user: str, when: datetime
+    ) -> None:
+        """Keep a reviewer's correction as a training example (text copied from the item)."""
+        self.con.execute(
+            "INSERT INTO training_examples (item_id, text, label, previous_label, decided_by, "
+            "decided_at) SELECT id, text, ?, ?, ?, ? FROM items WHERE id = ? "
+            "ON CONFLICT (item_id) DO UPDATE SET label = excluded.label, "
+            "decided_by = excluded.decided_by, decided_at = excluded.decided_at",
+            [label, previous, user, when, item_id],
+        )
+
+    def training_examples(self) -> list[dict[str, Any]]:
+        """Every correction as ``{text, label}``, oldest first."""
+        rows = self.con.execute(
+            "SELECT text, label FROM training_examples ORDER BY decided_at, item_id"
+        ).fetchall()
+        return [{"text": t, "label": lab} for t, lab in rows]
+
+    def unannounced_decisions(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Decisions whose Slack message has not been updated yet (e.g. after a crash)."""
+        cur = self.con.execute(
+            "SELECT * FROM review_decisions WHERE message_updated_at IS NULL "
+            "AND channel IS NOT NULL AND message_ts IS NOT NULL ORDER BY applied_at LIMIT ?",
+            [limit],
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def mark_message_updated(self, item_ids: Sequence[str]) -> None:
+        """Record that the review messages of these items now show their decision."""
+        if item_ids:
+            self.con.execute(
+                "UPDATE review_decisions SET message_updated_at = now() "
+                "WHERE item_id IN (SELECT unnest(?))",
+                [list(item_ids)],
+            )
+
+    def unnotified_losers(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Clicks that lost to an earlier decision and whose reviewer has not been told yet."""
+        cur = self.con.execute(
+            "SELECT a.decision_id, a.user_id, a.response_url, d.action, d.value, d.user_id "
+            "AS winner_id, d.user_name AS winner_name, d.decided_at AS winner_at "
+            "FROM review_audit a JOIN review_decisions d ON d.item_id = a.item_id "
+            "WHERE a.outcome = 'superseded' AND a.notified_at IS NULL "
+            "AND a.response_url IS NOT NULL ORDER BY a.recorded_at LIMIT ?",
+            [limit],
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def mark_notified(self, decision_ids: Sequence[str]) -> None:
+        """Record that the reviewers of these losing clicks were told who won."""
+        if decision_ids:
+            self.con.execute(
+                "UPDATE review_audit SET notified_at = now() "
+                "WHERE decision_id IN (SELECT unnest(?))",
+                [list(decision_ids)],
+            )
+
+    def review_queue(self, limit: int = 20) -> dict[str, Any]:
+        """Items awaiting review: counts per label and department, and the oldest ones."""
+        base = (
+            "FROM routes r JOIN predictions p ON p.item_id = r.item_id "
+            "JOIN items i ON i.id = r.item_id WHERE r.state = 'awaiting_review'"
+        )
+        groups = self.con.execute(
+            f"SELECT p.label, coalesce(r.department, 'none'), count(*), min(r.routed_at) {base} "
+            "GROUP BY 1, 2 ORDER BY 4, 1, 2"
+        ).fetchall()
+        cur = self.con.execute(
+            "SELECT i.id, i.source, i.text, p.label, p.score, p.needs_review, r.department, "
+            f"r.routed_at {base} ORDER BY r.routed_at, i.seq LIMIT ?",
+            [limit],
+        )
+        cols = [d[0] for d in cur.description]
+        return {
+            "total": sum(int(g[2]) for g in groups),
+            "groups": [
+                {"label": g[0], "department": g[1], "count": int(g[2]), "oldest": g[3]}
+                for g in groups
+            ],
+            "oldest": [dict(zip(cols, row, strict=True)) for row in cur.fetchall()],
+        }
+
+    def overdue_reviews(
+        self, destination: str, routed_before: datetime, period: int, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Items routed before ``routed_before``, awaiting review, not reminded in ``period``.
+
+        Only items whose review message was posted (``external_ref`` known) qualify, because the
+        reminder is a reply to that message.
+        """
+        cur = self.con.execute(
+            "SELECT r.item_id, r.routed_at, o.external_ref FROM routes r "
+            "JOIN outbox o ON o.item_id = r.item_id AND o.kind = 'review' "
+            "AND o.destination = ? AND o.state = 'sent' AND o.external_ref IS NOT NULL "
+            "WHERE r.state = 'awaiting_review' AND r.routed_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM review_reminders m WHERE m.item_id = r.item_id "
+            "AND m.period = ?) ORDER BY r.routed_at LIMIT ?",
+            [destination, routed_before, period, limit],
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def record_reminders(self, item_ids: Sequence[str], period: int) -> None:
+        """Remember that these items were re-surfaced in ``period`` (once per period)."""
+        if not item_ids:
+            return
+        table = pa.table(
+            {
+                "item_id": pa.array(list(item_ids), pa.string()),
+                "period": pa.array([period] * len(item_ids), pa.int64()),
+            }
+        )
+        self.con.register("_incoming_reminders", table)
+        try:
+            self.con.execute(
+                "INSERT OR IGNORE INTO review_reminders BY NAME "
+                "SELECT *, now() AS sent_at FROM _incoming_reminders"
+            )
+        finally:
+            self.con.unregister("_incoming_reminders")
+
+    def due_review_items(self, destination: str) -> list[dict[str, Any]]:
+        """Review deliveries due to ``destination`` with what a batch summary shows about them."""
+        cur = self.con.execute(
+            "SELECT o.item_id, o.created_at, coalesce(p.needs_review, false) AS needs_review, "
+            "p.label, coalesce(r.department, 'none') AS department FROM outbox o "
+            "LEFT JOIN predictions p ON p.item_id = o.item_id "
+            "LEFT JOIN routes r ON r.item_id = o.item_id "
+            "WHERE o.destination = ? AND o.kind = 'review' "
+            "AND o.state IN ('pending', 'sending', 'failed') "
+            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())",
+            [destination],
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def review_batch(self, key: str) -> dict[str, Any] | None:
+        """Return a batch parent message recorded under ``key``, if any."""
+        cur = self.con.execute("SELECT * FROM review_batches WHERE key = ?", [key])
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+
+    def record_review_batch(
+        self, key: str, destination: str, channel: str, ts: str, items: int
+    ) -> None:
+        """Remember a batch parent message so a crashed run threads under the same parent."""
+        self.con.execute(
+            "INSERT OR IGNORE INTO review_batches (key, destination, channel, ts, items) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [key, destination, channel, ts, items],
+        )
+
+    def recent_review_threads(self, destination: str, limit: int = 5) -> list[str]:
+        """Thread timestamps of the latest batch parents (for reconciling threaded replies)."""
+        rows = self.con.execute(
+            "SELECT ts FROM review_batches WHERE destination = ? ORDER BY created_at DESC LIMIT ?",
+            [destination, limit],
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
 
 @contextmanager

@@ -22,6 +22,7 @@ MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_MESSAGE_TEXT = 40_000
 MAX_ACTION_VALUE = 2000
+MAX_HEADER_TEXT = 150
 
 
 @dataclass
@@ -51,6 +52,7 @@ class FakeSlack:
     calls: list[Call] = field(default_factory=list)
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
     failures: list[tuple[str, int, float]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -62,6 +64,10 @@ class FakeSlack:
         """Make the next ``times`` calls of ``method`` fail with ``status`` (0 = stall past timeouts)."""
         with self.lock:
             self.failures.extend([(method, status, retry_after)] * times)
+
+    def response_url(self, name: str = "T0/1/abc") -> str:
+        """A ``response_url`` served by this fake, as Slack puts in interactive payloads."""
+        return self.url.replace("/api/", f"/response/{name}")
 
     def calls_to(self, method: str, ok_only: bool = True) -> list[Call]:
         """Calls of one API method (by default only those that were answered 200)."""
@@ -131,7 +137,12 @@ class FakeSlack:
                 return {"ok": False, "error": "channel_not_found"}
             limit = min(int(args.get("limit", 100)), 999)
             include_meta = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
-            msgs = list(reversed(self.messages[channel]))  # newest first, as Slack does
+            # Newest first, as Slack does; threaded replies live in conversations.replies only.
+            msgs = [
+                m
+                for m in reversed(self.messages[channel])
+                if not m.get("thread_ts") or m["thread_ts"] == m["ts"]
+            ]
             start = int(args.get("cursor") or 0)
             page = msgs[start : start + limit]
             out = []
@@ -148,11 +159,41 @@ class FakeSlack:
                 "has_more": more,
                 "response_metadata": {"next_cursor": str(start + limit) if more else ""},
             }
+        if method == "conversations.replies":
+            channel = self._channel_id(str(args.get("channel", "")))
+            if channel is None:
+                return {"ok": False, "error": "channel_not_found"}
+            parent_ts = str(args.get("ts") or "")
+            if not parent_ts:
+                return {"ok": False, "error": "invalid_arguments"}
+            thread = [
+                m
+                for m in self.messages[channel]
+                if m["ts"] == parent_ts or m.get("thread_ts") == parent_ts
+            ]
+            if not thread:
+                return {"ok": False, "error": "thread_not_found"}
+            include_meta = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
+            limit = min(int(args.get("limit", 100)), 1000)
+            start = int(args.get("cursor") or 0)
+            page = [dict(m) for m in thread[start : start + limit]]  # oldest first, as Slack does
+            if not include_meta:
+                for m in page:
+                    m.pop("metadata", None)
+            more = start + limit < len(thread)
+            return {
+                "ok": True,
+                "messages": page,
+                "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+            }
         if method == "views.publish":
             if not args.get("user_id") or not args.get("view"):
                 return {"ok": False, "error": "invalid_arguments"}
             view = args["view"] if isinstance(args["view"], dict) else json.loads(args["view"])
-            if len(view.get("blocks", [])) > 100:
+            if view.get("type") != "home" or len(view.get("blocks", [])) > 100:
+                return {"ok": False, "error": "invalid_blocks"}
+            if self._check_blocks(view.get("blocks", [])):
                 return {"ok": False, "error": "invalid_blocks"}
             self.views[str(args["user_id"])] = view
             return {"ok": True, "view": {"id": "V1", **view}}
@@ -169,12 +210,23 @@ class FakeSlack:
         if blocks:
             if len(blocks) > MAX_BLOCKS:
                 return "invalid_blocks"
-            for block in blocks:
-                text = (block.get("text") or {}).get("text", "")
-                if len(text) > MAX_SECTION_TEXT:
+            return self._check_blocks(blocks)
+        return None
+
+    def _check_blocks(self, blocks: list[dict[str, Any]]) -> str | None:
+        # Block Kit rejects oversized text objects anywhere in a block, not only a section's text.
+        for block in blocks:
+            text = (block.get("text") or {}).get("text", "")
+            limit = MAX_HEADER_TEXT if block.get("type") == "header" else MAX_SECTION_TEXT
+            if len(text) > limit:
+                return "invalid_blocks"
+            for el in block.get("elements", []) or []:
+                if len(str(el.get("value", ""))) > MAX_ACTION_VALUE:
                     return "invalid_blocks"
-                for el in block.get("elements", []) or []:
-                    if len(str(el.get("value", ""))) > MAX_ACTION_VALUE:
+                if el.get("type") in ("mrkdwn", "plain_text") and len(el.get("text", "")) > 3000:
+                    return "invalid_blocks"
+                for opt in el.get("options", []) or []:
+                    if len(opt["text"]["text"]) > 75 or len(opt.get("value", "")) > 150:
                         return "invalid_blocks"
         return None
 
@@ -216,6 +268,9 @@ def _make_handler(state: FakeSlack) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _serve(self) -> None:
+            if urlparse(self.path).path.startswith("/response/"):
+                self._response_url()
+                return
             method = urlparse(self.path).path.rsplit("/", 1)[-1]
             args = self._args()
             auth = self.headers.get("Authorization", "")
@@ -245,6 +300,19 @@ def _make_handler(state: FakeSlack) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 result = state.handle(method, args)
             self._reply(200, result)
+
+        def _response_url(self) -> None:
+            # Interactive payloads' response_url: JSON in, plain "ok" out, no token needed.
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            with state.lock:
+                state.responses.append({"path": urlparse(self.path).path, **body})
+            data = b"ok"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         do_GET = _serve
         do_POST = _serve

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
     ContextBlock,
+    DividerBlock,
+    HeaderBlock,
     MarkdownTextObject,
     Option,
     SectionBlock,
@@ -94,12 +96,15 @@ def review_message(item: dict[str, Any]) -> dict[str, Any]:
     headline = f"*{LABEL_TITLES.get(label, label)}* {score:.0%} → *{dept}*   {flag}"
     if secondary:
         headline += "   also: " + ", ".join(LABEL_TITLES.get(s, s) for s in secondary)
-    author = escape(str(item.get("author_handle") or item.get("author_name") or "unknown author"))
+    # Authors and sources come from the public too: bounded so the context block stays valid.
+    author = escape(
+        truncate(str(item.get("author_handle") or item.get("author_name") or "unknown author"), 200)
+    )
     created = item.get("created_at")
     when = created.strftime("%Y-%m-%d %H:%M UTC") if isinstance(created, datetime) else str(created)
-    context = f"{escape(str(item['source']))} · {author} · {when}"
+    context = f"{escape(truncate(str(item['source']), 200))} · {author} · {when}"
     if item.get("review_reason"):
-        context += f" · {escape(str(item['review_reason']))}"
+        context += f" · {escape(truncate(str(item['review_reason']), 300))}"
     item_id = str(item["id"])
     elements: list[Any] = [
         ButtonElement(text="Confirm", action_id=ACTION_CONFIRM, value=item_id, style="primary"),
@@ -139,3 +144,141 @@ def handoff_message(item: dict[str, Any], department: str) -> dict[str, Any]:
     blocks = [b for b in msg["blocks"] if b.get("type") != "actions"]
     blocks[0]["text"]["text"] = f"Handed to *{escape(department)}* — " + blocks[0]["text"]["text"]
     return {"text": f"Handoff to {department}: " + msg["text"], "blocks": blocks}
+
+
+# ----------------------------------------------------------- review decisions (issue 5)
+ACTION_VERBS = {
+    "confirm": "Confirmed",
+    "relabel": "Relabelled",
+    "reroute": "Rerouted",
+    "spam": "Marked as spam",
+}
+
+
+def user_ref(user_id: str | None, user_name: str | None = None) -> str:
+    """A mention of a Slack user when the id looks like one, else the escaped name."""
+    if user_id and user_id.isalnum() and user_id[:1] in "UW" and len(user_id) <= 20:
+        return f"<@{user_id}>"
+    return escape(truncate(str(user_name or user_id or "someone"), 80))
+
+
+def decision_line(decision: dict[str, Any]) -> str:
+    """One line saying who decided what and when, e.g. for the updated review message."""
+    verb = ACTION_VERBS.get(str(decision["action"]), str(decision["action"]))
+    when = decision.get("decided_at")
+    stamp = when.strftime("%Y-%m-%d %H:%M UTC") if isinstance(when, datetime) else str(when)
+    label = LABEL_TITLES.get(str(decision.get("after_label")), str(decision.get("after_label")))
+    target = decision.get("after_department") or "nobody"
+    if decision["action"] == "spam":
+        outcome = "suppressed, no handoff"
+    else:
+        outcome = f"*{label}* → *{escape(str(target))}*"
+    who = user_ref(decision.get("user_id"), decision.get("user_name"))
+    return f":ballot_box_with_check: {verb} by {who} at {stamp}: {outcome}"
+
+
+def decided_message(item: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    """The review message after a decision: the item as before, the buttons replaced by the outcome.
+
+    Args:
+        item: A row of :meth:`Store.delivery_context` (after the decision was applied).
+        decision: A row of the ``review_decisions`` table.
+
+    Returns:
+        ``{"text": ..., "blocks": [...]}`` ready for ``chat_update``.
+    """
+    msg = review_message(item)
+    line = decision_line(decision)
+    blocks = [b for b in msg["blocks"] if b.get("type") != "actions"]
+    blocks.append(ContextBlock(elements=[_inert(line)]).to_dict())
+    return {"text": f"{line} — {msg['text']}"[:3000], "blocks": blocks}
+
+
+def loser_notice(loser: dict[str, Any]) -> str:
+    """The ephemeral note for a reviewer whose click came after someone else's decision."""
+    verb = ACTION_VERBS.get(str(loser["action"]), str(loser["action"])).lower()
+    who = user_ref(loser.get("winner_id"), loser.get("winner_name"))
+    when = loser.get("winner_at")
+    stamp = when.strftime("%H:%M UTC") if isinstance(when, datetime) else str(when)
+    return f"This item was already {verb} by {who} at {stamp}; your choice was not applied."
+
+
+def _duration(delta: timedelta) -> str:
+    hours = int(delta.total_seconds() // 3600)
+    if hours >= 48:
+        return f"{hours // 24} days"
+    if hours >= 1:
+        return f"{hours} h"
+    return f"{max(1, int(delta.total_seconds() // 60))} min"
+
+
+def reminder_message(waited: timedelta) -> dict[str, Any]:
+    """A reminder reply under a review message that has waited too long."""
+    text = f":alarm_clock: Still waiting for review after {_duration(waited)}."
+    return {"text": text, "blocks": [SectionBlock(text=_inert(text)).to_dict()]}
+
+
+def batch_parent_message(summary: dict[str, Any]) -> dict[str, Any]:
+    """The parent message of a threaded batch: counts per label, department and review flag.
+
+    Args:
+        summary: ``{"items": n, "needs_review": n, "by_label": {...}, "by_department": {...}}``.
+    """
+    labels = ", ".join(
+        f"{LABEL_TITLES.get(k, escape(k))} {v}" for k, v in sorted(summary["by_label"].items())
+    )
+    depts = ", ".join(f"{escape(k)} {v}" for k, v in sorted(summary["by_department"].items()))
+    head = (
+        f"*{summary['items']} new items to review* "
+        f"({summary['needs_review']} flagged :warning: first) — replies in the thread."
+    )
+    body = truncate(f"By label: {labels or '-'}\nBy department: {depts or '-'}")
+    return {
+        "text": f"{summary['items']} new items to review ({summary['needs_review']} flagged)",
+        "blocks": [
+            SectionBlock(text=_inert(head)).to_dict(),
+            ContextBlock(elements=[_inert(body)]).to_dict(),
+        ],
+    }
+
+
+def queue_blocks(queue: dict[str, Any], *, now: datetime, overdue_after: timedelta) -> list[Any]:
+    """Block Kit blocks showing the review queue (slash command reply and App Home).
+
+    Args:
+        queue: From :meth:`Store.review_queue`.
+        now: The current time, for ages.
+        overdue_after: Items older than this are marked overdue.
+
+    Returns:
+        At most 25 blocks, each text within Block Kit's limits.
+    """
+    blocks: list[Any] = [
+        HeaderBlock(text=f"Review queue: {queue['total']} waiting"),
+    ]
+    if not queue["total"]:
+        blocks.append(SectionBlock(text=_inert("Nothing is waiting for review. :tada:")))
+        return [b.to_dict() for b in blocks]
+    lines = []
+    for g in queue["groups"]:
+        age = now - g["oldest"]
+        late = " :alarm_clock:" if age > overdue_after else ""
+        label = LABEL_TITLES.get(g["label"], escape(str(g["label"])))
+        lines.append(
+            f"• *{label}* → {escape(str(g['department']))}: {g['count']} "
+            f"(oldest {_duration(age)}){late}"
+        )
+    blocks.append(SectionBlock(text=_inert(truncate("\n".join(lines)))))
+    blocks.append(DividerBlock())
+    for row in queue["oldest"][:20]:
+        age = now - row["routed_at"]
+        late = ":alarm_clock: " if age > overdue_after else ""
+        flag = ":warning: " if row["needs_review"] else ""
+        label = LABEL_TITLES.get(row["label"], escape(str(row["label"])))
+        text = (
+            f"{late}{flag}*{label}* {float(row['score']):.0%} → {escape(str(row['department']))}"
+            f" · {_duration(age)} · {escape(truncate(str(row['source']), 60))}\n"
+            f"{escape(truncate(' '.join(str(row['text']).split()), 200))}"
+        )
+        blocks.append(SectionBlock(text=_inert(text)))
+    return [b.to_dict() for b in blocks]

@@ -1,0 +1,731 @@
+"""The Slack review app end to end: signed requests to the real endpoint, a real store, fake Slack.
+
+The store is seeded once per module by a real flow run over the demo feeds (threaded batches on),
+and each test works on its own copy of that database, against the same fake Slack workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from slack_sdk import WebClient
+from typer.testing import CliRunner
+
+from classifiers.data import load_examples
+from flows.triage import triage
+from tests.conftest import DEMO_DIR
+from tests.fakes.slack import FakeSlack, start_fake_slack
+from triage.cli import app as cli_app
+from triage.config import Config, load_config
+from triage.slack import decisions as decisions_mod
+from triage.slack.app import EVENTS_PATH, ReviewWorker, build_app, serve
+from triage.slack.client import make_client
+from triage.slack.decisions import STORE_LOCK, ReviewSettings, Spool, process_pending, resurface
+from triage.slack.messages import (
+    ACTION_CONFIRM,
+    ACTION_RELABEL,
+    ACTION_REROUTE,
+    ACTION_SPAM,
+    decided_message,
+    queue_blocks,
+    review_message,
+)
+from triage.store import open_store
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BATCH_THRESHOLD = 20
+
+
+# ----------------------------------------------------------------- fixtures
+@dataclass
+class Seeded:
+    """The module's seeded database and the fake workspace its messages were posted to."""
+
+    fake: FakeSlack
+    config_path: Path
+    db: Path
+    summary: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def seeded(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    root = tmp_path_factory.mktemp("seeded")
+    shutil.copytree(DEMO_DIR, root / "demo")
+    cfg = root / "demo" / "triage.yaml"
+    text = cfg.read_text(encoding="utf-8")
+    # Turn on threaded batches and keep the spool inside the test's folder.
+    text = text.replace(
+        "review:\n", f"review:\n  batch_threshold: {BATCH_THRESHOLD}\n  resurface_after: 24h\n", 1
+    )
+    cfg.write_text(text, encoding="utf-8")
+    fake, server = start_fake_slack()
+    db = root / "seed.duckdb"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLACK_BOT_TOKEN", fake.token)
+        mp.setenv("SLACK_API_URL", fake.url)
+        mp.setenv("TRIAGE_OUTBOX_DIR", str(root / "outbox"))
+        summary = triage(config_path=str(cfg), database=str(db))
+    try:
+        yield Seeded(fake=fake, config_path=cfg, db=db, summary=summary)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Env:
+    """One test's copy of the store, its configuration and helpers."""
+
+    fake: FakeSlack
+    config: Config
+    db: Path
+    # The fake workspace is shared by the module: each test looks only at what came after these.
+    first_call: int = 0
+    first_response: int = 0
+
+    def calls(self, method: str) -> list[Any]:
+        return [
+            c for c in self.fake.calls[self.first_call :] if c.method == method and c.status == 200
+        ]
+
+    def responses(self) -> list[dict[str, Any]]:
+        return self.fake.responses[self.first_response :]
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        # Same process as the server: go through the store's lock, like the app does.
+        with STORE_LOCK, open_store(self.db) as store:
+            return store.con.execute(sql, params or []).fetchall()
+
+    @property
+    def spool(self) -> Spool:
+        return Spool(ReviewSettings.from_config(self.config).spool)
+
+
+@pytest.fixture
+def env(seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    db = tmp_path / "triage.duckdb"
+    shutil.copy(seeded.db, db)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", seeded.fake.token)
+    monkeypatch.setenv("SLACK_API_URL", seeded.fake.url)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    return Env(
+        fake=seeded.fake,
+        config=load_config(seeded.config_path, database=str(db)),
+        db=db,
+        first_call=len(seeded.fake.calls),
+        first_response=len(seeded.fake.responses),
+    )
+
+
+@dataclass
+class Server:
+    url: str
+    worker: ReviewWorker | None
+
+
+@pytest.fixture
+def start_server(env: Env) -> Iterator[Callable[..., Server]]:
+    """Start the real endpoint on a random port; ``worker_interval=None`` runs no worker."""
+    started: list[tuple[Any, ReviewWorker | None]] = []
+
+    def start(worker_interval: float | None = 0.3) -> Server:
+        worker = (
+            ReviewWorker(env.config, interval=worker_interval, wait_s=0.3)
+            if worker_interval is not None
+            else None
+        )
+        app = build_app(env.config, bot_token=env.fake.token, signing_secret=SECRET, worker=worker)
+        server = serve(app, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        if worker is not None:
+            worker.start()
+        started.append((server, worker))
+        return Server(
+            url=f"http://127.0.0.1:{server.server_address[1]}{EVENTS_PATH}", worker=worker
+        )
+
+    yield start
+    for server, worker in started:
+        server.shutdown()
+        server.server_close()
+        if worker is not None:
+            worker.stop()
+
+
+# ------------------------------------------------------------------ helpers
+def sign(body: str, ts: int, secret: str = SECRET) -> dict[str, str]:
+    base = f"v0:{ts}:{body}".encode()
+    digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": f"v0={digest}"}
+
+
+def post_form(url: str, form: dict[str, str], *, ts: int | None = None, secret: str = SECRET):
+    body = urlencode(form)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    headers.update(sign(body, ts if ts is not None else int(time.time()), secret))
+    return httpx.post(url, content=body, headers=headers, timeout=10)
+
+
+def block_actions(
+    env: Env,
+    item_id: str,
+    action_id: str,
+    *,
+    user: str = "U0ALICE",
+    choice: str | None = None,
+    response_url: str | None = None,
+) -> dict[str, Any]:
+    """A ``block_actions`` payload shaped like Slack's for a click on the item's review message."""
+    ref = env.rows(
+        "SELECT external_ref FROM outbox WHERE item_id = ? AND kind = 'review'", [item_id]
+    )[0][0]
+    channel, _, ts = ref.partition(":")
+    action: dict[str, Any] = {
+        "action_id": action_id,
+        "block_id": f"triage:{item_id}",
+        "action_ts": f"{time.time():.6f}",
+    }
+    if choice is None:
+        action.update({"type": "button", "value": item_id, "text": {"type": "plain_text"}})
+    else:
+        action.update(
+            {
+                "type": "static_select",
+                "selected_option": {
+                    "text": {"type": "plain_text", "text": choice},
+                    "value": f"{item_id}:{choice}",
+                },
+            }
+        )
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0"},
+        "api_app_id": "A0TRIAGE",
+        "token": "legacy-verification-token",
+        "container": {
+            "type": "message",
+            "message_ts": ts,
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
+        "trigger_id": "1.2.abc",
+        "team": {"id": "T0", "domain": "fake"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel, "name": "feedback-review"},
+        "message": {"type": "message", "ts": ts, "text": "..."},
+        "response_url": response_url or env.fake.response_url(f"T0/{user}/x"),
+        "actions": [action],
+    }
+
+
+def click(url: str, payload: dict[str, Any], **kw: Any) -> httpx.Response:
+    return post_form(url, {"payload": json.dumps(payload)}, **kw)
+
+
+def waiting_item(env: Env, label: str | None = None, department: str | None = None) -> str:
+    sql = (
+        "SELECT r.item_id FROM routes r JOIN predictions p ON p.item_id = r.item_id "
+        "JOIN outbox o ON o.item_id = r.item_id AND o.kind = 'review' "
+        "WHERE r.state = 'awaiting_review' AND o.state = 'sent'"
+    )
+    params: list[Any] = []
+    if label:
+        sql += " AND p.label = ?"
+        params.append(label)
+    if department:
+        sql += " AND r.department = ?"
+        params.append(department)
+    return str(env.rows(sql + " ORDER BY r.item_id LIMIT 1", params)[0][0])
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the condition")
+        time.sleep(0.1)
+
+
+def updates_of(env: Env, ts: str) -> list[Any]:
+    return [c for c in env.calls("chat.update") if c.args.get("ts") == ts]
+
+
+def message(fake: FakeSlack, channel: str, ts: str) -> dict[str, Any]:
+    return next(m for m in fake.messages[channel] if m["ts"] == ts)
+
+
+def review_ref(env: Env, item_id: str) -> tuple[str, str]:
+    ref = env.rows(
+        "SELECT external_ref FROM outbox WHERE item_id = ? AND kind = 'review'", [item_id]
+    )[0][0]
+    channel, _, ts = ref.partition(":")
+    return channel, ts
+
+
+def handoffs(env: Env, item_id: str) -> list[tuple[Any, ...]]:
+    return env.rows(
+        "SELECT destination, state FROM outbox WHERE item_id = ? AND kind = 'handoff'", [item_id]
+    )
+
+
+def all_text_objects(blocks: list[dict[str, Any]]) -> Iterator[str]:
+    for block in blocks:
+        if isinstance(block.get("text"), dict):
+            yield block["text"]["text"]
+        for el in block.get("elements") or []:
+            if el.get("type") in ("mrkdwn", "plain_text"):
+                yield el["text"]
+            if isinstance(el.get("text"), dict):
+                yield el["text"]["text"]
+            for opt in el.get("options") or []:
+                yield opt["text"]["text"]
+
+
+# -------------------------------------------------------------------- tests
+def test_valid_click_is_recorded_acted_on_and_shown(env: Env, start_server) -> None:
+    server = start_server()
+    item = waiting_item(env, department="marketing")
+    channel, ts = review_ref(env, item)
+
+    started = time.monotonic()
+    resp = click(server.url, block_actions(env, item, ACTION_CONFIRM, user="U0ALICE"))
+
+    assert resp.status_code == 200
+    assert time.monotonic() - started < 3.0  # Slack's acknowledgement limit
+    wait_for(lambda: updates_of(env, ts))
+    decision = env.rows(
+        "SELECT action, user_id, after_state, after_department, message_updated_at "
+        "FROM review_decisions WHERE item_id = ?",
+        [item],
+    )
+    assert decision[0][:4] == ("confirm", "U0ALICE", "released", "marketing")
+    wait_for(lambda: env.rows("SELECT message_updated_at FROM review_decisions")[0][0])
+    assert env.rows("SELECT state FROM routes WHERE item_id = ?", [item]) == [("released",)]
+    assert handoffs(env, item) == [("marketing-channel", "pending")]
+    audit = env.rows("SELECT outcome, before, after FROM review_audit WHERE item_id = ?", [item])
+    assert audit[0][0] == "applied"
+    assert json.loads(audit[0][1])["state"] == "awaiting_review"
+    assert json.loads(audit[0][2]) == {
+        "label": "kudos",
+        "department": "marketing",
+        "state": "released",
+    }
+    # The message now says who decided what and when, and its buttons are gone.
+    shown = message(env.fake, channel, ts)
+    assert not any(b["type"] == "actions" for b in shown["blocks"])
+    assert "Confirmed by <@U0ALICE>" in json.dumps(shown["blocks"])
+    assert len(env.spool) == 0
+
+
+def test_relabel_reroute_and_spam_act_and_corrections_export(
+    env: Env, start_server, tmp_path: Path
+) -> None:
+    server = start_server()
+    to_relabel = waiting_item(env, label="kudos")
+    to_reroute = waiting_item(env, label="sales_lead")
+    to_spam = waiting_item(env, label="feature_request")
+
+    for payload in (
+        block_actions(env, to_relabel, ACTION_RELABEL, choice="feature_request"),
+        block_actions(env, to_reroute, ACTION_REROUTE, choice="support"),
+        block_actions(env, to_spam, ACTION_SPAM),
+    ):
+        assert click(server.url, payload).status_code == 200
+    wait_for(lambda: len(env.rows("SELECT 1 FROM review_decisions")) == 3)
+
+    assert env.rows("SELECT label FROM predictions WHERE item_id = ?", [to_relabel]) == [
+        ("feature_request",)
+    ]
+    assert handoffs(env, to_relabel) == [("product-channel", "pending")]
+    assert handoffs(env, to_reroute) == [("support-channel", "pending")]
+    assert handoffs(env, to_spam) == []
+    assert env.rows("SELECT state FROM routes WHERE item_id = ?", [to_spam]) == [("suppressed",)]
+
+    out = tmp_path / "corrections.jsonl"
+    result = CliRunner().invoke(
+        cli_app,
+        ["corrections", "export", "--out", str(out), "--config", str(env.config.path)]
+        + ["--db", str(env.db)],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["label"] for r in rows) == ["feature_request", "other"]
+    assert all(set(r) == {"text", "label"} and r["text"] for r in rows)
+    # The same loader `triage train --data` uses accepts the file.
+    assert sorted(ex.label for ex in load_examples([out])) == ["feature_request", "other"]
+
+
+def test_forged_and_replayed_requests_are_rejected(env: Env, start_server) -> None:
+    server = start_server()
+    payload = block_actions(env, waiting_item(env), ACTION_CONFIRM)
+
+    forged = click(server.url, payload, secret="not-the-signing-secret")
+    stale = click(server.url, payload, ts=int(time.time()) - 6 * 60)
+    unsigned = httpx.post(server.url, data={"payload": json.dumps(payload)}, timeout=10)
+
+    assert (forged.status_code, stale.status_code, unsigned.status_code) == (401, 401, 401)
+    time.sleep(0.5)
+    assert len(env.spool) == 0
+    assert env.rows("SELECT count(*) FROM review_audit") == [(0,)]
+
+
+def test_unknown_or_malformed_actions_get_a_clean_error(env: Env, start_server) -> None:
+    server = start_server()
+    item = waiting_item(env)
+
+    unknown = click(server.url, block_actions(env, item, "triage_launch_rockets"))
+    bad_label = click(server.url, block_actions(env, item, ACTION_RELABEL, choice="pizza"))
+    bad_item = block_actions(env, item, ACTION_CONFIRM)
+    bad_item["actions"][0]["value"] = "'; DROP TABLE items; --"
+    bad_value = click(server.url, bad_item)
+
+    for resp in (unknown, bad_label, bad_value):
+        assert resp.status_code == 400
+        assert resp.json()["ok"] is False and resp.json()["error"] == "invalid_action"
+    assert "triage_launch_rockets" in unknown.json()["detail"]
+    assert len(env.spool) == 0
+    assert env.rows("SELECT count(*) FROM review_audit") == [(0,)]
+
+
+def test_concurrent_clicks_yield_one_decision_and_the_others_see_it(env: Env, start_server) -> None:
+    server = start_server()
+    item = waiting_item(env, department="marketing")
+    channel, ts = review_ref(env, item)
+    reviewers = [f"U0REV{i}" for i in range(6)]
+    actions = [
+        ACTION_CONFIRM,
+        ACTION_SPAM,
+        ACTION_CONFIRM,
+        ACTION_SPAM,
+        ACTION_CONFIRM,
+        ACTION_SPAM,
+    ]
+    payloads = [
+        block_actions(env, item, a, user=u) for a, u in zip(actions, reviewers, strict=True)
+    ]
+    barrier = threading.Barrier(len(payloads))
+    statuses: list[int] = []
+
+    def go(payload: dict[str, Any]) -> None:
+        barrier.wait()
+        statuses.append(click(server.url, payload).status_code)
+
+    threads = [threading.Thread(target=go, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert statuses == [200] * len(payloads)
+    wait_for(lambda: len(env.rows("SELECT 1 FROM review_audit")) == len(payloads))
+    wait_for(lambda: len(env.responses()) >= len(payloads) - 1)
+    decisions = env.rows("SELECT user_id, action FROM review_decisions WHERE item_id = ?", [item])
+    assert len(decisions) == 1
+    winner, action = decisions[0]
+    outcomes = dict(env.rows("SELECT user_id, outcome FROM review_audit"))
+    assert outcomes.pop(winner) == "applied"
+    assert set(outcomes.values()) == {"superseded"}
+    assert len(handoffs(env, item)) == (1 if action == "confirm" else 0)
+    # Every loser was told, ephemerally, who decided first; the message shows the winner.
+    notes = [r for r in env.responses() if r["path"].split("/")[3] != winner]
+    assert len(notes) == len(payloads) - 1
+    assert all(n["response_type"] == "ephemeral" and f"<@{winner}>" in n["text"] for n in notes)
+    wait_for(lambda: updates_of(env, ts))
+    assert f"by <@{winner}>" in json.dumps(message(env.fake, channel, ts)["blocks"])
+
+
+def test_decision_is_kept_while_another_process_holds_the_store(
+    env: Env, start_server, seeded: Seeded
+) -> None:
+    # No background retries: the next flow run must pick the decision up by itself.
+    server = start_server(worker_interval=3600)
+    assert server.worker is not None
+    item = waiting_item(env, department="marketing")
+    # Let the worker's start-up pass finish so the other process can take the lock.
+    wait_for(lambda: server.worker is not None and server.worker.passes >= 1)
+    payload = block_actions(env, item, ACTION_CONFIRM, user="U0BUSY")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+                "print('locked', flush=True); time.sleep(60)"
+            ),
+            str(env.db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        resp = click(server.url, payload)
+        assert resp.status_code == 200
+        assert time.monotonic() - started < 3.0
+        assert server.worker is not None
+        wait_for(lambda: server.worker is not None and server.worker.last.get("busy"))
+        spooled = env.spool.read()
+        assert [(d.item_id, d.user_id, d.action) for d in spooled] == [(item, "U0BUSY", "confirm")]
+    finally:
+        holder.terminate()
+        holder.wait(10)
+
+    summary = triage(config_path=str(env.config.path), database=str(env.db))
+
+    assert summary["review"]["applied"] == 1
+    assert len(env.spool) == 0
+    assert env.rows("SELECT user_id FROM review_decisions WHERE item_id = ?", [item]) == [
+        ("U0BUSY",)
+    ]
+    # The flow then delivered the department's handoff.
+    assert handoffs(env, item) == [("marketing-channel", "sent")]
+
+
+def test_crash_between_recording_and_message_update_recovers_once(
+    env: Env, start_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(worker_interval=None)
+    item = waiting_item(env, department="marketing")
+    _, ts = review_ref(env, item)
+    assert click(server.url, block_actions(env, item, ACTION_CONFIRM)).status_code == 200
+    assert len(env.spool) == 1
+
+    # The process dies after the decision is committed, before the spool is trimmed and the
+    # message updated.
+    def crash(self: Spool, ids: set[str]) -> None:
+        raise SystemExit("simulated crash")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Spool, "remove", crash)
+        with pytest.raises(SystemExit):
+            process_pending(env.config)
+    assert env.rows("SELECT count(*) FROM review_decisions WHERE message_updated_at IS NULL") == [
+        (1,)
+    ]
+    assert len(env.spool) == 1 and not updates_of(env, ts)
+
+    # Restart: the spooled copy is recognised, the message is updated, nothing happens twice.
+    result = process_pending(env.config)
+    again = process_pending(env.config)
+
+    assert result["applied"] == 0 and result["messages_updated"] == 1
+    assert again.get("messages_updated", 0) == 0
+    assert len(env.spool) == 0
+    assert env.rows("SELECT count(*) FROM review_audit") == [(1,)]
+    assert handoffs(env, item) == [("marketing-channel", "pending")]
+    assert len(updates_of(env, ts)) == 1
+
+
+def test_message_update_failing_at_slack_is_retried_later(env: Env) -> None:
+    item = waiting_item(env)
+    channel, ts = review_ref(env, item)
+    env.spool.append(decisions_mod.parse_actions(block_actions(env, item, ACTION_CONFIRM)))
+    client = make_client(env.fake.token, max_retries=0)  # fail fast; the next pass retries
+    env.fake.fail_next("chat.update", status=500, times=1)
+
+    applied = decisions_mod.apply_spool(env.config, env.spool)
+    first = decisions_mod.announce(env.config, client)
+    second = decisions_mod.announce(env.config, client)
+
+    assert applied.applied == 1
+    assert (first.updated, first.failed) == (0, 1)
+    assert (second.updated, second.failed) == (1, 0)
+    assert "Confirmed by" in json.dumps(message(env.fake, channel, ts)["blocks"])
+
+
+def test_huge_hostile_input_stays_within_block_kit_limits(env: Env) -> None:
+    hostile = ("<!channel> & <@U123> <https://evil.example|x> " * 2300)[:100_000]
+    item = {
+        "id": "0123456789abcdef0123",
+        "source": "s" * 5000,
+        "url": "https://example.com/" + "a" * 5000,
+        "author_handle": "&<>" * 3000,
+        "text": hostile,
+        "created_at": datetime.now(UTC),
+        "label": "service_issue",
+        "labels": ["service_issue", "feature_request"],
+        "score": 0.51,
+        "scores": {"service_issue": 0.51, "feature_request": 0.49},
+        "needs_review": True,
+        "review_reason": "<!here>" * 1000,
+        "department": "support",
+    }
+    decision = {
+        "action": "relabel",
+        "user_id": "U0ALICE",
+        "user_name": "alice",
+        "decided_at": datetime.now(UTC),
+        "after_label": "feature_request",
+        "after_department": "product",
+    }
+    queue = {
+        "total": 1,
+        "groups": [
+            {"label": "kudos", "department": "marketing", "count": 1, "oldest": item["created_at"]}
+        ],
+        "oldest": [
+            {**item, "routed_at": datetime.now(UTC) - timedelta(days=3)},
+        ],
+    }
+    messages = [review_message(item), decided_message(item, decision)]
+    home = queue_blocks(queue, now=datetime.now(UTC), overdue_after=timedelta(hours=24))
+
+    for blocks in [m["blocks"] for m in messages] + [home]:
+        texts = list(all_text_objects(blocks))
+        assert texts and all(len(t) <= 3000 for t in texts)
+        raw = json.dumps(blocks)
+        assert "<!channel>" not in raw and "<!here>" not in raw and "<@U123>" not in raw
+    # The fake enforces Slack's limits: the real client's calls are accepted.
+    client = make_client(env.fake.token)
+    posted = client.chat_postMessage(channel="#feedback-review", **messages[0])
+    client.chat_update(channel=posted["channel"], ts=posted["ts"], **messages[1])
+    client.views_publish(user_id="U0ALICE", view={"type": "home", "blocks": home})
+
+
+def test_many_items_are_posted_as_one_thread_flagged_first(seeded: Seeded) -> None:
+    with STORE_LOCK, open_store(seeded.db) as store:
+        reviews = store.con.execute("SELECT count(*) FROM outbox WHERE kind = 'review'").fetchone()
+    channel = seeded.fake.messages["C0REVIEW"]
+    parents = [m for m in channel if (m.get("metadata") or {}).get("event_type") == "triage_batch"]
+    assert len(parents) == 1
+    parent = parents[0]
+    replies = [m for m in channel if m.get("thread_ts") == parent["ts"]]
+    assert reviews is not None and len(replies) == reviews[0] > BATCH_THRESHOLD
+    assert f"*{len(replies)} new items to review*" in parent["blocks"][0]["text"]["text"]
+    # Flagged items come first in the thread.
+    flags = ["needs review" in json.dumps(m["blocks"]) for m in replies]
+    assert flags == sorted(flags, reverse=True) and any(flags) and not all(flags)
+    # The channel's history shows the parent only; the replies are in the thread.
+    client = WebClient(token=seeded.fake.token, base_url=seeded.fake.url)
+    history = {
+        m["ts"] for m in client.conversations_history(channel="C0REVIEW", limit=999)["messages"]
+    }
+    assert parent["ts"] in history and not history & {m["ts"] for m in replies}
+    thread = client.conversations_replies(channel="C0REVIEW", ts=parent["ts"], limit=999)
+    assert len(thread["messages"]) == len(replies) + 1
+
+
+def test_crashed_threaded_post_is_reconciled_in_its_thread(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triage import delivery
+
+    # A review delivery left in `sending` (the process died after Slack accepted the reply).
+    key, item = env.rows(
+        "SELECT key, item_id FROM outbox WHERE kind = 'review' AND state = 'sent' LIMIT 1"
+    )[0]
+    with STORE_LOCK, open_store(env.db) as store:
+        store.mark_sending(key)
+        before = len(env.fake.posted())
+        dests = delivery.build_destinations(env.config)
+        report = delivery.drain(store, env.config, dests)
+    assert report.reconciled == 1 and report.sent == 0
+    assert len(env.fake.posted()) == before
+    assert env.rows("SELECT state FROM outbox WHERE key = ?", [key]) == [("sent",)]
+    assert item
+
+
+def test_slash_command_and_app_home_show_the_queue(env: Env, start_server) -> None:
+    server = start_server()
+    waiting = env.rows("SELECT count(*) FROM routes WHERE state = 'awaiting_review'")[0][0]
+    assert waiting > 0
+
+    resp = post_form(
+        server.url,
+        {
+            "token": "legacy",
+            "team_id": "T0",
+            "team_domain": "fake",
+            "channel_id": "C0REVIEW",
+            "channel_name": "feedback-review",
+            "user_id": "U0ALICE",
+            "user_name": "alice",
+            "command": "/triage",
+            "text": "",
+            "api_app_id": "A0TRIAGE",
+            "response_url": env.fake.response_url(),
+            "trigger_id": "1.2.abc",
+        },
+    )
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["response_type"] == "ephemeral"
+    assert body["blocks"][0]["text"]["text"] == f"Review queue: {waiting} waiting"
+    groups = body["blocks"][1]["text"]["text"]
+    assert "Kudos* → marketing" in groups
+
+    event = {
+        "token": "legacy",
+        "team_id": "T0",
+        "api_app_id": "A0TRIAGE",
+        "type": "event_callback",
+        "event_id": "Ev0HOME",
+        "event_time": int(time.time()),
+        "event": {
+            "type": "app_home_opened",
+            "user": "U0ALICE",
+            "channel": "D0HOME",
+            "tab": "home",
+            "event_ts": f"{time.time():.6f}",
+        },
+    }
+    raw = json.dumps(event)
+    headers = {"Content-Type": "application/json", **sign(raw, int(time.time()))}
+    resp = httpx.post(server.url, content=raw, headers=headers, timeout=10)
+    assert resp.status_code == 200
+    publish = wait_for(lambda: env.calls("views.publish"))
+    assert publish[0].args["user_id"] == "U0ALICE"
+    view = env.fake.views["U0ALICE"]
+    assert view["type"] == "home"
+    assert view["blocks"][0]["text"]["text"] == f"Review queue: {waiting} waiting"
+
+
+def test_items_waiting_too_long_are_resurfaced_once_per_period(env: Env) -> None:
+    client = make_client(env.fake.token)
+    waiting = env.rows(
+        "SELECT count(*) FROM routes r JOIN outbox o ON o.item_id = r.item_id "
+        "AND o.kind = 'review' AND o.state = 'sent' WHERE r.state = 'awaiting_review'"
+    )[0][0]
+    later = datetime.now(UTC) + timedelta(hours=25)
+
+    assert resurface(env.config, client) == 0  # nothing has waited 24 h yet
+    first = resurface(env.config, client, now=later, limit=500)
+    repeat = resurface(env.config, client, now=later + timedelta(minutes=5), limit=500)
+    next_day = resurface(env.config, client, now=later + timedelta(hours=24), limit=500)
+
+    assert first == waiting > 0
+    assert repeat == 0
+    assert next_day == waiting
+    reminders = [c for c in env.calls("chat.postMessage") if "Still waiting" in c.args["text"]]
+    assert len(reminders) == 2 * waiting
+    assert all(c.args.get("thread_ts") for c in reminders)
+
+
+def test_serve_command_refuses_to_start_without_secrets(env: Env, monkeypatch) -> None:
+    monkeypatch.delenv("SLACK_SIGNING_SECRET")
+    result = CliRunner().invoke(cli_app, ["slack", "serve", "--config", str(env.config.path)])
+    assert result.exit_code == 2 and "SLACK_SIGNING_SECRET" in result.output
+    result = CliRunner().invoke(
+        cli_app, ["slack", "serve", "--socket", "--config", str(env.config.path)]
+    )
+    assert result.exit_code == 2 and "SLACK_APP_TOKEN" in result.output
