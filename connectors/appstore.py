@@ -11,6 +11,7 @@ half-way repeats the pages next time instead of skipping the older ones.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,7 +74,18 @@ def _get_page(ctx: SourceContext, client: httpx.Client, page: int) -> list[Any]:
         retries = int(ctx.settings.get("retries", 4))
     except (TypeError, ValueError):
         raise ConnectorError(f"source '{ctx.name}': retries must be a number") from None
-    resp = http.request(client, "GET", url, retries=retries)
+    try:
+        resp = http.request(client, "GET", url, retries=retries)
+    except ConnectorError as exc:
+        refused = re.search(r"HTTP 40[13]", str(exc))
+        if refused:
+            # The feed takes no credentials: a refusal means the store, the app or we are blocked.
+            raise ConnectorError(
+                f"source '{ctx.name}': GET {url}: {refused.group(0)} refused by Apple; the "
+                f"feed needs no key, so check that app_id is sold in country "
+                f"'{ctx.settings.get('country', 'us')}' and that this host may reach the feed"
+            ) from None
+        raise
     if resp.status_code == 404:
         raise ConnectorError(f"source '{ctx.name}': GET {url}: HTTP 404 (check app_id and country)")
     if resp.status_code >= 400:

@@ -597,7 +597,7 @@ def test_appstore_retries_429_and_5xx_then_fails_clearly(
     assert fake_store.calls[1].at - fake_store.calls[0].at >= 0.95  # Retry-After honoured
 
     fake_store.fail_next(403)
-    with pytest.raises(ConnectorError, match="HTTP 403"):
+    with pytest.raises(ConnectorError, match="HTTP 403 refused by Apple"):
         appstore.check(ctx)
     fake_store.fail_next(0)
     with pytest.raises(ConnectorError, match="not JSON"):
