@@ -179,10 +179,12 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
                 ts = msg.get("ts") if isinstance(msg, dict) else None
                 if isinstance(ts, str) and _ts_key(ts) > _ts_key(newest):
                     newest = ts
-                if isinstance(msg, dict) and msg.get("subtype") not in KEEP_SUBTYPES:
-                    continue
-                if isinstance(msg, dict) and not bots and msg.get("bot_id"):
-                    continue
+                if isinstance(msg, dict):
+                    is_bot = bool(msg.get("bot_id")) or msg.get("subtype") == "bot_message"
+                    if is_bot and not bots:
+                        continue
+                    if not is_bot and msg.get("subtype") not in KEEP_SUBTYPES:
+                        continue
                 try:
                     batch.mentions.append(_message(ctx, channel, msg, fetched_at))
                 except InvalidRecord as exc:

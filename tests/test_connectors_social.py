@@ -617,6 +617,7 @@ def test_slack_community_skips_joins_and_bots() -> None:
         spec = SPECS_BY_NAME["slack_community"]
         ctx = _ctx(spec, fake, workspace_url="https://community.slack.com")
         mentions, rejected, cursor = _fetch(spec, ctx, None)
+        kept, _, _ = _fetch(spec, _ctx(spec, fake, include_bots=True), None)
     finally:
         fake.stop()
     assert [m.external_id for m in mentions] == [human] and rejected == []
@@ -624,3 +625,14 @@ def test_slack_community_skips_joins_and_bots() -> None:
         "https://community.slack.com/archives/C0COMMUNITY/p"
     )
     assert cursor["C0COMMUNITY"]["ts"] == human.split(":", 1)[1]
+    assert sorted(m.text for m in kept)[0] == "Deploy finished" and len(kept) == 2
+
+
+def test_a_stalled_request_times_out_and_is_retried() -> None:
+    with FakeHackerNews() as fake:
+        expected = fake.add("nimbus keeps logging me out", _now(2))
+        fake.fail_next(0, retry_after=1.5)  # no answer within the client's 1 s timeout
+        spec = SPECS_BY_NAME["hackernews"]
+        mentions, _, _ = _fetch(spec, _ctx(spec, fake, timeout=1), None)
+    assert [m.external_id for m in mentions] == [expected]
+    assert fake.statuses()[0] == 599 and fake.statuses()[-1] == 200
