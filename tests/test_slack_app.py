@@ -729,3 +729,59 @@ def test_serve_command_refuses_to_start_without_secrets(env: Env, monkeypatch) -
         cli_app, ["slack", "serve", "--socket", "--config", str(env.config.path)]
     )
     assert result.exit_code == 2 and "SLACK_APP_TOKEN" in result.output
+
+
+def test_socket_mode_shares_the_handlers(env: Env) -> None:
+    from slack_bolt.adapter.socket_mode.internals import run_bolt_app
+    from slack_sdk.socket_mode.request import SocketModeRequest
+
+    # Over Socket Mode nothing is signed (the WebSocket is authenticated by the app token).
+    app = build_app(env.config, bot_token=env.fake.token, signing_secret=None, socket_mode=True)
+    item = waiting_item(env)
+    good = SocketModeRequest(
+        type="interactive", envelope_id="e1", payload=block_actions(env, item, ACTION_SPAM)
+    )
+    bad = SocketModeRequest(
+        type="interactive", envelope_id="e2", payload=block_actions(env, item, "nope")
+    )
+
+    assert run_bolt_app(app, good).status == 200
+    assert run_bolt_app(app, bad).status == 400
+    assert [(d.item_id, d.action) for d in env.spool.read()] == [(item, "spam")]
+
+
+def test_serve_command_answers_signed_clicks(env: Env, tmp_path: Path) -> None:
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    item = waiting_item(env, department="marketing")
+    _, ts = review_ref(env, item)
+    payload = block_actions(env, item, ACTION_CONFIRM, user="U0CLI")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "triage.cli", "slack", "serve", "--port", str(port)]
+        + ["--config", str(env.config.path), "--db", str(env.db), "--interval", "0.5"],
+        env={**os.environ},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(url), timeout=30)
+        resp = click(url + EVENTS_PATH, payload)
+        assert resp.status_code == 200
+        wait_for(lambda: updates_of(env, ts))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert env.rows("SELECT user_id FROM review_decisions") == [("U0CLI",)]
+    assert proc.stderr is not None and SECRET not in proc.stderr.read()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
