@@ -393,12 +393,15 @@ def test_unknown_or_malformed_actions_get_a_clean_error(env: Env, start_server) 
     item = waiting_item(env)
 
     unknown = click(server.url, block_actions(env, item, "triage_launch_rockets"))
+    bad_ts = block_actions(env, item, ACTION_CONFIRM)
+    bad_ts["actions"][0]["action_ts"] = "yesterday"
+    bad_time = click(server.url, bad_ts)
     bad_label = click(server.url, block_actions(env, item, ACTION_RELABEL, choice="pizza"))
     bad_item = block_actions(env, item, ACTION_CONFIRM)
     bad_item["actions"][0]["value"] = "'; DROP TABLE items; --"
     bad_value = click(server.url, bad_item)
 
-    for resp in (unknown, bad_label, bad_value):
+    for resp in (unknown, bad_label, bad_value, bad_time):
         assert resp.status_code == 400
         assert resp.json()["ok"] is False and resp.json()["error"] == "invalid_action"
     assert "triage_launch_rockets" in unknown.json()["detail"]
@@ -553,6 +556,23 @@ def test_message_update_failing_at_slack_is_retried_later(env: Env) -> None:
     assert "Confirmed by" in json.dumps(message(env.fake, channel, ts)["blocks"])
 
 
+def test_rate_limited_message_update_waits_for_retry_after(env: Env) -> None:
+    item = waiting_item(env)
+    _, ts = review_ref(env, item)
+    env.spool.append(decisions_mod.parse_actions(block_actions(env, item, ACTION_CONFIRM)))
+    env.fake.fail_next("chat.update", status=429, retry_after=1, times=1)
+
+    decisions_mod.apply_spool(env.config, env.spool)
+    started = time.monotonic()
+    report = decisions_mod.announce(env.config, make_client(env.fake.token))
+
+    assert (report.updated, report.failed) == (1, 0)
+    assert time.monotonic() - started >= 1.0  # Retry-After was honoured
+    statuses = [c.status for c in env.fake.calls[env.first_call :] if c.method == "chat.update"]
+    assert statuses == [429, 200]
+    assert len(updates_of(env, ts)) == 1
+
+
 def test_huge_hostile_input_stays_within_block_kit_limits(env: Env) -> None:
     hostile = ("<!channel> & <@U123> <https://evil.example|x> " * 2300)[:100_000]
     item = {
@@ -673,6 +693,16 @@ def test_slash_command_and_app_home_show_the_queue(env: Env, start_server) -> No
     assert body["blocks"][0]["text"]["text"] == f"Review queue: {waiting} waiting"
     groups = body["blocks"][1]["text"]["text"]
     assert "Kudos* → marketing" in groups
+
+    # Slack checks the request URL once when the app is configured.
+    challenge = json.dumps({"token": "legacy", "challenge": "c-123", "type": "url_verification"})
+    resp = httpx.post(
+        server.url,
+        content=challenge,
+        headers={"Content-Type": "application/json", **sign(challenge, int(time.time()))},
+        timeout=10,
+    )
+    assert resp.status_code == 200 and resp.json()["challenge"] == "c-123"
 
     event = {
         "token": "legacy",

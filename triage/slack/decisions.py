@@ -178,7 +178,10 @@ def parse_actions(body: dict[str, Any], now: datetime | None = None) -> list[Dec
         if not _ITEM_ID.match(item_id):
             raise InvalidAction(f"{kind}: {item_id[:40]!r} is not an item id")
         ts = str(action.get("action_ts") or "")
-        when = datetime.fromtimestamp(float(ts), UTC) if ts else (now or datetime.now(UTC))
+        try:
+            when = datetime.fromtimestamp(float(ts), UTC) if ts else (now or datetime.now(UTC))
+        except (ValueError, OverflowError, OSError) as exc:
+            raise InvalidAction(f"{kind}: action_ts {ts[:40]!r} is not a timestamp") from exc
         out.append(
             Decision(
                 # Deterministic, so a retried delivery of the same click is one decision.
