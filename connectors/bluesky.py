@@ -1,9 +1,9 @@
 """Bluesky post search through the AT Protocol (``app.bsky.feed.searchPosts``).
 
 The ``atproto`` SDK accepts ``base_url`` but pulls in pydantic models for the whole lexicon,
-cryptography, websockets and a native CBOR library, and validates every post strictly (one odd
-record fails the page); two XRPC calls over httpx keep the install small and let us quarantine
-just the odd record.
+cryptography, websockets and a native CBOR library, and parses each response into lexicon models
+(one post that does not fit fails the response); two XRPC calls over httpx keep the install small
+and let us quarantine just the odd post.
 """
 
 from __future__ import annotations

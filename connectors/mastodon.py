@@ -1,8 +1,8 @@
 """Mastodon: hashtag timelines and the account's mentions on one instance (REST API v1).
 
 Mastodon.py is well kept and accepts ``api_base_url``, but it converts every date inside a page and
-fails the whole page on one bad value (we quarantine that one record instead), and it sleeps on
-rate limits with no bound we can set; the three GET endpoints we need are simple over httpx.
+fails the whole page on one bad value (we quarantine that one record instead), and it does not
+retry 5xx answers; the three GET endpoints we need are simple over httpx.
 """
 
 from __future__ import annotations

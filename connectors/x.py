@@ -1,8 +1,8 @@
 """X (Twitter) API v2 recent search with an app bearer token.
 
-tweepy is the usual client, but its paginator hides ``since_id``/``next_token`` bookkeeping we need
-to control for a crash-safe cursor, and its rate-limit wait calls ``time.sleep`` up to 15 minutes
-with no way to bound it; two endpoints over httpx are simpler and testable.
+tweepy is the usual client, but its rate-limit wait sleeps until the 15-minute window resets with
+no way to bound it, and ``since_id`` plus ``next_token`` are two query parameters: one endpoint
+over httpx is simpler.
 """
 
 from __future__ import annotations
