@@ -261,6 +261,40 @@ def evaluate(
     typer.echo(json.dumps(result, indent=2) if as_json else render_text(result))
 
 
+@app.command()
+def bench(
+    n: Annotated[int, typer.Option("--n", help="Mentions to generate.")] = 100_000,
+    input_dir: Annotated[
+        Path | None,
+        typer.Option("--input", help="Folder of JSONL drops to use instead of generating."),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model folder (default: shipped).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the generated data and database.")] = False,
+    drain_messages: Annotated[
+        int, typer.Option(help="Outbox messages to drain to the fake Slack.")
+    ] = 1000,
+) -> None:
+    """Benchmark the pipeline end to end against the bare classifier (see README, Performance)."""
+    _quiet_prefect(verbose=False)
+    from triage.bench import render, run_bench
+
+    def progress(msg: str) -> None:
+        typer.echo(msg, err=True)
+
+    report = run_bench(
+        n,
+        input_dir=input_dir,
+        model=str(model) if model else None,
+        keep=keep,
+        drain_messages=drain_messages,
+        log=progress,
+    )
+    typer.echo(json.dumps(report, indent=2) if as_json else render(report))
+
+
 @sources_app.command("list")
 def sources_list(config: ConfigOpt = None) -> None:
     """Show every connector type, its settings, and which sources are configured."""
