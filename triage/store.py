@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -199,7 +200,10 @@ def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConne
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            # A bounded buffer pool keeps a 1M-item backfill under 1 GB of memory; DuckDB spills
+            # to disk beyond it instead of taking 80% of RAM, its default.
+            config = {"memory_limit": os.environ.get("TRIAGE_DUCKDB_MEMORY", "512MB")}
+            return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 if "lock" in str(exc).lower():
