@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from triage.cli_handoffs import testimonials_app
 from triage.cli_intake import intake_app
 from triage.cli_slack import corrections_app, slack_app
 
@@ -26,6 +27,7 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(slack_app, name="slack")
 app.add_typer(corrections_app, name="corrections")
 app.add_typer(intake_app, name="intake")
+app.add_typer(testimonials_app, name="testimonials")
 
 ConfigOpt = Annotated[
     str | None,

@@ -61,6 +61,8 @@ class DepartmentConfig:
     destination: str | None
     # Auto handoff skips marketing's review for confident items (issue: service issues go straight).
     auto_handoff: bool = False
+    # Further destinations that receive every handoff too (e.g. the CRM plus the sales channel).
+    also: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -83,6 +85,9 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)
     # The whole `review:` mapping (batching, re-surfacing, spool); triage.slack.decisions reads it.
     review: dict[str, Any] = field(default_factory=dict)
+    # Per label: True/False, or a minimum score, for handing off without marketing's review.
+    # A label not listed falls back to its department's ``auto_handoff``.
+    auto_handoff: dict[str, bool | float] = field(default_factory=dict)
 
     def resolve(self, value: str | os.PathLike[str]) -> Path:
         """Resolve a path from the configuration relative to the configuration file's folder."""
@@ -171,11 +176,23 @@ def load_config(
         dest = raw.get("destination")
         if dest is not None and dest not in destinations:
             raise ConfigError(f"{where}: department '{name}' names unknown destination '{dest}'")
+        also = tuple(str(a) for a in raw.get("also") or ())
+        for extra_dest in also:
+            if extra_dest not in destinations:
+                raise ConfigError(
+                    f"{where}: department '{name}' names unknown destination '{extra_dest}' in also"
+                )
         departments[name] = DepartmentConfig(
-            name=name, destination=dest, auto_handoff=bool(raw.get("auto_handoff", False))
+            name=name,
+            destination=dest,
+            # Support is the one department that gets confident items without waiting (issue 6).
+            auto_handoff=bool(raw.get("auto_handoff", name == "support")),
+            also=also,
         )
     for dept in DEPARTMENTS:
-        departments.setdefault(dept, DepartmentConfig(name=dept, destination=None))
+        departments.setdefault(
+            dept, DepartmentConfig(name=dept, destination=None, auto_handoff=dept == "support")
+        )
 
     rules: list[Rule] = []
     for i, raw in enumerate((data.get("routing") or {}).get("rules") or []):
@@ -197,6 +214,19 @@ def load_config(
         )
     if not rules:
         rules = default_rules()
+
+    auto_handoff: dict[str, bool | float] = {}
+    for label, value in ((data.get("routing") or {}).get("auto_handoff") or {}).items():
+        if label not in LABELS:
+            raise ConfigError(f"{where}: routing.auto_handoff has unknown label '{label}'")
+        if isinstance(value, bool):
+            auto_handoff[label] = value
+        elif isinstance(value, int | float):
+            auto_handoff[label] = float(value)
+        else:
+            raise ConfigError(
+                f"{where}: routing.auto_handoff.{label} must be true, false or a minimum score"
+            )
 
     review = data.get("review") or {}
     review_dest = review.get("destination")
@@ -226,6 +256,7 @@ def load_config(
         max_attempts=int((data.get("delivery") or {}).get("max_attempts", 5)),
         extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
         review=dict(review),
+        auto_handoff=auto_handoff,
     )
     if os.environ.get("TRIAGE_MODEL"):
         config.model = Path(os.environ["TRIAGE_MODEL"])

@@ -180,10 +180,15 @@ def _preview(dest: DestinationConfig, config: Config) -> Destination:
 
 # Destination types by name; the handoff integrations register theirs here.
 DESTINATION_TYPES: dict[str, DestinationFactory] = {"slack": _slack, "preview": _preview}
+# Called after every drain with (store, config, destinations); the handoffs announce dead letters.
+AFTER_DRAIN: list[Callable[[Store, Config, dict[str, Destination]], None]] = []
 
 
 def build_destinations(config: Config) -> dict[str, Destination]:
     """Instantiate every configured destination (credentials resolved now, once per run)."""
+    # Imported here, not at the top: the handoff package imports this module to register its types.
+    import triage.handoffs  # noqa: F401
+
     out: dict[str, Destination] = {}
     for name, dest in config.destinations.items():
         factory = DESTINATION_TYPES.get(dest.type)
@@ -247,6 +252,11 @@ def drain(
     report = DeliveryReport()
     done = 0
     skip: set[str] = set()
+    # Handoff destinations keep their own records (tickets, groups, testimonials) in the store.
+    for destination in destinations.values():
+        bind = getattr(destination, "bind", None)
+        if bind is not None:
+            bind(store, destinations)
     while done < limit:
         rows = [r for r in store.due_deliveries(batch + len(skip)) if r["key"] not in skip]
         if not rows:
@@ -298,6 +308,8 @@ def drain(
                 report.previewed += 1
             else:
                 report.sent += 1
+    for hook in AFTER_DRAIN:
+        hook(store, config, destinations)
     return report
 
 

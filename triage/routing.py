@@ -59,6 +59,31 @@ def match(rule: Rule, source: str, text_lower: str, label: str, score: float) ->
     return not rule.keywords or any(k in text_lower for k in rule.keywords)
 
 
+def auto_handoff(
+    config: Config, department: str, label: str, score: float, needs_review: bool
+) -> bool:
+    """Whether an item goes to its department without waiting for marketing's review.
+
+    Items flagged for review always wait. Otherwise the per-label setting decides (``true``,
+    ``false`` or a minimum score), and a label without one follows its department's
+    ``auto_handoff``.
+    """
+    if needs_review:
+        return False
+    rule = config.auto_handoff.get(label)
+    if rule is None:
+        return config.departments[department].auto_handoff
+    if isinstance(rule, bool):
+        return rule
+    return score >= rule
+
+
+def handoff_destinations(config: Config, department: str) -> list[str]:
+    """Every destination a department's handoff goes to: its own plus any ``also`` ones."""
+    dept = config.departments[department]
+    return [d for d in (dept.destination, *dept.also) if d]
+
+
 def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Table, pa.Table]:
     """Route a batch of classified items and build their outbox rows.
 
@@ -100,8 +125,8 @@ def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Ta
         if department is None:
             state = ARCHIVED
         else:
-            dept = config.departments[department]
-            state = AUTO_HANDOFF if dept.auto_handoff and not needs_review else AWAITING_REVIEW
+            auto = auto_handoff(config, department, label, score, needs_review)
+            state = AUTO_HANDOFF if auto else AWAITING_REVIEW
         routes["item_id"].append(item_id)
         routes["department"].append(department)
         routes["rule"].append(rule.name if rule else "unmatched")
@@ -111,9 +136,9 @@ def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Ta
             continue
         if review_dest:
             enqueue(item_id, review_dest, "review")
-        dest = config.departments[department].destination
-        if state == AUTO_HANDOFF and dest:
-            enqueue(item_id, dest, "handoff")
+        if state == AUTO_HANDOFF:
+            for dest in handoff_destinations(config, department):
+                enqueue(item_id, dest, "handoff")
     return (
         pa.Table.from_pydict(routes, schema=ROUTE_SCHEMA),
         pa.Table.from_pydict(outbox, schema=OUTBOX_SCHEMA),
@@ -134,21 +159,21 @@ def release(store: Store, config: Config, item_id: str, department: str | None, 
         rule: Why, for the audit trail (e.g. ``review:confirm``).
 
     Returns:
-        How many deliveries were newly queued (0 or 1).
+        How many deliveries were newly queued (0 when already queued; one per destination).
     """
     if department is None:
         store.set_route(item_id, None, ARCHIVED, rule)
         return 0
     store.set_route(item_id, department, RELEASED, rule)
-    dest = config.departments[department].destination
-    if not dest:
+    dests = handoff_destinations(config, department)
+    if not dests:
         return 0
     now = datetime.now(UTC)
     row = {
-        "key": [delivery_key(item_id, dest, "handoff")],
-        "item_id": [item_id],
-        "destination": [dest],
-        "kind": ["handoff"],
-        "created_at": [now],
+        "key": [delivery_key(item_id, dest, "handoff") for dest in dests],
+        "item_id": [item_id] * len(dests),
+        "destination": dests,
+        "kind": ["handoff"] * len(dests),
+        "created_at": [now] * len(dests),
     }
     return store.enqueue(pa.Table.from_pydict(row, schema=OUTBOX_SCHEMA))

@@ -159,6 +159,70 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "department handoffs",
+        """
+        -- One row per handoff delivery to an external system: what was created or joined there.
+        CREATE TABLE handoff_refs (
+            key VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            destination VARCHAR NOT NULL,
+            system VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            target_id VARCHAR,
+            url VARCHAR,
+            author_key VARCHAR,
+            state VARCHAR NOT NULL,
+            note_state VARCHAR NOT NULL DEFAULT 'none',
+            note_ref VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            done_at TIMESTAMPTZ
+        );
+        CREATE TABLE feature_groups (
+            id VARCHAR PRIMARY KEY,
+            destination VARCHAR NOT NULL,
+            title VARCHAR NOT NULL,
+            signature VARCHAR NOT NULL,
+            mentions INTEGER NOT NULL DEFAULT 0,
+            issue_number BIGINT,
+            issue_url VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE feature_mentions (
+            key VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            group_id VARCHAR NOT NULL,
+            similarity DOUBLE NOT NULL,
+            signature VARCHAR NOT NULL,
+            added_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE testimonials (
+            item_id VARCHAR PRIMARY KEY,
+            key VARCHAR NOT NULL,
+            author_key VARCHAR NOT NULL,
+            author_handle VARCHAR,
+            author_name VARCHAR,
+            author_url VARCHAR,
+            source VARCHAR NOT NULL,
+            url VARCHAR,
+            text VARCHAR NOT NULL,
+            score DOUBLE,
+            said_at TIMESTAMPTZ NOT NULL,
+            recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        -- died_at is the dead-lettering moment, so a delivery that dies again after a retry is
+        -- announced again.
+        CREATE TABLE dead_letter_alerts (
+            key VARCHAR NOT NULL,
+            died_at TIMESTAMPTZ NOT NULL,
+            ref VARCHAR,
+            announced_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (key, died_at)
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -768,6 +832,205 @@ class Store:
             [destination, limit],
         ).fetchall()
         return [str(r[0]) for r in rows]
+
+    # ------------------------------------------------- department handoffs (issue 6)
+    def _insert_rows(self, table: str, rows: list[dict[str, Any]]) -> int:
+        # One Arrow batch per call, like insert_items; the view name is private to this helper.
+        if not rows:
+            return 0
+        self.con.register("_incoming_handoff_rows", pa.Table.from_pylist(rows))
+        try:
+            row = self.con.execute(
+                f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _incoming_handoff_rows"
+            ).fetchone()
+        finally:
+            self.con.unregister("_incoming_handoff_rows")
+        return int(row[0]) if row else 0
+
+    def _dicts(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        cur = self.con.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def handoff_ref(self, key: str) -> dict[str, Any] | None:
+        """Return what a handoff delivery created or joined at its destination, if recorded."""
+        rows = self._dicts("SELECT * FROM handoff_refs WHERE key = ?", [key])
+        return rows[0] if rows else None
+
+    def begin_handoff(
+        self,
+        key: str,
+        item_id: str,
+        destination: str,
+        system: str,
+        action: str,
+        *,
+        target_id: str | None = None,
+        url: str | None = None,
+        author_key: str | None = None,
+    ) -> None:
+        """Record that a handoff is about to be attempted (and, for a join, what it joins)."""
+        self.con.execute(
+            "INSERT INTO handoff_refs (key, item_id, destination, system, action, target_id, url, "
+            "author_key, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'attempted') "
+            "ON CONFLICT (key) DO UPDATE SET action = excluded.action, "
+            "target_id = excluded.target_id, url = excluded.url",
+            [key, item_id, destination, system, action, target_id, url, author_key],
+        )
+
+    def finish_handoff(
+        self, key: str, target_id: str | None, url: str | None, note: bool = False
+    ) -> None:
+        """Record the confirmed target (ticket, issue, note) of a handoff; optionally queue its note."""
+        self.con.execute(
+            "UPDATE handoff_refs SET state = 'done', target_id = ?, url = ?, done_at = now(), "
+            "note_state = CASE WHEN ? AND note_state = 'none' THEN 'pending' ELSE note_state END "
+            "WHERE key = ?",
+            [target_id, url, note, key],
+        )
+
+    def recent_tickets(
+        self, destination: str, author_key: str, since: datetime, until: datetime
+    ) -> list[dict[str, Any]]:
+        """An author's tickets whose items were written between ``since`` and ``until``, newest first."""
+        return self._dicts(
+            "SELECT h.target_id, h.url, i.text, i.created_at FROM handoff_refs h "
+            "JOIN items i ON i.id = h.item_id WHERE h.destination = ? AND h.author_key = ? "
+            "AND h.state = 'done' AND i.created_at BETWEEN ? AND ? ORDER BY i.created_at DESC",
+            [destination, author_key, since, until],
+        )
+
+    def pending_notes(self) -> list[dict[str, Any]]:
+        """Handoffs whose Slack thread note has not been confirmed yet."""
+        return self._dicts(
+            "SELECT key, item_id, destination, system, action, target_id, url, note_state "
+            "FROM handoff_refs WHERE note_state IN ('pending', 'sending') ORDER BY done_at",
+            [],
+        )
+
+    def set_note_state(self, key: str, state: str, ref: str | None = None) -> None:
+        """Move a thread note along pending -> sending -> posted (or skipped)."""
+        self.con.execute(
+            "UPDATE handoff_refs SET note_state = ?, note_ref = coalesce(?, note_ref) WHERE key = ?",
+            [state, ref, key],
+        )
+
+    def review_ref(self, item_id: str) -> tuple[str, str | None] | None:
+        """The state and reference (``channel:ts`` once sent) of the item's review message."""
+        row = self.con.execute(
+            "SELECT state, external_ref FROM outbox WHERE item_id = ? AND kind = 'review' "
+            "ORDER BY (state = 'sent') DESC, created_at LIMIT 1",
+            [item_id],
+        ).fetchone()
+        return (str(row[0]), None if row[1] is None else str(row[1])) if row else None
+
+    def feature_signatures(self, destination: str) -> list[tuple[str, str]]:
+        """``(group_id, signature)`` of every mention folded into a tracker's groups."""
+        rows = self.con.execute(
+            "SELECT m.group_id, m.signature FROM feature_mentions m "
+            "JOIN feature_groups g ON g.id = m.group_id WHERE g.destination = ? "
+            "ORDER BY m.added_at, m.key",
+            [destination],
+        ).fetchall()
+        return [(str(g), str(sig)) for g, sig in rows]
+
+    def feature_group(self, group_id: str) -> dict[str, Any] | None:
+        """One feature-request group."""
+        rows = self._dicts("SELECT * FROM feature_groups WHERE id = ?", [group_id])
+        return rows[0] if rows else None
+
+    def feature_mention(self, key: str) -> dict[str, Any] | None:
+        """The group a handoff's item was folded into, if it was."""
+        rows = self._dicts("SELECT * FROM feature_mentions WHERE key = ?", [key])
+        return rows[0] if rows else None
+
+    def add_feature_mention(
+        self,
+        key: str,
+        item_id: str,
+        similarity: float,
+        group_id: str,
+        new_group: dict[str, Any] | None = None,
+        signature: str = "",
+    ) -> None:
+        """Fold an item into a group (creating the group first when given), counting it once."""
+        with self.transaction():
+            if new_group is not None:
+                self._insert_rows("feature_groups", [new_group])
+            added = self._insert_rows(
+                "feature_mentions",
+                [
+                    {
+                        "key": key,
+                        "item_id": item_id,
+                        "group_id": group_id,
+                        "similarity": similarity,
+                        "signature": signature,
+                    }
+                ],
+            )
+            if added:
+                self.con.execute(
+                    "UPDATE feature_groups SET mentions = mentions + 1, updated_at = now() "
+                    "WHERE id = ?",
+                    [group_id],
+                )
+
+    def set_group_issue(self, group_id: str, number: int, url: str) -> None:
+        """Remember the tracker issue of a group."""
+        self.con.execute(
+            "UPDATE feature_groups SET issue_number = ?, issue_url = ?, updated_at = now() "
+            "WHERE id = ?",
+            [number, url, group_id],
+        )
+
+    def group_mentions(self, group_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The mentions of a group, oldest first, with what the issue body lists about each."""
+        return self._dicts(
+            "SELECT m.key, i.source, i.url, i.author_handle, i.text, i.created_at "
+            "FROM feature_mentions m JOIN items i ON i.id = m.item_id WHERE m.group_id = ? "
+            "ORDER BY m.added_at, m.key LIMIT ?",
+            [group_id, limit],
+        )
+
+    def add_testimonial(self, row: dict[str, Any]) -> int:
+        """Keep a kudos item as a testimonial; the same item twice is kept once."""
+        return self._insert_rows("testimonials", [row])
+
+    def praise_history(self, author_key: str) -> dict[str, Any]:
+        """How often an author has praised us: ``count``, ``first`` and ``last``."""
+        row = self.con.execute(
+            "SELECT count(*), min(said_at), max(said_at) FROM testimonials WHERE author_key = ?",
+            [author_key],
+        ).fetchone()
+        if not row:
+            return {"count": 0, "first": None, "last": None}
+        return {"count": int(row[0]), "first": row[1], "last": row[2]}
+
+    def testimonials(self) -> list[dict[str, Any]]:
+        """Every testimonial with its author's praise history, newest first."""
+        return self._dicts(
+            "SELECT t.said_at, t.source, t.author_handle, t.author_name, t.author_url, t.url, "
+            "t.text, t.score, a.praise_count, a.first_praise, a.last_praise "
+            "FROM testimonials t JOIN (SELECT author_key, count(*) AS praise_count, "
+            "min(said_at) AS first_praise, max(said_at) AS last_praise FROM testimonials "
+            "GROUP BY author_key) a USING (author_key) ORDER BY t.said_at DESC, t.item_id",
+            [],
+        )
+
+    def unannounced_dead(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Dead-lettered deliveries whose current death has not been announced yet."""
+        return self._dicts(
+            "SELECT o.key, o.item_id, o.destination, o.kind, o.attempts, o.last_error, "
+            "o.next_attempt_at AS died_at FROM outbox o WHERE o.state = 'dead' "
+            "AND NOT EXISTS (SELECT 1 FROM dead_letter_alerts a WHERE a.key = o.key "
+            "AND a.died_at = o.next_attempt_at) ORDER BY o.next_attempt_at, o.key LIMIT ?",
+            [limit],
+        )
+
+    def mark_dead_announced(self, key: str, died_at: datetime, ref: str | None) -> None:
+        """Remember that a dead-lettered delivery was announced."""
+        self._insert_rows("dead_letter_alerts", [{"key": key, "died_at": died_at, "ref": ref}])
 
 
 @contextmanager

@@ -1,0 +1,170 @@
+"""Department handoffs: each department receives its items in its own tool, exactly once.
+
+Importing this package registers the destination types ``zendesk``, ``webhook``, ``hubspot``,
+``github`` and ``testimonials`` with the outbox, and the hook that announces dead-lettered
+deliveries in Slack. Without credentials a destination writes JSON previews instead of calling out,
+like the Slack destinations do, so the demo runs with no secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from triage.config import Config, DestinationConfig
+from triage.delivery import (
+    AFTER_DRAIN,
+    DESTINATION_TYPES,
+    Destination,
+    PreviewDestination,
+    SlackDestination,
+)
+from triage.handoffs.base import HandoffDestination, secret
+from triage.handoffs.github import GitHubDestination
+from triage.handoffs.hubspot import HubSpotDestination
+from triage.handoffs.testimonials import TestimonialsDestination
+from triage.handoffs.webhook import WebhookDestination
+from triage.handoffs.zendesk import ZendeskDestination, credentials
+from triage.slack.messages import escape
+from triage.store import Store
+
+log = logging.getLogger("triage.handoffs")
+
+
+def _preview(dest: DestinationConfig, config: Config) -> Destination:
+    return PreviewDestination(dest.name, config.outbox_dir, dest.settings.get("channel"))
+
+
+def _zendesk(dest: DestinationConfig, config: Config) -> Destination:
+    email, token = credentials(dest.settings)
+    if not email or not token:
+        return _preview(dest, config)
+    return ZendeskDestination(dest, config, email, token)
+
+
+def _webhook(dest: DestinationConfig, config: Config) -> Destination:
+    if not dest.settings.get("url"):
+        raise ValueError(f"destination '{dest.name}': webhook needs 'url'")
+    key = secret(dest.settings, "secret_env", "TRIAGE_WEBHOOK_SECRET", "secret_block")
+    if not key:
+        return _preview(dest, config)
+    return WebhookDestination(dest, config, key)
+
+
+def _hubspot(dest: DestinationConfig, config: Config) -> Destination:
+    token = secret(dest.settings, "token_env", "HUBSPOT_TOKEN", "token_secret")
+    if not token:
+        return _preview(dest, config)
+    return HubSpotDestination(dest, config, token)
+
+
+def _github(dest: DestinationConfig, config: Config) -> Destination:
+    if not dest.settings.get("repo") or "/" not in str(dest.settings["repo"]):
+        raise ValueError(f"destination '{dest.name}': github needs 'repo: owner/name'")
+    token = secret(dest.settings, "token_env", "GITHUB_TOKEN", "token_secret")
+    if not token:
+        return _preview(dest, config)
+    return GitHubDestination(dest, config, token)
+
+
+def _testimonials(dest: DestinationConfig, config: Config) -> Destination:
+    channel = str(dest.settings.get("channel") or "")
+    token = secret(dest.settings, "token_env", "SLACK_BOT_TOKEN", "token_secret")
+    inner: SlackDestination | PreviewDestination = (
+        SlackDestination(dest.name, channel, token)
+        if token and channel
+        else PreviewDestination(dest.name, config.outbox_dir, channel)
+    )
+    return TestimonialsDestination(dest, config, inner)
+
+
+DESTINATION_TYPES.update(
+    {
+        "zendesk": _zendesk,
+        "webhook": _webhook,
+        "hubspot": _hubspot,
+        "github": _github,
+        "testimonials": _testimonials,
+    }
+)
+
+
+def alert_text(row: dict[str, Any]) -> str:
+    """The announcement of one dead-lettered delivery (the error may quote a server: escaped)."""
+    error = escape(str(row.get("last_error") or "unknown error")[:500])
+    return (
+        f":rotating_light: A {row['kind']} to *{escape(str(row['destination']))}* was "
+        f"dead-lettered after {row['attempts']} attempt(s): {error}\n"
+        f"item `{row['item_id']}`, key `{row['key']}`. Fix the cause, then "
+        f"`triage outbox retry --destination {escape(str(row['destination']))}` requeues it."
+    )
+
+
+def announce_dead_letters(
+    store: Store, config: Config, destinations: dict[str, Destination]
+) -> int:
+    """Announce every newly dead-lettered delivery in the ``alerts.destination`` channel.
+
+    Each death is announced once: the announcement is recorded with the moment the delivery died,
+    so a delivery that is retried and dies again is announced again. A failed post is retried at the
+    end of the next drain.
+
+    Returns:
+        How many announcements were made.
+    """
+    alerts = (config.extra.get("alerts") or {}).get("destination")
+    if not alerts:
+        return 0
+    dest = destinations.get(str(alerts))
+    if dest is None:
+        log.warning("alerts destination '%s' is not configured", alerts)
+        return 0
+    done = 0
+    for row in store.unannounced_dead():
+        text = alert_text(row)
+        ref: str | None
+        if isinstance(dest, SlackDestination):
+            try:
+                resp = dest.client.chat_postMessage(
+                    channel=dest.channel,
+                    text=text,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                    metadata={
+                        "event_type": "triage_dead_letter",
+                        "event_payload": {"key": row["key"], "item_id": row["item_id"]},
+                    },
+                )
+            except SlackApiError as exc:
+                log.warning("dead-letter alert not posted: %s", exc.response.get("error"))
+                return done
+            ref = f"{resp['channel']}:{resp['ts']}"
+        elif isinstance(dest, PreviewDestination):
+            dest.folder.mkdir(parents=True, exist_ok=True)
+            path = dest.folder / f"dead-{row['key']}.json"
+            doc = {"channel": dest.channel, "kind": "dead_letter", "text": text, **row}
+            path.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+            ref = os.fspath(path)
+        else:
+            log.warning("alerts destination '%s' must be a Slack channel", alerts)
+            return done
+        store.mark_dead_announced(row["key"], row["died_at"], ref)
+        done += 1
+    return done
+
+
+def _after_drain(store: Store, config: Config, destinations: dict[str, Destination]) -> None:
+    # Review messages and handoffs of one item drain in no particular order; notes that waited
+    # for their review thread go out now that the whole batch has been sent.
+    for dest in destinations.values():
+        if isinstance(dest, HandoffDestination):
+            dest.flush_notes()
+    announce_dead_letters(store, config, destinations)
+
+
+if _after_drain not in AFTER_DRAIN:
+    AFTER_DRAIN.append(_after_drain)

@@ -1,0 +1,270 @@
+"""Product handoffs as GitHub issues: one issue per group of similar feature requests.
+
+Each feature request joins the group of its most similar earlier mention in the tracker (token
+Jaccard of the normalised text at or above ``similarity``, default 0.4, see
+:mod:`triage.handoffs.similarity`), or starts a new group. A group's first mention opens an issue (``POST /repos/{owner}/{repo}/issues``)
+whose body lists the mentions and the count; each later mention adds a comment and updates the body
+(``PATCH``) instead of opening another issue.
+
+GitHub has no idempotency keys, so markers do that job: the body carries
+``<!-- triage-group:ID -->`` and one ``<!-- triage-key:KEY -->`` per listed mention, and every
+comment carries its mention's key. ``lookup`` (and any retry after a timeout) lists the issues with
+the tracker's label and reads bodies and comments for them before sending anything again. Listing
+is used rather than the search API because search is eventually consistent and can miss an issue
+created seconds earlier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from triage.config import Config, DestinationConfig
+from triage.handoffs.base import HandoffDestination, fail, http_client
+from triage.handoffs.similarity import FEATURE_THRESHOLD, best_match, signature
+
+API_VERSION = "2022-11-28"
+MAX_LISTED = 50  # mentions listed in an issue body; the count keeps counting beyond it
+
+
+def _fence(text: str) -> str:
+    # A fenced block shows text from the public as typed: no @-mentions, links, HTML or #refs.
+    # The fence must be longer than any run of backticks inside, or the text could close it.
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}text\n{text}\n{ticks}"
+
+
+def _safe_link(url: Any) -> str | None:
+    if not url or not str(url).startswith(("http://", "https://")):
+        return None
+    text = str(url)
+    return None if any(c in text for c in " ()<>[]\n") else text
+
+
+def group_marker(group_id: str) -> str:
+    """The hidden marker identifying a group's issue."""
+    return f"<!-- triage-group:{group_id} -->"
+
+
+def key_marker(key: str) -> str:
+    """The hidden marker identifying one mention (delivery key) in a body or comment."""
+    return f"<!-- triage-key:{key} -->"
+
+
+class GitHubDestination(HandoffDestination):
+    """Folds feature requests into groups, one GitHub issue per group."""
+
+    system = "github"
+
+    def __init__(self, dest: DestinationConfig, config: Config, token: str) -> None:
+        """Create the client for ``repo`` (``owner/name``) with a token allowed to write issues."""
+        super().__init__(dest, config)
+        self.repo = str(dest.settings["repo"])
+        base = str(dest.settings.get("base_url") or "https://api.github.com")
+        self._client = http_client(
+            base,
+            dest.settings,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+            },
+        )
+        self.labels = [str(x) for x in dest.settings.get("labels") or ["feature-request"]]
+        self.threshold = float(dest.settings.get("similarity", FEATURE_THRESHOLD))
+
+    # ----------------------------------------------------------------- groups
+    def assign(self, key: str, item: dict[str, Any]) -> str:
+        """Fold the item into its group (once per key) and return the group id."""
+        mention = self.store.feature_mention(key)
+        if mention is not None:
+            return str(mention["group_id"])
+        sig = signature(str(item["text"]))
+        # Single linkage: a mention joins the group of its most similar earlier mention, so a
+        # group can grow from "dark mode" to "dark mode, white screen blinding" one step at a time.
+        candidates = [
+            (gid, frozenset(words.split()))
+            for gid, words in self.store.feature_signatures(self.name)
+        ]
+        group_id, score = best_match(sig, candidates, self.threshold)
+        new_group = None
+        if group_id is None:
+            group_id = hashlib.blake2b(f"{self.name}\x1f{key}".encode(), digest_size=8).hexdigest()
+            title = " ".join(str(item["text"]).split())
+            new_group = {
+                "id": group_id,
+                "destination": self.name,
+                "title": title if len(title) <= 70 else title[:67] + "...",
+                "signature": " ".join(sorted(sig)),
+            }
+            score = 1.0
+        self.store.add_feature_mention(
+            key, item["id"], score, group_id, new_group, signature=" ".join(sorted(sig))
+        )
+        return group_id
+
+    def issue_body(self, group: dict[str, Any]) -> str:
+        """The issue body: count, the first request, and the linked mentions."""
+        mentions = self.store.group_mentions(group["id"], MAX_LISTED)
+        count = int(group["mentions"])
+        lines = [
+            group_marker(group["id"]),
+            (
+                f"**{count} mention{'s' if count != 1 else ''}** of this feature request in "
+                "customer feedback (similar requests from any source are folded into this issue)."
+            ),
+            "",
+        ]
+        if mentions:
+            lines += [_fence(str(mentions[0]["text"])), "", "### Mentions", ""]
+        for m in mentions:
+            when = m["created_at"].strftime("%Y-%m-%d") if m.get("created_at") else ""
+            link = _safe_link(m.get("url"))
+            where = f"[{m['source']}]({link})" if link else f"`{m['source']}`"
+            who = str(m.get("author_handle") or "someone").replace("`", "'")
+            lines.append(f"- {where} by `{who}` {when} {key_marker(m['key'])}")
+        if count > len(mentions):
+            lines.append(f"- … and {count - len(mentions)} more")
+        return "\n".join(lines)
+
+    # ----------------------------------------------------------------- GitHub
+    def _issues(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for page in range(1, 11):  # bounded: 1,000 issues with the tracker's label
+            resp = self.call(
+                "GET",
+                f"/repos/{self.repo}/issues",
+                params={
+                    "state": "all",
+                    "labels": self.labels[0],
+                    "per_page": 100,
+                    "page": page,
+                },
+            )
+            if resp.status_code != 200:
+                raise fail(f"github {self.name}", resp)
+            batch = resp.json()
+            out += batch
+            if len(batch) < 100:
+                break
+        return out
+
+    def find_issue(self, group_id: str) -> dict[str, Any] | None:
+        """The issue carrying a group's marker, if one exists."""
+        marker = group_marker(group_id)
+        return next((i for i in self._issues() if marker in str(i.get("body") or "")), None)
+
+    def _has_comment(self, number: int, key: str) -> bool:
+        marker = key_marker(key)
+        for page in range(1, 11):
+            resp = self.call(
+                "GET",
+                f"/repos/{self.repo}/issues/{number}/comments",
+                params={"per_page": 100, "page": page},
+            )
+            if resp.status_code != 200:
+                raise fail(f"github {self.name}", resp)
+            batch = resp.json()
+            if any(marker in str(c.get("body") or "") for c in batch):
+                return True
+            if len(batch) < 100:
+                break
+        return False
+
+    def _issue_of(self, group: dict[str, Any]) -> dict[str, Any] | None:
+        if group["issue_number"] is not None:
+            return {"number": int(group["issue_number"]), "html_url": group["issue_url"]}
+        found = self.find_issue(group["id"])
+        if found:
+            self.store.set_group_issue(group["id"], int(found["number"]), found["html_url"])
+        return found
+
+    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
+        """Open the group's issue, or comment on it and update its count."""
+        earlier = self.seen_before(key, item)
+        if earlier:
+            return earlier
+        self.store.begin_handoff(key, item["id"], self.name, self.system, "mention")
+        group_id = self.assign(key, item)
+        group = self.store.feature_group(group_id)
+        assert group is not None  # assign() just stored it
+        issue = self._issue_of(group)
+        if issue is None:
+            resp = self.call(
+                "POST",
+                f"/repos/{self.repo}/issues",
+                json={
+                    "title": f"Feature request: {group['title']}",
+                    "body": self.issue_body(group),
+                    "labels": self.labels,
+                },
+                idempotent=False,
+            )
+            if resp.status_code != 201:
+                raise fail(f"github {self.name}", resp)
+            issue = resp.json()
+            self.store.set_group_issue(group_id, int(issue["number"]), issue["html_url"])
+            return self.finish(key, str(issue["number"]), issue["html_url"])
+        number = int(issue["number"])
+        link = _safe_link(item.get("url"))
+        where = f"[{item['source']}]({link})" if link else f"`{item['source']}`"
+        similarity = float((self.store.feature_mention(key) or {}).get("similarity", 1.0))
+        comment = "\n".join(
+            [
+                f"Another mention (now {group['mentions']}) from {where}, similarity "
+                + f"{similarity:.2f}:",
+                "",
+                _fence(str(item["text"])),
+                key_marker(key),
+            ]
+        )
+        resp = self.call(
+            "POST",
+            f"/repos/{self.repo}/issues/{number}/comments",
+            json={"body": comment},
+            idempotent=False,
+        )
+        if resp.status_code != 201:
+            raise fail(f"github {self.name}", resp)
+        self._update_body(group_id, number)
+        return self.finish(key, str(number), issue["html_url"])
+
+    def _update_body(self, group_id: str, number: int) -> None:
+        group = self.store.feature_group(group_id)
+        assert group is not None
+        resp = self.call(
+            "PATCH", f"/repos/{self.repo}/issues/{number}", json={"body": self.issue_body(group)}
+        )
+        if resp.status_code != 200:
+            raise fail(f"github {self.name}", resp)
+
+    def lookup(self, key: str, item: dict[str, Any]) -> str | None:
+        """Find the mention's key in its group's issue body or comments."""
+        ref = self.store.handoff_ref(key)
+        if ref and ref["state"] == "done":
+            return self.reference(ref)
+        mention = self.store.feature_mention(key)
+        if mention is None:
+            return None  # never folded in, so never sent
+        group = self.store.feature_group(str(mention["group_id"]))
+        if group is None:
+            return None
+        issue = self._issue_of(group)
+        if issue is None:
+            return None
+        number = int(issue["number"])
+        body = issue.get("body")
+        if body is None:
+            resp = self.call("GET", f"/repos/{self.repo}/issues/{number}")
+            if resp.status_code != 200:
+                raise fail(f"github {self.name}", resp)
+            body = resp.json().get("body") or ""
+        if key_marker(key) in str(body) or self._has_comment(number, key):
+            if ref is None:
+                self.store.begin_handoff(key, item["id"], self.name, self.system, "mention")
+            # The count in the body may predate this mention; bring it up to date.
+            self._update_body(group["id"], number)
+            return self.finish(key, str(number), issue["html_url"])
+        return None

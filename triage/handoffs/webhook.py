@@ -1,0 +1,129 @@
+"""The fallback handoff: a signed JSON POST to any URL (a helpdesk without an integration, a queue).
+
+The body is the item's context as JSON. Headers:
+
+* ``X-Triage-Timestamp``: Unix seconds when the request was signed;
+* ``X-Triage-Signature``: ``sha256=`` + hex HMAC-SHA256 of ``"{timestamp}.{body}"`` with the shared
+  secret. Receivers recompute it over the raw body, compare in constant time and reject stale
+  timestamps (replays);
+* ``Idempotency-Key``: the delivery key. Receivers must treat a repeated key as already handled:
+  that is what makes retries safe.
+
+``lookup`` needs ``status_url`` (``{key}`` is replaced): 200 means the receiver has the key, 404
+means it does not. Without it a handoff left mid-send by a crash cannot be reconciled, so it is sent
+again and the receiver's de-duplication by key keeps it single.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from triage.config import Config, DestinationConfig
+from triage.handoffs.base import HandoffDestination, author_key, fail, http_client
+
+SIGNATURE_HEADER = "X-Triage-Signature"
+TIMESTAMP_HEADER = "X-Triage-Timestamp"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value for a body signed at ``timestamp``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def payload(key: str, kind: str, item: dict[str, Any], department: str) -> dict[str, Any]:
+    """The JSON document a webhook receives."""
+    label = str(item["label"])
+    created = item.get("created_at")
+    return {
+        "idempotency_key": key,
+        "kind": kind,
+        "department": department,
+        "item": {
+            "id": item["id"],
+            "source": item["source"],
+            "source_type": item.get("source_type"),
+            "url": item.get("url"),
+            "text": item["text"],
+            "created_at": created.isoformat() if isinstance(created, datetime) else created,
+            "author": {
+                "handle": item.get("author_handle"),
+                "name": item.get("author_name"),
+                "url": item.get("author_url"),
+                "followers": item.get("author_followers"),
+                "key": author_key(item),
+            },
+        },
+        "classification": {
+            "label": label,
+            "labels": list(item.get("labels") or []),
+            "score": float((item.get("scores") or {}).get(label, item.get("score") or 0.0)),
+            "scores": item.get("scores") or {},
+            "needs_review": bool(item.get("needs_review")),
+        },
+    }
+
+
+class WebhookDestination(HandoffDestination):
+    """POSTs a signed JSON document per handoff."""
+
+    system = "webhook"
+
+    def __init__(self, dest: DestinationConfig, config: Config, secret: str) -> None:
+        """Create the destination for ``settings.url`` signing with ``secret``."""
+        super().__init__(dest, config)
+        self.url = str(dest.settings["url"])
+        self.status_url = dest.settings.get("status_url")
+        self._secret = secret
+        self._client = http_client("", dest.settings)
+        # A receiver's ticket number is not known here, so there is nothing to say in a thread.
+        self.thread_note = bool(dest.settings.get("thread_note", False))
+
+    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
+        """Sign and POST the payload; the receiver's ``id`` (if it answers one) is the reference."""
+        body = json.dumps(
+            payload(key, kind, item, self.department), ensure_ascii=False, default=str
+        ).encode()
+        ts = str(int(time.time()))
+        self.store.begin_handoff(key, item["id"], self.name, self.system, "post")
+        resp = self.call(
+            "POST",
+            self.url,
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": key,
+                TIMESTAMP_HEADER: ts,
+                SIGNATURE_HEADER: sign(self._secret, ts, body),
+            },
+        )
+        if resp.status_code >= 300:
+            raise fail(f"webhook {self.name}", resp)
+        ref_id = None
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            ref_id = str((resp.json() or {}).get("id") or "") or None
+        return self.finish(key, ref_id or key, None)
+
+    def lookup(self, key: str, item: dict[str, Any]) -> str | None:
+        """Ask ``status_url`` whether the receiver has the key (None without one: send again)."""
+        if not self.status_url:
+            return None
+        ts = str(int(time.time()))
+        resp = self.call(
+            "GET",
+            str(self.status_url).replace("{key}", key),
+            # Signed over an empty body, so the receiver can tell us from anyone probing keys.
+            headers={TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(self._secret, ts, b"")},
+        )
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise fail(f"webhook {self.name}", resp)
+        if self.store.handoff_ref(key) is None:
+            self.store.begin_handoff(key, item["id"], self.name, self.system, "post")
+        return self.finish(key, key, None)
