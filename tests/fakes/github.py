@@ -1,0 +1,131 @@
+"""A local fake of the GitHub REST API v3 issues endpoints (issues, comments, listing).
+
+Faithful where our code depends on it: ``Authorization: Bearer``/``token`` (401 "Bad credentials"
+otherwise), 404 for an unknown repository, 422 for an issue without a title, issues numbered per
+repository with ``html_url``, label filtering and ``per_page``/``page`` pagination on listings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.http_api import FakeAPI, Reply, Request
+
+DOCS = "https://docs.github.com/rest"
+
+
+@dataclass
+class FakeGitHub(FakeAPI):
+    """State of the fake: one repository's issues and comments."""
+
+    token: str = "ghp_testtoken"
+    repo: str = "acme/nimbus"
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    next_comment: int = 900
+
+    def authorized(self, req: Request) -> bool:
+        """A token as ``Bearer`` or ``token``."""
+        auth = req.headers.get("authorization", "")
+        return auth in (f"Bearer {self.token}", f"token {self.token}")
+
+    def unauthorized(self) -> Reply:
+        """GitHub's answer to a bad token."""
+        return 401, {"message": "Bad credentials", "documentation_url": DOCS}, {}
+
+    def handle(self, req: Request) -> Reply:
+        """Route one request."""
+        prefix = f"/repos/{self.repo}/issues"
+        if not req.path.startswith(prefix):
+            return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+        rest = req.path[len(prefix) :]
+        if rest == "" and req.method == "POST":
+            return self._create(req.json or {})
+        if rest == "" and req.method == "GET":
+            return self._list(req.query)
+        m = re.fullmatch(r"/(\d+)(/comments)?", rest)
+        if not m or int(m.group(1)) not in self.issues:
+            return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+        number = int(m.group(1))
+        if m.group(2) and req.method == "POST":
+            body = (req.json or {}).get("body")
+            if not body:
+                return self._invalid("body")
+            self.next_comment += 1
+            comment = {
+                "id": self.next_comment,
+                "body": body,
+                "html_url": f"{self._html(number)}#issuecomment-{self.next_comment}",
+            }
+            self.comments[number].append(comment)
+            self.issues[number]["comments"] = len(self.comments[number])
+            return 201, comment, {}
+        if m.group(2) and req.method == "GET":
+            return 200, self._page(self.comments[number], req.query), {}
+        if req.method == "PATCH":
+            patch = req.json or {}
+            for key in ("title", "body", "state"):
+                if key in patch:
+                    self.issues[number][key] = patch[key]
+            return 200, self.issues[number], {}
+        if req.method == "GET":
+            return 200, self.issues[number], {}
+        return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+
+    def _html(self, number: int) -> str:
+        return f"https://github.test/{self.repo}/issues/{number}"
+
+    @staticmethod
+    def _invalid(field_name: str) -> Reply:
+        return (
+            422,
+            {
+                "message": "Validation Failed",
+                "errors": [{"resource": "Issue", "code": "missing_field", "field": field_name}],
+                "documentation_url": DOCS,
+            },
+            {},
+        )
+
+    def _create(self, data: dict[str, Any]) -> Reply:
+        if not data.get("title"):
+            return self._invalid("title")
+        number = len(self.issues) + 1
+        self.issues[number] = {
+            "number": number,
+            "title": data["title"],
+            "body": data.get("body"),
+            "state": "open",
+            "labels": [{"name": str(n)} for n in data.get("labels") or []],
+            "comments": 0,
+            "html_url": self._html(number),
+            "url": f"{self.url}/repos/{self.repo}/issues/{number}",
+        }
+        self.comments[number] = []
+        return 201, self.issues[number], {}
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
+        per_page = min(int(query.get("per_page", 30)), 100)
+        page = int(query.get("page", 1))
+        return items[(page - 1) * per_page : page * per_page]
+
+    def _list(self, query: dict[str, str]) -> Reply:
+        state = query.get("state", "open")
+        wanted = set(filter(None, query.get("labels", "").split(",")))
+        found = [
+            i
+            for n, i in sorted(self.issues.items(), reverse=True)  # newest first, as GitHub does
+            if (state == "all" or i["state"] == state)
+            and wanted <= {lab["name"] for lab in i["labels"]}
+        ]
+        return 200, self._page(found, query), {}
+
+
+def start_fake_github() -> FakeGitHub:
+    """Start the fake on a random local port."""
+    fake = FakeGitHub()
+    fake.start()
+    return fake

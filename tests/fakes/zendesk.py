@@ -1,0 +1,169 @@
+"""A local fake of the Zendesk Support Tickets API (the parts the support handoff uses).
+
+Faithful where our code depends on it: basic auth ``{email}/token:{api_token}`` (401 otherwise),
+``{"ticket": {...}}`` envelopes, a required first comment, the four priorities, ``external_id``
+filtering on the ticket list, ``Idempotency-Key`` on creation (the same key and payload returns the
+first ticket with ``x-idempotency-lookup: hit``; the same key with another payload is a 400),
+comments appended by ``PUT``, and 422 for comments on closed tickets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.http_api import FakeAPI, Reply, Request
+
+PRIORITIES = {"low", "normal", "high", "urgent"}
+TYPES = {"problem", "incident", "question", "task"}
+
+
+@dataclass
+class FakeZendesk(FakeAPI):
+    """State of the fake account."""
+
+    email: str = "agent@example.test"
+    token: str = "zd-test-token"
+    tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    idempotency: dict[str, tuple[str, int]] = field(default_factory=dict)
+    next_id: int = 100
+
+    def authorized(self, req: Request) -> bool:
+        """Basic auth with ``email/token`` and the API token."""
+        auth = req.headers.get("authorization", "")
+        if not auth.startswith("Basic "):
+            return False
+        user, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+        return user == f"{self.email}/token" and secret == self.token
+
+    def unauthorized(self) -> Reply:
+        """Zendesk's answer to bad credentials."""
+        return 401, {"error": "Couldn't authenticate you"}, {}
+
+    def _ticket_json(self, tid: int) -> dict[str, Any]:
+        t = self.tickets[tid]
+        return {**t, "url": f"{self.url}/api/v2/tickets/{tid}.json"}
+
+    def handle(self, req: Request) -> Reply:
+        """Route one request."""
+        path = req.path
+        if req.method == "POST" and path == "/api/v2/tickets.json":
+            return self._create(req)
+        if req.method == "GET" and path == "/api/v2/tickets.json":
+            found = [
+                self._ticket_json(t)
+                for t in sorted(self.tickets)
+                if "external_id" not in req.query
+                or self.tickets[t]["external_id"] == req.query["external_id"]
+            ]
+            return 200, {"tickets": found, "count": len(found), "next_page": None}, {}
+        m = re.fullmatch(r"/api/v2/tickets/(\d+)\.json", path)
+        if m and req.method == "PUT":
+            return self._update(int(m.group(1)), req)
+        if m and req.method == "GET":
+            tid = int(m.group(1))
+            if tid not in self.tickets:
+                return 404, {"error": "RecordNotFound", "description": "Not found"}, {}
+            return 200, {"ticket": self._ticket_json(tid)}, {}
+        m = re.fullmatch(r"/api/v2/tickets/(\d+)/comments\.json", path)
+        if m and req.method == "GET":
+            tid = int(m.group(1))
+            if tid not in self.tickets:
+                return 404, {"error": "RecordNotFound", "description": "Not found"}, {}
+            items = self.comments[tid]
+            return 200, {"comments": items, "count": len(items), "next_page": None}, {}
+        return 404, {"error": "InvalidEndpoint", "description": "Not found"}, {}
+
+    def _invalid(self, details: str) -> Reply:
+        return (
+            422,
+            {
+                "error": "RecordInvalid",
+                "description": "Record validation errors",
+                "details": {"base": [{"description": details}]},
+            },
+            {},
+        )
+
+    def _create(self, req: Request) -> Reply:
+        data = req.json or {}
+        ticket = data.get("ticket")
+        if not isinstance(ticket, dict):
+            return 400, {"error": "InvalidValue", "description": "ticket is required"}, {}
+        key = req.headers.get("idempotency-key")
+        fingerprint = json.dumps(data, sort_keys=True)
+        if key and key in self.idempotency:
+            seen, tid = self.idempotency[key]
+            if seen != fingerprint:
+                return (
+                    400,
+                    {
+                        "error": "IdempotentRequestError",
+                        "description": "Request parameters differ from the original",
+                    },
+                    {},
+                )
+            return 201, {"ticket": self._ticket_json(tid)}, {"x-idempotency-lookup": "hit"}
+        comment = ticket.get("comment") or {}
+        if not (comment.get("body") or comment.get("html_body") or ticket.get("description")):
+            return self._invalid("Description: cannot be blank")
+        if ticket.get("priority") is not None and ticket["priority"] not in PRIORITIES:
+            return self._invalid(f"Priority: {ticket['priority']} is not valid")
+        if ticket.get("type") is not None and ticket["type"] not in TYPES:
+            return self._invalid(f"Type: {ticket['type']} is not valid")
+        requester = ticket.get("requester")
+        if requester is not None and (
+            not requester.get("name") or "@" not in str(requester.get("email", "@"))
+        ):
+            return self._invalid("Requester: name is required, email must be an address")
+        self.next_id += 1
+        tid = self.next_id
+        self.tickets[tid] = {
+            "id": tid,
+            "subject": ticket.get("subject"),
+            "description": comment.get("body"),
+            "priority": ticket.get("priority"),
+            "type": ticket.get("type"),
+            "status": "new",
+            "external_id": ticket.get("external_id"),
+            "tags": sorted(set(ticket.get("tags") or [])),
+            "requester": requester,
+        }
+        self.comments[tid] = [
+            {"id": tid * 1000, "body": comment.get("body"), "public": comment.get("public", True)}
+        ]
+        if key:
+            self.idempotency[key] = (fingerprint, tid)
+        return 201, {"ticket": self._ticket_json(tid)}, {}
+
+    def _update(self, tid: int, req: Request) -> Reply:
+        if tid not in self.tickets:
+            return 404, {"error": "RecordNotFound", "description": "Not found"}, {}
+        ticket = (req.json or {}).get("ticket") or {}
+        if self.tickets[tid]["status"] == "closed":
+            return self._invalid("Status: closed prevents ticket update")
+        comment = ticket.get("comment")
+        if comment:
+            if not comment.get("body"):
+                return self._invalid("Comment: body cannot be blank")
+            n = len(self.comments[tid])
+            self.comments[tid].append(
+                {
+                    "id": tid * 1000 + n,
+                    "body": comment["body"],
+                    "public": comment.get("public", True),
+                }
+            )
+            self.tickets[tid]["status"] = "open"
+        return 200, {"ticket": self._ticket_json(tid)}, {}
+
+
+def start_fake_zendesk() -> FakeZendesk:
+    """Start the fake on a random local port."""
+    fake = FakeZendesk()
+    fake.start()
+    return fake
