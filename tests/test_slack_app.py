@@ -815,3 +815,23 @@ def _healthy(url: str) -> bool:
         return httpx.get(url + "/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_manifest_declares_what_the_app_uses() -> None:
+    import yaml
+
+    result = CliRunner().invoke(cli_app, ["slack", "manifest"])
+    assert result.exit_code == 0
+    manifest = yaml.safe_load(result.output)
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"chat:write", "channels:history", "commands"} <= scopes
+    settings = manifest["settings"]
+    assert settings["interactivity"]["is_enabled"] is True
+    assert settings["interactivity"]["request_url"].endswith(EVENTS_PATH)
+    assert settings["event_subscriptions"]["request_url"].endswith(EVENTS_PATH)
+    assert "app_home_opened" in settings["event_subscriptions"]["bot_events"]
+    assert "socket_mode_enabled" in settings
+    features = manifest["features"]
+    assert features["app_home"]["home_tab_enabled"] is True
+    assert [c["command"] for c in features["slash_commands"]] == ["/triage"]
+    assert features["slash_commands"][0]["url"].endswith(EVENTS_PATH)
