@@ -31,6 +31,7 @@ from triage import store as store_mod
 from triage.cli import app
 from triage.config import ConfigError, load_config
 from triage.handoffs.similarity import FEATURE_THRESHOLD, jaccard, signature
+from triage.handoffs.zendesk import urgency
 from triage.models import item_id
 from triage.routing import AUTO_HANDOFF, AWAITING_REVIEW, delivery_key, route_batch
 from triage.store import open_store
@@ -622,3 +623,10 @@ def test_review_thread_note_waits_for_the_review_message(world: World) -> None:
     assert note["text"].startswith("handed to support:")
     with open_store(world.db) as store:
         assert store.handoff_ref(key("c1", "zendesk"))["note_state"] == "posted"
+
+
+def test_ticket_priority_comes_from_words_and_reach() -> None:
+    assert urgency({"text": "Total outage since 9am, nothing loads"})[0] == "urgent"
+    assert urgency({"text": "It keeps crashing when I open a notebook"})[0] == "high"
+    assert urgency({"text": "cannot download my export"})[0] == "normal"  # not "down"
+    assert urgency({"text": "sync is slow", "author_followers": 50_000})[0] == "high"

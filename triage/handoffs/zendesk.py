@@ -11,6 +11,7 @@ how ``lookup`` recognises it.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,12 +54,11 @@ def urgency(
         ``(priority, reason)`` with priority one of ``urgent``, ``high``, ``normal``.
     """
     text = str(item["text"]).lower()
-    for word in urgent_words:
-        if word in text:
-            return "urgent", f"mentions '{word}'"
-    for word in high_words:
-        if word in text:
-            return "high", f"mentions '{word}'"
+    for priority, words in (("urgent", urgent_words), ("high", high_words)):
+        for word in words:
+            # Whole words with common endings: "crash" matches "crashes", "down" not "download".
+            if re.search(r"(?<!\w)" + re.escape(word) + r"(?:s|es|ed|ing)?(?!\w)", text):
+                return priority, f"mentions '{word}'"
     followers = item.get("author_followers") or 0
     if followers >= 10_000:
         return "high", f"author has {followers} followers"
