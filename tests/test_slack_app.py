@@ -573,6 +573,38 @@ def test_rate_limited_message_update_waits_for_retry_after(env: Env) -> None:
     assert len(updates_of(env, ts)) == 1
 
 
+def test_a_decision_that_cannot_be_applied_is_audited_not_stuck(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    broken, fine = waiting_item(env, label="kudos"), waiting_item(env, label="sales_lead")
+    env.spool.append(decisions_mod.parse_actions(block_actions(env, broken, ACTION_CONFIRM)))
+    env.spool.append(decisions_mod.parse_actions(block_actions(env, fine, ACTION_CONFIRM)))
+    real_release = decisions_mod.release
+
+    def release(store: Any, config: Any, item_id: str, *args: Any) -> int:
+        if item_id == broken:
+            raise duckdb.ConstraintException("simulated constraint failure")
+        return real_release(store, config, item_id, *args)
+
+    monkeypatch.setattr(decisions_mod, "release", release)
+    report = decisions_mod.apply_spool(env.config, env.spool)
+
+    assert (report.applied, report.rejected) == (1, 1)
+    assert len(env.spool) == 0
+    audit = dict(env.rows("SELECT item_id, outcome FROM review_audit"))
+    assert audit == {broken: "failed", fine: "applied"}
+    # The failed one changed nothing: its transaction was rolled back.
+    assert env.rows("SELECT state FROM routes WHERE item_id = ?", [broken]) == [
+        ("awaiting_review",)
+    ]
+    assert (
+        "simulated constraint failure"
+        in env.rows("SELECT after FROM review_audit WHERE item_id = ?", [broken])[0][0]
+    )
+
+
 def test_huge_hostile_input_stays_within_block_kit_limits(env: Env) -> None:
     hostile = ("<!channel> & <@U123> <https://evil.example|x> " * 2300)[:100_000]
     item = {

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
@@ -400,6 +401,21 @@ def apply_decision(store: Store, config: Config, d: Decision) -> str:
         return "applied"
 
 
+def _failed_audit(d: Decision, reason: str) -> dict[str, Any]:
+    return {
+        "decision_id": d.decision_id,
+        "item_id": d.item_id,
+        "action": d.action,
+        "value": d.value,
+        "user_id": d.user_id,
+        "user_name": d.user_name,
+        "decided_at": d.when,
+        "response_url": d.response_url,
+        "outcome": "failed",
+        "after": reason[:2000],
+    }
+
+
 def apply_spool(config: Config, spool: Spool, *, wait_s: float = 2.0) -> ApplyReport:
     """Apply every spooled decision to the store, then drop them from the spool.
 
@@ -422,7 +438,14 @@ def apply_spool(config: Config, spool: Spool, *, wait_s: float = 2.0) -> ApplyRe
                 for d in pending:
                     if d.decision_id in done:
                         continue  # applied before a crash that kept it in the spool
-                    outcome = apply_decision(store, config, d)
+                    try:
+                        outcome = apply_decision(store, config, d)
+                    except duckdb.Error as exc:
+                        # A decision that cannot be applied must not block every later one: it
+                        # is kept in the audit trail with the reason instead of in the spool.
+                        log.warning("decision %s failed: %s", d.decision_id, exc)
+                        store.insert_review_audit(_failed_audit(d, f"{type(exc).__name__}: {exc}"))
+                        outcome = "rejected"
                     done.add(d.decision_id)
                     report.applied += outcome == "applied"
                     report.superseded += outcome == "superseded"
