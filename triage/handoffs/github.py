@@ -21,8 +21,10 @@ import re
 from typing import Any
 
 from triage.config import Config, DestinationConfig
+from triage.delivery import Destination
 from triage.handoffs.base import HandoffDestination, fail, http_client
-from triage.handoffs.similarity import FEATURE_THRESHOLD, best_match, signature
+from triage.handoffs.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
+from triage.store import Store
 
 API_VERSION = "2022-11-28"
 MAX_LISTED = 50  # mentions listed in an issue body; the count keeps counting beyond it
@@ -74,6 +76,7 @@ class GitHubDestination(HandoffDestination):
         )
         self.labels = [str(x) for x in dest.settings.get("labels") or ["feature-request"]]
         self.threshold = float(dest.settings.get("similarity", FEATURE_THRESHOLD))
+        self._index: SignatureIndex | None = None
 
     # ----------------------------------------------------------------- groups
     def assign(self, key: str, item: dict[str, Any]) -> str:
@@ -82,13 +85,17 @@ class GitHubDestination(HandoffDestination):
         if mention is not None:
             return str(mention["group_id"])
         sig = signature(str(item["text"]))
+        if self._index is None:
+            # Loaded once per drain: every later mention of the run is compared in memory.
+            self._index = SignatureIndex(
+                [
+                    (gid, frozenset(words.split()))
+                    for gid, words in self.store.feature_signatures(self.name)
+                ]
+            )
         # Single linkage: a mention joins the group of its most similar earlier mention, so a
         # group can grow from "dark mode" to "dark mode, white screen blinding" one step at a time.
-        candidates = [
-            (gid, frozenset(words.split()))
-            for gid, words in self.store.feature_signatures(self.name)
-        ]
-        group_id, score = best_match(sig, candidates, self.threshold)
+        group_id, score = self._index.best(sig, self.threshold)
         new_group = None
         if group_id is None:
             group_id = hashlib.blake2b(f"{self.name}\x1f{key}".encode(), digest_size=8).hexdigest()
@@ -103,7 +110,13 @@ class GitHubDestination(HandoffDestination):
         self.store.add_feature_mention(
             key, item["id"], score, group_id, new_group, signature=" ".join(sorted(sig))
         )
+        self._index.add(group_id, sig)
         return group_id
+
+    def bind(self, store: Store, destinations: dict[str, Destination]) -> None:
+        """Bind the store for a drain; the signature index is reloaded from it on first use."""
+        self._index = None
+        super().bind(store, destinations)
 
     def issue_body(self, group: dict[str, Any]) -> str:
         """The issue body: count, the first request, and the linked mentions."""

@@ -75,3 +75,30 @@ def best_match(
         if score >= threshold and score > best[1]:
             best = (cid, score)
     return best
+
+
+class SignatureIndex:
+    """Signatures with an inverted index, so a new text is compared only with those sharing a word.
+
+    A backfill can fold tens of thousands of requests; comparing each with every earlier one would
+    be quadratic, while most pairs share no content word at all and score 0 anyway.
+    """
+
+    def __init__(self, entries: list[tuple[str, frozenset[str]]] | None = None) -> None:
+        """Index ``(id, signature)`` pairs."""
+        self._entries: list[tuple[str, frozenset[str]]] = []
+        self._by_word: dict[str, list[int]] = {}
+        for entry_id, sig in entries or []:
+            self.add(entry_id, sig)
+
+    def add(self, entry_id: str, sig: frozenset[str]) -> None:
+        """Index one more signature under ``entry_id`` (several may share an id: a group)."""
+        pos = len(self._entries)
+        self._entries.append((entry_id, sig))
+        for word in sig:
+            self._by_word.setdefault(word, []).append(pos)
+
+    def best(self, sig: frozenset[str], threshold: float) -> tuple[str | None, float]:
+        """The id of the most similar indexed signature at or above ``threshold``, and its score."""
+        positions = {p for word in sig for p in self._by_word.get(word, ())}
+        return best_match(sig, [self._entries[p] for p in sorted(positions)], threshold)
