@@ -630,3 +630,24 @@ def test_ticket_priority_comes_from_words_and_reach() -> None:
     assert urgency({"text": "It keeps crashing when I open a notebook"})[0] == "high"
     assert urgency({"text": "cannot download my export"})[0] == "normal"  # not "down"
     assert urgency({"text": "sync is slow", "author_followers": 50_000})[0] == "high"
+
+
+def test_sales_leads_without_an_email_share_one_contact_by_handle(world: World) -> None:
+    world.add(
+        [
+            ("s2", "@lee", "How much is the business plan for 40 seats? need a quote"),
+            (
+                "s3",
+                "@lee",
+                "Do you offer a discount on the annual plan for 40 seats? pricing please",
+            ),
+        ]
+    )
+    world.run()
+
+    hs = world.hubspot
+    ((contact_id, contact),) = hs.objects["contacts"].items()
+    assert contact["triage_handle"] == "social:@lee" and "email" not in contact
+    assert len(hs.objects["notes"]) == 2
+    assert {c for _, c, _ in hs.associations} == {contact_id}
+    assert len(world.slack.messages["C0SALES"]) == 2
