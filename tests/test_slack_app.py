@@ -457,7 +457,7 @@ def test_concurrent_clicks_yield_one_decision_and_the_others_see_it(env: Env, st
 
 
 def test_decision_is_kept_while_another_process_holds_the_store(
-    env: Env, start_server, seeded: Seeded
+    env: Env, start_server, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # No background retries: the next flow run must pick the decision up by itself.
     server = start_server(worker_interval=3600)
@@ -497,6 +497,10 @@ def test_decision_is_kept_while_another_process_holds_the_store(
 
     assert summary["review"]["applied"] == 1
     assert len(env.spool) == 0
+    from triage.cli import _print_summary
+
+    _print_summary(summary)
+    assert "review decisions: applied 1, superseded 0" in capsys.readouterr().out
     assert env.rows("SELECT user_id FROM review_decisions WHERE item_id = ?", [item]) == [
         ("U0BUSY",)
     ]

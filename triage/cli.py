@@ -88,6 +88,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 f"  no Slack token configured for {', '.join(d['preview_destinations'])}: messages were "
                 f"written as JSON previews under {d['outbox_dir']}/ (set SLACK_BOT_TOKEN to post)"
             )
+    rv = summary.get("review") or {}
+    if rv.get("applied") or rv.get("superseded") or rv.get("busy") or rv.get("error"):
+        out.append(
+            f"review decisions: applied {rv.get('applied', 0)}, superseded "
+            f"{rv.get('superseded', 0)}, still spooled {rv.get('pending', 0)}"
+            + (f" ({rv['error']})" if rv.get("error") else "")
+        )
     typer.echo("\n".join(out))
 
 
