@@ -266,7 +266,9 @@ def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConne
         try:
             # A bounded buffer pool keeps a 1M-item backfill under 1 GB of memory; DuckDB spills
             # to disk beyond it instead of taking 80% of RAM, its default.
-            config = {"memory_limit": os.environ.get("TRIAGE_DUCKDB_MEMORY", "512MB")}
+            config: dict[str, str | bool | int | float | list[str]] = {
+                "memory_limit": os.environ.get("TRIAGE_DUCKDB_MEMORY", "512MB")
+            }
             return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
