@@ -23,7 +23,9 @@ def normalize(text: str) -> str:
 
     Emails, URLs and @handles become ``emailaddr``, ``urllink`` and ``@user``; letters repeated three
     or more times shrink to two ("soooo" -> "soo"); hashtags lose the ``#`` so ``#fail`` reads as
-    ``fail``; whitespace collapses. Case and emoji are kept: both carry tone.
+    ``fail``; whitespace collapses; text is lower-cased (the bag-of-n-grams model matches exact
+    tokens, so "Thanks" and "thanks" must be one feature). Emoji and punctuation are kept: they
+    carry tone.
 
     Example:
         >>> normalize("@SkyJet soooo late again!!! https://t.co/x #fail")
@@ -34,4 +36,4 @@ def normalize(text: str) -> str:
     text = _HANDLE.sub("@user", text)
     text = _REPEAT.sub(r"\1\1", text)
     text = _HASHTAG.sub(r"\1", text)
-    return _SPACE.sub(" ", text).strip()
+    return _SPACE.sub(" ", text).strip().lower()
