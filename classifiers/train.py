@@ -126,6 +126,7 @@ def train(
     seed: int | None = None,
     epochs: int | None = None,
     data_description: dict[str, Any] | None = None,
+    extra_train: Sequence[Example] = (),
     log: Callable[[str], None] = _log,
 ) -> dict[str, Any]:
     """Train a model, calibrate it on a held-out split, and write it with its metadata and card.
@@ -138,6 +139,8 @@ def train(
         seed: Overrides the config's seed.
         epochs: Overrides the config's epoch count.
         data_description: What the data was (paths, flags), recorded in the metadata.
+        extra_train: Examples used for training only, never held out (the starter corpus when a
+            user's own data is given: thresholds should fit the user's data, not our corpus).
         log: Progress printer.
 
     Returns:
@@ -150,6 +153,7 @@ def train(
     fix_random_seed(seed)
     rng = random.Random(seed)
     train_part, dev_part = split(examples, held_out, seed)
+    train_part = list(train_part) + list(extra_train)
     counts = Counter(ex.label for ex in train_part)
     log(
         f"training on {len(train_part)} examples, holding out {len(dev_part)} "
@@ -226,8 +230,10 @@ def train(
             **(data_description or {}),
             "train_examples": len(train_part),
             "held_out_examples": len(dev_part),
-            "by_label": dict(sorted(Counter(ex.label for ex in examples).items())),
-            "by_origin": dict(sorted(Counter(ex.origin for ex in examples).items())),
+            "by_label": dict(sorted(Counter(ex.label for ex in [*examples, *extra_train]).items())),
+            "by_origin": dict(
+                sorted(Counter(ex.origin for ex in [*examples, *extra_train]).items())
+            ),
         },
         "held_out": {
             **held_metrics,

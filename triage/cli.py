@@ -214,13 +214,14 @@ def train(
     if not cfg.exists():
         _fail(f"unknown architecture '{arch}' (bow, cnn, ensemble)", 2)
     try:
-        examples = [] if starter_only else load_examples(paths)
-        if with_starter or starter_only:
-            examples += load_starter()
+        examples = load_starter() if starter_only else load_examples(paths)
+        # With the user's data, the starter corpus only trains: the held-out split that picks
+        # thresholds and calibration comes from the user's own data.
+        extra = load_starter() if with_starter and not starter_only else []
     except DataError as exc:
         _fail(str(exc), 2)
         return
-    if len({ex.label for ex in examples}) < 2:
+    if len({ex.label for ex in [*examples, *extra]}) < 2:
         _fail("training needs examples of at least two labels", 2)
     run_train(
         examples,
@@ -228,6 +229,7 @@ def train(
         config_path=cfg,
         seed=seed,
         epochs=epochs,
+        extra_train=extra,
         data_description={
             "paths": [] if starter_only else [str(Path(p).resolve()) for p in paths],
             "with_starter": with_starter or starter_only,
