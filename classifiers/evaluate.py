@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -159,3 +160,24 @@ def render_text(result: dict[str, Any]) -> str:
     if "confusion_png" in result:
         parts.append(f"confusion matrix: {result['confusion_png']}")
     return "\n".join(parts)
+
+
+def record(result: dict[str, Any], name: str) -> Path:
+    """Store an evaluation summary in the model's metadata and regenerate its model card."""
+    from classifiers.model import META_FILE
+    from classifiers.train import model_card
+
+    model_dir = Path(result["model_path"])
+    meta_path = model_dir / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta.setdefault("evaluations", {})[name] = {
+        "data": result["data"],
+        "n": result["overall"]["n"],
+        "macro_f1": result["overall"]["macro_f1"],
+        "accuracy": result["overall"]["accuracy"],
+        "per_file": result["per_file"],
+        "baseline_macro_f1": (result.get("baseline") or {}).get("macro_f1"),
+    }
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (model_dir / "MODEL_CARD.md").write_text(model_card(meta), encoding="utf-8")
+    return model_dir / "MODEL_CARD.md"

@@ -291,6 +291,7 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
         "",
         "## Decision policy (chosen on the held-out split)",
         f"- Primary rule: `{policy['primary_rule']}`; margin between the top two scores: {policy['margin']}",
+        "",
         "| label | decision threshold | review threshold | calibration (a, b) |",
         "|---|---|---|---|",
     ]
@@ -300,10 +301,14 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
             f"| {lab} | {policy['thresholds'].get(lab, 0.5)} | "
             f"{policy['review_thresholds'].get(lab, 0.5)} | {cal[0]}, {cal[1]} |"
         )
+    evaluations = evaluations or meta.get("evaluations")
     if evaluations:
-        lines += ["", "## Evaluations", ""]
+        lines += ["", "## Evaluations (`triage evaluate --record`)", ""]
         for name, res in evaluations.items():
-            lines.append(f"- {name}: macro-F1 {res['macro_f1']:.4f} (n={res['n']})")
+            line = f"- {name}: macro-F1 {res['macro_f1']:.4f}, accuracy {res['accuracy']:.4f} (n={res['n']})"
+            if res.get("baseline_macro_f1") is not None:
+                line += f"; TF-IDF + LR baseline {res['baseline_macro_f1']:.4f}"
+            lines.append(line)
     lines += [
         "",
         "## Known limits",

@@ -255,6 +255,9 @@ def evaluate(
     report_dir: Annotated[Path, typer.Option(help="Where the confusion-matrix PNG goes.")] = Path(
         "reports"
     ),
+    record_as: Annotated[
+        str | None, typer.Option("--record", help="Save the result in the model card under NAME.")
+    ] = None,
 ) -> None:
     """Per-label precision/recall/F1, macro-F1 and confusion matrix, per file and overall."""
     from classifiers.data import DataError
@@ -272,6 +275,10 @@ def evaluate(
         _fail(str(exc), 2)
         return
     typer.echo(json.dumps(result, indent=2) if as_json else render_text(result))
+    if record_as:
+        from classifiers.evaluate import record
+
+        typer.echo(f"recorded in {record(result, record_as)}", err=True)
 
 
 @app.command()
