@@ -13,8 +13,9 @@ import numpy as np
 import spacy
 from spacy.language import Language
 
-from classifiers import tokenizer as _tokenizer  # noqa: F401 - registers triage_fast_tokenizer.v1
+# Registers triage_fast_tokenizer.v1, which also normalises the text (see classifiers.tokenizer).
 from classifiers.normalize import normalize
+from classifiers.tokenizer import FastTokenizer
 from triage.models import LABELS, PRIORITY
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "model"
@@ -177,9 +178,12 @@ class Classifier:
     def raw_scores(self, texts: Iterable[str], batch_size: int = 2000) -> np.ndarray:
         """Return the uncalibrated (n, labels) score matrix for the texts, via ``nlp.pipe``."""
         rows: list[list[float]] = []
-        for doc in self.nlp.pipe(
-            (normalize(t[:MAX_CLASSIFY_CHARS]) for t in texts), batch_size=batch_size
-        ):
+        cut = (t[:MAX_CLASSIFY_CHARS] for t in texts)
+        # Pipelines built on spaCy's own tokenizer (cnn/ensemble configs) normalise here instead.
+        stream = (
+            cut if isinstance(self.nlp.tokenizer, FastTokenizer) else (normalize(t) for t in cut)
+        )
+        for doc in self.nlp.pipe(stream, batch_size=batch_size):
             cats = doc.cats
             rows.append([cats.get(lab, 0.0) for lab in LABELS])
         return np.array(rows, dtype=np.float64).reshape(-1, len(LABELS))

@@ -2,7 +2,9 @@
 
 The bag-of-n-grams model needs words and punctuation runs, not spaCy's full English rules
 (prefix/suffix/infix passes and exceptions); this split is about twice as fast and the model is
-trained with it, so training and inference see the same tokens.
+trained with it, so training and inference see the same tokens. It also applies
+:func:`classifiers.normalize.normalize`, so the saved pipeline is self-contained: ``spacy.load`` on
+the model folder and ``nlp.pipe`` give exactly the classifier's view of a text.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import spacy
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
+from classifiers.normalize import normalize
+
 # Words (letters, digits, underscores, apostrophes inside words), else runs of one symbol kind.
 _TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]+")
 
@@ -28,8 +32,8 @@ class FastTokenizer:
         self.vocab = vocab
 
     def __call__(self, text: str) -> Doc:
-        """Tokenize one text."""
-        return Doc(self.vocab, words=_TOKEN.findall(text))
+        """Normalise and tokenize one text."""
+        return Doc(self.vocab, words=_TOKEN.findall(normalize(text)))
 
     def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterator[Doc]:
         """Tokenize a stream of texts."""

@@ -22,6 +22,7 @@ from classifiers.data import Example, split
 from classifiers.metrics import evaluate_labels
 from classifiers.model import COMPONENT, META_FILE, Classifier, Policy, calibrate, decide
 from classifiers.normalize import normalize
+from classifiers.tokenizer import FastTokenizer
 from triage.models import LABELS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -42,10 +43,15 @@ def build_pipeline(config_path: Path) -> tuple[spacy.language.Language, dict[str
     return nlp, training
 
 
+def _normalising(nlp: spacy.language.Language) -> bool:
+    return isinstance(nlp.tokenizer, FastTokenizer)
+
+
 def _spacy_examples(nlp: spacy.language.Language, data: Sequence[Example]) -> list[SpacyExample]:
     out = []
     for ex in data:
-        doc = nlp.make_doc(normalize(ex.text))
+        # The pipeline's tokenizer normalises; configs with spaCy's own tokenizer get it here.
+        doc = nlp.make_doc(ex.text if _normalising(nlp) else normalize(ex.text))
         cats = {lab: float(lab in ex.labels) for lab in LABELS}
         out.append(SpacyExample.from_dict(doc, {"cats": cats}))
     return out
