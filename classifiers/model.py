@@ -106,30 +106,46 @@ def decide(scores: np.ndarray, policy: Policy) -> list[tuple[str, list[str], boo
     thresholds = np.array([policy.thresholds.get(lab, 0.5) for lab in LABELS])
     review = np.array([policy.review_thresholds.get(lab, 0.5) for lab in LABELS])
     rank = {lab: i for i, lab in enumerate(PRIORITY)}
-    order = sorted(range(len(LABELS)), key=lambda j: rank[LABELS[j]])
+    order = np.array(sorted(range(len(LABELS)), key=lambda j: rank[LABELS[j]]))
+    n = scores.shape[0]
     above = scores >= thresholds
+    any_above = above.any(axis=1)
     top = scores.argmax(axis=1)
+    # Vectorised: this runs on every item of every batch, a Python loop per row would dominate.
+    if policy.primary_rule == "priority":
+        first = order[above[:, order].argmax(axis=1)]
+        chosen = np.where(any_above, first, top)
+    else:
+        chosen = top
+    rows = np.arange(n)
     sorted_scores = np.sort(scores, axis=1)
     margins = sorted_scores[:, -1] - sorted_scores[:, -2]
+    below_review = scores[rows, chosen] < review[chosen]
+    close = (margins < policy.margin) & (chosen == top)
+    masks = (above * (1 << np.arange(len(LABELS)))).sum(axis=1)
+    any_list: list[bool] = np.asarray(any_above).tolist()
+    below_list: list[bool] = np.asarray(below_review).tolist()
+    close_list: list[bool] = np.asarray(close).tolist()
+    label_sets: dict[tuple[int, int], list[str]] = {}
     out: list[tuple[str, list[str], bool, str | None]] = []
-    for i in range(scores.shape[0]):
-        row_above = above[i]
-        if policy.primary_rule == "priority" and row_above.any():
-            j = next(j for j in order if row_above[j])
-        else:
-            j = int(top[i])
-        primary = LABELS[j]
-        labels = [primary] + [
-            LABELS[k] for k in order if row_above[k] and k != j and LABELS[k] != "other"
-        ]
+    for i, (j, mask) in enumerate(zip(chosen.tolist(), masks.tolist(), strict=True)):
+        labels = label_sets.get((j, mask))
+        if labels is None:
+            labels = [LABELS[j]] + [
+                LABELS[k]
+                for k in order.tolist()
+                if mask >> k & 1 and k != j and LABELS[k] != "other"
+            ]
+            label_sets[(j, mask)] = labels
         reason: str | None = None
-        if not row_above.any():
+        if not any_list[i]:
             reason = "no label clears its threshold"
-        elif scores[i, j] < review[j]:
-            reason = f"{primary} score below its review threshold {review[j]:.2f}"
-        elif margins[i] < policy.margin and primary == LABELS[int(top[i])]:
+        elif below_list[i]:
+            reason = f"{LABELS[j]} score below its review threshold {review[j]:.2f}"
+        elif close_list[i]:
             reason = f"top two scores within {policy.margin:.2f}"
-        out.append((primary, labels, reason is not None, reason))
+        # Each row gets its own list: callers may extend a prediction's labels.
+        out.append((LABELS[j], list(labels), reason is not None, reason))
     return out
 
 
