@@ -415,13 +415,13 @@ class Store:
 
     # --------------------------------------------------------- classification
     def unclassified(self, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """Stream ``(id, text)`` of items without a prediction, oldest first, in Arrow batches."""
+        """Stream ``(id, text)`` of items without a prediction, in Arrow batches."""
         # A separate cursor keeps this scan's snapshot while predictions commit on the main one.
+        # No ORDER BY: sorting would hold every pending text in memory before the first batch.
         reader = (
             self.con.cursor()
             .execute(
-                "SELECT i.id, i.text FROM items i ANTI JOIN predictions p ON p.item_id = i.id "
-                "ORDER BY i.seq"
+                "SELECT i.id, i.text FROM items i ANTI JOIN predictions p ON p.item_id = i.id"
             )
             .to_arrow_reader(batch_size)
         )
@@ -446,7 +446,7 @@ class Store:
             .execute(
                 "SELECT p.item_id, i.source, i.text, p.label, p.score, p.needs_review "
                 "FROM predictions p JOIN items i ON i.id = p.item_id "
-                "ANTI JOIN routes r ON r.item_id = p.item_id ORDER BY i.seq"
+                "ANTI JOIN routes r ON r.item_id = p.item_id"
             )
             .to_arrow_reader(batch_size)
         )
