@@ -144,10 +144,15 @@ def bare_classifier_rate(folder: Path, model: str | None, limit: int) -> tuple[i
         texts.append(text)
         if len(texts) >= limit:
             break
-    started = time.perf_counter()
-    for _ in clf.nlp.pipe(texts, batch_size=2000):
-        pass
-    return len(texts), len(texts) / (time.perf_counter() - started)
+    # Best of three passes: on a shared or virtual machine a single pass can be 30-40% off, and
+    # the best pass is the classifier's real speed, the stricter reference for the ratio.
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in clf.nlp.pipe(texts, batch_size=2000):
+            pass
+        best = min(best, time.perf_counter() - started)
+    return len(texts), len(texts) / best
 
 
 def _peak_rss_mb() -> float:
@@ -203,7 +208,7 @@ def run_bench(
     input_dir: Path | None = None,
     work_dir: Path | None = None,
     model: str | None = None,
-    classifier_sample: int = 200_000,
+    classifier_sample: int = 50_000,
     drain_messages: int = 1000,
     keep: bool = False,
     log: Any = print,
