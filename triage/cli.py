@@ -13,6 +13,7 @@ import typer
 
 from triage.cli_handoffs import testimonials_app
 from triage.cli_intake import intake_app
+from triage.cli_options import ConfigOpt, DbOpt
 from triage.cli_slack import corrections_app, slack_app
 
 app = typer.Typer(
@@ -28,16 +29,6 @@ app.add_typer(slack_app, name="slack")
 app.add_typer(corrections_app, name="corrections")
 app.add_typer(intake_app, name="intake")
 app.add_typer(testimonials_app, name="testimonials")
-
-ConfigOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--config", "-c", help="Configuration file (default: TRIAGE_CONFIG, ./triage.yaml, demo)."
-    ),
-]
-DbOpt = Annotated[
-    str | None, typer.Option("--db", help="DuckDB file (default: TRIAGE_DB or the config's).")
-]
 
 
 def _quiet_prefect(verbose: bool) -> None:

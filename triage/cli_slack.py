@@ -9,18 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
+from triage.cli_options import ConfigOpt, DbOpt
+
 slack_app = typer.Typer(no_args_is_help=True, help="The Slack review app (marketing's review).")
 corrections_app = typer.Typer(no_args_is_help=True, help="Reviewers' corrections as training data.")
 
-ConfigOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--config", "-c", help="Configuration file (default: TRIAGE_CONFIG, ./triage.yaml, demo)."
-    ),
-]
-DbOpt = Annotated[
-    str | None, typer.Option("--db", help="DuckDB file (default: TRIAGE_DB or the config's).")
-]
 MANIFEST = Path(__file__).parent / "slack" / "manifest.yaml"
 
 
