@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from triage.models import LABELS, primary_label
+from triage.models import LABELS
 
 STARTER_DIR = Path(__file__).parent / "corpus" / "starter"
 
@@ -116,8 +116,3 @@ def split(
         train.extend(group[k:])
     rng.shuffle(train)
     return train, dev
-
-
-def check_primary(ex: Example) -> bool:
-    """True when the example's primary label follows the owner-acts-first order."""
-    return primary_label(ex.labels) == ex.label

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,16 +220,3 @@ class Classifier:
             )
             for i, (primary, labels, needs, reason) in enumerate(decide(scores, self.policy))
         ]
-
-    def predict_batches(
-        self, batches: Iterable[Sequence[str]], batch_size: int = 2000
-    ) -> Iterator[list[Prediction]]:
-        """Classify a stream of batches, one list of predictions per batch."""
-        for batch in batches:
-            yield self.predict(batch, batch_size)
-
-
-def logit(p: float) -> float:
-    """Log-odds of a probability, clipped away from 0 and 1."""
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))

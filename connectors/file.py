@@ -17,7 +17,7 @@ import orjson
 
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import mention_from_record
-from triage.models import InvalidRecord, Mention, Rejected
+from triage.models import InvalidRecord, Rejected
 
 SETTINGS = {
     "path": "folder (or single file) of *.jsonl / *.csv drops, relative to the config file",
@@ -194,8 +194,3 @@ def _reject(
         raw=text[:MAX_RAW_CHARS],
         external_id=None if ext in (None, "") else str(ext),
     )
-
-
-def mentions_of(batches: Iterator[FetchBatch]) -> list[Mention]:
-    """Collect the mentions of a fetch (a convenience for tests and scripts)."""
-    return [m for b in batches for m in b.mentions]

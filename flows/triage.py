@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -231,11 +230,6 @@ def triage(
         "review": review,
         "seconds": round(time.monotonic() - started, 3),
     }
-
-
-def database_path(config_path: str | None, database: str | None) -> Path:
-    """The database a run with these arguments would use."""
-    return load_config(config_path, database=database).database
 
 
 if __name__ == "__main__":

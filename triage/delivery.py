@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,8 +310,3 @@ def drain(
     for hook in AFTER_DRAIN:
         hook(store, config, destinations)
     return report
-
-
-def delivery_counts(store: Store) -> Counter[str]:
-    """Deliveries per state (a thin alias used by summaries)."""
-    return Counter(store.status()["deliveries"])
