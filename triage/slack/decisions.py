@@ -338,16 +338,7 @@ def apply_decision(store: Store, config: Config, d: Decision) -> str:
     """
     with store.transaction():
         item = store.delivery_context([d.item_id]).get(d.item_id)
-        audit: dict[str, Any] = {
-            "decision_id": d.decision_id,
-            "item_id": d.item_id,
-            "action": d.action,
-            "value": d.value,
-            "user_id": d.user_id,
-            "user_name": d.user_name,
-            "decided_at": d.when,
-            "response_url": d.response_url,
-        }
+        audit = _audit_base(d)
         if item is None:
             store.insert_review_audit({**audit, "outcome": "rejected", "after": "unknown item"})
             return "rejected"
@@ -401,7 +392,8 @@ def apply_decision(store: Store, config: Config, d: Decision) -> str:
         return "applied"
 
 
-def _failed_audit(d: Decision, reason: str) -> dict[str, Any]:
+def _audit_base(d: Decision) -> dict[str, Any]:
+    """The audit-trail columns every outcome of a decision shares: who, when, what."""
     return {
         "decision_id": d.decision_id,
         "item_id": d.item_id,
@@ -411,9 +403,11 @@ def _failed_audit(d: Decision, reason: str) -> dict[str, Any]:
         "user_name": d.user_name,
         "decided_at": d.when,
         "response_url": d.response_url,
-        "outcome": "failed",
-        "after": reason[:2000],
     }
+
+
+def _failed_audit(d: Decision, reason: str) -> dict[str, Any]:
+    return {**_audit_base(d), "outcome": "failed", "after": reason[:2000]}
 
 
 def apply_spool(config: Config, spool: Spool, *, wait_s: float = 2.0) -> ApplyReport:
