@@ -14,6 +14,7 @@ import typer
 from triage.cli_handoffs import testimonials_app
 from triage.cli_intake import intake_app
 from triage.cli_options import ConfigOpt, DbOpt
+from triage.cli_options import fail as _fail
 from triage.cli_slack import corrections_app, slack_app
 
 app = typer.Typer(
@@ -45,11 +46,6 @@ def _quiet_prefect(verbose: bool) -> None:
     )
     for noisy in ("httpx", "httpcore", "slack_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Options shared by the ``triage`` sub-command modules."""
+"""Options and error exit shared by the ``triage`` sub-command modules."""
 
 from __future__ import annotations
 
@@ -15,3 +15,9 @@ ConfigOpt = Annotated[
 DbOpt = Annotated[
     str | None, typer.Option("--db", help="DuckDB file (default: TRIAGE_DB or the config's).")
 ]
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``error: message`` in red on stderr and exit with ``code``."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from triage.cli_options import ConfigOpt, DbOpt
+from triage.cli_options import ConfigOpt, DbOpt, fail
 
 slack_app = typer.Typer(no_args_is_help=True, help="The Slack review app (marketing's review).")
 corrections_app = typer.Typer(no_args_is_help=True, help="Reviewers' corrections as training data.")
@@ -18,8 +18,7 @@ MANIFEST = Path(__file__).parent / "slack" / "manifest.yaml"
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 @slack_app.command("serve")
