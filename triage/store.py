@@ -420,9 +420,7 @@ class Store:
         # No ORDER BY: sorting would hold every pending text in memory before the first batch.
         reader = (
             self.con.cursor()
-            .execute(
-                "SELECT i.id, i.text FROM items i ANTI JOIN predictions p ON p.item_id = i.id"
-            )
+            .execute("SELECT i.id, i.text FROM items i ANTI JOIN predictions p ON p.item_id = i.id")
             .to_arrow_reader(batch_size)
         )
         yield from reader
