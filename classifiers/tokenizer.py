@@ -1,10 +1,16 @@
-"""A fast regex tokenizer for the classifier, registered as ``triage_fast_tokenizer.v1``.
+"""A fast regex tokenizer for the classifier, registered as ``triage_fast_tokenizer.v1``/``.v2``.
 
 The bag-of-n-grams model needs words and punctuation runs, not spaCy's full English rules
 (prefix/suffix/infix passes and exceptions); this split is about twice as fast and the model is
 trained with it, so training and inference see the same tokens. It also applies
 :func:`classifiers.normalize.normalize`, so the saved pipeline is self-contained: ``spacy.load`` on
 the model folder and ``nlp.pipe`` give exactly the classifier's view of a text.
+
+``v2`` adds word-stem features: every word of at least ``stem_min_length`` characters also yields a
+token made of its first ``stem_length`` characters and ``~`` ("cancelled" -> ``cance~``). A bag of
+exact words treats "cancelled", "cancellation" and "canceled" as unrelated; the shared stem lets
+what the model learnt from one carry over to the others, which matters most for short, noisy posts.
+The stem tokens are appended after the words, so the word bigrams stay as they were.
 """
 
 from __future__ import annotations
@@ -27,13 +33,25 @@ _TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]+")
 class FastTokenizer:
     """Split text into word and punctuation tokens with one regular expression."""
 
-    def __init__(self, vocab: Vocab) -> None:
-        """Create the tokenizer over the pipeline's vocabulary."""
+    def __init__(self, vocab: Vocab, stem_length: int = 0, stem_min_length: int = 6) -> None:
+        """Create the tokenizer over the pipeline's vocabulary.
+
+        Args:
+            vocab: The pipeline's vocabulary.
+            stem_length: Characters kept in a stem token; 0 adds no stem tokens (``v1``).
+            stem_min_length: Shortest word that gets a stem token.
+        """
         self.vocab = vocab
+        self.stem_length = stem_length
+        self.stem_min_length = max(stem_min_length, stem_length + 1)
 
     def __call__(self, text: str) -> Doc:
         """Normalise and tokenize one text."""
-        return Doc(self.vocab, words=_TOKEN.findall(normalize(text)))
+        words = _TOKEN.findall(normalize(text))
+        if self.stem_length:
+            k, m = self.stem_length, self.stem_min_length
+            words += [w[:k] + "~" for w in words if len(w) >= m]
+        return Doc(self.vocab, words=words)
 
     def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterator[Doc]:
         """Tokenize a stream of texts."""
@@ -51,7 +69,10 @@ class FastTokenizer:
 
     def to_disk(self, path: str | Path, **kwargs: Any) -> None:
         """Write a marker file so the pipeline folder layout stays complete."""
-        Path(path).write_text("triage_fast_tokenizer.v1\n", encoding="utf-8")
+        # Settings live in the pipeline config; the marker only documents them.
+        Path(path).write_text(
+            f"triage_fast_tokenizer stem_length={self.stem_length}\n", encoding="utf-8"
+        )
 
     def from_disk(self, path: str | Path, **kwargs: Any) -> FastTokenizer:
         """Nothing to read."""
@@ -60,9 +81,19 @@ class FastTokenizer:
 
 @spacy.registry.tokenizers("triage_fast_tokenizer.v1")
 def create_fast_tokenizer() -> Any:
-    """Registry entry used by ``[nlp.tokenizer]`` in the configs."""
+    """Registry entry used by ``[nlp.tokenizer]`` in configs of models without stem tokens."""
 
     def make(nlp: Any) -> FastTokenizer:
         return FastTokenizer(nlp.vocab)
+
+    return make
+
+
+@spacy.registry.tokenizers("triage_fast_tokenizer.v2")
+def create_stem_tokenizer(stem_length: int = 5, stem_min_length: int = 6) -> Any:
+    """Registry entry for the tokenizer with word-stem tokens (see the module docstring)."""
+
+    def make(nlp: Any) -> FastTokenizer:
+        return FastTokenizer(nlp.vocab, stem_length, stem_min_length)
 
     return make

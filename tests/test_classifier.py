@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import spacy
 from typer.testing import CliRunner
 
 from classifiers.corpus_stats import near_duplicates
@@ -111,6 +112,21 @@ def test_normalisation_keeps_meaning_but_not_noise() -> None:
         normalize("@SkyJet soooo late!!! https://t.co/x #fail") == "@user soo late!!! urllink fail"
     )
     assert normalize("mail me at jo@example.com") == "mail me at emailaddr"
+
+
+def test_stem_tokens_join_word_forms_and_leave_word_bigrams_intact() -> None:
+    from classifiers.tokenizer import FastTokenizer
+
+    vocab = spacy.blank("en").vocab
+    plain = [t.text for t in FastTokenizer(vocab)("Flight CANCELLED, again!")]
+    stems = FastTokenizer(vocab, stem_length=5, stem_min_length=6)
+    words = [t.text for t in stems("Flight CANCELLED, again!")]
+    # The words come first and unchanged (so their bigrams are the v1 ones), stems after.
+    assert plain == ["flight", "cancelled", ",", "again", "!"]
+    assert words == [*plain, "fligh~", "cance~"]
+    # Other forms of a word share its stem token; words under six characters get none.
+    other_forms = [t.text for t in stems("they cancel my cancellation")]
+    assert other_forms == ["they", "cancel", "my", "cancellation", "cance~", "cance~"]
 
 
 # --------------------------------------------------------------------- corpus
