@@ -129,6 +129,35 @@ def test_stem_tokens_join_word_forms_and_leave_word_bigrams_intact() -> None:
     assert other_forms == ["they", "cancel", "my", "cancellation", "cance~", "cance~"]
 
 
+def test_batched_ngram_extraction_matches_spacys_per_document_one(clf: Classifier) -> None:
+    from spacy.ml.extract_ngrams import forward as spacy_forward
+
+    from classifiers.bow import batch_ngrams
+
+    node = next(
+        n for n in clf.nlp.get_pipe("textcat_multilabel").model.walk() if n.name == "extract_ngrams"
+    )
+    texts = [
+        "love it",
+        "the app crashes every time I open the camera, again and again and again",
+        "x",
+        "how much for 12 seats? how much for 12 seats?",
+        "😍😍😍 @skyjet https://t.co/abc #fail",
+    ]
+    docs = [clf.nlp.make_doc(t) for t in texts * 3]
+    expected = spacy_forward(node, docs, False)[0]
+    got = batch_ngrams(node, docs, False)[0]
+    for want, have in zip(expected, got, strict=True):
+        assert want.dtype == have.dtype
+        assert want.tolist() == have.tolist()
+    # An empty document (spaCy's extractor fails on it) just has no n-grams.
+    keys, counts, lengths = batch_ngrams(node, [clf.nlp.make_doc(""), docs[0]], False)[0]
+    assert counts.tolist() == expected[1][: int(expected[2][0])].tolist()
+    first = int(expected[2][0])
+    assert lengths.tolist() == [0, first]
+    assert keys.tolist() == expected[0][:first].tolist()
+
+
 # --------------------------------------------------------------------- corpus
 def test_starter_corpus_is_large_balanced_and_consistent() -> None:
     examples = load_examples([STARTER_DIR])
