@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +96,46 @@ def calibrate(raw: np.ndarray, calibration: dict[str, tuple[float, float]]) -> n
     return out
 
 
-def decide(scores: np.ndarray, policy: Policy) -> list[tuple[str, list[str], bool, str | None]]:
-    """Turn calibrated scores into (primary, labels, needs_review, reason) per row.
+@dataclass(slots=True)
+class Decisions:
+    """The decisions of a batch as columns: what :func:`decide` returns, without a tuple per row.
 
-    The primary label is, under the ``priority`` rule, the label with the most urgent owner among
-    those that clear their threshold (DESIGN.md); under ``argmax`` simply the top score. With no label
-    over its threshold, the top score is primary and the item needs review.
+    Rows share a handful of distinct label lists and review reasons, so each is stored once and
+    rows point at it; callers build Arrow columns with ``take`` instead of a Python loop.
     """
+
+    primary: np.ndarray
+    """(n,) index into ``LABELS`` of each row's primary label."""
+    label_sets: list[list[str]]
+    """The distinct ``labels`` lists (primary first, then the others by priority)."""
+    label_set: np.ndarray
+    """(n,) index into ``label_sets``."""
+    reasons: list[str | None]
+    """The distinct review reasons; ``reasons[0]`` is None (no review needed)."""
+    reason: np.ndarray
+    """(n,) index into ``reasons``; non-zero means the row needs review."""
+
+    @property
+    def needs_review(self) -> np.ndarray:
+        """(n,) bool: the rows that need a human's review."""
+        return self.reason != 0
+
+
+def decide_columns(scores: np.ndarray, policy: Policy) -> Decisions:
+    """Turn calibrated scores into columnar decisions (see :func:`decide` for the rule).
+
+    Args:
+        scores: The (n, labels) calibrated score matrix, columns in ``LABELS`` order.
+        policy: Thresholds, review thresholds, margin and the primary-label rule.
+
+    Returns:
+        The batch's decisions as arrays.
+    """
+    n_labels = len(LABELS)
     thresholds = np.array([policy.thresholds.get(lab, 0.5) for lab in LABELS])
     review = np.array([policy.review_thresholds.get(lab, 0.5) for lab in LABELS])
     rank = {lab: i for i, lab in enumerate(PRIORITY)}
-    order = np.array(sorted(range(len(LABELS)), key=lambda j: rank[LABELS[j]]))
+    order = np.array(sorted(range(n_labels), key=lambda j: rank[LABELS[j]]))
     n = scores.shape[0]
     above = scores >= thresholds
     any_above = above.any(axis=1)
@@ -121,31 +151,51 @@ def decide(scores: np.ndarray, policy: Policy) -> list[tuple[str, list[str], boo
     margins = sorted_scores[:, -1] - sorted_scores[:, -2]
     below_review = scores[rows, chosen] < review[chosen]
     close = (margins < policy.margin) & (chosen == top)
-    masks = (above * (1 << np.arange(len(LABELS)))).sum(axis=1)
-    any_list: list[bool] = np.asarray(any_above).tolist()
-    below_list: list[bool] = np.asarray(below_review).tolist()
-    close_list: list[bool] = np.asarray(close).tolist()
-    label_sets: dict[tuple[int, int], list[str]] = {}
-    out: list[tuple[str, list[str], bool, str | None]] = []
-    for i, (j, mask) in enumerate(zip(chosen.tolist(), masks.tolist(), strict=True)):
-        labels = label_sets.get((j, mask))
-        if labels is None:
-            labels = [LABELS[j]] + [
+    # Reason codes in order of precedence: 1 nothing clears, 2 + j label j below its review
+    # threshold, 2 + len(LABELS) top two too close; 0 none.
+    reasons: list[str | None] = [None, "no label clears its threshold"]
+    reasons += [
+        f"{lab} score below its review threshold {review[j]:.2f}" for j, lab in enumerate(LABELS)
+    ]
+    reasons.append(f"top two scores within {policy.margin:.2f}")
+    reason = np.where(
+        ~any_above, 1, np.where(below_review, 2 + chosen, np.where(close, 2 + n_labels, 0))
+    )
+    masks = (above * (1 << np.arange(n_labels))).sum(axis=1)
+    keys, label_set = np.unique(chosen * (1 << n_labels) + masks, return_inverse=True)
+    label_sets = []
+    for key in keys.tolist():
+        j, mask = divmod(key, 1 << n_labels)
+        label_sets.append(
+            [LABELS[j]]
+            + [
                 LABELS[k]
                 for k in order.tolist()
                 if mask >> k & 1 and k != j and LABELS[k] != "other"
             ]
-            label_sets[(j, mask)] = labels
-        reason: str | None = None
-        if not any_list[i]:
-            reason = "no label clears its threshold"
-        elif below_list[i]:
-            reason = f"{LABELS[j]} score below its review threshold {review[j]:.2f}"
-        elif close_list[i]:
-            reason = f"top two scores within {policy.margin:.2f}"
-        # Each row gets its own list: callers may extend a prediction's labels.
-        out.append((LABELS[j], list(labels), reason is not None, reason))
-    return out
+        )
+    return Decisions(
+        primary=np.asarray(chosen, dtype=np.int64),
+        label_sets=label_sets,
+        label_set=np.asarray(label_set, dtype=np.int64).reshape(-1),
+        reasons=reasons,
+        reason=np.asarray(reason, dtype=np.int64),
+    )
+
+
+def decide(scores: np.ndarray, policy: Policy) -> list[tuple[str, list[str], bool, str | None]]:
+    """Turn calibrated scores into (primary, labels, needs_review, reason) per row.
+
+    The primary label is, under the ``priority`` rule, the label with the most urgent owner among
+    those that clear their threshold (DESIGN.md); under ``argmax`` simply the top score. With no label
+    over its threshold, the top score is primary and the item needs review.
+    """
+    d = decide_columns(scores, policy)
+    # Each row gets its own list: callers may extend a prediction's labels.
+    return [
+        (LABELS[j], list(d.label_sets[s]), r != 0, d.reasons[r])
+        for j, s, r in zip(d.primary.tolist(), d.label_set.tolist(), d.reason.tolist(), strict=True)
+    ]
 
 
 class Classifier:
@@ -164,6 +214,9 @@ class Classifier:
         self.path = path
         self.policy = Policy.from_json(meta.get("policy", {}))
         self.version = str(meta.get("version", "unknown"))
+        # A model trained on fewer labels scores the missing ones 0.0 (the slower lookup path).
+        labels = set(nlp.get_pipe(COMPONENT).labels) if COMPONENT in nlp.pipe_names else set()
+        self._has_all_labels = labels >= set(LABELS)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Classifier:
@@ -192,15 +245,19 @@ class Classifier:
 
     def raw_scores(self, texts: Iterable[str], batch_size: int = 2000) -> np.ndarray:
         """Return the uncalibrated (n, labels) score matrix for the texts, via ``nlp.pipe``."""
-        rows: list[list[float]] = []
+        rows: list[Any]
         cut = (t[:MAX_CLASSIFY_CHARS] for t in texts)
         # Pipelines built on spaCy's own tokenizer (cnn/ensemble configs) normalise here instead.
         stream = (
             cut if isinstance(self.nlp.tokenizer, FastTokenizer) else (normalize(t) for t in cut)
         )
-        for doc in self.nlp.pipe(stream, batch_size=batch_size):
-            cats = doc.cats
-            rows.append([cats.get(lab, 0.0) for lab in LABELS])
+        docs = self.nlp.pipe(stream, batch_size=batch_size)
+        if self._has_all_labels:
+            # One C-level lookup per document instead of a Python loop over the labels.
+            get = itemgetter(*LABELS)
+            rows = [get(doc.cats) for doc in docs]
+        else:
+            rows = [[doc.cats.get(lab, 0.0) for lab in LABELS] for doc in docs]
         return np.array(rows, dtype=np.float64).reshape(-1, len(LABELS))
 
     def scores(self, texts: Iterable[str], batch_size: int = 2000) -> np.ndarray:

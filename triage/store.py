@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from triage.models import Mention, Rejected
+from triage.models import LABELS, Mention, Rejected
 
 # Each migration runs once, in order, inside one transaction with its bookkeeping row.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -248,6 +248,13 @@ ITEM_SCHEMA = pa.schema(
     ]
 )
 
+# Predictions' scores as JSON text, formatted by DuckDB's printf: the same digits as Python's
+# "%.5f" (checked against it), and no Python string building per row.
+_SCORE_COLUMNS = ", ".join(f"score_{lab}" for lab in LABELS)
+_SCORES_JSON_SQL = (
+    "printf('{" + ", ".join(f'"{lab}": %.5f' for lab in LABELS) + "}', " + _SCORE_COLUMNS + ")"
+)
+
 OUTBOX_STATES = ("pending", "sending", "sent", "failed", "dead")
 # Tasks of one flow run open the store from several threads; only one may migrate at a time.
 _MIGRATE_LOCK = threading.Lock()
@@ -426,11 +433,21 @@ class Store:
         yield from reader
 
     def insert_predictions(self, table: pa.Table) -> int:
-        """Store a batch of predictions (columns as in the ``predictions`` table)."""
+        """Store a batch of predictions.
+
+        Args:
+            table: The ``predictions`` columns, except that ``scores`` comes as one DOUBLE column
+                per label, ``score_<label>``; the JSON text is formatted here.
+
+        Returns:
+            How many predictions were new.
+        """
         self.con.register("_incoming_predictions", table)
         try:
             row = self.con.execute(
-                "INSERT OR IGNORE INTO predictions BY NAME SELECT * FROM _incoming_predictions"
+                "INSERT OR IGNORE INTO predictions BY NAME SELECT "
+                f"* EXCLUDE ({_SCORE_COLUMNS}), {_SCORES_JSON_SQL} AS scores "
+                "FROM _incoming_predictions"
             ).fetchone()
         finally:
             self.con.unregister("_incoming_predictions")
