@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 
 from triage.config import Config, Rule
@@ -84,8 +85,38 @@ def handoff_destinations(config: Config, department: str) -> list[str]:
     return [d for d in (dept.destination, *dept.also) if d]
 
 
+def _rule_matches(
+    rule: Rule,
+    source: np.ndarray,
+    text: pa.Array,
+    label: np.ndarray,
+    score: np.ndarray,
+    candidates: np.ndarray,
+) -> np.ndarray:
+    """``match`` over a batch, for the rows in ``candidates`` (still unmatched); a bool mask."""
+    hit = candidates.copy()
+    if rule.label is not None:
+        hit &= label == rule.label
+    if rule.source is not None:
+        hit &= source == rule.source
+    if rule.min_score is not None:
+        # Written as match() is, so a NaN score matches here exactly as it does there.
+        hit &= ~(score < rule.min_score)
+    if rule.keywords and hit.any():
+        # Keywords need Python's own lower(), and only for the few rows still in question.
+        rows = np.flatnonzero(hit)
+        texts = text.take(pa.array(rows)).to_pylist()
+        keywords = rule.keywords
+        found = [any(k in t.lower() for k in keywords) for t in texts]
+        hit[rows] = np.array(found, dtype=bool)
+    return hit
+
+
 def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Table, pa.Table]:
     """Route a batch of classified items and build their outbox rows.
+
+    Rules are applied column-wise, first matching rule wins (as :func:`match` decides it for one
+    item); only keyword conditions look at single texts.
 
     Args:
         config: The configuration (rules, departments, review destination).
@@ -94,55 +125,93 @@ def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Ta
     Returns:
         ``(routes, outbox)`` Arrow tables ready for :meth:`Store.insert_routes`.
     """
-    cols = batch.to_pydict()
     now = datetime.now(UTC)
-    routes: dict[str, list[object]] = {name: [] for name in ROUTE_SCHEMA.names}
-    outbox: dict[str, list[object]] = {name: [] for name in OUTBOX_SCHEMA.names}
-    rules: Sequence[Rule] = config.rules
-    # Keyword rules need lower-cased text; skip the work entirely when no rule uses keywords.
-    needs_text = any(r.keywords for r in rules)
-    review_dest = config.review_destination
-
-    def enqueue(item_id: str, destination: str, kind: str) -> None:
-        outbox["key"].append(delivery_key(item_id, destination, kind))
-        outbox["item_id"].append(item_id)
-        outbox["destination"].append(destination)
-        outbox["kind"].append(kind)
-        outbox["created_at"].append(now)
-
-    for item_id, source, text, label, score, needs_review in zip(
-        cols["item_id"],
-        cols["source"],
-        cols["text"],
-        cols["label"],
-        cols["score"],
-        cols["needs_review"],
-        strict=True,
-    ):
-        text_lower = text.lower() if needs_text else ""
-        rule = next((r for r in rules if match(r, source, text_lower, label, score)), None)
-        department = rule.department if rule else None
-        if department is None:
-            state = ARCHIVED
-        else:
-            auto = auto_handoff(config, department, label, score, needs_review)
-            state = AUTO_HANDOFF if auto else AWAITING_REVIEW
-        routes["item_id"].append(item_id)
-        routes["department"].append(department)
-        routes["rule"].append(rule.name if rule else "unmatched")
-        routes["state"].append(state)
-        routes["routed_at"].append(now)
-        if department is None:
-            continue
-        if review_dest:
-            enqueue(item_id, review_dest, "review")
-        if state == AUTO_HANDOFF:
-            for dest in handoff_destinations(config, department):
-                enqueue(item_id, dest, "handoff")
-    return (
-        pa.Table.from_pydict(routes, schema=ROUTE_SCHEMA),
-        pa.Table.from_pydict(outbox, schema=OUTBOX_SCHEMA),
+    n = batch.num_rows
+    item_ids = batch.column("item_id")
+    source = np.asarray(batch.column("source").to_numpy(zero_copy_only=False), dtype=object)
+    label = np.asarray(batch.column("label").to_numpy(zero_copy_only=False), dtype=object)
+    score = np.asarray(batch.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+    needs_review = np.asarray(
+        batch.column("needs_review").to_numpy(zero_copy_only=False), dtype=bool
     )
+    text = (
+        pa.concat_arrays(batch.column("text").chunks)
+        if isinstance(batch, pa.Table)
+        else batch.column("text")
+    )
+    rules: Sequence[Rule] = config.rules
+    # Index of the first matching rule per row; len(rules) means none matched.
+    which = np.full(n, len(rules), dtype=np.int64)
+    open_rows = np.ones(n, dtype=bool)
+    for i, rule in enumerate(rules):
+        if not open_rows.any():
+            break
+        hit = _rule_matches(rule, source, text, label, score, open_rows)
+        which[hit] = i
+        open_rows &= ~hit
+    departments = [r.department for r in rules] + [None]
+    rule_names = [r.name for r in rules] + ["unmatched"]
+    department = np.array(departments, dtype=object)[which]
+    routed = np.array([d is not None for d in departments], dtype=bool)[which]
+    # auto_handoff() per distinct (department, label) pair, then a score test where it asks one.
+    auto = np.zeros(n, dtype=bool)
+    candidates = routed & ~needs_review
+    if candidates.any():
+        pairs = {(department[i], label[i]) for i in np.flatnonzero(candidates).tolist()}
+        for dept, lab in pairs:
+            rows = candidates & (department == dept) & (label == lab)
+            rule = config.auto_handoff.get(lab)
+            if rule is None:
+                auto[rows] = config.departments[dept].auto_handoff
+            elif isinstance(rule, bool):
+                auto[rows] = rule
+            else:
+                auto[rows] = score[rows] >= rule
+    state = np.where(routed, np.where(auto, AUTO_HANDOFF, AWAITING_REVIEW), ARCHIVED)
+    routes = pa.table(
+        {
+            "item_id": item_ids,
+            "department": pa.array(department, pa.string()),
+            "rule": pa.array(rule_names, pa.string()).take(pa.array(which)),
+            "state": pa.array(state, pa.string()),
+            "routed_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=ROUTE_SCHEMA,
+    )
+    ids = np.asarray(item_ids.to_numpy(zero_copy_only=False), dtype=object)
+    out_ids: list[str] = []
+    out_dest: list[str] = []
+    out_kind: list[str] = []
+    review_dest = config.review_destination
+    if review_dest:
+        reviewed = ids[routed].tolist()
+        out_ids += reviewed
+        out_dest += [review_dest] * len(reviewed)
+        out_kind += ["review"] * len(reviewed)
+    handed = routed & (state == AUTO_HANDOFF)
+    for dept in {d for d in department[handed].tolist()}:
+        dept_ids = ids[handed & (department == dept)].tolist()
+        for dest in handoff_destinations(config, dept):
+            out_ids += dept_ids
+            out_dest += [dest] * len(dept_ids)
+            out_kind += ["handoff"] * len(dept_ids)
+    outbox = pa.table(
+        {
+            "key": pa.array(
+                [
+                    delivery_key(i, d, k)
+                    for i, d, k in zip(out_ids, out_dest, out_kind, strict=True)
+                ],
+                pa.string(),
+            ),
+            "item_id": pa.array(out_ids, pa.string()),
+            "destination": pa.array(out_dest, pa.string()),
+            "kind": pa.array(out_kind, pa.string()),
+            "created_at": pa.array([now] * len(out_ids), pa.timestamp("us", tz="UTC")),
+        },
+        schema=OUTBOX_SCHEMA,
+    )
+    return routes, outbox
 
 
 def release(store: Store, config: Config, item_id: str, department: str | None, rule: str) -> int:
