@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from triage.models import Mention, Rejected
 
 
@@ -22,6 +24,15 @@ class FetchBatch:
     mentions: list[Mention] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     cursor: Any = None
+    # Bulk connectors may hand over valid records already laid out as ``items`` rows
+    # (``triage.models.ITEM_SCHEMA``): a backfill then skips one Python object per record.
+    items: pa.Table | None = None
+
+    @property
+    def size(self) -> int:
+        """How many records the batch holds: mentions, item rows and rejected records."""
+        rows = self.items.num_rows if self.items is not None else 0
+        return len(self.mentions) + rows + len(self.rejected)
 
 
 @dataclass(slots=True)

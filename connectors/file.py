@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from connectors.base import ConnectorError, FetchBatch, SourceContext
-from connectors.records import mention_from_record
-from triage.models import InvalidRecord, Rejected
+from connectors.records import item_rows
+from triage.models import Rejected
 
 SETTINGS = {
     "path": "folder (or single file) of *.jsonl / *.csv drops, relative to the config file",
@@ -114,6 +114,9 @@ def _read_jsonl(
     default_type = ctx.settings.get("source_type")
     for lines, pos in _read_lines(path, offset, ctx.batch_size):
         batch = FetchBatch()
+        records: list[Any] = []
+        raws: list[str] = []
+        numbers: list[int] = []
         for lineno, line in lines:
             if not line.strip():
                 continue
@@ -122,21 +125,24 @@ def _read_jsonl(
             except orjson.JSONDecodeError as exc:
                 batch.rejected.append(_reject(ctx, path, lineno, f"invalid JSON: {exc}", line))
                 continue
-            try:
-                text = line.decode("utf-8").rstrip("\r\n")
-                batch.mentions.append(
-                    mention_from_record(
-                        ctx.name,
-                        record,
-                        fetched_at=fetched_at,
-                        raw=text,
-                        mapping=mapping,
-                        default_source_type=default_type,
-                    )
-                )
-            except InvalidRecord as exc:
-                ext = record.get("id") if isinstance(record, dict) else None
-                batch.rejected.append(_reject(ctx, path, lineno, str(exc), line, ext))
+            records.append(record)
+            # orjson accepted the line, so it is valid UTF-8.
+            raws.append(line.decode("utf-8").rstrip("\r\n"))
+            numbers.append(lineno)
+        # Valid records become item rows column by column (no Mention per record); the invalid
+        # ones come back with mention_from_record's reason.
+        batch.items, invalid = item_rows(
+            ctx.name,
+            records,
+            fetched_at=fetched_at,
+            raws=raws,
+            mapping=mapping,
+            default_source_type=default_type,
+        )
+        for i, reason in invalid:
+            record = records[i]
+            ext = record.get("id") if isinstance(record, dict) else None
+            batch.rejected.append(_reject(ctx, path, numbers[i], reason, raws[i], ext))
         yield batch, pos
 
 
@@ -155,6 +161,8 @@ def _read_csv(
     for lines, pos in _read_lines(path, start, ctx.batch_size, quoted=True):
         batch = FetchBatch()
         chunk = b"".join(line for _, line in lines).decode("utf-8", errors="replace")
+        records: list[dict[str, str]] = []
+        numbers: list[int] = []
         for n, row in enumerate(csv.reader(io.StringIO(chunk)), start=1):
             if not row:
                 continue
@@ -163,19 +171,18 @@ def _read_csv(
                     _reject(ctx, path, n, f"{len(row)} columns, header has {len(header)}", row)
                 )
                 continue
-            record = dict(zip(header, row, strict=True))
-            try:
-                batch.mentions.append(
-                    mention_from_record(
-                        ctx.name,
-                        record,
-                        fetched_at=fetched_at,
-                        mapping=mapping,
-                        default_source_type=default_type,
-                    )
-                )
-            except InvalidRecord as exc:
-                batch.rejected.append(_reject(ctx, path, n, str(exc), record, record.get("id")))
+            records.append(dict(zip(header, row, strict=True)))
+            numbers.append(n)
+        batch.items, invalid = item_rows(
+            ctx.name,
+            records,
+            fetched_at=fetched_at,
+            mapping=mapping,
+            default_source_type=default_type,
+        )
+        for i, reason in invalid:
+            record = records[i]
+            batch.rejected.append(_reject(ctx, path, numbers[i], reason, record, record.get("id")))
         yield batch, pos
 
 

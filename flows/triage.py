@@ -63,9 +63,9 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
         cursor = store.get_cursor(source.name)
         for batch in connector.fetch(ctx, cursor):
             new_items, new_q = store.ingest(
-                source.name, batch.mentions, batch.rejected, batch.cursor
+                source.name, batch.mentions, batch.rejected, batch.cursor, items=batch.items
             )
-            fetched += len(batch.mentions) + len(batch.rejected)
+            fetched += batch.size
             stored += new_items
             quarantined += new_q
             if fetched >= 50_000 and fetched % 50_000 < batch_size:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
+
 LABELS: tuple[str, ...] = ("kudos", "sales_lead", "feature_request", "service_issue", "other")
 # The owner who must act first wins the primary label (DESIGN.md); `other` never outranks a real intent.
 PRIORITY: tuple[str, ...] = ("service_issue", "sales_lead", "feature_request", "kudos", "other")
@@ -16,6 +18,30 @@ DEPARTMENTS: tuple[str, ...] = ("marketing", "sales", "product", "support")
 # Longest text we keep verbatim. Longer texts are cut with a marker, never dropped.
 MAX_TEXT_CHARS = 20_000
 TRUNCATION_MARKER = " […truncated]"
+
+
+# The column layout of the ``items`` table as an Arrow schema: what :meth:`Mention.to_row` gives,
+# and what columnar connectors hand to the store directly.
+ITEM_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("external_id", pa.string()),
+        ("url", pa.string()),
+        ("author_handle", pa.string()),
+        ("author_name", pa.string()),
+        ("author_url", pa.string()),
+        ("author_followers", pa.int64()),
+        ("text", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("fetched_at", pa.timestamp("us", tz="UTC")),
+        ("thread", pa.string()),
+        ("in_reply_to", pa.string()),
+        ("language", pa.string()),
+        ("source_type", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
 
 
 def item_id(source: str, external_id: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from triage.models import LABELS, Mention, Rejected
+from triage.models import ITEM_SCHEMA, LABELS, Mention, Rejected
 
 # Each migration runs once, in order, inside one transaction with its bookkeeping row.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -227,27 +227,6 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-ITEM_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("external_id", pa.string()),
-        ("url", pa.string()),
-        ("author_handle", pa.string()),
-        ("author_name", pa.string()),
-        ("author_url", pa.string()),
-        ("author_followers", pa.int64()),
-        ("text", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("fetched_at", pa.timestamp("us", tz="UTC")),
-        ("thread", pa.string()),
-        ("in_reply_to", pa.string()),
-        ("language", pa.string()),
-        ("source_type", pa.string()),
-        ("raw", pa.string()),
-    ]
-)
-
 # Predictions' scores as JSON text, formatted by DuckDB's printf: the same digits as Python's
 # "%.5f" (checked against it), and no Python string building per row.
 _SCORE_COLUMNS = ", ".join(f"score_{lab}" for lab in LABELS)
@@ -349,6 +328,7 @@ class Store:
         cursor: Any,
         *,
         advance_cursor: bool = True,
+        items: pa.Table | None = None,
     ) -> tuple[int, int]:
         """Store a fetched batch and advance the source's cursor in the same transaction.
 
@@ -361,12 +341,16 @@ class Store:
             rejected: Records that failed validation; they are quarantined with their reason.
             cursor: JSON-serialisable cursor to store once the batch is durable.
             advance_cursor: False stores the batch without touching the cursor.
+            items: More valid records of the batch, already laid out as ``ITEM_SCHEMA`` rows (the
+                file connector's columnar path); stored like ``mentions``.
 
         Returns:
             ``(new_items, new_quarantined)``: how many rows this call created.
         """
         with self.transaction():
             new_items = self.insert_items(mentions)
+            if items is not None and items.num_rows:
+                new_items += self.insert_item_table(items)
             new_quarantined = self.quarantine(rejected)
             if advance_cursor:
                 self.con.execute(
