@@ -6,9 +6,11 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +26,48 @@ from triage.models import LABELS
 from triage.routing import route_batch
 from triage.secrets import get_secret
 from triage.slack.decisions import process_pending
-from triage.store import open_store
+from triage.store import Store, open_store
 
 log = logging.getLogger("triage")
+
+
+class BackgroundWriter:
+    """Run store writes one at a time in a background thread, at most one in flight.
+
+    DuckDB releases the GIL while it executes, so a batch is stored on the second core while the
+    next one is computed. The writer has its own connection (a cursor of the store's database);
+    each write commits on its own, exactly as it would inline, and a failed write is raised by the
+    next :meth:`submit` or on exit.
+    """
+
+    def __init__(self, store: Store) -> None:
+        """Prepare a writer next to ``store`` (use it as a context manager)."""
+        self._store = Store(store.con.cursor(), store.path)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-writer")
+        self._pending: Future[Any] | None = None
+
+    def submit(self, write: Callable[..., Any], *args: Any) -> None:
+        """Wait for the previous write, then start ``write(store, *args)`` in the background."""
+        self.wait()
+        self._pending = self._pool.submit(write, self._store, *args)
+
+    def wait(self) -> None:
+        """Wait for the write in flight, raising its error if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> Self:
+        """Start using the writer."""
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        """Finish the write in flight (even after an error, so nothing is left half-done)."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._store.con.close()
 
 
 @lru_cache(maxsize=4)
@@ -116,11 +157,12 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
     clf = classifier_for(config)
     by_label: Counter[str] = Counter()
     needs_review = 0
-    with open_store(config.database) as store:
+    with open_store(config.database) as store, BackgroundWriter(store) as writer:
         for batch in store.unclassified(batch_size):
             scores = clf.scores(batch.column("text").to_pylist())
             table = prediction_table(batch.column("id"), scores, clf, datetime.now(UTC))
-            store.insert_predictions(table)
+            # Stored while the next batch is classified; one batch in flight keeps memory flat.
+            writer.submit(Store.insert_predictions, table)
             by_label.update(table.column("label").to_pylist())
             needs_review += pc.sum(table.column("needs_review")).as_py() or 0
             total = sum(by_label.values())
@@ -140,10 +182,11 @@ def route_pending(config: Config, batch_size: int = 20_000) -> dict[str, Any]:
     started = time.monotonic()
     by_department: Counter[str] = Counter()
     enqueued = 0
-    with open_store(config.database) as store:
+    with open_store(config.database) as store, BackgroundWriter(store) as writer:
         for batch in store.unrouted(batch_size):
             routes, outbox = route_batch(config, batch)
-            store.insert_routes(routes, outbox)
+            # Routes and their deliveries still commit together, in the writer's transaction.
+            writer.submit(Store.insert_routes, routes, outbox)
             by_department.update(d or "none" for d in routes.column("department").to_pylist())
             enqueued += outbox.num_rows
     return {
