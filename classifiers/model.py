@@ -215,8 +215,8 @@ class Classifier:
         self.policy = Policy.from_json(meta.get("policy", {}))
         self.version = str(meta.get("version", "unknown"))
         # A model trained on fewer labels scores the missing ones 0.0 (the slower lookup path).
-        labels = set(nlp.get_pipe(COMPONENT).labels) if COMPONENT in nlp.pipe_names else set()
-        self._has_all_labels = labels >= set(LABELS)
+        textcat: Any = nlp.get_pipe(COMPONENT) if COMPONENT in nlp.pipe_names else None
+        self._has_all_labels = set(getattr(textcat, "labels", ())) >= set(LABELS)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Classifier:

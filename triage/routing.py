@@ -160,13 +160,13 @@ def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Ta
         pairs = {(department[i], label[i]) for i in np.flatnonzero(candidates).tolist()}
         for dept, lab in pairs:
             rows = candidates & (department == dept) & (label == lab)
-            rule = config.auto_handoff.get(lab)
-            if rule is None:
+            setting = config.auto_handoff.get(lab)
+            if setting is None:
                 auto[rows] = config.departments[dept].auto_handoff
-            elif isinstance(rule, bool):
-                auto[rows] = rule
+            elif isinstance(setting, bool):
+                auto[rows] = setting
             else:
-                auto[rows] = score[rows] >= rule
+                auto[rows] = score[rows] >= setting
     state = np.where(routed, np.where(auto, AUTO_HANDOFF, AWAITING_REVIEW), ARCHIVED)
     routes = pa.table(
         {
