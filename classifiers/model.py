@@ -121,6 +121,25 @@ class Decisions:
         return self.reason != 0
 
 
+# Label columns in the order of DESIGN.md's priority (most urgent owner first).
+_PRIORITY_ORDER = np.array([LABELS.index(lab) for lab in PRIORITY])
+
+
+def primary_indices(scores: np.ndarray, thresholds: np.ndarray, rule: str) -> np.ndarray:
+    """Each row's primary label (index into ``LABELS``) under a rule and per-label thresholds.
+
+    Under ``priority`` it is the most urgent label that clears its threshold, under ``argmax``
+    the top score; with no label over its threshold, the top score. Vectorised: it runs on every
+    batch, and threshold tuning calls it thousands of times.
+    """
+    top = scores.argmax(axis=1)
+    if rule != "priority":
+        return top
+    above = scores >= thresholds
+    first = _PRIORITY_ORDER[above[:, _PRIORITY_ORDER].argmax(axis=1)]
+    return np.where(above.any(axis=1), first, top)
+
+
 def decide_columns(scores: np.ndarray, policy: Policy) -> Decisions:
     """Turn calibrated scores into columnar decisions (see :func:`decide` for the rule).
 
@@ -134,18 +153,12 @@ def decide_columns(scores: np.ndarray, policy: Policy) -> Decisions:
     n_labels = len(LABELS)
     thresholds = np.array([policy.thresholds.get(lab, 0.5) for lab in LABELS])
     review = np.array([policy.review_thresholds.get(lab, 0.5) for lab in LABELS])
-    rank = {lab: i for i, lab in enumerate(PRIORITY)}
-    order = np.array(sorted(range(n_labels), key=lambda j: rank[LABELS[j]]))
+    order = _PRIORITY_ORDER
     n = scores.shape[0]
     above = scores >= thresholds
     any_above = above.any(axis=1)
     top = scores.argmax(axis=1)
-    # Vectorised: this runs on every item of every batch, a Python loop per row would dominate.
-    if policy.primary_rule == "priority":
-        first = order[above[:, order].argmax(axis=1)]
-        chosen = np.where(any_above, first, top)
-    else:
-        chosen = top
+    chosen = primary_indices(scores, thresholds, policy.primary_rule)
     rows = np.arange(n)
     sorted_scores = np.sort(scores, axis=1)
     margins = sorted_scores[:, -1] - sorted_scores[:, -2]

@@ -20,10 +20,18 @@ from thinc.api import Adam, Config, Optimizer
 
 from classifiers.data import Example, split
 from classifiers.metrics import evaluate_labels
-from classifiers.model import COMPONENT, META_FILE, Classifier, Policy, calibrate, decide
+from classifiers.model import (
+    COMPONENT,
+    META_FILE,
+    Classifier,
+    Policy,
+    calibrate,
+    decide,
+    primary_indices,
+)
 from classifiers.normalize import normalize
 from classifiers.tokenizer import FastTokenizer
-from triage.models import LABELS, PRIORITY
+from triage.models import LABELS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "textcat_bow.cfg"
@@ -80,17 +88,6 @@ def fit_platt(
     return a, b
 
 
-def _primary(scores: np.ndarray, thresholds: np.ndarray, rule: str) -> np.ndarray:
-    """Primary-label indices under a rule: the vectorised core of :func:`decide`, for tuning."""
-    top = scores.argmax(axis=1)
-    if rule == "argmax":
-        return top
-    order = np.array([LABELS.index(lab) for lab in PRIORITY])
-    above = scores >= thresholds
-    first = order[above[:, order].argmax(axis=1)]
-    return np.where(above.any(axis=1), first, top)
-
-
 def _macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
     """Macro-F1 over the labels present in ``gold`` (as :func:`evaluate_labels`), on indices."""
     k = len(LABELS)
@@ -112,13 +109,13 @@ def _fit_thresholds(scores: np.ndarray, gold: np.ndarray, rule: str) -> np.ndarr
         # "more likely than not", which is what a secondary label should say.
         return thresholds
     grid = np.round(np.arange(0.5, 0.91, 0.05), 2)
-    current = _macro_f1(gold, _primary(scores, thresholds, rule))
+    current = _macro_f1(gold, primary_indices(scores, thresholds, rule))
     for _ in range(3):  # a few sweeps over labels are enough for five thresholds
         for j in range(len(LABELS)):
             for t in grid:
                 trial = thresholds.copy()
                 trial[j] = t
-                f1 = _macro_f1(gold, _primary(scores, trial, rule))
+                f1 = _macro_f1(gold, primary_indices(scores, trial, rule))
                 if f1 > current + 1e-9:
                     current, thresholds = f1, trial
     return thresholds
@@ -151,7 +148,7 @@ def tune_policy(
             if not test.any() or not fit.any():
                 continue
             thresholds = _fit_thresholds(scores[fit], gold_idx[fit], rule)
-            f1s.append(_macro_f1(gold_idx[test], _primary(scores[test], thresholds, rule)))
+            f1s.append(_macro_f1(gold_idx[test], primary_indices(scores[test], thresholds, rule)))
         estimates[rule] = float(np.mean(f1s)) if f1s else 0.0
     # Ties go to the priority rule, which DESIGN.md prescribes when several labels apply.
     rule = "priority" if estimates["priority"] >= estimates["argmax"] else "argmax"
