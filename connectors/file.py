@@ -110,8 +110,6 @@ def _read_lines(
 def _read_jsonl(
     ctx: SourceContext, path: Path, offset: int, fetched_at: datetime
 ) -> Iterator[tuple[FetchBatch, int]]:
-    mapping = ctx.settings.get("fields")
-    default_type = ctx.settings.get("source_type")
     for lines, pos in _read_lines(path, offset, ctx.batch_size):
         batch = FetchBatch()
         records: list[Any] = []
@@ -129,28 +127,42 @@ def _read_jsonl(
             # orjson accepted the line, so it is valid UTF-8.
             raws.append(line.decode("utf-8").rstrip("\r\n"))
             numbers.append(lineno)
-        # Valid records become item rows column by column (no Mention per record); the invalid
-        # ones come back with mention_from_record's reason.
-        batch.items, invalid = item_rows(
-            ctx.name,
-            records,
-            fetched_at=fetched_at,
-            raws=raws,
-            mapping=mapping,
-            default_source_type=default_type,
-        )
-        for i, reason in invalid:
-            record = records[i]
-            ext = record.get("id") if isinstance(record, dict) else None
-            batch.rejected.append(_reject(ctx, path, numbers[i], reason, raws[i], ext))
+        _add_items(ctx, path, batch, records, numbers, fetched_at, raws)
         yield batch, pos
+
+
+def _add_items(
+    ctx: SourceContext,
+    path: Path,
+    batch: FetchBatch,
+    records: list[Any],
+    numbers: list[int],
+    fetched_at: datetime,
+    raws: list[str] | None = None,
+) -> None:
+    """Turn a batch's parsed records into item rows; quarantine the invalid ones with a reason.
+
+    Valid records become item rows column by column (no Mention per record); the invalid ones
+    come back with mention_from_record's reason and are kept as their raw line (JSONL) or row.
+    """
+    batch.items, invalid = item_rows(
+        ctx.name,
+        records,
+        fetched_at=fetched_at,
+        raws=raws,
+        mapping=ctx.settings.get("fields"),
+        default_source_type=ctx.settings.get("source_type"),
+    )
+    for i, reason in invalid:
+        record = records[i]
+        ext = record.get("id") if isinstance(record, dict) else None
+        raw = raws[i] if raws is not None else record
+        batch.rejected.append(_reject(ctx, path, numbers[i], reason, raw, ext))
 
 
 def _read_csv(
     ctx: SourceContext, path: Path, offset: int, fetched_at: datetime
 ) -> Iterator[tuple[FetchBatch, int]]:
-    mapping = ctx.settings.get("fields")
-    default_type = ctx.settings.get("source_type")
     with path.open("rb") as fh:
         header_line = fh.readline()
     header = next(csv.reader([header_line.decode("utf-8-sig", errors="replace")]), [])
@@ -173,16 +185,7 @@ def _read_csv(
                 continue
             records.append(dict(zip(header, row, strict=True)))
             numbers.append(n)
-        batch.items, invalid = item_rows(
-            ctx.name,
-            records,
-            fetched_at=fetched_at,
-            mapping=mapping,
-            default_source_type=default_type,
-        )
-        for i, reason in invalid:
-            record = records[i]
-            batch.rejected.append(_reject(ctx, path, numbers[i], reason, record, record.get("id")))
+        _add_items(ctx, path, batch, records, numbers, fetched_at)
         yield batch, pos
 
 
