@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from classifiers.data import Example, load_examples, load_starter
+from classifiers.data import DataError, Example, load_examples, load_starter
 from classifiers.metrics import evaluate_labels, format_report
 from classifiers.model import Classifier
 from classifiers.normalize import normalize
@@ -88,6 +88,7 @@ def evaluate_model(
     *,
     baseline: bool = True,
     balanced: int | None = None,
+    only_labels: Sequence[str] = (),
     report_dir: Path | None = Path("reports"),
 ) -> dict[str, Any]:
     """Score a model on labelled data, per file and overall, with an optional baseline.
@@ -97,15 +98,29 @@ def evaluate_model(
         model: Model folder; None is the shipped model.
         baseline: Also train TF-IDF + LR on the model's own training data and score it.
         balanced: Score a label-balanced sample of this many per label instead of everything.
+        only_labels: Score only the rows whose gold label is one of these.
         report_dir: Where ``confusion_matrix.png`` is written; None skips the plot.
 
     Returns:
-        ``{"model", "overall", "per_file", "baseline"?, "confusion_png"?}``.
+        ``{"model", "overall", "per_file", "errors", "baseline"?, "confusion_png"?}``; ``errors``
+        lists the misclassified rows (file, row, text, gold and predicted label, scores).
+
+    Raises:
+        DataError: When the data has no usable row (a score of zeros would look like a result).
     """
     clf = Classifier.load(model)
     examples = load_examples(list(data))
+    if only_labels:
+        examples = [ex for ex in examples if ex.label in only_labels]
     if balanced:
         examples = balanced_sample(examples, balanced)
+    if not examples:
+        raise DataError(
+            f"no usable rows in {', '.join(map(str, data))}"
+            + (f" with gold label {', '.join(only_labels)}" if only_labels else "")
+            + ": every row needs a non-empty 'text' and a 'label' "
+            f"({', '.join(LABELS)})"
+        )
     texts = [ex.text for ex in examples]
     preds = clf.predict(texts)
     labels = [p.label for p in preds]
@@ -127,6 +142,20 @@ def evaluate_model(
         "labels": list(LABELS),
         "overall": overall,
         "per_file": per_file,
+        "errors": [
+            {
+                "file": ex.origin,
+                "row": ex.row,
+                "text": ex.text,
+                "gold": ex.label,
+                "predicted": p.label,
+                "labels": p.labels,
+                "needs_review": p.needs_review,
+                "scores": {k: round(v, 4) for k, v in p.scores.items()},
+            }
+            for ex, p in zip(examples, preds, strict=True)
+            if p.label != ex.label
+        ],
     }
     if baseline:
         train = _training_data(clf.meta)
@@ -144,7 +173,7 @@ def evaluate_model(
 
 
 def render_text(result: dict[str, Any]) -> str:
-    """Human-readable rendering of :func:`evaluate_model`'s result."""
+    """Human-readable rendering of :func:`evaluate_model`'s result (with its errors, if kept)."""
     parts = [format_report(result["overall"], f"model {result['model']}")]
     parts.append(f"needs review: {result['overall']['needs_review_rate']:.1%}")
     parts.append("per file:")
@@ -159,6 +188,15 @@ def render_text(result: dict[str, Any]) -> str:
         )
     if "confusion_png" in result:
         parts.append(f"confusion matrix: {result['confusion_png']}")
+    if "errors" in result:
+        parts.append(f"misclassified rows ({len(result['errors'])}):")
+        for e in result["errors"]:
+            text = " ".join(e["text"].split())
+            text = text if len(text) <= 100 else text[:99] + "…"
+            flag = " (flagged)" if e["needs_review"] else ""
+            parts.append(
+                f"  {e['file']}:{e['row']}  gold {e['gold']}  predicted {e['predicted']}{flag}  {text}"
+            )
     return "\n".join(parts)
 
 
