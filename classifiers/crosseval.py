@@ -111,6 +111,7 @@ def leave_one_source_out(
     *,
     test_data: Sequence[Example] = (),
     only_labels: Sequence[str] = (),
+    leave_out: Sequence[str] = (),
     config_path: Path = DEFAULT_CONFIG,
     seed: int | None = None,
     epochs: int | None = None,
@@ -129,6 +130,7 @@ def leave_one_source_out(
             family (``--test-data ../shared/datasets/dev``: the dev rows of the file left out).
         only_labels: Score only rows with these gold labels (e.g. app-store problem reports and
             feature requests: ``service_issue,feature_request``).
+        leave_out: Leave out only these families (default: every one); each costs a training.
         config_path: Architecture config, as for ``triage train``.
         seed: Seed override.
         epochs: Largest epoch count override.
@@ -159,7 +161,12 @@ def leave_one_source_out(
     def keep(rows: Sequence[Example]) -> list[Example]:
         return [ex for ex in rows if not wanted or ex.label in wanted]
 
-    plan = sorted(by_family) + (["(all starter families)"] if unseen_by else [])
+    unknown = sorted(set(leave_out) - set(by_family))
+    if unknown:
+        raise ValueError(
+            f"no training data from {', '.join(unknown)} (families: {', '.join(sorted(by_family))})"
+        )
+    plan = sorted(leave_out or by_family) + (["(all starter families)"] if unseen_by else [])
     groups: dict[str, dict[str, Any]] = {}
     kinds: dict[str, str] = {}
     with Progress("leave-one-source-out", len(plan), log, rich=rich) as progress:

@@ -65,20 +65,21 @@ class DocCache:
     def __init__(self) -> None:
         """Start empty; the first pipeline built supplies the vocabulary."""
         self.vocab: Vocab | None = None
-        self._examples: dict[int, SpacyExample] = {}
+        self._examples: dict[tuple[str, tuple[str, ...]], SpacyExample] = {}
 
     def examples(self, nlp: spacy.language.Language, data: Sequence[Example]) -> list[SpacyExample]:
         """spaCy examples for ``data`` (the same object each time for the same example)."""
         out = []
         for ex in data:
-            found = self._examples.get(id(ex))
+            key = (ex.text, tuple(ex.labels))
+            found = self._examples.get(key)
             if found is None:
                 # The pipeline's tokenizer normalises; configs with spaCy's own tokenizer get it here.
                 doc = nlp.make_doc(ex.text if _normalising(nlp) else normalize(ex.text))
                 doc.cats = {lab: float(lab in ex.labels) for lab in LABELS}
                 # The text classifier reads the gold cats from the reference and never changes
                 # the predicted doc while training, so one doc can be both.
-                found = self._examples[id(ex)] = SpacyExample(doc, doc)
+                found = self._examples[key] = SpacyExample(doc, doc)
             out.append(found)
         return out
 
@@ -251,6 +252,42 @@ def _weighted(data: Sequence[Example], settings: dict[str, Any]) -> list[Example
     return list(data) + starter * (weight - 1)
 
 
+def _mixed(data: Sequence[Example], count: int, seed: int) -> list[Example]:
+    """Synthetic praise-then-problem (and praise-then-wish) examples joined from real ones.
+
+    With a sigmoid per label, every pure-praise example teaches the model that "love", "great"
+    and "best" count *against* a service issue, so "Love this app but it crashes" loses its
+    service_issue score to the praise. Joining a kudos text to a service-issue (or feature
+    request) text, labelled with both, teaches that praise and a problem add up. Drawn from the
+    training data only (never from a fold's left-out rows), seeded.
+    """
+    if count <= 0:
+        return []
+    rng = random.Random(seed)
+    praise = [ex for ex in data if ex.labels == ["kudos"]]
+    problems = [ex for ex in data if ex.label in ("service_issue", "feature_request")]
+    if not praise or not problems:
+        return []
+    out = []
+    joiners = [" ", " but ", ". ", "... ", " however "]
+    for _ in range(count):
+        a, b = rng.choice(praise), rng.choice(problems)
+        if rng.random() < 0.75:
+            text = a.text.rstrip() + rng.choice(joiners) + b.text.strip()
+        else:  # the problem first, the praise after ("crashes a lot, otherwise love it")
+            text = b.text.rstrip() + " " + a.text.strip()
+        out.append(
+            Example(
+                text=text,
+                label=b.label,
+                labels=[*b.labels, "kudos"] if "kudos" not in b.labels else list(b.labels),
+                origin=b.origin,
+                group=b.group,
+            )
+        )
+    return out
+
+
 def fit_pipeline(
     config_path: Path,
     data: Sequence[Example],
@@ -285,7 +322,8 @@ def fit_pipeline(
     cache.vocab = nlp.vocab
     fix_random_seed(seed)
     rng = random.Random(seed)
-    examples = cache.examples(nlp, _weighted(data, settings))
+    mixed = _mixed(data, int(settings.get("mixed_examples", 0)), seed)
+    examples = cache.examples(nlp, _weighted(data, settings) + mixed)
     optimizer = _start(nlp, examples, settings)
     per_epoch: list[np.ndarray] = []
     for epoch in range(1, epochs + 1):

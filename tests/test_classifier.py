@@ -291,7 +291,7 @@ def test_train_is_seeded_and_reproducible_and_evaluate_reports(tmp_path: Path) -
             app, ["train", "--data", str(data), "--out", str(tmp_path / name), "--epochs", "3"]
         )
         assert result.exit_code == 0, result.output
-        assert "epoch  3/3" in result.output
+        assert "final model epoch" in result.output
     a = (tmp_path / "a" / "textcat_multilabel" / "model").read_bytes()
     b = (tmp_path / "b" / "textcat_multilabel" / "model").read_bytes()
     assert a == b
@@ -450,3 +450,92 @@ def test_evaluate_errors_lists_the_misclassified_rows(tmp_path: Path) -> None:
     ]
     plain = CliRunner().invoke(app, [*base, "--json"])
     assert "errors" not in json.loads(plain.output)
+
+
+def _source_files(tmp_path: Path, per_source: int = 60) -> list[Path]:
+    """Three small labelled files, each one 'source' (starter rows of different source types)."""
+    examples = load_examples([STARTER_DIR])
+    files = []
+    for name, kinds in {
+        "tweets.jsonl": {"tweet", "mastodon"},
+        "reviews.jsonl": {"app_review"},
+        "forums.jsonl": {"forum", "reddit", "hn_comment"},
+    }.items():
+        rows = []
+        for label in LABELS:
+            rows += [ex for ex in examples if ex.group in kinds and ex.label == label][
+                : per_source // 5
+            ]
+        path = tmp_path / name
+        path.write_text(
+            "".join(json.dumps({"text": ex.text, "label": ex.label}) + "\n" for ex in rows),
+            encoding="utf-8",
+        )
+        files.append(path)
+    return files
+
+
+@pytest.mark.slow
+def test_train_prints_progress_with_steps_and_time_left(tmp_path: Path) -> None:
+    files = _source_files(tmp_path)
+    args = ["train", "--out", str(tmp_path / "m"), "--arch", "bow", "--epochs", "2", "--folds", "2"]
+    result = CliRunner().invoke(app, [*args, *[a for f in files for a in ("--data", str(f))]])
+    assert result.exit_code == 0, result.output
+    steps = [ln for ln in result.output.splitlines() if ln.startswith("[training ")]
+    # 2 folds x 2 epochs, then the final model: every step says where it is and how long is left.
+    assert len(steps) >= 5, result.output
+    assert steps[0].startswith("[training 1/6") and "elapsed" in steps[0] and "left" in steps[0]
+    assert any("fold 2/2" in ln for ln in steps)
+    assert steps[-1].startswith("[training 6/6  100%")
+    assert "out-of-source macro-F1 by epoch" in result.output
+
+
+@pytest.mark.slow
+def test_leave_one_source_out_scores_every_source_it_left_out(tmp_path: Path) -> None:
+    files = _source_files(tmp_path)
+    args = ["evaluate", "--leave-one-source-out", "--no-baseline", "--json", "--arch", "bow"]
+    args += ["--epochs", "2", "--folds", "2"]
+    result = CliRunner().invoke(app, [*args, *[a for f in files for a in ("--data", str(f))]])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["mode"] == "with-data"
+    assert set(report["groups"]) == {"tweets.jsonl", "reviews.jsonl", "forums.jsonl"}
+    for group in report["groups"].values():
+        assert group["n"] == 60
+        assert 0.0 <= group["macro_f1"] <= 1.0 and 0.0 <= group["needs_review_rate"] <= 1.0
+        assert (
+            group["accuracy_when_not_flagged"] is None
+            or 0 <= group["accuracy_when_not_flagged"] <= 1
+        )
+        assert "macro_f1_argmax_rule" in group
+    mean = report["mean"]
+    assert mean["groups"] == 3
+    assert abs(mean["macro_f1"] - sum(g["macro_f1"] for g in report["groups"].values()) / 3) < 1e-3
+
+
+@pytest.mark.slow
+def test_leave_one_source_out_starter_only_mode_never_trains_on_the_given_files(
+    tmp_path: Path,
+) -> None:
+    """Starter-only: the given files are scored by a model that never saw them (new sources)."""
+    from classifiers.crosseval import leave_one_source_out
+    from classifiers.train import CONFIG_DIR
+
+    tweets, reviews, forums = (load_examples([f]) for f in _source_files(tmp_path))
+    # Stand-in for the starter corpus: two families (their group names are their files).
+    seen: list[str] = []
+    result = leave_one_source_out(
+        tweets + reviews,
+        forums,
+        config_path=CONFIG_DIR / "textcat_bow.cfg",
+        epochs=1,
+        folds=2,
+        baseline=False,
+        log=seen.append,
+        rich=False,
+    )
+    assert result["mode"] == "starter-only"
+    assert set(result["groups"]) == {"tweets.jsonl", "reviews.jsonl", "forums.jsonl"}
+    assert result["groups"]["forums.jsonl"]["n"] == 60
+    # Three models: without tweets, without reviews, and on both for the unseen file.
+    assert sum("done:" in line for line in seen) == 3

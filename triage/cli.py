@@ -298,6 +298,13 @@ def evaluate(
             "--test-data", help="Leave-one-source-out: score a left-out file on these rows."
         ),
     ] = None,
+    leave_out: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--leave-out",
+            help="Leave-one-source-out: leave out only this family (repeatable; default all).",
+        ),
+    ] = None,
     arch: Annotated[str, typer.Option(help=ARCH_HELP)] = "vectors",
     seed: Annotated[int | None, typer.Option(help="Leave-one-source-out: seed.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Leave-one-source-out: epochs.")] = None,
@@ -333,6 +340,7 @@ def evaluate(
                 unseen,
                 test_data=tests,
                 only_labels=labels,
+                leave_out=leave_out or [],
                 config_path=_config_for(arch),
                 seed=seed,
                 epochs=epochs,
