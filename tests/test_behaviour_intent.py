@@ -124,9 +124,7 @@ def test_praise_with_a_wish_goes_to_product_with_kudos(clf: Classifier, text: st
 
 
 @pytest.mark.parametrize("text", CONDITIONAL_PURCHASE)
-def test_conditional_purchase_is_a_lead_with_the_wish_secondary(
-    clf: Classifier, text: str
-) -> None:
+def test_conditional_purchase_is_a_lead_with_the_wish_secondary(clf: Classifier, text: str) -> None:
     pred = clf.predict([text])[0]
     assert pred.label == "sales_lead", pred.labels
     assert "feature_request" in pred.labels
