@@ -24,7 +24,7 @@ from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.types import Floats1d, Floats2d
 
-from classifiers.bow import build_batched_bow
+from classifiers.bow import build_batched_bow, shared_token_ids, token_ids
 from classifiers.vectors import PieceLookup, table_keys
 
 
@@ -61,7 +61,7 @@ def word_pieces(
         float32 table.
     """
     lookup, table = _lookup(model, docs)
-    arrays = [np.asarray(doc.to_array(ORTH), dtype=np.uint64).reshape(-1) for doc in docs]
+    arrays = token_ids(docs, ORTH)
     n_tokens = np.array([len(a) for a in arrays], dtype=np.int64)
     doc_of = np.repeat(np.arange(len(docs)), n_tokens)
     if not arrays or n_tokens.sum() == 0:
@@ -113,7 +113,8 @@ def vectors_linear_forward(
         key = hashlib.blake2b(np.ascontiguousarray(W).tobytes(), digest_size=16).digest()
         cached = model.attrs.get("_projected")
         if cached is None or cached[0] != key or cached[1] is not table:
-            cached = (key, table, table @ np.asarray(W, dtype=np.float32).T)
+            scale = float(model.attrs.get("scale", 1.0))
+            cached = (key, table, scale * (table @ np.asarray(W, dtype=np.float32).T))
             model.attrs["_projected"] = cached
         word_sum = _column_sums(owner, cached[2][flat], len(count))
         doc_sum = _column_sums(doc_of, word_sum[inverse], n) if len(inverse) else None
@@ -131,6 +132,7 @@ def vectors_linear_forward(
             word_vec[has] = np.add.reduceat(table[flat], starts, axis=0)
         per_doc = np.bincount(doc_of * u + inverse, minlength=n * u).reshape(n, u)
         X = (per_doc.astype(np.float32) @ word_vec) / denominator
+        X *= float(model.attrs.get("scale", 1.0))
     rate = float(model.attrs["dropout"])
     if rate:
         X = X * (np.random.random(X.shape) >= rate) / (1.0 - rate)
@@ -159,7 +161,11 @@ def _init_vectors_linear(model: Model, X: Any = None, Y: Any = None) -> None:
 
 
 def build_vectors_linear(
-    dims: int, subwords: bool = True, dropout: float = 0.0, nO: int | None = None
+    dims: int,
+    subwords: bool = True,
+    dropout: float = 0.0,
+    scale: float = 1.0,
+    nO: int | None = None,
 ) -> Model:
     """Docs in, logits out: a linear layer over the mean of the docs' static piece vectors."""
     return Model(
@@ -168,14 +174,16 @@ def build_vectors_linear(
         init=_init_vectors_linear,
         dims={"nO": nO, "nI": dims},
         params={"W": None, "b": None},
-        attrs={"subwords": subwords, "dropout": dropout},
+        attrs={"subwords": subwords, "dropout": dropout, "scale": scale},
     )
 
 
 def _sum_sigmoid_forward(
     model: Model, docs: Sequence[Doc], is_train: bool
 ) -> tuple[Floats2d, Callable]:
-    outputs = [layer(docs, is_train) for layer in model.layers]
+    # Both layers read the same token ids: read them once for the batch.
+    with shared_token_ids(docs, ORTH):
+        outputs = [layer(docs, is_train) for layer in model.layers]
     logits = outputs[0][0]
     for y, _ in outputs[1:]:
         logits = logits + y
@@ -221,6 +229,7 @@ def build_bow_vectors(
     dropout: float = 0.0,
     subwords: bool = True,
     use_bow: bool = True,
+    scale: float = 1.0,
     nO: int | None = None,
 ) -> Model:
     """Sum of the batched BOW logits and a linear layer over mean static vectors, then sigmoid.
@@ -233,6 +242,8 @@ def build_bow_vectors(
         dropout: Dropout on the pooled vectors while training.
         subwords: The table holds WordPiece pieces (MiniLM); False for whole words (GloVe).
         use_bow: False leaves the vectors alone (an ablation: what do the vectors know?).
+        scale: Factor on the mean vectors. With Adam every weight moves about the same step, so
+            this sets how fast the vector part learns next to the n-grams.
         nO: Number of labels (inferred when the pipeline is initialised).
     """
     if exclusive_classes:
@@ -241,7 +252,7 @@ def build_bow_vectors(
         exclusive_classes=False, ngram_size=ngram_size, no_output_layer=True, length=length, nO=nO
     )
     # Not wrapped in with_cpu as the BOW part is: thinc's with_cpu always runs the training path.
-    vec = build_vectors_linear(dims, subwords, dropout, nO)
+    vec = build_vectors_linear(dims, subwords, dropout, scale, nO)
     model = _sum_sigmoid(*([bow, vec] if use_bow else [vec]), nO=nO)
     if use_bow:
         model.set_ref("output_layer", bow.get_ref("output_layer"))
