@@ -96,6 +96,13 @@ def batch_ngrams(model: Model, docs: Sequence[Doc], is_train: bool) -> tuple[_Ke
     firsts = np.flatnonzero(new)
     counts = np.diff(np.append(firsts, len(all_keys))).astype("f")
     lengths = np.bincount(all_owners[firsts], minlength=len(arrays)).astype("int32")
+    norm = float(model.attrs.get("normalize", 0.0))
+    if norm:
+        # Length-normalised counts (as TF-IDF's L2 norm, times a constant): a long review then
+        # scores like a short post with the same mix of words instead of piling up evidence.
+        doc_of_key = all_owners[firsts]
+        sq = np.bincount(doc_of_key, weights=counts.astype(np.float64) ** 2, minlength=len(arrays))
+        counts = (counts * norm / np.sqrt(np.maximum(sq, 1.0))[doc_of_key]).astype("f")
     return (all_keys[firsts], counts, lengths), _no_backprop
 
 
@@ -111,8 +118,13 @@ def build_batched_bow(
     no_output_layer: bool,
     length: int = 262144,
     nO: int | None = None,
+    normalize: float = 0.0,
 ) -> Model:
-    """``spacy.TextCatBOW.v3`` with the batched n-gram extractor (see the module docstring)."""
+    """``spacy.TextCatBOW.v3`` with the batched n-gram extractor (see the module docstring).
+
+    ``normalize`` > 0 scales each document's n-gram counts to that L2 norm (0: raw counts, as
+    spaCy's model).
+    """
     model = build_bow_text_classifier_v3(
         exclusive_classes=exclusive_classes,
         ngram_size=ngram_size,
@@ -126,4 +138,5 @@ def build_batched_bow(
     # thinc keeps a layer's forward function in ``_func``; swapping it keeps the layer's name,
     # attributes and place in the model, so weights saved by either architecture load in both.
     extractors[0]._func = batch_ngrams
+    extractors[0].attrs["normalize"] = normalize
     return model

@@ -124,7 +124,7 @@ def leave_one_source_out(
 
     Args:
         train_data: Examples the models may train on; every family of them is left out once.
-        unseen: Examples no model trains on, scored per family by the model trained on all of
+        unseen: Examples no model trains on, scored per file by the model trained on all of
             ``train_data`` (``--starter-only`` with ``--data``).
         test_data: Rows to score a left-out family on instead of its training rows, matched by
             family (``--test-data ../shared/datasets/dev``: the dev rows of the file left out).
@@ -150,7 +150,8 @@ def leave_one_source_out(
         tests[source_family(ex)].append(ex)
     unseen_by: dict[str, list[Example]] = defaultdict(list)
     for ex in unseen:
-        unseen_by[source_family(ex)].append(ex)
+        # Never trained on, so no family to leave out: each file is one new source.
+        unseen_by[ex.origin].append(ex)
     if len(by_family) < 2:
         raise ValueError(
             "leave-one-source-out needs training data from at least two source families "

@@ -51,14 +51,13 @@ def _lookup(model: Model, docs: Sequence[Doc]) -> tuple[PieceLookup, np.ndarray]
 
 def word_pieces(
     model: Model, docs: Sequence[Doc]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A batch's distinct words and their word pieces, and where each word occurs.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A batch's distinct words and their word pieces, and where each word occurs (training).
 
     Returns:
-        ``(flat, owner, count, inverse, doc_of, table)``: the table rows of every distinct word's
-        pieces (``flat``, with ``owner`` the word each row belongs to), the number of pieces per
-        distinct word, the distinct word of every token, the document of every token, and the
-        float32 table.
+        ``(flat, count, inverse, doc_of, table)``: the table rows of every distinct word's pieces,
+        word after word, the number of pieces per distinct word, the distinct word of every
+        token, the document of every token, and the float32 table.
     """
     lookup, table = _lookup(model, docs)
     arrays = token_ids(docs, ORTH)
@@ -66,7 +65,7 @@ def word_pieces(
     doc_of = np.repeat(np.arange(len(docs)), n_tokens)
     if not arrays or n_tokens.sum() == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, empty, doc_of, table
+        return empty, empty, empty, doc_of, table
     # Distinct words first: a batch repeats its words many times; the lookup runs once per word,
     # and a cache keyed by the word's id skips even the string lookup for words seen before.
     unique, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
@@ -82,16 +81,93 @@ def word_pieces(
         word_rows.append(found)
     count = np.array([len(r) for r in word_rows], dtype=np.int64)
     flat = np.fromiter((i for r in word_rows for i in r), dtype=np.int64, count=int(count.sum()))
-    owner = np.repeat(np.arange(len(word_rows)), count)
-    return flat, owner, count, inverse.reshape(-1), doc_of, table
+    return flat, count, inverse.reshape(-1), doc_of, table
 
 
-def _column_sums(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """``out[i] = values[index == i].sum(0)`` for a narrow ``values`` (a bincount per column)."""
-    return np.stack(
-        [np.bincount(index, weights=values[:, j], minlength=n) for j in range(values.shape[1])],
-        axis=1,
-    )
+class WordStore:
+    """Every word a predicting model has met, by token id: its piece count and projected sum.
+
+    Classification streams meet the same words again and again; after the first batches almost
+    every word is known, and a batch is looked up with one sorted search instead of a Python
+    loop over its words. Only for prediction: the projected sums hold for one set of weights.
+    """
+
+    LIMIT = 500_000
+
+    def __init__(self, lookup: PieceLookup, projected: np.ndarray) -> None:
+        """Start empty for these weights (``projected`` = the table times the weights)."""
+        self.lookup = lookup
+        self.projected = projected
+        self.keys = np.zeros(0, dtype=np.uint64)  # sorted token ids
+        self.index = np.zeros(0, dtype=np.int64)  # word number of each sorted key
+        self.pending: dict[int, int] = {}  # words added since the keys were last sorted
+        self.count = np.zeros(1024, dtype=np.float64)
+        self.sums = np.zeros((1024, projected.shape[1]), dtype=np.float64)
+        self.size = 0
+
+    def word_ids(self, unique: np.ndarray, strings: Any) -> np.ndarray:
+        """Word numbers of a sorted array of distinct token ids, adding the new ones."""
+        if self.size + len(unique) > self.LIMIT:
+            self.__init__(self.lookup, self.projected)  # type: ignore[misc]
+        ids = np.full(len(unique), -1, dtype=np.int64)
+        if len(self.keys):
+            pos = np.minimum(np.searchsorted(self.keys, unique), len(self.keys) - 1)
+            hit = self.keys[pos] == unique
+            ids[hit] = self.index[pos[hit]]
+        for i in np.flatnonzero(ids < 0).tolist():
+            key = int(unique[i])
+            word = self.pending.get(key)
+            if word is None:
+                word = self.pending[key] = self._add(self.lookup.rows(strings[key]))
+            ids[i] = word
+        if len(self.pending) > 4096:
+            self._sort()
+        return ids
+
+    def _add(self, rows: tuple[int, ...]) -> int:
+        if self.size == len(self.count):
+            self.count = np.concatenate([self.count, np.zeros_like(self.count)])
+            self.sums = np.concatenate([self.sums, np.zeros_like(self.sums)])
+        self.count[self.size] = len(rows)
+        if rows:
+            self.sums[self.size] = self.projected[list(rows)].sum(axis=0)
+        self.size += 1
+        return self.size - 1
+
+    def _sort(self) -> None:
+        keys = np.concatenate([self.keys, np.fromiter(self.pending, dtype=np.uint64)])
+        index = np.concatenate([self.index, np.fromiter(self.pending.values(), dtype=np.int64)])
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.index = keys[order], index[order]
+        self.pending.clear()
+
+
+def _predict(model: Model, docs: Sequence[Doc]) -> np.ndarray:
+    """Prediction path of :func:`vectors_linear_forward` (see there)."""
+    W = model.get_param("W")
+    b = model.get_param("b")
+    n = len(docs)
+    lookup, table = _lookup(model, docs)
+    key = hashlib.blake2b(np.ascontiguousarray(W).tobytes(), digest_size=16).digest()
+    cached = model.attrs.get("_store")
+    if cached is None or cached[0] != key or cached[1] is not table:
+        scale = float(model.attrs.get("scale", 1.0))
+        projected = scale * (table.astype(np.float64) @ np.asarray(W, dtype=np.float64).T)
+        cached = (key, table, WordStore(lookup, projected))
+        model.attrs["_store"] = cached
+    store: WordStore = cached[2]
+    arrays = token_ids(docs, ORTH)
+    n_tokens = np.array([len(a) for a in arrays], dtype=np.int64)
+    out = np.zeros((n, W.shape[0]), dtype=np.float64)
+    if n_tokens.sum():
+        unique, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
+        words = store.word_ids(unique, docs[0].vocab.strings)[inverse.reshape(-1)]
+        doc_of = np.repeat(np.arange(n), n_tokens)
+        pieces = np.bincount(doc_of, weights=store.count[words], minlength=n)
+        for j in range(W.shape[0]):
+            out[:, j] = np.bincount(doc_of, weights=store.sums[words, j], minlength=n)
+        out /= np.maximum(pieces, 1.0)[:, None]
+    return (out + b).astype("f")
 
 
 def vectors_linear_forward(
@@ -102,24 +178,14 @@ def vectors_linear_forward(
     When predicting, the mean is linear, so the table is projected once (``table @ W.T``, one
     row of logits per piece) and only nO numbers per piece are summed, instead of ``dims``.
     """
+    if not is_train:
+        return cast(Floats2d, _predict(model, docs)), _no_backprop
     W = model.get_param("W")
     b = model.get_param("b")
     n = len(docs)
-    n_out = W.shape[0]
-    flat, owner, count, inverse, doc_of, table = word_pieces(model, docs)
+    flat, count, inverse, doc_of, table = word_pieces(model, docs)
     pieces = np.bincount(doc_of, weights=count[inverse], minlength=n) if len(inverse) else None
     denominator = np.maximum(pieces, 1.0)[:, None] if pieces is not None else np.ones((n, 1))
-    if not is_train:
-        key = hashlib.blake2b(np.ascontiguousarray(W).tobytes(), digest_size=16).digest()
-        cached = model.attrs.get("_projected")
-        if cached is None or cached[0] != key or cached[1] is not table:
-            scale = float(model.attrs.get("scale", 1.0))
-            cached = (key, table, scale * (table @ np.asarray(W, dtype=np.float32).T))
-            model.attrs["_projected"] = cached
-        word_sum = _column_sums(owner, cached[2][flat], len(count))
-        doc_sum = _column_sums(doc_of, word_sum[inverse], n) if len(inverse) else None
-        out = (doc_sum / denominator if doc_sum is not None else np.zeros((n, n_out))) + b
-        return cast(Floats2d, out.astype("f")), _no_backprop
     # Training: the pooled vectors themselves, for the gradient of W (small minibatches).
     X = np.zeros((n, table.shape[1]), dtype=np.float32)
     if len(inverse):
@@ -187,7 +253,8 @@ def _sum_sigmoid_forward(
     logits = outputs[0][0]
     for y, _ in outputs[1:]:
         logits = logits + y
-    probs = 1.0 / (1.0 + np.exp(-np.asarray(logits)))
+    # Clipped: a long text can pile up logits past what exp() takes; 40 is already 1 - 4e-18.
+    probs = 1.0 / (1.0 + np.exp(-np.clip(np.asarray(logits), -40.0, 40.0)))
 
     def backprop(dY: Floats2d) -> list[Any]:
         d_logits = dY * probs * (1.0 - probs)
@@ -230,6 +297,7 @@ def build_bow_vectors(
     subwords: bool = True,
     use_bow: bool = True,
     scale: float = 1.0,
+    bow_normalize: float = 0.0,
     nO: int | None = None,
 ) -> Model:
     """Sum of the batched BOW logits and a linear layer over mean static vectors, then sigmoid.
@@ -244,12 +312,18 @@ def build_bow_vectors(
         use_bow: False leaves the vectors alone (an ablation: what do the vectors know?).
         scale: Factor on the mean vectors. With Adam every weight moves about the same step, so
             this sets how fast the vector part learns next to the n-grams.
+        bow_normalize: L2 norm of each document's n-gram counts (0: raw counts).
         nO: Number of labels (inferred when the pipeline is initialised).
     """
     if exclusive_classes:
         raise ValueError("triage.TextCatBOWVectors.v1 is multi-label only")
     bow = build_batched_bow(
-        exclusive_classes=False, ngram_size=ngram_size, no_output_layer=True, length=length, nO=nO
+        exclusive_classes=False,
+        ngram_size=ngram_size,
+        no_output_layer=True,
+        length=length,
+        nO=nO,
+        normalize=bow_normalize,
     )
     # Not wrapped in with_cpu as the BOW part is: thinc's with_cpu always runs the training path.
     vec = build_vectors_linear(dims, subwords, dropout, scale, nO)

@@ -128,6 +128,10 @@ def evaluate_model(
     overall = evaluate_labels(gold, labels)
     flagged = sum(p.needs_review for p in preds)
     overall["needs_review_rate"] = round(flagged / max(1, len(preds)), 4)
+    unflagged = [p.label == g for p, g in zip(preds, gold, strict=True) if not p.needs_review]
+    overall["accuracy_when_not_flagged"] = (
+        round(sum(unflagged) / len(unflagged), 4) if unflagged else None
+    )
     per_file: dict[str, Any] = {}
     by_origin: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
@@ -175,7 +179,11 @@ def evaluate_model(
 def render_text(result: dict[str, Any]) -> str:
     """Human-readable rendering of :func:`evaluate_model`'s result (with its errors, if kept)."""
     parts = [format_report(result["overall"], f"model {result['model']}")]
-    parts.append(f"needs review: {result['overall']['needs_review_rate']:.1%}")
+    unflagged = result["overall"].get("accuracy_when_not_flagged")
+    parts.append(
+        f"needs review: {result['overall']['needs_review_rate']:.1%}; accuracy when not flagged: "
+        + (f"{unflagged:.3f}" if unflagged is not None else "-")
+    )
     parts.append("per file:")
     for origin, res in result["per_file"].items():
         parts.append(
@@ -200,22 +208,53 @@ def render_text(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def record(result: dict[str, Any], name: str) -> Path:
-    """Store an evaluation summary in the model's metadata and regenerate its model card."""
-    from classifiers.model import META_FILE
+def record(result: dict[str, Any], name: str, model_dir: Path | None = None) -> Path:
+    """Store an evaluation summary in the model's metadata and regenerate its model card.
+
+    Args:
+        result: What :func:`evaluate_model` or a leave-one-source-out run returned.
+        name: The heading it gets in the card.
+        model_dir: The model folder (default: the evaluated model's; for leave-one-source-out,
+            which trains its own models, the shipped model).
+    """
+    from classifiers.model import DEFAULT_MODEL_DIR, META_FILE
     from classifiers.train import model_card
 
-    model_dir = Path(result["model_path"])
+    model_dir = model_dir or Path(result.get("model_path") or DEFAULT_MODEL_DIR)
     meta_path = model_dir / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta.setdefault("evaluations", {})[name] = {
-        "data": result["data"],
-        "n": result["overall"]["n"],
-        "macro_f1": result["overall"]["macro_f1"],
-        "accuracy": result["overall"]["accuracy"],
-        "per_file": result["per_file"],
-        "baseline_macro_f1": (result.get("baseline") or {}).get("macro_f1"),
-    }
+    if "groups" in result:
+        keep = (
+            "n",
+            "macro_f1",
+            "accuracy",
+            "needs_review_rate",
+            "accuracy_when_not_flagged",
+            "recall",
+            "baseline_macro_f1",
+        )
+        meta.setdefault("cross_source_evaluations", {})[name] = {
+            "mode": result["mode"],
+            "config": result["config"],
+            "only_labels": result["only_labels"],
+            "groups": {
+                g: {k: v for k, v in r.items() if k in keep or k.endswith("_rule")}
+                for g, r in result["groups"].items()
+            },
+            "mean": result["mean"],
+            "mean_by_kind": result["mean_by_kind"],
+        }
+    else:
+        meta.setdefault("evaluations", {})[name] = {
+            "data": result["data"],
+            "n": result["overall"]["n"],
+            "macro_f1": result["overall"]["macro_f1"],
+            "accuracy": result["overall"]["accuracy"],
+            "needs_review_rate": result["overall"]["needs_review_rate"],
+            "accuracy_when_not_flagged": result["overall"].get("accuracy_when_not_flagged"),
+            "per_file": result["per_file"],
+            "baseline_macro_f1": (result.get("baseline") or {}).get("macro_f1"),
+        }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     (model_dir / "MODEL_CARD.md").write_text(model_card(meta), encoding="utf-8")
     return model_dir / "MODEL_CARD.md"

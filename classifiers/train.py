@@ -288,6 +288,30 @@ def _mixed(data: Sequence[Example], count: int, seed: int) -> list[Example]:
     return out
 
 
+def _balanced_epoch(
+    examples: list[SpacyExample], groups: list[str], shares: dict[str, float], rng: random.Random
+) -> list[SpacyExample]:
+    """One epoch's examples with each data group carrying its share, whatever its size.
+
+    Public datasets are each one domain with its own label mix (airline tweets: complaints and
+    thanks; insurance chat: quotes and claims). Trained on as they come, the largest file teaches
+    its domain's words as label cues and a new source pays for it; and none of them has the
+    starter corpus's consumer purchase intent or praise-then-problem posts. So each group gets the
+    same number of examples per epoch (the starter corpus ``starter_weight`` times as many): large
+    files a fresh random part each epoch, small ones all their rows, repeated as needed.
+    """
+    pools: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        pools.setdefault(group, []).append(i)
+    unit = len(examples) / sum(shares[g] for g in pools)
+    chosen: list[int] = []
+    for group in sorted(pools):
+        pool = pools[group]
+        whole, part = divmod(round(unit * shares[group]), len(pool))
+        chosen += pool * whole + rng.sample(pool, part)
+    return [examples[i] for i in chosen]
+
+
 def fit_pipeline(
     config_path: Path,
     data: Sequence[Example],
@@ -323,11 +347,22 @@ def fit_pipeline(
     fix_random_seed(seed)
     rng = random.Random(seed)
     mixed = _mixed(data, int(settings.get("mixed_examples", 0)), seed)
-    examples = cache.examples(nlp, _weighted(data, settings) + mixed)
+    balance = bool(settings.get("balance_groups", False))
+    weighted = (list(data) if balance else _weighted(data, settings)) + mixed
+    examples = cache.examples(nlp, weighted)
+    # Balancing groups: the starter corpus as one group, every other family (file) as one.
+    groups = [
+        "starter" if ex.origin.startswith("starter/") else source_family(ex) for ex in weighted
+    ]
+    shares = {
+        g: float(settings.get("starter_weight", 1)) if g == "starter" else 1.0 for g in groups
+    }
+    balance = balance and len(shares) > 1
     optimizer = _start(nlp, examples, settings)
     per_epoch: list[np.ndarray] = []
     for epoch in range(1, epochs + 1):
-        loss = _epoch(nlp, optimizer, examples, settings, rng)
+        chosen = _balanced_epoch(examples, groups, shares, rng) if balance else examples
+        loss = _epoch(nlp, optimizer, chosen, settings, rng)
         if score_texts:
             with nlp.use_params(optimizer.averages):
                 per_epoch.append(Classifier(nlp, {}, Path(".")).raw_scores(score_texts))
@@ -425,11 +460,18 @@ def fit_policy(
     """
     gold = [ex.label for ex in examples]
     calibration: dict[str, tuple[float, float]] = {}
-    for j, label in enumerate(LABELS):
-        y = np.array([float(label in ex.labels) for ex in examples])
-        if 0 < y.sum() < len(y):
-            a, b = fit_platt(raw[:, j], y)
-            calibration[label] = (round(a, 6), round(b, 6))
+    targets = np.array([[float(lab in ex.labels) for lab in LABELS] for ex in examples])
+    if settings.get("calibration", "per_label") == "shared":
+        # One scaling for every label: it keeps the model's own ranking of the labels (a label's
+        # own offset moves it against the others) and only fixes how confident scores are.
+        a, b = fit_platt(raw.reshape(-1), targets.reshape(-1))
+        calibration = dict.fromkeys(LABELS, (round(a, 6), round(b, 6)))
+    else:
+        for j, label in enumerate(LABELS):
+            y = targets[:, j]
+            if 0 < y.sum() < len(y):
+                a, b = fit_platt(raw[:, j], y)
+                calibration[label] = (round(a, 6), round(b, 6))
     scores = calibrate(raw, calibration)
     policy, rule_estimates = tune_policy(
         scores,
@@ -699,11 +741,52 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
                 "LICENSE.txt`). Stored in this folder (`vocab/vectors`); nothing is downloaded."
             ),
         ]
+    for name, res in meta.get("cross_source_evaluations", {}).items():
+        lines += [
+            "",
+            f"## Leave-one-source-out: {name}",
+            "",
+            (
+                f"`triage evaluate --leave-one-source-out` ({res['mode']}, `{res['config']}`"
+                + (f", gold labels {', '.join(res['only_labels'])}" if res["only_labels"] else "")
+                + "): each group scored by a model trained without it."
+            ),
+            "",
+            (
+                "| left out | n | macro-F1 | accuracy | flagged | accuracy when not flagged "
+                "| TF-IDF + LR macro-F1 |"
+            ),
+            "|---|---|---|---|---|---|---|",
+        ]
+
+        def cell(value: Any, pct: bool = False) -> str:
+            if value is None:
+                return "-"
+            return f"{value:.1%}" if pct else f"{value:.3f}"
+
+        rows = [(g, r, str(r["n"])) for g, r in res["groups"].items()]
+        rows += [
+            (f"**mean, {kind} groups**", r, f"{r['groups']} groups")
+            for kind, r in res["mean_by_kind"].items()
+        ]
+        for group, r, n in rows:
+            unflagged = r.get(
+                "accuracy_when_not_flagged", r.get("pooled_accuracy_when_not_flagged")
+            )
+            lines.append(
+                f"| {group} | {n} | {cell(r['macro_f1'])} | {cell(r['accuracy'])} | "
+                f"{cell(r['needs_review_rate'], True)} | {cell(unflagged)} | "
+                f"{cell(r.get('baseline_macro_f1'))} |"
+            )
     evaluations = evaluations or meta.get("evaluations")
     if evaluations:
         lines += ["", "## Evaluations (`triage evaluate --record`)", ""]
         for name, res in evaluations.items():
             line = f"- {name}: macro-F1 {res['macro_f1']:.4f}, accuracy {res['accuracy']:.4f} (n={res['n']})"
+            if res.get("needs_review_rate") is not None:
+                line += f"; {res['needs_review_rate']:.1%} flagged"
+            if res.get("accuracy_when_not_flagged") is not None:
+                line += f", {res['accuracy_when_not_flagged']:.1%} accurate when not flagged"
             if res.get("baseline_macro_f1") is not None:
                 line += f"; TF-IDF + LR baseline {res['baseline_macro_f1']:.4f}"
             lines.append(line)

@@ -539,3 +539,50 @@ def test_leave_one_source_out_starter_only_mode_never_trains_on_the_given_files(
     assert result["groups"]["forums.jsonl"]["n"] == 60
     # Three models: without tweets, without reviews, and on both for the unseen file.
     assert sum("done:" in line for line in seen) == 3
+
+
+# ------------------------------------------------------------------ static vectors
+def test_wordpiece_lookup_splits_unseen_words_into_known_pieces() -> None:
+    from classifiers.vectors import PieceLookup, load_table
+
+    keys, table, meta = load_table()
+    assert table.shape == (len(keys), meta["dims"]) and meta["licence"] == "Apache-2.0"
+    lookup = PieceLookup(keys)
+    piece = {i: keys[i] for i in range(len(keys))}
+    assert [piece[r] for r in lookup.rows("crashes")] == ["crashes"]
+    assert [piece[r] for r in lookup.rows("unfixable")] == ["un", "##fi", "##xa", "##ble"]
+    # A misspelt, never-seen word still gets pieces (so a vector); punctuation is its own piece.
+    assert next(piece[r] for r in lookup.rows("crashhhes")) == "crash"
+    assert [piece[r] for r in lookup.rows("don't")] == ["don", "'", "t"]
+    assert lookup.rows("café") == lookup.rows("cafe")
+    # The tokenizer's stem features are not words; emoji have no piece.
+    assert lookup.rows("cance~") == () and lookup.rows("😍") == ()
+
+
+def test_shipped_model_carries_its_vectors_and_stays_small() -> None:
+    from classifiers.model import DEFAULT_MODEL_DIR
+
+    nlp = spacy.load(DEFAULT_MODEL_DIR)
+    meta = json.loads((DEFAULT_MODEL_DIR / "triage_meta.json").read_text())
+    assert nlp.vocab.vectors.shape == (meta["vectors"]["rows"], meta["vectors"]["dims"])
+    assert nlp.vocab.vectors.name == meta["vectors"]["name"]
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
+    assert size < 60 * 1024 * 1024, size
+    assert "Licence: Apache-2.0" in (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+
+
+def test_vector_layer_predicts_what_it_trains_on(clf: Classifier) -> None:
+    """Predicting projects the table once; it must give the training path's logits."""
+    import numpy as np
+
+    model = clf.nlp.get_pipe("textcat_multilabel").model
+    vec = next(node for node in model.walk() if node.name == "vectors_linear")
+    texts = ["love it", "the app crashes on login!!", "", "😍😍", "how much for 12 seats?"]
+    docs = [clf.nlp.make_doc(t) for t in texts]
+    predicted = vec.predict(docs)
+    trained, _ = vec.begin_update(docs)
+    assert np.allclose(predicted, trained, atol=1e-5)
+    # A text without any known piece gets the bias alone.
+    assert np.allclose(predicted[2], vec.get_param("b")) and np.allclose(
+        predicted[3], vec.get_param("b")
+    )

@@ -352,6 +352,10 @@ def evaluate(
             _fail(str(exc), 2)
             return
         typer.echo(json.dumps(result, indent=2) if as_json else render(result))
+        if record_as:
+            from classifiers.evaluate import record
+
+            typer.echo(f"recorded in {record(result, record_as, model)}", err=True)
         return
     if not data:
         _fail("give --data PATH (labelled CSV/JSONL files or folders)", 2)
