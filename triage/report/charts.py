@@ -203,7 +203,9 @@ def _handoff_times(data: ReportData, out: Path) -> Chart:
                 label="90th percentile" if n == 0 else None,
                 zorder=3,
             )
-    ax.set_yticks([i + height for i in range(len(departments))], departments)
+    ax.set_yticks(
+        [i + height for i in range(len(departments))], [plain(d, 30) for d in departments]
+    )
     ax.invert_yaxis()
     ax.set_xlabel("hours")
     if departments:
@@ -253,9 +255,17 @@ def _hbar(
     ax.set_yticks(range(len(names)), [plain(n, 55) for n in names])
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
+    if notes and values:
+        # Room at the right for the notes written after the longest bar.
+        ax.set_xlim(0, max(values) * 1.4 or 1)
     for y, note in enumerate(notes or []):
         ax.annotate(
-            note, (values[y], y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8
+            plain(note, 32),
+            (values[y], y),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
         )
     _save(fig, ax, out / f"{key}.png", title, not names, empty_text)
     return out / f"{key}.png"

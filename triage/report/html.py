@@ -123,8 +123,8 @@ def _figure(chart: Chart, out: Path) -> str:
 def _quote(q: Quote | None) -> str:
     if q is None:
         return ""
-    source = link("original", q.url)
-    return f"<blockquote>{esc(q.text)} <small>{source}</small></blockquote>"
+    source = f" <small>{link('original', q.url)}</small>" if safe_url(q.url) else ""
+    return f"<blockquote>{esc(q.text)}{source}</blockquote>"
 
 
 def _cards(data: ReportData) -> str:
