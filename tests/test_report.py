@@ -17,7 +17,13 @@ import pytest
 from PIL import Image
 from slack_sdk.models.blocks import Block
 
-from triage.customers import HandoffOutcome, Mention, assign_stages, resolve_profiles
+from triage.customers import (
+    HandoffOutcome,
+    Mention,
+    assign_stages,
+    load_outcomes,
+    resolve_profiles,
+)
 from triage.customers.timing import TimingStat
 from triage.report import (
     Advocate,
@@ -276,6 +282,7 @@ def test_report_renders_in_headless_chromium(
     assert "5 / 2 bonds made / broken" in text
     assert "3.5 h median first reply from support" in text
     assert "3 waiting for review (oldest 9.2 days)" in text
+    assert "To first reply" in text and "3.5 h / 11.0 h (27)" in text  # support's cell
     assert "Offline mode for the Android app" in text
     assert "48,200" in text and "Priya Raman" in text and "Marco Bellini" in text
     assert HOSTILE_NAME in text  # rendered as text by the browser
@@ -366,6 +373,7 @@ def test_digest_blocks_validate_and_fit_slack_limits(
     assert "<!channel>" not in posted and "<@U024BE7LH>" not in posted
     assert "&lt;!channel&gt;" in posted
     assert "javascript:" not in posted
+    assert "Use &amp; experience" in posted  # our own text is escaped too
     text = " ".join(
         b.get("text", {}).get("text", "") for b in digest.blocks if b["type"] == "section"
     )
@@ -456,3 +464,29 @@ def test_dry_run_preview_is_written_to_the_outbox(
         "digest-2026-11-30",
         "digest-2026-11-30.json",
     ]
+
+
+def test_the_demo_customers_fill_every_part_of_the_report(tmp_path: Path) -> None:
+    """The bundled recurring customers (answer-key labels) show every stage, bonds and advocates."""
+    from tests.test_customers import DEMO, DEMO_CONFIG, DEMO_NOW, DEMO_SOURCE, _demo_mentions
+
+    with (DEMO / "expected_customer_labels.csv").open(encoding="utf-8") as f:
+        labels = {r["id"]: r["label"] for r in csv.DictReader(f)}
+    mentions = _demo_mentions(labels)
+    outcomes, _ = load_outcomes(DEMO / "handoff_outcomes.jsonl", DEMO_SOURCE)
+    res = resolve_profiles(mentions)
+    lifecycles = assign_stages(res.profiles, outcomes, config=DEMO_CONFIG, now=DEMO_NOW)
+    since = min(m.created_at for m in mentions)
+    data = build_report_data(
+        mentions, res.profiles, lifecycles, outcomes, [], since=since, now=DEMO_NOW
+    )
+    result = write_report(data, tmp_path)
+    funnel = {
+        r["stage"]: int(r["customers"]) for r in _read_csv(result.charts["lifecycle_funnel"].csv)
+    }
+    assert all(funnel.values()), funnel
+    assert len(data.advocates) >= 3 and data.bonds_made >= 5 and data.bonds_broken >= 5
+    assert data.feature_groups and data.feature_groups[0].count >= 2
+    assert {t.department for t in data.timings} >= {"support", "sales", "product"}
+    digest = build_digest(data, result.charts)
+    assert check_blocks(digest.blocks) == []

@@ -36,6 +36,7 @@ from triage.customers.lifecycle import (
     derive_lifecycle,
 )
 from triage.customers.models import OUTCOME_STATES, HandoffOutcome, Identity, Mention, Profile
+from triage.customers.outcomes import load_outcomes
 from triage.customers.profiles import (
     Link,
     ManualMerge,
@@ -75,6 +76,7 @@ __all__ = [
     "classify_signals",
     "customer_id",
     "derive_lifecycle",
+    "load_outcomes",
     "normalize_email",
     "normalize_handle",
     "percentile",

@@ -198,6 +198,12 @@ class StageRule(BaseModel):
 
 
 _EARLY: tuple[Stage, ...] = ("discovery", "evaluation", "purchase")
+# Words after "switching to" that name a setting, a device or a plan, not a competitor.
+_NOT_A_RIVAL = (
+    r"(the|a|an|my|our|dark|light|night|desktop|mobile|web|app|android|ios|iphone|ipad|mac|"
+    r"windows|linux|tablet|phone|pro|premium|business|team|annual|yearly|monthly|version|free|"
+    r"basic|old|previous|default|normal|stable|beta)\b"
+)
 DEFAULT_SIGNAL_RULES: tuple[SignalRule, ...] = (
     SignalRule(
         signal="churn_talk",
@@ -209,15 +215,17 @@ DEFAULT_SIGNAL_RULES: tuple[SignalRule, ...] = (
             ),
             (
                 r"\b(i'?m|i am|we'?re|we are|just|finally|gonna|going to|about to|will be)\s+"
-                r"(cancel\w*|leaving|unsubscrib\w*|uninstall\w*|done with)\b"
+                r"(cancel\w*|unsubscrib\w*|uninstall\w*|leaving (you|" + _PRODUCT + r")\b)"
             ),
             (
+                # Moving to another product; not "switching to dark mode" or "to the web app".
                 r"\b(switch\w*|mov(e|ed|ing)|migrat\w*|go(ing)? back|went back)\s+(over\s+)?"
-                r"(to|back to)\s+(?!" + _PRODUCT + r")\w"
+                r"(to|back to)\s+(?!" + _PRODUCT + r"|" + _NOT_A_RIVAL + r")\w"
             ),
             (
                 r"\b(last straw|looking for (an )?alternatives?|find (an )?alternative|"
-                r"not renewing|won'?t be renewing|done with (you|this)|jumping ship)\b"
+                r"not renewing|won'?t be renewing|jumping ship|"
+                r"done with (you( guys)?|this app|" + _PRODUCT + r"))\b"
             ),
         ),
     ),

@@ -6,9 +6,10 @@ of their inputs and the store, the flows and the tests can build them from rows,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 # What the read-back flow records about a handoff. The destinations' own states map onto these:
 # helpdesk ticket new/open/pending/hold -> "open", solved/closed -> "resolved"; tracker issue open ->
@@ -63,6 +64,30 @@ class Mention:
 
     def __post_init__(self) -> None:
         require_utc(self.created_at, f"mention {self.item_id}: created_at")
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Mention:
+        """Build from a store row: the ``items`` columns plus ``label``, ``department`` and,
+        where the source has one, ``email`` (absent keys are None).
+
+        ``platform`` is the row's ``source_type`` (``twitter``, ``app_store``...), else its source.
+        """
+        followers = row.get("author_followers")
+        return cls(
+            item_id=str(row["id"]),
+            source=str(row["source"]),
+            created_at=row["created_at"],
+            platform=row.get("source_type") or None,
+            handle=row.get("author_handle") or None,
+            display_name=row.get("author_name") or None,
+            profile_url=row.get("author_url") or None,
+            email=row.get("email") or None,
+            followers=int(followers) if followers is not None else None,
+            label=row.get("label") or None,
+            department=row.get("department") or None,
+            text=str(row.get("text") or ""),
+            url=row.get("url") or None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,12 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from triage.customers.lifecycle import STAGE_TITLES, STAGES
 from triage.customers.timing import MEASURES
 from triage.report.data import AGE_BUCKETS, FOLLOW_UP_OUTCOMES, ReportData
+from triage.slack.messages import LABEL_TITLES
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 LABEL_COLOURS = {
@@ -86,6 +88,9 @@ def _figure(height: float = 4.2) -> tuple[Figure, Axes]:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.spines[["top", "right"]].set_visible(False)
+    # Counts are whole numbers: no "2.5 mentions" ticks (hours axes set their own locator).
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return fig, ax
 
 
@@ -122,7 +127,7 @@ def _volume(data: ReportData, out: Path, by: str) -> Chart:
             range(len(days)),
             values,
             bottom=bottom,
-            label=plain(s, 30),
+            label=plain(LABEL_TITLES.get(s, s) if by == "label" else s, 30),
             color=colour or SERIES_COLOURS[n % len(SERIES_COLOURS)],
             width=0.85,
         )
@@ -158,7 +163,7 @@ def _backlog(data: ReportData, out: Path) -> Chart:
             buckets,
             values,
             bottom=bottom,
-            label=plain(label, 30),
+            label=plain(LABEL_TITLES.get(label, label), 30),
             color=LABEL_COLOURS.get(label, "#777777"),
         )
         bottom = [x + v for x, v in zip(bottom, values, strict=True)]
@@ -207,6 +212,7 @@ def _handoff_times(data: ReportData, out: Path) -> Chart:
         [i + height for i in range(len(departments))], [plain(d, 30) for d in departments]
     )
     ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator())
     ax.set_xlabel("hours")
     if departments:
         ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -343,7 +349,7 @@ def _at_risk(data: ReportData, out: Path) -> Chart:
         LABEL_COLOURS["service_issue"],
         "No customers at risk",
         "unresolved complaints",
-        [a.reason for a in risky],
+        ["talks of leaving" if "leaving" in a.reason else "" for a in risky],
     )
     path = write_csv(
         out / f"{key}.csv",
@@ -354,8 +360,8 @@ def _at_risk(data: ReportData, out: Path) -> Chart:
             "unresolved",
             "bonds_broken",
             "last_seen",
-            "last_text",
-            "last_url",
+            "their_words",
+            "their_words_url",
             "profile_url",
         ],
         (

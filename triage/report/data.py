@@ -285,10 +285,18 @@ def advocates(
     return tuple(found[:top])
 
 
-_REASONS = {
-    "churn_talk": "talked of leaving or cancelling",
-    "repeated_unresolved": "repeated complaints still unresolved",
-}
+def _risk(profile: Profile, lifecycle: Lifecycle) -> tuple[str, Mention]:
+    """Why a customer is at risk, in words, and the mention that says it best."""
+    signals = dict(lifecycle.signals)
+    leaving = [m for m in profile.mentions if signals.get(m.item_id) == "churn_talk"]
+    reasons = ["talked of leaving"] if leaving else []
+    if lifecycle.unresolved:
+        n = lifecycle.unresolved
+        reasons.append(f"{n} complaint{'s' if n > 1 else ''} unresolved")
+    complaints = [m for m in profile.mentions if m.label == "service_issue"]
+    # Their words about leaving, else their latest complaint: not whatever they posted last.
+    words = (leaving or complaints or list(profile.mentions))[-1]
+    return ", ".join(reasons) or "at risk", words
 
 
 def at_risk(
@@ -300,17 +308,16 @@ def at_risk(
         lc = lifecycles.get(p.id)
         if lc is None or lc.stage != "at_risk":
             continue
-        last = p.mentions[-1]
-        signal = lc.changes[-1].signal if lc.changes else ""
+        reason, words = _risk(p, lc)
         found.append(
             AtRiskCustomer(
                 customer_id=p.id,
                 name=p.display_name,
-                reason=_REASONS.get(signal, signal.replace("_", " ")),
+                reason=reason,
                 unresolved=lc.unresolved,
                 bonds_broken=lc.bonds_broken,
-                last_seen=last.created_at,
-                last_quote=Quote(last.text, last.url, last.created_at),
+                last_seen=p.last_seen,
+                last_quote=Quote(words.text, words.url, words.created_at),
                 profile_url=_profile_url(p),
             )
         )

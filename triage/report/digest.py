@@ -218,14 +218,11 @@ def build_digest(
     blocks.append(
         _lines(
             "At risk",
-            [
-                f"• *{_public(a.name, 80)}*: {escape(a.reason)}, {a.unresolved:,} unresolved"
-                for a in data.at_risk[:top]
-            ],
+            [f"• *{_public(a.name, 80)}*: {escape(a.reason)}" for a in data.at_risk[:top]],
             "Nobody at risk.",
         )
     )
-    funnel = " → ".join(f"{STAGE_TITLES[s]} {data.stages.get(s, 0):,}" for s in STAGES[:-1])
+    funnel = " → ".join(f"{escape(STAGE_TITLES[s])} {data.stages.get(s, 0):,}" for s in STAGES[:-1])
     blocks.append(
         SectionBlock(
             text=_mrkdwn(f"*Lifecycle:* {funnel} · at risk {data.stages.get('at_risk', 0):,}")

@@ -89,6 +89,10 @@ def waited(delta: timedelta | None) -> str:
     return "–" if delta is None else hours(delta.total_seconds() / 3600)
 
 
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n:,} times"
+
+
 def _day(value: datetime) -> str:
     return value.strftime("%d %b %Y")
 
@@ -200,6 +204,14 @@ def render_html(data: ReportData, charts: dict[str, Chart], out: Path) -> str:
         [esc(STAGE_TITLES[s]), f"{data.stages.get(s, 0):,}", esc(STAGE_DESCRIPTIONS[s])]
         for s in STAGES
     ]
+    timing_table = _table(
+        ["Department", "To handoff", "To first reply", "To resolution"], timing_rows, {1, 2, 3}
+    )
+    risk_table = _table(
+        ["Customer", "Why", "Unresolved", "Bonds broken", "Last seen", "In their words"],
+        risk_rows,
+        {2, 3},
+    )
     follow = {o: data.follow_ups.get(o, 0) for o in FOLLOW_UP_OUTCOMES}
     oldest = data.oldest_backlog()
     backlog_note = (
@@ -235,13 +247,9 @@ them before they are handed on. {len(data.backlog):,} items are waiting now.</p>
 handoff, until its first reply, and until the matter was resolved. The median is the typical case;
 the 90th percentile is the slow end (nine in ten were faster).</p>
 {fig["handoff_times"]}
-{
-        _table(
-            ["Department", "Source", "From mention", "Handoffs", "Median", "90th percentile"],
-            timing_rows,
-            {3, 4, 5},
-        )
-    }
+{timing_table}
+<p class="how">Each cell: median / 90th percentile (handoffs measured). The same per source is in
+the CSV.</p>
 
 <h2 id="features">What customers ask for</h2>
 <p class="how">Feature requests that ask for the same thing are grouped; the largest groups
@@ -259,13 +267,7 @@ their accounts; the quotes are their own words, best first.</p>
 <p class="how">Customers who talk of leaving, cancelling or switching away, or who have
 complained repeatedly without a resolution. Reaching out to them first matters most.</p>
 {fig["at_risk"]}
-{
-        _table(
-            ["Customer", "Why", "Unresolved", "Bonds broken", "Last seen", "Latest words"],
-            risk_rows,
-            {2, 3},
-        )
-    }
+{risk_table}
 
 <h2 id="lifecycle">Where customers are</h2>
 <p class="how">Each customer's stage follows from everything they have written and what became
@@ -273,8 +275,8 @@ of it. A <strong>bond</strong> is made when we solve a customer's problem and th
 with praise; it is broken when a problem is ignored or bounced between departments.
 Bonds made: <strong>{data.bonds_made:,}</strong>. Bonds broken:
 <strong>{data.bonds_broken:,}</strong>. After a resolved service issue, customers came back
-with praise {follow["praise"]:,} times, stayed silent {follow["silence"]:,} times and
-complained again {follow["new_complaint"]:,} times ({follow["pending"]:,} still too recent to
+with praise {_times(follow["praise"])}, stayed silent {_times(follow["silence"])} and
+complained again {_times(follow["new_complaint"])} ({follow["pending"]:,} still too recent to
 tell; <a href="follow_ups.csv">follow_ups.csv</a>).</p>
 {fig["lifecycle_funnel"]}
 {_table(["Stage", "Customers", "What it means"], stage_rows, {1})}
