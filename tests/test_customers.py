@@ -709,3 +709,34 @@ def test_outcome_file_errors_are_reported_per_line_and_lose_nothing(tmp_path: Pa
         2026, 11, 1, 12, tzinfo=UTC
     )
     assert [e.split(":")[1] for e in errors] == ["2", "3", "4", "5"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 90),
+            st.sampled_from(["kudos", "sales_lead", "feature_request", "service_issue", "other"]),
+            st.sampled_from(
+                ["ok", "I recommend it", "just bought the pro plan", "moving to Obsidian", "broken"]
+            ),
+            st.one_of(st.none(), st.tuples(st.floats(0, 5), st.floats(0, 30))),
+        ),
+        max_size=12,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_lifecycle_is_a_function_of_the_history_not_of_input_order(rows, rnd) -> None:
+    mentions, outcomes = [], []
+    for n, (day, label, text, fix) in enumerate(rows):
+        mentions.append(say(f"m{n}", day, label, text))
+        if fix is not None:
+            outcomes.append(solved(f"m{n}", day + 0.01, day + fix[0], day + fix[0] + fix[1]))
+    first = derive_lifecycle(mentions, outcomes, config=NIMBUS, now=at(100))
+    rnd.shuffle(mentions)
+    rnd.shuffle(outcomes)
+    again = derive_lifecycle(mentions, outcomes, config=NIMBUS, now=at(100))
+    assert again == first
+    assert first.stage in STAGES
+    assert first.stage == (first.changes[-1].stage if first.changes else "discovery")
+    assert first.bonds_made == sum(f.outcome == "praise" for f in first.follow_ups)

@@ -489,17 +489,29 @@ def derive_lifecycle(
     """
     require_utc(now, "now")
     config = config or LifecycleConfig()
-    timeline = sorted(mentions, key=lambda m: (m.created_at, m.item_id))
-    signals = classify_signals(timeline, config)
+    ids = {m.item_id for m in mentions}
     by_item: dict[str, list[HandoffOutcome]] = defaultdict(list)
-    ids = {m.item_id for m in timeline}
     for o in outcomes:
         if o.item_id in ids:
             by_item[o.item_id].append(o)
+    return _derive(mentions, by_item, config, _matcher(config), now, customer_id)
+
+
+def _derive(
+    mentions: Sequence[Mention],
+    by_item: Mapping[str, list[HandoffOutcome]],
+    config: LifecycleConfig,
+    matcher: _Matcher,
+    now: datetime,
+    customer_id: str,
+) -> Lifecycle:
+    timeline = sorted(mentions, key=lambda m: (m.created_at, m.item_id))
+    signals = [matcher.signal(m) for m in timeline]
 
     # (time, order, signal, item): derived events sort before the mention's own at equal times.
     events: list[tuple[datetime, int, str, str | None]] = []
     complaints = [m for m in timeline if m.label == "service_issue"]
+    fixed = {m.item_id: _resolved_at(by_item.get(m.item_id, [])) for m in complaints}
     follow_ups: list[FollowUp] = []
     bonds_made = bonds_broken = 0
     for i, (m, s) in enumerate(zip(timeline, signals, strict=True)):
@@ -513,7 +525,7 @@ def derive_lifecycle(
         if broken is not None:
             bonds_broken += 1
             events.append((broken, 0, "bond_broken", m.item_id))
-        resolved = _resolved_at(by_item.get(m.item_id, []))
+        resolved = fixed[m.item_id]
         if resolved is None:
             continue
         follow = _follow_up(m, resolved, timeline[i + 1 :], signals[i + 1 :], config, now)
@@ -528,7 +540,7 @@ def derive_lifecycle(
             1
             for c in complaints
             if start < c.created_at <= m.created_at
-            and ((r := _resolved_at(by_item.get(c.item_id, []))) is None or r > m.created_at)
+            and ((r := fixed[c.item_id]) is None or r > m.created_at)
         )
         if waiting >= config.at_risk_complaints:
             events.append((m.created_at, 0, "repeated_unresolved", m.item_id))
@@ -542,9 +554,7 @@ def derive_lifecycle(
         if rule is not None and rule.to != stage:
             changes.append(StageChange(at, stage, rule.to, signal, item))
             stage = rule.to
-    unresolved = sum(
-        1 for c in complaints if (r := _resolved_at(by_item.get(c.item_id, []))) is None or r > now
-    )
+    unresolved = sum(1 for c in complaints if (r := fixed[c.item_id]) is None or r > now)
     return Lifecycle(
         customer_id=customer_id,
         stage=stage,
@@ -602,8 +612,6 @@ def assign_stages(
     by_item: dict[str, list[HandoffOutcome]] = defaultdict(list)
     for o in outcomes:
         by_item[o.item_id].append(o)
-    result: dict[str, Lifecycle] = {}
-    for p in profiles:
-        mine = [o for m in p.mentions for o in by_item.get(m.item_id, [])]
-        result[p.id] = derive_lifecycle(p.mentions, mine, config=config, now=now, customer_id=p.id)
-    return result
+    require_utc(now, "now")
+    matcher = _matcher(config)
+    return {p.id: _derive(p.mentions, by_item, config, matcher, now, p.id) for p in profiles}
