@@ -130,6 +130,12 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def _one_of(value: str, known: tuple[str, ...]) -> str:
+    if value not in known:
+        raise ValueError(f"unknown signal {value!r}; expected one of {known}")
+    return value
+
+
 class SignalRule(BaseModel):
     """Which signal a mention gives: label conditions and text patterns (all must hold).
 
@@ -150,12 +156,7 @@ class SignalRule(BaseModel):
     patterns: tuple[str, ...] = ()
     exclude_patterns: tuple[str, ...] = ()
 
-    @field_validator("signal")
-    @classmethod
-    def _known_signal(cls, value: str) -> str:
-        if value not in MENTION_SIGNALS:
-            raise ValueError(f"unknown signal {value!r}; expected one of {MENTION_SIGNALS}")
-        return value
+    _known_signal = field_validator("signal")(lambda value: _one_of(value, MENTION_SIGNALS))
 
     @field_validator("patterns", "exclude_patterns")
     @classmethod
@@ -185,12 +186,7 @@ class StageRule(BaseModel):
         default=(), validation_alias=AliasChoices("from", "from_stages")
     )
 
-    @field_validator("signal")
-    @classmethod
-    def _known_signal(cls, value: str) -> str:
-        if value not in SIGNALS:
-            raise ValueError(f"unknown signal {value!r}; expected one of {SIGNALS}")
-        return value
+    _known_signal = field_validator("signal")(lambda value: _one_of(value, SIGNALS))
 
     def applies(self, signal: str, stage: str) -> bool:
         """Whether this rule fires for ``signal`` in ``stage``."""
