@@ -87,11 +87,12 @@ def test_same_handle_on_the_same_platform_merges_case_and_prefix_insensitively()
     mentions = [
         author("a", 0, platform="twitter", handle="@Data_Dmitri", followers=100),
         author("b", 5, platform="twitter", handle="data_dmitri", followers=130),
-        author("c", 9, source="x-api", platform="x", handle="@DATA_DMITRI"),  # X is Twitter
+        author("c", 9, source="x-api", platform="x_post", handle="@DATA_DMITRI"),  # X is Twitter
         author("d", 1, platform="reddit", handle="u/throwaway_pkm"),
-        author("e", 3, source="reddit-live", platform="reddit", handle="/u/Throwaway_PKM"),
+        author("e", 3, source="reddit-live", platform="reddit_comment", handle="/u/Throwaway_PKM"),
+        author("f", 4, source="reddit-live", platform="reddit_post", handle="throwaway_pkm"),
     ]
-    assert groups(mentions) == {frozenset("abc"), frozenset("de")}
+    assert groups(mentions) == {frozenset("abc"), frozenset("def")}
     dmitri = resolve_profiles(mentions).get("twitter:@data_dmitri")
     assert dmitri is not None
     assert dmitri.reach == 130  # the latest count, not a sum over mentions

@@ -49,14 +49,25 @@ from email.utils import parseaddr
 
 from triage.customers.models import Identity, Mention, Profile
 
-# Different connectors name one platform differently; handles are compared within the canonical one.
+# Different connectors name one platform differently (a file export says "twitter", the X
+# connector's source_type is "x_post"; Reddit posts and comments are one account): handles are
+# compared within the canonical platform.
 PLATFORM_ALIASES: Mapping[str, str] = {
     "x": "twitter",
+    "x_post": "twitter",
     "tweet": "twitter",
     "twitter.com": "twitter",
     "x.com": "twitter",
-    "googleplay": "google_play",
+    "mastodon_post": "mastodon",
+    "reddit_post": "reddit",
+    "reddit_comment": "reddit",
+    "bluesky_post": "bluesky",
+    "youtube_comment": "youtube",
+    "hackernews_story": "hackernews",
+    "hackernews_comment": "hackernews",
+    "app_review": "app_store",
     "appstore": "app_store",
+    "googleplay": "google_play",
 }
 # Platforms whose "handle" is an e-mail address (IMAP, web forms, helpdesks): there the address in
 # the handle field is used as the e-mail, so a form message and a ticket from one address merge.
