@@ -234,7 +234,9 @@ _SCORES_JSON_SQL = (
     "printf('{" + ", ".join(f'"{lab}": %.5f' for lab in LABELS) + "}', " + _SCORE_COLUMNS + ")"
 )
 
-OUTBOX_STATES = ("pending", "sending", "sent", "failed", "dead")
+# "previewed": written as a JSON preview (no credentials), not posted anywhere; counted apart from
+# "sent" so `triage status` never reports previews as sends.
+OUTBOX_STATES = ("pending", "sending", "sent", "previewed", "failed", "dead")
 # Tasks of one flow run open the store from several threads; only one may migrate at a time.
 _MIGRATE_LOCK = threading.Lock()
 
@@ -549,11 +551,34 @@ class Store:
 
     def mark_sent(self, key: str, external_ref: str | None) -> None:
         """Record a confirmed delivery and the destination's reference for it."""
+        self._mark_done(key, "sent", external_ref)
+
+    def mark_previewed(self, key: str, path: str | None) -> None:
+        """Record that a delivery was written as a JSON preview (nothing was posted)."""
+        self._mark_done(key, "previewed", path)
+
+    def _mark_done(self, key: str, state: str, external_ref: str | None) -> None:
         self.con.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = now(), external_ref = ?, last_error = NULL "
+            "UPDATE outbox SET state = ?, sent_at = now(), external_ref = ?, last_error = NULL "
             "WHERE key = ?",
-            [external_ref, key],
+            [state, external_ref, key],
         )
+
+    def mark_lookup_failed(
+        self, key: str, error: str, retry_in_s: float, max_attempts: int
+    ) -> str:
+        """Record a failed reconciliation of a delivery left ``sending``; return the new state.
+
+        The row stays ``sending`` (so the next attempt looks the key up again instead of sending
+        blindly, which could post twice) until ``max_attempts`` lookups failed: then it is dead.
+        """
+        row = self.con.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+            "state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'sending' END "
+            "WHERE key = ? RETURNING state",
+            [error[:2000], datetime.now(UTC) + timedelta(seconds=retry_in_s), max_attempts, key],
+        ).fetchone()
+        return str(row[0]) if row else "dead"
 
     def mark_failed(self, key: str, error: str, retry_in_s: float, max_attempts: int) -> str:
         """Record a failed attempt; dead-letter it after ``max_attempts``. Return the new state."""
