@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,6 +70,7 @@ def serve_cmd(
         socket_mode_handler(app, str(app_token)).start()
         return
     server = serve(app, host, port)
+    threading.Thread(target=server.serve_forever, daemon=True, name="triage-http").start()
     bound = server.server_address[1]
     typer.echo(f"triage slack: listening on http://{host}:{bound}{EVENTS_PATH}", err=True)
 
@@ -77,11 +79,13 @@ def serve_cmd(
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        server.serve_forever()
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()
         server.server_close()
+        app.responder.shutdown()
         worker.stop()
 
 

@@ -147,7 +147,8 @@ def parse_actions(body: dict[str, Any], now: datetime | None = None) -> list[Dec
         now: Fallback time when the action carries no ``action_ts``.
 
     Returns:
-        One decision per action in the payload.
+        One decision per action in the payload; none for a cleared select menu (Slack sends
+        ``selected_option: null`` when a reviewer clears one), which is not an error.
 
     Raises:
         InvalidAction: For an unknown action id or a value that is not ``item`` / ``item:choice``
@@ -169,7 +170,10 @@ def parse_actions(body: dict[str, Any], now: datetime | None = None) -> list[Dec
         if kind is None:
             raise InvalidAction(f"unknown action {action_id[:80]!r}")
         if kind in ("relabel", "reroute"):
-            raw = str((action.get("selected_option") or {}).get("value") or "")
+            option = action.get("selected_option")
+            if option is None:
+                continue  # the menu was cleared: nothing was decided
+            raw = str(option.get("value") or "")
             item_id, _, value = raw.partition(":")
             allowed = LABELS if kind == "relabel" else DEPARTMENTS
             if value not in allowed:
@@ -198,7 +202,7 @@ def parse_actions(body: dict[str, Any], now: datetime | None = None) -> list[Dec
                 response_url=str(response_url) if response_url else None,
             )
         )
-    if not out:
+    if not body.get("actions"):
         raise InvalidAction("the payload carries no action")
     return out
 
