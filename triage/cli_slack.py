@@ -107,6 +107,30 @@ def apply_cmd(config: ConfigOpt = None, db: DbOpt = None) -> None:
         raise typer.Exit(1)
 
 
+@slack_app.command("bench-decisions")
+def bench_decisions_cmd(
+    items: Annotated[int, typer.Option(help="Items in the synthetic store.")] = 220_000,
+    decisions: Annotated[int, typer.Option(help="Spooled clicks to apply.")] = 250,
+    batch: Annotated[int, typer.Option(help="Decisions per transaction.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time one background pass applying spooled review decisions on a large store."""
+    from triage.slack.bench import bench_decisions
+
+    result = bench_decisions(
+        items, decisions, batch=batch, progress=lambda m: typer.echo(m, err=True)
+    )
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(
+        f"applied {result['decisions']} decisions ({result['applied']} applied, "
+        f"{result['superseded']} superseded) on {result['items']:,} items in "
+        f"{result['seconds']:.2f}s ({result['per_decision_ms']:.1f} ms each, "
+        f"batches of {result['batch']})"
+    )
+
+
 @corrections_app.command("export")
 def corrections_export(
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write (text, label).")],

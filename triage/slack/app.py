@@ -43,16 +43,16 @@ from triage.serving import MAX_CONNECTIONS, BoundedHandler, BoundedHTTPServer, H
 from triage.slack.client import api_url, make_client
 from triage.slack.decisions import (
     ACTIONS,
-    STORE_LOCK,
     InvalidAction,
     ReviewSettings,
     Spool,
     parse_actions,
     process_pending,
+    review_store,
 )
 from triage.slack.messages import ACTION_OPEN, queue_blocks
 from triage.slack.payloads import InvalidPayload, check_request, check_socket_mode
-from triage.store import StoreBusy, open_store
+from triage.store import StoreBusy
 
 log = logging.getLogger("triage.slack")
 
@@ -303,16 +303,12 @@ def _queue_view(
             },
         }
     ]
-    # Never wait without bound: the worker may hold the lock through a long pass.
-    if not STORE_LOCK.acquire(timeout=wait_s):
-        return busy
     try:
-        with open_store(config.database, wait_s=wait_s) as store:
+        # Never wait without bound: the worker may hold the lock through a long pass.
+        with review_store(config, wait_s=wait_s, lock_timeout=wait_s) as store:
             queue = store.review_queue()
     except StoreBusy:
         return busy
-    finally:
-        STORE_LOCK.release()
     return queue_blocks(queue, now=datetime.now(UTC), overdue_after=settings.resurface_after)
 
 
