@@ -21,7 +21,7 @@ READ_DEADLINE_S = 10.0
 # Each read from the socket waits at most this long (a stalled client is cut off earlier).
 READ_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 64
-_DIGITS = re.compile(r"^[0-9]{1,12}$")
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
 
 
 class HTTPProblem(Exception):
