@@ -591,14 +591,14 @@ def test_a_decision_that_cannot_be_applied_is_audited_not_stuck(
     broken, fine = waiting_item(env, label="kudos"), waiting_item(env, label="sales_lead")
     env.spool.append(decisions_mod.parse_actions(block_actions(env, broken, ACTION_CONFIRM)))
     env.spool.append(decisions_mod.parse_actions(block_actions(env, fine, ACTION_CONFIRM)))
-    real_release = decisions_mod.release
+    real_release = decisions_mod.release_handoffs
 
-    def release(store: Any, config: Any, item_id: str, *args: Any) -> int:
-        if item_id == broken:
+    def release(config: Any, released: list[tuple[str, str]]) -> Any:
+        if any(item_id == broken for item_id, _ in released):
             raise duckdb.ConstraintException("simulated constraint failure")
-        return real_release(store, config, item_id, *args)
+        return real_release(config, released)
 
-    monkeypatch.setattr(decisions_mod, "release", release)
+    monkeypatch.setattr(decisions_mod, "release_handoffs", release)
     report = decisions_mod.apply_spool(env.config, env.spool)
 
     assert (report.applied, report.rejected) == (1, 1)

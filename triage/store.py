@@ -567,9 +567,7 @@ class Store:
             [state, external_ref, key],
         )
 
-    def mark_lookup_failed(
-        self, key: str, error: str, retry_in_s: float, max_attempts: int
-    ) -> str:
+    def mark_lookup_failed(self, key: str, error: str, retry_in_s: float, max_attempts: int) -> str:
         """Record a failed reconciliation of a delivery left ``sending``; return the new state.
 
         The row stays ``sending`` (so the next attempt looks the key up again instead of sending

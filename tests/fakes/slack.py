@@ -205,11 +205,14 @@ class FakeSlack:
                 "thread_ts": args.get("thread_ts"),
                 "user": "UBOT",
             }
-            if msg["thread_ts"] and not any(
-                m["ts"] == msg["thread_ts"] for m in self.messages[channel]
-            ):
-                # Slack posts a reply to an unknown ts at top level; tests must not rely on that.
-                msg["thread_ts"] = None
+            if msg["thread_ts"]:
+                parent = next(
+                    (m for m in self.messages[channel] if m["ts"] == msg["thread_ts"]), None
+                )
+                if parent is None:
+                    return {"ok": False, "error": "thread_not_found"}
+                # Threads are one level deep: a reply to a reply joins the parent's thread.
+                msg["thread_ts"] = parent.get("thread_ts") or parent["ts"]
             self.messages[channel].append(msg)
             return {"ok": True, "channel": channel, "ts": ts, "message": msg}
         if method == "chat.update":

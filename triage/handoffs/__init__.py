@@ -144,7 +144,9 @@ def check_alerts(config: Config) -> None:
     dest = config.destinations.get(str(alerts))
     if dest is None:
         known = ", ".join(sorted(config.destinations)) or "none"
-        raise ValueError(f"alerts.destination: '{alerts}' is not a configured destination ({known})")
+        raise ValueError(
+            f"alerts.destination: '{alerts}' is not a configured destination ({known})"
+        )
     if dest.type not in ALERT_TYPES:
         raise ValueError(
             f"alerts.destination: '{alerts}' is a {dest.type} destination; dead-letter alerts go "

@@ -39,6 +39,7 @@ from triage.config import Config, ConfigError
 from triage.models import DEPARTMENTS, LABELS
 from triage.routing import ARCHIVED, RELEASED, SUPPRESSED, match, release_handoffs
 from triage.secrets import get_secret
+from triage.slack.batching import thread_root
 from triage.slack.client import make_client
 from triage.slack.messages import (
     ACTION_CONFIRM,
@@ -688,7 +689,10 @@ def resurface(
         body = reminder_message(waited)
         try:
             client.chat_postMessage(
-                channel=channel, thread_ts=ts, text=body["text"], blocks=body["blocks"]
+                channel=channel,
+                thread_ts=thread_root(client, channel, ts),
+                text=body["text"],
+                blocks=body["blocks"],
             )
         except SlackApiError as exc:
             log.warning("reminder for %s failed: %s", row["item_id"], exc.response.get("error"))

@@ -97,7 +97,9 @@ def review_message(item: dict[str, Any]) -> dict[str, Any]:
     if secondary:
         headline += "   also: " + ", ".join(LABEL_TITLES.get(s, s) for s in secondary)
     # Authors and sources come from the public too: bounded so the context block stays valid.
-    author = inert(str(item.get("author_handle") or item.get("author_name") or "unknown author"), 200)
+    author = inert(
+        str(item.get("author_handle") or item.get("author_name") or "unknown author"), 200
+    )
     created = item.get("created_at")
     when = created.strftime("%Y-%m-%d %H:%M UTC") if isinstance(created, datetime) else str(created)
     context = f"{inert(str(item['source']), 200)} · {author} · {inert(when, 40)}"
