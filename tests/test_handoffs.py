@@ -801,3 +801,91 @@ def test_destination_fakes_refuse_what_the_apis_refuse(world: World) -> None:
     )
     assert (hs.status_code, gh.status_code, zd.status_code) == (400, 422, 422)
     assert "65536" in gh.text and "hs_note_body" in hs.text
+
+
+# ------------------------------------------------------------------ crash windows and edges
+def test_review_thread_note_crash_between_posting_and_recording(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.add([FEED[0]])
+    real = store_mod.Store.set_note_state
+    crashes: list[str] = []
+
+    def crash_once(self: store_mod.Store, k: str, state: str, ref: str | None = None) -> None:
+        if state == "posted" and not crashes:
+            crashes.append(k)  # Slack has the note; the process dies before recording it
+            raise SystemExit("simulated crash after posting the note")
+        real(self, k, state, ref)
+
+    monkeypatch.setattr(store_mod.Store, "set_note_state", crash_once)
+    with pytest.raises(SystemExit):
+        world.run()
+    with open_store(world.db) as store:
+        assert store.handoff_ref(key("c1", "zendesk"))["note_state"] == "sending"
+
+    world.deliver()
+
+    (note,) = world.slack.thread("C0REVIEW", review_ts(world.slack, "c1"))
+    assert note["text"].startswith("handed to support:")
+    with open_store(world.db) as store:
+        ref = store.handoff_ref(key("c1", "zendesk"))
+    assert ref["note_state"] == "posted" and ref["note_ref"] == f"C0REVIEW:{note['ts']}"
+    assert crashes == [key("c1", "zendesk")]
+
+
+def test_a_delivery_to_an_unknown_destination_is_dead_lettered_and_announced(
+    world: World,
+) -> None:
+    world.add([FEED[0]])
+    world.run()
+    # The destination is removed from the configuration while a delivery to it is queued.
+    k = queue_handoff(world, "c-gone", "crashes on login", "service_issue", "old-helpdesk")
+
+    summary = world.deliver()
+
+    assert summary["dead"] == 1 and world.outbox()[k] == "dead"
+    with duckdb.connect(str(world.db), read_only=True) as con:
+        (error,) = con.execute("SELECT last_error FROM outbox WHERE key = ?", [k]).fetchone()
+    assert "'old-helpdesk' is not configured" in error
+    assert "triage outbox retry --destination old-helpdesk" in error
+    (alert,) = world.slack.messages["C0ALERTS"]
+    assert "old-helpdesk" in alert["text"] and k in alert["text"]
+
+
+def test_dead_letters_are_announced_to_a_webhook_alerts_destination(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = world.settings()
+    data["alerts"]["destination"] = "webhook"
+    world.write(data)
+    monkeypatch.setenv("ZENDESK_API_TOKEN", "revoked-token")
+    world.add([FEED[0], FEED[7]])
+
+    assert world.run()["dead"] == 2
+    world.run()
+
+    alerts = {k: r["doc"] for k, r in world.webhook.received.items() if ":dead:" in k}
+    assert len(alerts) == 2  # once per death, not again on the second run
+    doc = next(iter(alerts.values()))
+    assert doc["kind"] == "dead_letter" and "credentials refused" in doc["text"]
+    assert doc["delivery"]["destination"] == "zendesk" and doc["delivery"]["attempts"] == 1
+    assert "revoked-token" not in json.dumps(alerts)
+    posts = [r for r in world.webhook.requests("POST") if ":dead:" in r.headers["idempotency-key"]]
+    assert all(r.headers["x-triage-signature"].startswith("sha256=") for r in posts)
+    assert world.slack.messages["C0ALERTS"] == []
+
+
+def test_alerts_to_a_destination_that_cannot_carry_them_are_a_clear_error(
+    world: World,
+) -> None:
+    from triage.delivery import check_destinations
+
+    data = world.settings()
+    data["alerts"]["destination"] = "zendesk"
+    world.write(data)
+    with pytest.raises(ValueError, match="'zendesk' is a zendesk destination"):
+        check_destinations(load_config(world.config))
+    data["alerts"]["destination"] = "nowhere"
+    world.write(data)
+    with pytest.raises(ValueError, match="'nowhere' is not a configured destination"):
+        check_destinations(load_config(world.config))
