@@ -870,6 +870,8 @@ def test_manifest_declares_what_the_app_uses() -> None:
     manifest = yaml.safe_load(result.output)
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "channels:history", "commands"} <= scopes
+    # Configured channel names are resolved with conversations.list (issue 12).
+    assert {"channels:read", "groups:read", "groups:history"} <= scopes
     settings = manifest["settings"]
     assert settings["interactivity"]["is_enabled"] is True
     assert settings["interactivity"]["request_url"].endswith(EVENTS_PATH)
