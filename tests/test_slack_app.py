@@ -30,6 +30,7 @@ from classifiers.data import load_examples
 from flows.triage import triage
 from tests.conftest import DEMO_DIR
 from tests.fakes.slack import FakeSlack, start_fake_slack
+from tests.fakes.slack_payloads import slash_command, text_objects
 from triage.cli import app as cli_app
 from triage.config import Config, load_config
 from triage.slack import decisions as decisions_mod
@@ -293,19 +294,6 @@ def handoffs(env: Env, item_id: str) -> list[tuple[Any, ...]]:
     )
 
 
-def all_text_objects(blocks: list[dict[str, Any]]) -> Iterator[str]:
-    for block in blocks:
-        if isinstance(block.get("text"), dict):
-            yield block["text"]["text"]
-        for el in block.get("elements") or []:
-            if el.get("type") in ("mrkdwn", "plain_text"):
-                yield el["text"]
-            if isinstance(el.get("text"), dict):
-                yield el["text"]["text"]
-            for opt in el.get("options") or []:
-                yield opt["text"]["text"]
-
-
 # -------------------------------------------------------------------- tests
 def test_valid_click_is_recorded_acted_on_and_shown(env: Env, start_server) -> None:
     server = start_server()
@@ -476,11 +464,13 @@ def test_decision_is_kept_while_another_process_holds_the_store(
             sys.executable,
             "-c",
             (
-                "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
-                "print('locked', flush=True); time.sleep(60)"
+                # Holds the file until the test closes its stdin: no sleep that could run out.
+                "import duckdb, sys; con = duckdb.connect(sys.argv[1]); "
+                "print('locked', flush=True); sys.stdin.read()"
             ),
             str(env.db),
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -496,8 +486,9 @@ def test_decision_is_kept_while_another_process_holds_the_store(
         spooled = env.spool.read()
         assert [(d.item_id, d.user_id, d.action) for d in spooled] == [(item, "U0BUSY", "confirm")]
     finally:
-        holder.terminate()
-        holder.wait(10)
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
 
     summary = triage(config_path=str(env.config.path), database=str(env.db))
 
@@ -653,7 +644,7 @@ def test_huge_hostile_input_stays_within_block_kit_limits(env: Env) -> None:
     home = queue_blocks(queue, now=datetime.now(UTC), overdue_after=timedelta(hours=24))
 
     for blocks in [m["blocks"] for m in messages] + [home]:
-        texts = list(all_text_objects(blocks))
+        texts = list(text_objects(blocks))
         assert texts and all(len(t) <= 3000 for t in texts)
         raw = json.dumps(blocks)
         assert "<!channel>" not in raw and "<!here>" not in raw and "<@U123>" not in raw
@@ -712,23 +703,7 @@ def test_slash_command_and_app_home_show_the_queue(env: Env, start_server) -> No
     waiting = env.rows("SELECT count(*) FROM routes WHERE state = 'awaiting_review'")[0][0]
     assert waiting > 0
 
-    resp = post_form(
-        server.url,
-        {
-            "token": "legacy",
-            "team_id": "T0",
-            "team_domain": "fake",
-            "channel_id": "C0REVIEW",
-            "channel_name": "feedback-review",
-            "user_id": "U0ALICE",
-            "user_name": "alice",
-            "command": "/triage",
-            "text": "",
-            "api_app_id": "A0TRIAGE",
-            "response_url": env.fake.response_url(),
-            "trigger_id": "1.2.abc",
-        },
-    )
+    resp = post_form(server.url, slash_command(env.fake.response_url()))
     # Acknowledged at once with an empty body; the queue follows through response_url.
     assert resp.status_code == 200 and resp.text == ""
     (body,) = wait_for(lambda: server.app.responder.wait(1) and env.responses())

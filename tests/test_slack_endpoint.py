@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import DEMO_DIR
 from tests.fakes.slack import FakeSlack, start_fake_slack
+from tests.fakes.slack_payloads import slash_command
 from triage.config import Config, load_config
 from triage.serving import BoundedHTTPServer
 from triage.slack.app import EVENTS_PATH, ReviewApp, _handler, build_app
@@ -136,20 +137,7 @@ def click_payload(
 
 
 def command_form(fake: FakeSlack) -> dict[str, str]:
-    return {
-        "token": "legacy",
-        "team_id": "T0",
-        "team_domain": "fake",
-        "channel_id": "C0REVIEW",
-        "channel_name": "feedback-review",
-        "user_id": "U0ALICE",
-        "user_name": "alice",
-        "command": "/triage",
-        "text": "",
-        "api_app_id": "A0TRIAGE",
-        "response_url": fake.response_url("T0/cmd/x"),
-        "trigger_id": "1.2.abc",
-    }
+    return slash_command(fake.response_url("T0/cmd/x"))
 
 
 def post(url: str, body: str, headers: dict[str, str], ctype: str = "form") -> httpx.Response:

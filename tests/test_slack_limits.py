@@ -8,7 +8,6 @@ them against the limits in Slack's Block Kit reference (not against what our cod
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_payloads import text_objects
 from triage.handoffs import alert_text
 from triage.slack.messages import (
     batch_parent_message,
@@ -56,15 +56,6 @@ def item(text: str, **extra: Any) -> dict[str, Any]:
         "department": "marketing",
     }
     return {**base, **extra}
-
-
-def text_objects(blocks: list[dict[str, Any]]) -> Iterator[str]:
-    for block in blocks:
-        if isinstance(block.get("text"), dict):
-            yield block["text"]["text"]
-        for el in block.get("elements") or []:
-            if el.get("type") in ("mrkdwn", "plain_text"):
-                yield el["text"]
 
 
 @pytest.fixture

@@ -87,6 +87,30 @@ def _offset(cursor: str) -> int | None:
         return None
 
 
+def _window(
+    args: dict[str, Any], max_limit: int, *, clamp: bool
+) -> tuple[int, int] | dict[str, Any]:
+    """``(start, limit)`` of a paged call, or Slack's error for a bad ``limit`` or ``cursor``.
+
+    History and replies clamp an oversized limit; conversations.list refuses it.
+    """
+    try:
+        limit = int(args.get("limit", 100))
+    except ValueError:
+        return {"ok": False, "error": "invalid_limit"}
+    if clamp:
+        limit = min(limit, max_limit)
+    elif not 1 <= limit <= max_limit:
+        return {"ok": False, "error": "invalid_limit"}
+    start = 0
+    if args.get("cursor"):
+        offset = _offset(str(args["cursor"]))
+        if offset is None:
+            return {"ok": False, "error": "invalid_cursor"}
+        start = offset
+    return start, limit
+
+
 @dataclass
 class FakeSlack:
     """State of the fake workspace; start it with :func:`start_fake_slack`."""
@@ -284,16 +308,10 @@ class FakeSlack:
         channel: str | None,
         max_limit: int,
     ) -> dict[str, Any]:
-        try:
-            limit = min(int(args.get("limit", 100)), max_limit)
-        except ValueError:
-            return {"ok": False, "error": "invalid_limit"}
-        start = 0
-        if args.get("cursor"):
-            offset = _offset(str(args["cursor"]))
-            if offset is None:
-                return {"ok": False, "error": "invalid_cursor"}
-            start = offset
+        window = _window(args, max_limit, clamp=True)
+        if isinstance(window, dict):
+            return window
+        start, limit = window
         page = [dict(m) for m in msgs[start : start + limit]]
         if not include_meta:
             for m in page:
@@ -333,18 +351,10 @@ class FakeSlack:
         ):
             if kind in types and scope not in self.scopes:
                 return self._missing(scope)
-        try:
-            limit = int(args.get("limit", 100))
-        except ValueError:
-            return {"ok": False, "error": "invalid_limit"}
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            return {"ok": False, "error": "invalid_limit"}
-        start = 0
-        if args.get("cursor"):
-            offset = _offset(str(args["cursor"]))
-            if offset is None:
-                return {"ok": False, "error": "invalid_cursor"}
-            start = offset
+        window = _window(args, MAX_LIST_LIMIT, clamp=False)
+        if isinstance(window, dict):
+            return window
+        start, limit = window
         wanted = [
             self._conversation(cid)
             for cid in sorted(set(self.channels.values()))
