@@ -857,3 +857,96 @@ def test_manifest_declares_what_the_app_uses() -> None:
     assert features["app_home"]["home_tab_enabled"] is True
     assert [c["command"] for c in features["slash_commands"]] == ["/triage"]
     assert features["slash_commands"][0]["url"].endswith(EVENTS_PATH)
+
+
+def _decisions_state(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Everything applying decisions changes, without the wall-clock columns."""
+    queries = {
+        "decisions": "SELECT * EXCLUDE (applied_at, message_updated_at) FROM review_decisions",
+        "audit": "SELECT * EXCLUDE (recorded_at, notified_at) FROM review_audit",
+        "routes": "SELECT item_id, department, state, rule FROM routes",
+        "predictions": "SELECT item_id, label, labels, needs_review, review_reason FROM predictions",
+        "outbox": "SELECT key, item_id, destination, kind, state FROM outbox",
+        "training": "SELECT * FROM training_examples",
+    }
+    with STORE_LOCK, open_store(db) as store:
+        return {
+            name: sorted(store.con.execute(sql).fetchall(), key=repr)
+            for name, sql in queries.items()
+        }
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_batched_decisions_give_the_same_result_as_one_by_one(
+    seeded: Seeded, tmp_path: Path, seed: int
+) -> None:
+    import random
+
+    rng = random.Random(seed)
+    with STORE_LOCK, open_store(seeded.db) as store:
+        waiting = [
+            str(r[0])
+            for r in store.con.execute(
+                "SELECT item_id FROM routes WHERE state = 'awaiting_review' ORDER BY item_id"
+            ).fetchall()
+        ]
+    targets = rng.sample(waiting, 15) + ["ffffffffffffffffffff"]  # and an unknown item
+    clicks: list[decisions_mod.Decision] = []
+    for n in range(60):
+        item = rng.choice(targets)
+        action = rng.choice(["confirm", "relabel", "reroute", "spam"])
+        value = {"relabel": rng.choice(LABEL_CHOICES), "reroute": rng.choice(DEPT_CHOICES)}.get(
+            action
+        )
+        clicks.append(
+            decisions_mod.Decision(
+                decision_id=f"d{seed}-{n:04d}",
+                item_id=item,
+                action=action,
+                value=value,
+                user_id=f"U0REV{n % 5}",
+                user_name=None,
+                decided_at=datetime(2026, 11, 20, 10, 0, tzinfo=UTC).isoformat(),
+                channel="C0REVIEW",
+                message_ts=f"1700000000.{n:06d}",
+            )
+        )
+    clicks += rng.sample(clicks, 6)  # the same click spooled twice (a retried delivery)
+
+    results = {}
+    for batch in (1, 7, 1000):  # one by one, batches cutting through items, all at once
+        db = tmp_path / f"batch{batch}.duckdb"
+        shutil.copy(seeded.db, db)
+        config = load_config(seeded.config_path, database=str(db))
+        spool = Spool(ReviewSettings.from_config(config).spool)
+        spool.append(clicks)
+        report = decisions_mod.apply_spool(config, spool, batch=batch)
+        assert len(spool) == 0 and not report.busy
+        results[batch] = (_decisions_state(db), report)
+
+    state, report = results[1]
+    assert results[7][0] == state and results[1000][0] == state
+    assert results[7][1] == report and results[1000][1] == report
+    # And what "right" means, independently of the code: each click audited exactly once ...
+    unique = list(dict.fromkeys(c.decision_id for c in clicks))
+    audit_ids = [row[0] for row in state["audit"]]
+    assert sorted(audit_ids) == sorted(unique)
+    # ... each known item settled by its first click in arrival order, the others superseded.
+    first: dict[str, str] = {}
+    for c in clicks:
+        first.setdefault(c.item_id, c.decision_id)
+    decided = {row[0]: row[1] for row in state["decisions"]}
+    assert decided == {i: d for i, d in first.items() if i != "ffffffffffffffffffff"}
+    outcomes = {row[0]: row[7] for row in state["audit"]}
+    assert {d for d, o in outcomes.items() if o == "applied"} == set(decided.values())
+    assert {o for d, o in outcomes.items() if d not in decided.values()} <= {
+        "superseded",
+        "rejected",
+    }
+    unknown = {c.decision_id for c in clicks if c.item_id == "ffffffffffffffffffff"}
+    assert (report.applied, report.rejected) == (len(decided), len(unknown))
+    assert report.superseded == len(unique) - len(decided) - len(unknown)
+
+
+LABEL_CHOICES = ["kudos", "sales_lead", "feature_request", "service_issue", "other"]
+DEPT_CHOICES = ["marketing", "sales", "product", "support"]

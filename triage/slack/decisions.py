@@ -415,6 +415,8 @@ def plan_decisions(
     """
     out = ReviewChanges()
     settled = set(decided)
+    # An item's state as this batch leaves it, so a later click audits what it really saw.
+    current: dict[str, dict[str, Any]] = {}
     for d in decisions:
         if d.decision_id in out.outcomes:
             continue  # the same click spooled twice (a retried delivery)
@@ -423,7 +425,7 @@ def plan_decisions(
             out.outcomes[d.decision_id] = "rejected"
             out.audit.append(_audit(d, "rejected", after="unknown item"))
             continue
-        before = {
+        before = current.get(d.item_id) or {
             "label": item["label"],
             "department": item["department"],
             "state": item["route_state"],
@@ -455,6 +457,7 @@ def plan_decisions(
             {"item_id": d.item_id, "department": department, "state": state, "rule": rule}
         )
         after = {"label": label, "department": department, "state": state}
+        current[d.item_id] = after
         out.decisions.append(
             {
                 "item_id": d.item_id,
