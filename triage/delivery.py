@@ -107,7 +107,7 @@ class SlackDestination:
     def bind(self, store: Store, destinations: dict[str, Any]) -> None:
         """Before a drain: open a threaded batch when many review messages are due (issue 5)."""
         self.thread_ts = None
-        self.threads = store.recent_review_threads(self.name) if self.batch_threshold else []
+        self.threads = []
         if not self.batch_threshold:
             return
         try:
@@ -118,6 +118,8 @@ class SlackDestination:
             # Without knowing whether a parent exists, posting another could duplicate it: this
             # run posts at top level instead, and each send reports the channel's own error.
             log.warning("review batch for %s not opened: %s", self.name, exc)
+        # Recent batch parents (this run's included): where reconciliation looks for replies.
+        self.threads = store.recent_review_threads(self.name)
 
     def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
         """Post the message; return ``channel:ts``."""
