@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import json
 import re
 import ssl
 import time
@@ -29,7 +28,7 @@ from imap_tools import A, BaseMailBox, MailBox, MailBoxStartTls, MailBoxUnencryp
 from imap_tools.errors import ImapToolsError, MailboxLoginError
 
 from connectors.base import ConnectorError, FetchBatch, SourceContext
-from triage.models import Author, InvalidRecord, Mention, Rejected, clean_text
+from triage.models import Author, InvalidRecord, Mention, Rejected, cap_raw, clean_text, raw_text
 
 SETTINGS = {
     "host": "IMAP server host name",
@@ -493,6 +492,6 @@ def _reject(ctx: SourceContext, msg: MailMessage, reason: str) -> Rejected:
     return Rejected(
         source=ctx.name,
         reason=reason,
-        raw=json.dumps(raw, ensure_ascii=False)[:100_000],
+        raw=cap_raw(raw_text(raw)),
         external_id=message_id or None,
     )
