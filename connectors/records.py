@@ -177,6 +177,30 @@ def _pick(
     return None
 
 
+def _text(
+    record: dict[str, Any], mapping: dict[str, str] | None, cands: dict[str, tuple[str, ...]]
+) -> str:
+    """The record's text, as ``_pick`` finds it, with a reason that names the field when not."""
+    value = _pick(record, "text", mapping, cands)
+    if mapping and "text" in mapping:
+        key: str | None = mapping["text"]
+    else:
+        # The field _pick took; or, when every text field is empty, the first one present.
+        key = next((k for k in cands["text"] if record[k] is value), None) or next(
+            iter(cands["text"]), None
+        )
+    if value is None or value == "":
+        if key is None:
+            raise InvalidRecord(f"text is missing (text fields: {', '.join(ALIASES['text'])})")
+        raise InvalidRecord(f"text is missing (field '{key}' is empty)")
+    if not isinstance(value, str):
+        raise InvalidRecord(f"text is not a string (field '{key}' is {type(value).__name__})")
+    try:
+        return clean_text(value)
+    except InvalidRecord:
+        raise InvalidRecord(f"text is empty (field '{key}' is blank)") from None
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
@@ -249,7 +273,7 @@ def mention_from_record(
     ext = _pick(record, "external_id", mapping, cands)
     if ext in (None, ""):
         raise InvalidRecord("id is missing")
-    text = clean_text(_pick(record, "text", mapping, cands))
+    text = _text(record, mapping, cands)
     created = created_at(_pick(record, "created_at", mapping, cands), date_format, tz)
     followers_n = _followers(_pick(record, "followers", mapping, cands))
     return Mention(
