@@ -126,7 +126,7 @@ def exchange(port: int, data: bytes) -> tuple[int, dict[str, Any]]:
     answer = b"".join(chunks)
     assert answer.startswith(b"HTTP/1."), f"no HTTP answer: {answer[:100]!r}"
     status = int(answer.split(b" ", 2)[1])
-    head, _, payload = answer.partition(b"\r\n\r\n")
+    _, _, payload = answer.partition(b"\r\n\r\n")
     try:
         body = json.loads(payload) if payload else {}
     except ValueError:

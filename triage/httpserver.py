@@ -107,6 +107,9 @@ class BoundedHandler(BaseHTTPRequestHandler):
     def send_response(self, code: int, message: str | None = None) -> None:
         """Start the answer; writes get their own timeout (the read deadline may be spent)."""
         self.answered = True
+        # The standard library answers an unparsable request line HTTP/0.9-style, without a
+        # status line; no client of ours speaks 0.9, so every answer gets one.
+        self.request_version = "HTTP/1.0"
         self.connection.settimeout(self.request_timeout)
         super().send_response(code, message)
 
