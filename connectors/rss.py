@@ -10,6 +10,7 @@ import calendar
 import html
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -112,7 +113,8 @@ def check(ctx: SourceContext) -> str:
 
 def _entry_time(entry: Any) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = entry.get(key)
+        # dict.get: feedparser's own get() maps a missing `updated` to `published` with a warning.
+        value = dict.get(entry, key)
         if value:
             # Through parse_timestamp: a date out of range (year 9999) quarantines the entry
             # instead of overflowing or pushing the watermark past every later entry.
@@ -147,7 +149,7 @@ def _mention(
     if created is None:
         raise InvalidRecord("entry has no published or updated date")
     text = clean_text(_entry_text(entry))
-    raw = {k: entry.get(k) for k in _RAW_KEYS}
+    raw = {k: dict.get(entry, k) for k in _RAW_KEYS}
     raw["text"] = text
     return Mention(
         source=ctx.name,
@@ -192,7 +194,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         try:
             mention = _mention(ctx, parsed.feed, entry, fetched_at, default_type)
         except InvalidRecord as exc:
-            raw = {k: entry.get(k) for k in _RAW_KEYS} if isinstance(entry, dict) else entry
+            raw = {k: dict.get(entry, k) for k in _RAW_KEYS} if isinstance(entry, dict) else entry
             ext = (entry.get("id") or entry.get("link")) if isinstance(entry, dict) else None
             batch.rejected.append(
                 Rejected(
@@ -215,3 +217,15 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         state["watermark"] = newest.isoformat()
     batch.cursor = state
     yield batch
+
+
+def sample(ctx: SourceContext, limit: int = 1000) -> FetchBatch:
+    """Fetch and parse the whole feed (no watermark, no conditional GET), storing nothing.
+
+    ``triage sources check`` uses this to say how many entries would be quarantined and why.
+    """
+    settings = {k: v for k, v in ctx.settings.items() if k != "backfill_days"}
+    batch = next(fetch(replace(ctx, settings=settings), None), FetchBatch())
+    batch.mentions = batch.mentions[:limit]
+    batch.rejected = batch.rejected[: max(0, limit - len(batch.mentions))]
+    return batch
