@@ -13,8 +13,8 @@ around it are stored.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import IO, Any
@@ -196,16 +196,7 @@ def reread(ctx: SourceContext, rows: list[dict[str, Any]]) -> tuple[pa.Table | N
             keys.append(str(row["key"]))
     if not records:
         return None, []
-    table, invalid = item_rows(
-        ctx.name,
-        records,
-        fetched_at=datetime.now(UTC),
-        raws=raws,
-        mapping=fmt.mapping,
-        default_source_type=fmt.source_type,
-        date_format=fmt.date_format,
-        tz=fmt.tz,
-    )
+    table, invalid = _item_rows(ctx, fmt, records, datetime.now(UTC), raws)
     still = {i for i, _ in invalid}
     return table, [k for i, k in enumerate(keys) if i not in still]
 
@@ -305,6 +296,43 @@ class _Lines:
             size += len(chunk)
 
 
+@dataclass
+class _Batch:
+    """One batch being filled: the rejects so far and the parsed records with their lines."""
+
+    out: FetchBatch = field(default_factory=FetchBatch)
+    records: list[Any] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    raws: list[str] = field(default_factory=list)
+
+
+def _batches(
+    ctx: SourceContext,
+    fmt: RecordFormat,
+    path: Path,
+    src: _Lines,
+    fetched_at: datetime,
+    step: Callable[[_Batch], bool],
+) -> Iterator[tuple[FetchBatch, int, int]]:
+    """Fill batches of ``ctx.batch_size`` lines (CSV: records) with ``step``; yield each with the
+    position after it. ``step`` reads one line or record into the batch, False at the end."""
+    offset = src.pos
+    while True:
+        current = _Batch()
+        count = 0
+        while count < ctx.batch_size and step(current):
+            count += 1
+        batch = current.out
+        _add_items(
+            ctx, fmt, path, batch, current.records, current.numbers, fetched_at, current.raws
+        )
+        if batch.size or count or src.pos == offset:
+            yield batch, src.pos, src.line
+        if count < ctx.batch_size:
+            return
+        offset = src.pos
+
+
 def _read_jsonl(
     ctx: SourceContext,
     fmt: RecordFormat,
@@ -315,35 +343,26 @@ def _read_jsonl(
 ) -> Iterator[tuple[FetchBatch, int, int]]:
     with path.open("rb") as fh:
         src = _Lines(fh, offset, line, fmt.max_record_bytes)
-        while True:
-            batch = FetchBatch()
-            records: list[Any] = []
-            raws: list[str] = []
-            numbers: list[int] = []
-            count = 0
-            while count < ctx.batch_size:
-                data = src.next_line()
-                _oversized(ctx, fmt, path, src, batch)
-                if data is None:
-                    break
-                count += 1
-                if not data.strip():
-                    continue
-                try:
-                    record = decode_json(data)
-                except InvalidRecord as exc:
-                    batch.rejected.append(_reject(ctx, path, src.line, str(exc), data))
-                    continue
-                records.append(record)
-                # decode_json accepted the line, so it is valid UTF-8.
-                raws.append(data.decode("utf-8").rstrip("\r\n"))
-                numbers.append(src.line)
-            _add_items(ctx, fmt, path, batch, records, numbers, fetched_at, raws)
-            if batch.size or count or src.pos == offset:
-                yield batch, src.pos, src.line
-            if count < ctx.batch_size:
-                return
-            offset = src.pos
+
+        def step(into: _Batch) -> bool:
+            data = src.next_line()
+            _oversized(ctx, fmt, path, src, into.out)
+            if data is None:
+                return False
+            if not data.strip():
+                return True
+            try:
+                record = decode_json(data)
+            except InvalidRecord as exc:
+                into.out.rejected.append(_reject(ctx, path, src.line, str(exc), data))
+                return True
+            into.records.append(record)
+            # decode_json accepted the line, so it is valid UTF-8.
+            into.raws.append(data.decode("utf-8").rstrip("\r\n"))
+            into.numbers.append(src.line)
+            return True
+
+        yield from _batches(ctx, fmt, path, src, fetched_at, step)
 
 
 def _oversized(
@@ -356,6 +375,25 @@ def _oversized(
         )
         batch.rejected.append(_reject(ctx, path, number, reason, head + b"..."))
     src.oversized.clear()
+
+
+def _item_rows(
+    ctx: SourceContext,
+    fmt: RecordFormat,
+    records: list[Any],
+    fetched_at: datetime,
+    raws: list[str] | None,
+) -> tuple[pa.Table, list[tuple[int, str]]]:
+    return item_rows(
+        ctx.name,
+        records,
+        fetched_at=fetched_at,
+        raws=raws or None,  # none (CSV): each record is kept as itself
+        mapping=fmt.mapping,
+        default_source_type=fmt.source_type,
+        date_format=fmt.date_format,
+        tz=fmt.tz,
+    )
 
 
 def _add_items(
@@ -373,21 +411,12 @@ def _add_items(
     Valid records become item rows column by column (no Mention per record); the invalid ones
     come back with mention_from_record's reason and are kept as their raw line (JSONL) or row.
     """
-    batch.items, invalid = item_rows(
-        ctx.name,
-        records,
-        fetched_at=fetched_at,
-        raws=raws,
-        mapping=fmt.mapping,
-        default_source_type=fmt.source_type,
-        date_format=fmt.date_format,
-        tz=fmt.tz,
-    )
+    batch.items, invalid = _item_rows(ctx, fmt, records, fetched_at, raws)
     id_key = (fmt.mapping or {}).get("external_id", "id")
     for i, reason in invalid:
         record = records[i]
         ext = record.get(id_key) if isinstance(record, dict) else None
-        raw = raws[i] if raws is not None else record
+        raw = raws[i] if raws else record
         batch.rejected.append(_reject(ctx, path, numbers[i], reason, raw, ext))
 
 
@@ -455,82 +484,53 @@ def _read_csv(
             return
         if offset > src.pos:
             src.seek(offset, line)
-        offset = src.pos
         lines = _CsvLines(src)
         reader = csv.reader(lines)
-        while True:
-            batch = FetchBatch()
-            records: list[dict[str, str]] = []
-            numbers: list[int] = []
-            count = 0
-            while count < ctx.batch_size:
-                lines.begin()
-                try:
-                    row = next(reader, None)
-                except _TooLong:
-                    start_pos, start_line = lines.start
-                    _oversized(ctx, fmt, path, src, batch)
-                    batch.rejected.append(
-                        _reject(
-                            ctx,
-                            path,
-                            start_line + 1,
-                            f"record runs past max_record_bytes ({fmt.max_record_bytes:,}): "
-                            "a quoted field that opens on this line is never closed",
-                            lines.first,
-                        )
-                    )
-                    # Read on from the line after the one that opened the quote.
-                    src.seek(start_pos + len(lines.first), start_line + 1)
-                    count += 1
-                    continue
-                except csv.Error as exc:
-                    _oversized(ctx, fmt, path, src, batch)
-                    batch.rejected.append(
-                        _reject(
-                            ctx, path, lines.start[1] + 1, f"unreadable CSV: {exc}", lines.first
-                        )
-                    )
-                    count += 1
-                    continue
-                _oversized(ctx, fmt, path, src, batch)
-                if row is None:
-                    break
-                start_pos, start_line = lines.start
-                if lines.ended:
-                    # The file ended inside a quoted field: the quote that opened it is broken.
-                    # Quarantine that line and read on from the next one.
-                    batch.rejected.append(
-                        _reject(
-                            ctx,
-                            path,
-                            start_line + 1,
-                            "a quoted field that opens on this line is never closed",
-                            lines.first,
-                        )
-                    )
-                    src.seek(start_pos + len(lines.first), start_line + 1)
-                    count += 1
-                    continue
-                count += 1
-                if not row:
-                    continue
-                number = start_line + 1
-                if len(row) != len(header):
-                    batch.rejected.append(
-                        _reject(
-                            ctx, path, number, f"{len(row)} columns, header has {len(header)}", row
-                        )
-                    )
-                    continue
-                records.append(dict(zip(header, row, strict=True)))
-                numbers.append(number)
-            _add_items(ctx, fmt, path, batch, records, numbers, fetched_at)
-            if batch.size or count or src.pos == offset:
-                yield batch, src.pos, src.line
-            if count < ctx.batch_size:
-                return
-            offset = src.pos
+
+        def broken(into: _Batch, reason: str) -> None:
+            # Quarantine the line that opened the record and read on from the line after it.
+            start_pos, start_line = lines.start
+            into.out.rejected.append(_reject(ctx, path, start_line + 1, reason, lines.first))
+            src.seek(start_pos + len(lines.first), start_line + 1)
+
+        def step(into: _Batch) -> bool:
+            lines.begin()
+            try:
+                row = next(reader, None)
+            except _TooLong:
+                _oversized(ctx, fmt, path, src, into.out)
+                broken(
+                    into,
+                    f"record runs past max_record_bytes ({fmt.max_record_bytes:,}): "
+                    "a quoted field that opens on this line is never closed",
+                )
+                return True
+            except csv.Error as exc:
+                _oversized(ctx, fmt, path, src, into.out)
+                number = lines.start[1] + 1
+                into.out.rejected.append(
+                    _reject(ctx, path, number, f"unreadable CSV: {exc}", lines.first)
+                )
+                return True
+            _oversized(ctx, fmt, path, src, into.out)
+            if row is None:
+                return False
+            if lines.ended:
+                # The file ended inside a quoted field: the quote that opened it is broken.
+                broken(into, "a quoted field that opens on this line is never closed")
+                return True
+            if not row:
+                return True
+            number = lines.start[1] + 1
+            if len(row) != len(header):
+                reason = f"{len(row)} columns, header has {len(header)}"
+                into.out.rejected.append(_reject(ctx, path, number, reason, row))
+                return True
+            into.records.append(dict(zip(header, row, strict=True)))
+            into.numbers.append(number)
+            return True
+
+        yield from _batches(ctx, fmt, path, src, fetched_at, step)
 
 
 def _reject(

@@ -28,7 +28,16 @@ from imap_tools import A, BaseMailBox, MailBox, MailBoxStartTls, MailBoxUnencryp
 from imap_tools.errors import ImapToolsError, MailboxLoginError
 
 from connectors.base import ConnectorError, FetchBatch, SourceContext
-from triage.models import Author, InvalidRecord, Mention, Rejected, cap_raw, clean_text, raw_text
+from triage.models import (
+    Author,
+    InvalidRecord,
+    Mention,
+    Rejected,
+    cap_raw,
+    clean_text,
+    parse_timestamp,
+    raw_text,
+)
 
 SETTINGS = {
     "host": "IMAP server host name",
@@ -320,9 +329,12 @@ def _created_at(msg: MailMessage, fallback: datetime) -> datetime:
             dt = parsedate_to_datetime(msg.date_str)
         except (TypeError, ValueError, IndexError):
             return fallback
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        # Naive means UTC; a Date header out of range (year 9999, before 1970, far ahead) is the
+        # sender's clock, not the mail's: the time we saw it is the best we know, as above.
+        return parse_timestamp(dt)
+    except InvalidRecord:
+        return fallback
 
 
 def to_mention(

@@ -227,6 +227,27 @@ def test_email_parses_mime_strips_replies_and_marks_seen(
     assert rows(db, "SELECT count(*) FROM items")[0][0] == 4
 
 
+def test_email_dates_out_of_range_fall_back_to_the_time_seen(
+    dovecot: ImapServer, mailbox: str, tmp_path: Path
+) -> None:
+    # The Date header is the sender's clock: a broken one must neither crash the mailbox, lose the
+    # mail to quarantine nor date it in the year 9999.
+    broken = {"y9999@x": "Fri, 31 Dec 9999 23:59:59 -0500", "y2200@x": "Mon, 01 Jan 2200 00:00:00"}
+    for mid, date in broken.items():
+        dovecot.append(mailbox, simple(mid, "Sync fails on my tablet", date=date))
+    dovecot.append(mailbox, simple("ok@x", "Do you have a team plan?"))
+    cfg = write_config(tmp_path, [email_source(dovecot, mailbox)])
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    result = run_ingest(cfg, "mailbox")
+
+    assert result["stored"] == 3 and result["quarantined"] == 0
+    created = dict(rows(tmp_path / "t.duckdb", "SELECT external_id, created_at FROM items"))
+    assert created["ok@x"] == datetime(2026, 11, 25, 12, tzinfo=UTC)
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    assert all(before <= created[mid] <= after for mid in broken), created
+
+
 def test_email_moves_processed_messages_to_a_folder(
     dovecot: ImapServer, mailbox: str, tmp_path: Path
 ) -> None:

@@ -30,6 +30,8 @@ quarantine_app = typer.Typer(
     help="Show quarantined records and why; retry or clear them.",
 )
 
+SourceOpt = Annotated[str | None, typer.Option("--source", help="Only this source.")]
+
 # A source whose run (or sample) quarantined more than this share of what it read is reported
 # loudly, and from MOSTLY_MIN records on `triage run` / `triage sources check` exit 1: that is a
 # mapping or format problem to fix, not a few odd records.
@@ -229,7 +231,7 @@ def quarantine(
     ctx: typer.Context,
     config: ConfigOpt = None,
     db: DbOpt = None,
-    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    source: SourceOpt = None,
     limit: Annotated[int, typer.Option(help="How many to show (0: all).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -273,7 +275,7 @@ def _where(reason: str) -> dict[str, Any]:
 
 @quarantine_app.command("retry")
 def quarantine_retry(
-    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    source: SourceOpt = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -321,7 +323,7 @@ def quarantine_retry(
 
 @quarantine_app.command("clear")
 def quarantine_clear(
-    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    source: SourceOpt = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:

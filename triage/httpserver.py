@@ -24,6 +24,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -64,21 +65,19 @@ class _DeadlineReader:
             raise TimeoutError("the request was not received in time")
         self._sock.settimeout(left)
 
-    def readline(self, limit: int = -1) -> bytes:
+    def _timed(self, read: Callable[[int], bytes], size: int) -> bytes:
         self._arm()
         try:
-            return bytes(self._raw.readline(limit))
+            return bytes(read(size))
         except TimeoutError:
             self._handler.timed_out = True
             raise
 
+    def readline(self, limit: int = -1) -> bytes:
+        return self._timed(self._raw.readline, limit)
+
     def read(self, n: int = -1) -> bytes:
-        self._arm()
-        try:
-            return bytes(self._raw.read(n))
-        except TimeoutError:
-            self._handler.timed_out = True
-            raise
+        return self._timed(self._raw.read, n)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
