@@ -256,7 +256,7 @@ likely = st.builds(
 any_record = st.one_of(record, likely, value)
 
 PARSERS = settings(
-    max_examples=250,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -312,7 +312,7 @@ def drop_files(draw: st.DrawFn) -> tuple[str, bytes]:
     return "drop.csv", body.encode("utf-8", "surrogatepass") + b"\n"
 
 
-@PARSERS
+@settings(PARSERS, max_examples=150)
 @given(drop=drop_files(), batch_size=st.integers(min_value=1, max_value=5))
 def test_fuzz_file_drops_never_raise_and_account_for_every_line(
     tmp_path_factory: pytest.TempPathFactory, drop: tuple[str, bytes], batch_size: int
