@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from triage.models import ITEM_SCHEMA, LABELS, Mention, Rejected
+from triage.models import ITEM_SCHEMA, LABELS, Mention, Rejected, cap_raw, storable
 
 # Each migration runs once, in order, inside one transaction with its bookkeeping row.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -339,6 +339,17 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row and row[0] is not None else None
 
+    def reset_cursor(self, connector: str) -> bool:
+        """Forget a source's cursor: its next run reads from the start (stable ids absorb repeats).
+
+        Returns:
+            True when there was a cursor to forget.
+        """
+        row = self.con.execute(
+            "DELETE FROM connector_state WHERE connector = ? RETURNING connector", [connector]
+        ).fetchall()
+        return bool(row)
+
     def ingest(
         self,
         source: str,
@@ -402,18 +413,23 @@ class Store:
         """Keep malformed records with their reason; the same record twice is kept once."""
         if not rejected:
             return 0
-        rows = [
-            {
-                "key": hashlib.blake2b(
-                    f"{r.source}\x1f{r.reason}\x1f{r.raw}".encode(errors="replace"), digest_size=12
-                ).hexdigest(),
-                "source": r.source,
-                "external_id": r.external_id,
-                "reason": r.reason,
-                "raw": r.raw,
-            }
-            for r in rejected
-        ]
+        rows = []
+        for r in rejected:
+            # Bounded and storable whatever the connector kept: quarantine must never fail a batch.
+            raw = cap_raw(r.raw)
+            reason = storable(r.reason[:2000]) or ""
+            rows.append(
+                {
+                    "key": hashlib.blake2b(
+                        f"{r.source}\x1f{reason}\x1f{raw}".encode(errors="replace"),
+                        digest_size=12,
+                    ).hexdigest(),
+                    "source": r.source,
+                    "external_id": storable(r.external_id),
+                    "reason": reason,
+                    "raw": raw,
+                }
+            )
         self.con.register("_incoming_quarantine", pa.Table.from_pylist(rows))
         try:
             row = self.con.execute(
@@ -636,15 +652,48 @@ class Store:
             "schema_version": scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"),
         }
 
-    def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Return the most recent quarantined records with their reasons."""
+    def quarantined(
+        self, limit: int | None = 50, source: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return quarantined records with their reasons, the most recent first.
+
+        Args:
+            limit: At most this many (None: all).
+            source: Only this source's.
+        """
         cur = self.con.execute(
-            "SELECT source, external_id, reason, raw, received_at FROM quarantine "
-            "ORDER BY received_at DESC LIMIT ?",
-            [limit],
+            "SELECT key, source, external_id, reason, raw, received_at FROM quarantine "
+            "WHERE ? IS NULL OR source = ? ORDER BY received_at DESC, source, reason LIMIT ?",
+            [source, source, limit],
         )
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """Quarantined records per source."""
+        rows = self.con.execute(
+            "SELECT source, count(*) FROM quarantine GROUP BY source ORDER BY source"
+        ).fetchall()
+        return {str(k): int(v) for k, v in rows}
+
+    def clear_quarantine(self, source: str | None = None, keys: Sequence[str] | None = None) -> int:
+        """Delete quarantined records: a source's, the given keys, or (neither given) all.
+
+        Returns:
+            How many were deleted.
+        """
+        if keys is not None:
+            if not keys:
+                return 0
+            rows = self.con.execute(
+                "DELETE FROM quarantine WHERE list_contains(?, key) RETURNING key", [list(keys)]
+            ).fetchall()
+        else:
+            rows = self.con.execute(
+                "DELETE FROM quarantine WHERE ? IS NULL OR source = ? RETURNING key",
+                [source, source],
+            ).fetchall()
+        return len(rows)
 
     def count(self, table: str) -> int:
         """Row count of one of the project's tables (used by the benchmark and tests)."""
