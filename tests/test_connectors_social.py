@@ -363,6 +363,21 @@ def test_malformed_records_are_quarantined(spec: Spec, fake: Any) -> None:
     assert all(r.reason and r.raw and r.source == f"my-{spec.name}" for r in rejected)
 
 
+def test_a_lone_surrogate_in_a_post_is_stored_not_fatal_to_the_batch(
+    spec: Spec, fake: Any, tmp_path: Path
+) -> None:
+    # JSON may escape half of an emoji ("\ud83d"); Python's json decodes it to a lone surrogate,
+    # which cannot be encoded: the post is stored with U+FFFD instead of failing its batch.
+    broken = spec.add(fake, "broken emoji \ud83d in an otherwise fine post", _now(3))
+    fine = spec.add(fake, "a perfectly fine post", _now(4))
+    with open_store(tmp_path / "t.duckdb") as store:
+        for batch in spec.module.fetch(_ctx(spec, fake), None):
+            store.ingest(f"my-{spec.name}", batch.mentions, batch.rejected, batch.cursor)
+        texts = dict(store.con.execute("SELECT external_id, text FROM items").fetchall())
+    assert set(texts) == {broken, fine}
+    assert "broken emoji \ufffd in an otherwise fine post" in texts[broken]
+
+
 def test_oversize_text_is_truncated_not_dropped(spec: Spec, fake: Any) -> None:
     ext = spec.add(fake, "long " + "x" * 30_000, _now(3))
     mentions, _, _ = _fetch(spec, _ctx(spec, fake), None)
