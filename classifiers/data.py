@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,26 +115,6 @@ def load_starter() -> list[Example]:
     for ex in examples:
         ex.origin = f"starter/{ex.origin}"
     return examples
-
-
-def split(
-    examples: Sequence[Example], held_out: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Split examples into train and held-out parts, stratified by primary label and seeded."""
-    rng = random.Random(seed)
-    train: list[Example] = []
-    dev: list[Example] = []
-    by_label: dict[str, list[Example]] = {}
-    for ex in examples:
-        by_label.setdefault(ex.label, []).append(ex)
-    for label in sorted(by_label):
-        group = list(by_label[label])
-        rng.shuffle(group)
-        k = max(1, round(len(group) * held_out)) if len(group) > 1 else 0
-        dev.extend(group[:k])
-        train.extend(group[k:])
-    rng.shuffle(train)
-    return train, dev
 
 
 # The starter corpus's source types, grouped into the kinds of source a customer connects: a
