@@ -203,7 +203,8 @@ def deliver_pending(config: Config, limit: int = 10_000) -> dict[str, Any]:
     destinations = build_destinations(config)
     with open_store(config.database) as store:
         report = drain(store, config, destinations, limit=limit)
-    previews = sorted(d.name for d in destinations.values() if d.preview)
+    # Only destinations that wrote a preview in this drain: nothing previewed, no preview note.
+    previews = sorted(report.previewed_by)
     return {
         **report.as_dict(),
         "preview_destinations": previews,

@@ -185,7 +185,9 @@ def test_file_fetch_quarantines_with_line_numbers_and_resumes_from_its_cursor(
     assert len(rejected) == 12
     # The cursor covers the complete lines only.
     complete = len(("\n".join(MESSY_LINES) + "\n").encode())
-    assert batches[-1].cursor == {"files": {"drop.jsonl": {"offset": complete, "size": ANY_SIZE}}}
+    assert batches[-1].cursor == {
+        "files": {"drop.jsonl": {"offset": complete, "size": ANY_SIZE, "line": len(MESSY_LINES)}}
+    }
 
     with drop.open("a", encoding="utf-8") as fh:
         fh.write(' and a half", "created_at": "2026-01-02T03:04:05Z"}\n')

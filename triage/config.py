@@ -158,6 +158,14 @@ def load_config(
                 enabled=bool(raw.get("enabled", True)),
             )
         )
+    # Each connector describes (and checks) its own settings; imported here to avoid a cycle.
+    from connectors import validate_source
+
+    for src in sources:
+        try:
+            validate_source(src.type, src.name, src.settings)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     destinations: dict[str, DestinationConfig] = {}
     for name, raw in (data.get("destinations") or {}).items():
