@@ -20,7 +20,7 @@ from connectors.records import item_rows
 from triage.models import Rejected
 
 SETTINGS = {
-    "path": "folder (or single file) of *.jsonl / *.csv drops, relative to the config file",
+    "path": "folder (or single file) of *.jsonl / *.csv drops, relative to the config file (required)",
     "pattern": "glob of files to read inside the folder (default: *.jsonl and *.csv)",
     "fields": "optional mapping of our field names to the file's columns, e.g. {text: Feedback}",
     "source_type": "source_type for records that do not say (e.g. app_review, email, web_form)",

@@ -15,7 +15,7 @@ from connectors import file
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 
 SETTINGS = {
-    "spool_dir": "the intake server's --spool-dir, relative to the config file",
+    "spool_dir": "the intake server's --spool-dir, relative to the config file (required)",
     "source_type": "source_type of the posts (default web_form)",
 }
 

@@ -116,7 +116,7 @@ def announce_dead_letters(
     Returns:
         How many announcements were made.
     """
-    alerts = (config.extra.get("alerts") or {}).get("destination")
+    alerts = config.alerts_destination
     if not alerts:
         return 0
     dest = destinations.get(str(alerts))
