@@ -236,12 +236,20 @@ ingest_task = task(
     retry_delay_seconds=[2, 5],
     cache_policy=NO_CACHE,
 )(ingest)
-classify_task = task(name="classify", cache_policy=NO_CACHE)(classify_pending)
-route_task = task(name="route", cache_policy=NO_CACHE)(route_pending)
-review_task = task(name="apply-review-decisions", cache_policy=NO_CACHE)(process_pending)
-deliver_task = task(name="deliver", retries=2, retry_delay_seconds=[5, 15], cache_policy=NO_CACHE)(
-    deliver_pending
+classify_task = task(name="classify", task_run_name="classify", cache_policy=NO_CACHE)(
+    classify_pending
 )
+route_task = task(name="route", task_run_name="route", cache_policy=NO_CACHE)(route_pending)
+review_task = task(
+    name="apply-review-decisions", task_run_name="apply-review-decisions", cache_policy=NO_CACHE
+)(process_pending)
+deliver_task = task(
+    name="deliver",
+    task_run_name="deliver",
+    retries=2,
+    retry_delay_seconds=[5, 15],
+    cache_policy=NO_CACHE,
+)(deliver_pending)
 
 
 class SourcesFailed(Exception):

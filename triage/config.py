@@ -171,18 +171,19 @@ def _read_yaml(cfg_path: Path) -> tuple[Any, yaml.Node | None]:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{cfg_path}: cannot read the configuration: {exc.strerror}") from None
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            _refuse_duplicate_keys(cfg_path, node)
-        data = loader.construct_document(node) if node is not None else {}
+        loader = yaml.SafeLoader(text)  # this already refuses control characters
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _refuse_duplicate_keys(cfg_path, node)
+            data = loader.construct_document(node) if node is not None else {}
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{cfg_path}: the YAML is nested too deeply") from None
-    finally:
-        loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -220,9 +221,15 @@ def _describe(cfg_path: Path, exc: ValidationError, data: Any, node: yaml.Node |
             msgs.append(msg)
         if value is not None:
             got[loc] = value
+    ordered = sorted(merged, key=lambda loc: _line_of(node, loc) or 0)  # as they read in the file
     lines = [
-        _located(cfg_path, node, loc, " or ".join(m) + (f" (got {got[loc]})" if loc in got else ""))
-        for loc, m in merged.items()
+        _located(
+            cfg_path,
+            node,
+            loc,
+            " or ".join(merged[loc]) + (f" (got {got[loc]})" if loc in got else ""),
+        )
+        for loc in ordered
     ]
     if len(lines) > 10:
         lines = [*lines[:10], f"... and {len(lines) - 10} more"]
@@ -245,8 +252,11 @@ def _explain(err: Any, data: Any) -> tuple[tuple[str | int, ...], str, str | Non
         if kind == "union_tag_not_found":
             return (*loc, "type"), "required key is missing", None
         what = "source" if loc and loc[0] == "sources" else "destination"
-        known = ", ".join(sorted(err["ctx"]["expected_tags"].replace("'", "").split(", ")))
-        return (*loc, "type"), f"unknown {what} type (known: {known})", _show(value["type"])
+        tags = sorted(err["ctx"]["expected_tags"].replace("'", "").split(", "))
+        hint = difflib.get_close_matches(str(value["type"]), tags, n=1, cutoff=0.6)
+        known = f"did you mean '{hint[0]}'? " if hint else ""
+        known += f"known: {', '.join(tags)}"
+        return (*loc, "type"), f"unknown {what} type ({known})", _show(value["type"])
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         return loc, "expected a mapping", _show(value)
     if kind == "invalid_key":
