@@ -188,7 +188,7 @@ def test_the_demo_and_the_readme_examples_are_valid(tmp_path: Path) -> None:
     assert cfg.review.batch_threshold is None  # README: unset means never thread
     # Every ```yaml block of the README that is a whole configuration or a list of sources.
     readme = (DEMO.parents[2] / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
     checked = 0
     for block in blocks:
         data = yaml.safe_load(block)

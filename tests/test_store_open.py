@@ -119,7 +119,7 @@ def test_a_damaged_entry_inside_a_real_wal_is_refused(good_store: Path, tmp_path
     code = (
         "import duckdb, os, signal\n"
         f"con = duckdb.connect({str(path)!r}, config={{'checkpoint_threshold': '1GB'}})\n"
-        "con.execute(\"INSERT INTO quarantine (key, source, reason) "
+        'con.execute("INSERT INTO quarantine (key, source, reason) '
         "SELECT range::VARCHAR, 's', 'r' FROM range(5000)\")\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -156,22 +156,20 @@ def test_a_duckdb_file_of_something_else_is_not_taken_over(tmp_path: Path) -> No
 
 def test_only_a_real_lock_conflict_waits(good_store: Path, tmp_path: Path) -> None:
     path = _copy(good_store, tmp_path)
+    hold = f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True)"
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True);"
-            " time.sleep(120)",
-        ],
+        [sys.executable, "-c", hold + "; time.sleep(120)"],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         started = time.monotonic()
-        with pytest.raises(StoreBusy, match="locked by another process") as info:
-            with open_store(path, wait_s=1.5):
-                pass
+        with (
+            pytest.raises(StoreBusy, match="locked by another process") as info,
+            open_store(path, wait_s=1.5),
+        ):
+            pass
         assert time.monotonic() - started >= 1.5  # it waited for the lock, then gave up
         assert info.value.exit_code == 1
     finally:
