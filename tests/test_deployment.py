@@ -96,6 +96,8 @@ def deployment() -> Iterator[None]:
     try:
         yield
     finally:
+        for name in ("triage_config", "triage_db"):  # the server is shared with other tests
+            Variable.unset(name)
         os.killpg(worker.pid, signal.SIGTERM)
         try:
             worker.wait(timeout=30)
