@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,11 +21,10 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.clirun import BIN, REPO, clean_env, run_cli
+
 DEPLOYMENT = "triage/triage-every-15-min"
 POOL = "triage-pool"  # the work pool prefect.yaml names
 
@@ -34,33 +32,15 @@ pytestmark = pytest.mark.slow
 
 
 def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PREFECT_", "TRIAGE_", "SLACK_", "REDDIT_"))
-    }
-    env.update(
-        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+    return clean_env(
         PREFECT_WORKER_QUERY_SECONDS="1",
         PREFECT_WORKER_PREFETCH_SECONDS="5",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
         PREFECT_LOGGING_LEVEL="WARNING",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
-    return env
 
 
 def _prefect(*args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(BIN / "prefect"), *args],
-        check=False,
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_cli(*args, cwd=REPO, env=_env(), timeout=300, program="prefect")
     assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done
 

@@ -46,7 +46,9 @@ def _quiet_prefect(verbose: bool) -> None:
     # The temporary server can take a while to boot on a busy machine; waiting beats failing.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # Failures reach the summary (a failed source, a failed run); Prefect's own error logs
+        # would repeat them as tracebacks. `-v` shows everything.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
@@ -44,15 +45,18 @@ def load_config_or_exit(config: str | None, db: str | None = None) -> Config:
 def store_or_exit(cfg: Config, *, read_only: bool = False) -> Iterator[Store]:
     """Open the configuration's store, or exit with one line saying why it cannot be used.
 
-    A missing store exits 1 (run ``triage run`` first), a locked one 1 (try again later), a
-    damaged one, a newer schema or a file that is not a triage store 2.
+    A missing store exits 1 (run ``triage run`` first), a locked one 1 after waiting
+    ``TRIAGE_LOCK_WAIT`` seconds (default 30; try again later), a damaged one, a newer schema or
+    a file that is not a triage store 2.
     """
     from triage.store import StoreError, open_store
 
     if read_only and not cfg.database.exists():
         fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
+    # How long to wait for a running flow to release the file (seconds); 30 by default.
+    wait_s = float(os.environ.get("TRIAGE_LOCK_WAIT") or 30)
     try:
-        with open_store(cfg.database, read_only=read_only) as store:
+        with open_store(cfg.database, read_only=read_only, wait_s=wait_s) as store:
             yield store
     except StoreError as exc:
         fail(str(exc), exc.exit_code)
