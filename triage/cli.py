@@ -146,14 +146,13 @@ def run(
     database problem that needs fixing first.
     """
     _quiet_prefect(verbose)
-    from flows.triage import run_triage
-    from triage.cli_progress import show_progress
-    from triage.store import StoreError
-
-    # Fail fast, before Prefect starts a server: the configuration, then the store.
+    # Fail fast, before Prefect and spaCy are even imported: the configuration, then the store.
     cfg = load_config_or_exit(config, db)
     with store_or_exit(cfg):
         pass
+    from flows.triage import run_triage
+    from triage.cli_progress import show_progress
+    from triage.store import StoreError
     try:
         server_seconds = _start_temporary_server()
         with show_progress(verbose):
