@@ -226,30 +226,25 @@ def deliver_pending(config: Config, limit: int = 10_000) -> dict[str, Any]:
     }
 
 
-# Thin Prefect wrappers: no caching (inputs are live configuration), retries only where I/O is.
-# Each source's task run is named after it (fetch-and-store[reddit-brand]) so a failure is found
-# at a glance in the UI.
-ingest_task = task(
-    name="fetch-and-store",
-    task_run_name="fetch-and-store[{source.name}]",
+def _stage(fn: Callable[..., Any], name: str, run_name: str | None = None, **options: Any) -> Any:
+    # Thin Prefect wrappers: no caching (inputs are live configuration), retries only where I/O
+    # is, and task runs named after what they do rather than with a hash suffix.
+    return task(name=name, task_run_name=run_name or name, cache_policy=NO_CACHE, **options)(fn)
+
+
+# Each source's task run is named after it (fetch-and-store[reddit-brand]): a failure is found at
+# a glance in the UI.
+ingest_task = _stage(
+    ingest,
+    "fetch-and-store",
+    "fetch-and-store[{source.name}]",
     retries=2,
     retry_delay_seconds=[2, 5],
-    cache_policy=NO_CACHE,
-)(ingest)
-classify_task = task(name="classify", task_run_name="classify", cache_policy=NO_CACHE)(
-    classify_pending
 )
-route_task = task(name="route", task_run_name="route", cache_policy=NO_CACHE)(route_pending)
-review_task = task(
-    name="apply-review-decisions", task_run_name="apply-review-decisions", cache_policy=NO_CACHE
-)(process_pending)
-deliver_task = task(
-    name="deliver",
-    task_run_name="deliver",
-    retries=2,
-    retry_delay_seconds=[5, 15],
-    cache_policy=NO_CACHE,
-)(deliver_pending)
+classify_task = _stage(classify_pending, "classify")
+route_task = _stage(route_pending, "route")
+review_task = _stage(process_pending, "apply-review-decisions")
+deliver_task = _stage(deliver_pending, "deliver", retries=2, retry_delay_seconds=[5, 15])
 
 
 class SourcesFailed(Exception):

@@ -14,11 +14,7 @@ import json
 import os
 import signal
 import subprocess
-import threading
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +22,7 @@ import duckdb
 import pytest
 
 from tests.clirun import BIN, clean_env
-from tests.fakes.slack import FakeSlack, _make_handler
+from tests.fakes.slack import FakeSlack
 
 pytestmark = pytest.mark.slow
 
@@ -43,39 +39,22 @@ TEXTS = [
 ]
 
 
-@dataclass
-class KillingSlack(FakeSlack):
-    """The fake Slack, which SIGKILLs the triage process once it has accepted post number N."""
+@pytest.fixture
+def slack(fake_slack: FakeSlack) -> FakeSlack:
+    """The fake Slack, which SIGKILLs the triage process (``fake_slack.victim``) once it has
+    accepted post number ``fake_slack.kill_after_post`` and before it answers."""
+    answer = fake_slack.handle
 
-    kill_after_post: int = 0
-    victim: int = 0
-
-    def handle(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Answer as Slack does; at the Nth stored post, kill the caller before it hears back."""
-        result = super().handle(method, args)
-        if (
-            method == "chat.postMessage"
-            and result.get("ok")
-            and self.victim
-            and len(self.posted()) == self.kill_after_post
-        ):
-            os.kill(self.victim, signal.SIGKILL)
+    def handle(method: str, args: dict[str, Any]) -> dict[str, Any]:
+        result = answer(method, args)
+        victim, at = getattr(fake_slack, "victim", 0), getattr(fake_slack, "kill_after_post", 0)
+        accepted = method == "chat.postMessage" and result.get("ok")
+        if accepted and victim and len(fake_slack.posted()) == at:
+            os.kill(victim, signal.SIGKILL)
         return result
 
-
-@pytest.fixture
-def slack() -> Iterator[KillingSlack]:
-    """The fake on a random local port."""
-    state = KillingSlack()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/api/"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+    fake_slack.handle = handle  # type: ignore[method-assign]
+    return fake_slack
 
 
 @pytest.fixture
@@ -110,7 +89,7 @@ destinations:
     return tmp_path
 
 
-def _run(work: Path, slack: KillingSlack, kill_at: str | None = None) -> subprocess.Popen[str]:
+def _run(work: Path, slack: FakeSlack, kill_at: str | None = None) -> subprocess.Popen[str]:
     env = clean_env(SLACK_BOT_TOKEN=slack.token, SLACK_API_URL=slack.url)
     if kill_at:
         env["TRIAGE_TEST_KILL_AT"] = kill_at
@@ -153,13 +132,13 @@ STAGES = {
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_kill_9_at_each_stage_loses_nothing_and_duplicates_nothing(
-    backfill: Path, slack: KillingSlack, stage: str
+    backfill: Path, slack: FakeSlack, stage: str
 ) -> None:
     db = backfill / "triage.duckdb"
     if stage == "deliver":
-        slack.kill_after_post = 300
+        slack.kill_after_post = 300  # type: ignore[attr-defined]
         proc = _run(backfill, slack)
-        slack.victim = proc.pid
+        slack.victim = proc.pid  # type: ignore[attr-defined]
     else:
         proc = _run(backfill, slack, kill_at=stage)
     code, _, err = _finish(proc)
@@ -193,4 +172,6 @@ def test_kill_9_at_each_stage_loses_nothing_and_duplicates_nothing(
     assert max(posted.values()) == 1
     assert set(posted) == set(keys)
     if stage == "deliver":
-        assert "reconciled 1" in out  # the post Slack accepted before the kill was found, not resent
+        assert (
+            "reconciled 1" in out
+        )  # the post Slack accepted before the kill was found, not resent
