@@ -77,6 +77,8 @@ def _start_temporary_server() -> float | None:
 
 def _timing(summary: dict[str, Any]) -> str:
     flow_s, server_s = summary["seconds"], summary.get("server_start_seconds")
+    if "wall_seconds" not in summary:  # a flow's own summary, not timed by `triage run`
+        return f"finished in {flow_s:.1f}s (flow)"
     parts = [f"flow {flow_s:.1f}s"]
     if server_s is not None:
         parts.append(f"Prefect server start {server_s:.1f}s")
