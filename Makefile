@@ -8,7 +8,7 @@ MODEL  := classifiers/model/triage_meta.json
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: run test setup model lint typecheck bench clean imap-server
+.PHONY: run test setup model lint typecheck bench clean imap-server chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ imap-server:
 	@command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd; }
 
-test: $(STAMP) $(MODEL) $(IMAP_SERVER)
+# The report test renders the page in a real headless browser (Debian's chromium), installed the
+# same way: only where we can; elsewhere that test skips and says how to enable it.
+BROWSER := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo chromium)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: $(STAMP) $(MODEL) $(IMAP_SERVER) $(BROWSER)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

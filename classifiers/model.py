@@ -129,10 +129,11 @@ def primary_indices(scores: np.ndarray, thresholds: np.ndarray, rule: str) -> np
     """Each row's primary label (index into ``LABELS``) under a rule and per-label thresholds.
 
     Under ``priority`` it is the most urgent label that clears its threshold, under ``argmax``
-    the top score; with no label over its threshold, the top score. Vectorised: it runs on every
-    batch, and threshold tuning calls it thousands of times.
+    the top score; with no label over its threshold, the top score. Equal top scores go to the
+    most urgent owner, as in DESIGN.md (not to the first column of ``LABELS``). Vectorised: it runs
+    on every batch, and threshold tuning calls it thousands of times.
     """
-    top = scores.argmax(axis=1)
+    top = _PRIORITY_ORDER[scores[:, _PRIORITY_ORDER].argmax(axis=1)]
     if rule != "priority":
         return top
     above = scores >= thresholds
@@ -157,13 +158,14 @@ def decide_columns(scores: np.ndarray, policy: Policy) -> Decisions:
     n = scores.shape[0]
     above = scores >= thresholds
     any_above = above.any(axis=1)
-    top = scores.argmax(axis=1)
     chosen = primary_indices(scores, thresholds, policy.primary_rule)
     rows = np.arange(n)
     sorted_scores = np.sort(scores, axis=1)
     margins = sorted_scores[:, -1] - sorted_scores[:, -2]
     below_review = scores[rows, chosen] < review[chosen]
-    close = (margins < policy.margin) & (chosen == top)
+    # The top two scores, whichever labels they belong to (DESIGN.md): also when the priority rule
+    # picked a lower-scoring label, and for a tie between the primary and a higher-listed column.
+    close = margins < policy.margin
     # Reason codes in order of precedence: 1 nothing clears, 2 + j label j below its review
     # threshold, 2 + len(LABELS) top two too close; 0 none.
     reasons: list[str | None] = [None, "no label clears its threshold"]

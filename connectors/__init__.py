@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from connectors import (
     appstore,
@@ -20,6 +20,7 @@ from connectors import (
     youtube,
 )
 from connectors.base import Connector, ConnectorError, FetchBatch, SourceContext
+from triage.config import ConfigError
 
 # An explicit registry: adding a source is one module plus one line here.
 CONNECTORS: dict[str, Connector] = {
@@ -48,6 +49,35 @@ def get_connector(kind: str) -> Connector:
         raise ConnectorError(f"unknown source type '{kind}' (known: {known})") from None
 
 
+def validate_source(kind: str, name: str, settings: dict[str, Any]) -> None:
+    """Check a configured source against its connector's own description of its settings.
+
+    Every key must be one the connector lists in ``SETTINGS`` (a misspelt key is an error, not a
+    silently ignored setting); a connector with a ``validate(name, settings)`` also checks values.
+
+    Args:
+        kind: The source's ``type``.
+        name: The source's ``name`` (for messages).
+        settings: The source's settings (its keys other than name, type and enabled).
+
+    Raises:
+        ConfigError: Naming the source and the offending key.
+    """
+    connector = CONNECTORS.get(kind)
+    if connector is None:
+        known = ", ".join(sorted(CONNECTORS))
+        raise ConfigError(f"source '{name}': unknown type '{kind}' (known: {known})")
+    for key in settings:
+        if key not in connector.SETTINGS:
+            known = ", ".join(connector.SETTINGS)
+            raise ConfigError(
+                f"source '{name}' (type {kind}): unknown setting '{key}' (known: {known})"
+            )
+    check = getattr(connector, "validate", None)
+    if check is not None:
+        check(name, settings)
+
+
 __all__ = [
     "CONNECTORS",
     "Connector",
@@ -55,4 +85,5 @@ __all__ = [
     "FetchBatch",
     "SourceContext",
     "get_connector",
+    "validate_source",
 ]

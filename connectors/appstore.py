@@ -20,6 +20,7 @@ import httpx
 
 from connectors import http
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, Rejected, clean_text, parse_timestamp
 
 SETTINGS = {
@@ -126,6 +127,7 @@ def _is_app_entry(entry: Any) -> bool:
     return isinstance(entry, dict) and "im:name" in entry and "im:rating" not in entry
 
 
+@record_parser
 def to_mention(
     ctx: SourceContext, entry: Any, fetched_at: datetime, app_id: str, country: str
 ) -> Mention:

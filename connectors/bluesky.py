@@ -14,6 +14,7 @@ from typing import Any
 
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 DEFAULT_BASE = "https://bsky.social"
@@ -21,6 +22,7 @@ SEARCH = "/xrpc/app.bsky.feed.searchPosts"
 
 SETTINGS = {
     "queries": "search terms (list, required), e.g. ['nimbus notes']",
+    "query": "one search term (the same as a one-item queries)",
     "handle": "account handle used to sign in, e.g. brand.bsky.social (required)",
     "password_env": "env var of an app password (default BLUESKY_APP_PASSWORD)",
     "lang": "only posts in this language (optional, e.g. en)",
@@ -63,6 +65,7 @@ def _queries(ctx: SourceContext) -> list[str]:
     return queries
 
 
+@record_parser
 def _post(ctx: SourceContext, post: Any, fetched_at: datetime) -> tuple[Mention, datetime]:
     if not isinstance(post, dict):
         raise InvalidRecord(f"post is a {type(post).__name__}, not an object")

@@ -12,6 +12,7 @@ from typing import Any
 
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 SETTINGS = {
@@ -47,6 +48,7 @@ def _get(api: sa.Api, params: dict[str, Any]) -> list[Any]:
     return posts
 
 
+@record_parser
 def _post(ctx: SourceContext, post: dict[str, Any], base: str, fetched_at: datetime) -> Mention:
     created = parse_timestamp(post.get("created_at"))
     raw_text = post.get("raw")

@@ -12,6 +12,7 @@ from typing import Any
 
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 DEFAULT_BASE = "https://hn.algolia.com/api/v1"
@@ -27,6 +28,7 @@ SETTINGS = {
 }
 
 
+@record_parser
 def _hit(ctx: SourceContext, hit: Any, fetched_at: datetime) -> Mention:
     if not isinstance(hit, dict):
         raise InvalidRecord(f"hit is a {type(hit).__name__}, not an object")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import json
 import re
 import ssl
 import time
@@ -29,7 +28,16 @@ from imap_tools import A, BaseMailBox, MailBox, MailBoxStartTls, MailBoxUnencryp
 from imap_tools.errors import ImapToolsError, MailboxLoginError
 
 from connectors.base import ConnectorError, FetchBatch, SourceContext
-from triage.models import Author, InvalidRecord, Mention, Rejected, clean_text
+from triage.models import (
+    Author,
+    InvalidRecord,
+    Mention,
+    Rejected,
+    cap_raw,
+    clean_text,
+    parse_timestamp,
+    raw_text,
+)
 
 SETTINGS = {
     "host": "IMAP server host name (required)",
@@ -321,9 +329,12 @@ def _created_at(msg: MailMessage, fallback: datetime) -> datetime:
             dt = parsedate_to_datetime(msg.date_str)
         except (TypeError, ValueError, IndexError):
             return fallback
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        # Naive means UTC; a Date header out of range (year 9999, before 1970, far ahead) is the
+        # sender's clock, not the mail's: the time we saw it is the best we know, as above.
+        return parse_timestamp(dt)
+    except InvalidRecord:
+        return fallback
 
 
 def to_mention(
@@ -493,6 +504,6 @@ def _reject(ctx: SourceContext, msg: MailMessage, reason: str) -> Rejected:
     return Rejected(
         source=ctx.name,
         reason=reason,
-        raw=json.dumps(raw, ensure_ascii=False)[:100_000],
+        raw=cap_raw(raw_text(raw)),
         external_id=message_id or None,
     )

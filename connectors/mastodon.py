@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 SETTINGS = {
@@ -58,6 +59,7 @@ def _streams(ctx: SourceContext) -> list[tuple[str, str, dict[str, Any], int]]:
     return [(key, path, params, min(size, cap)) for key, path, params, cap in streams]
 
 
+@record_parser
 def _status(ctx: SourceContext, status: Any, fetched_at: datetime) -> Mention:
     if not isinstance(status, dict):
         raise InvalidRecord("status is missing or not an object")

@@ -1,30 +1,43 @@
-"""Turn a flat feedback record (file drops, exports, webhook posts) into a mention."""
+"""Turn a flat feedback record (file drops, exports, webhook posts) into a mention.
+
+This is the one definition of an acceptable flat record: the file connector (column-wise and per
+record), the ``webhook`` source and the intake server's check at the door all go through it.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from datetime import datetime
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 import pyarrow as pa
 
+from triage.config import ConfigError
 from triage.models import (
     ITEM_SCHEMA,
     MAX_TEXT_CHARS,
     Author,
     InvalidRecord,
     Mention,
+    cap_raw,
     clean_text,
     item_id,
     parse_timestamp,
+    raw_text,
+    storable,
 )
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # Accepted spellings per field, first match wins; exports from other tools rarely agree on names.
 ALIASES: dict[str, tuple[str, ...]] = {
     "external_id": ("id", "external_id", "message_id", "review_id", "ticket_id", "guid"),
-    "text": ("text", "body", "message", "content", "comment", "review"),
+    "text": ("text", "body", "message", "content", "comment", "review", "feedback"),
     "created_at": ("created_at", "date", "timestamp", "time", "published", "submitted_at"),
     "url": ("url", "link", "permalink"),
     "author": ("author", "handle", "username", "user", "email"),
@@ -36,6 +49,107 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "in_reply_to": ("in_reply_to", "parent_id", "reply_to"),
     "language": ("language", "lang"),
 }
+
+
+# The names a ``fields:`` mapping may use: the documented ones (README: `id`, `channel`, ...) and,
+# for configurations written before they were documented, the internal `external_id`/`source_type`.
+FIELD_NAMES: dict[str, str] = {
+    "id": "external_id",
+    "channel": "source_type",
+    **{name: name for name in ALIASES},
+}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def normalise_fields(value: Any, where: str) -> dict[str, str] | None:
+    """Check a ``fields:`` setting and return it keyed by our internal field names.
+
+    Args:
+        value: The setting as written, e.g. ``{id: Ticket ID, text: Description}``.
+        where: Names the source in error messages.
+
+    Returns:
+        ``{"external_id": "Ticket ID", "text": "Description"}``, or None without a mapping.
+
+    Raises:
+        ConfigError: For a mapping that is not one, an unknown field name or a non-text column.
+    """
+    if value in (None, {}):
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: 'fields' must be a mapping of field name to column name")
+    out: dict[str, str] = {}
+    for key, column in value.items():
+        field = FIELD_NAMES.get(str(key))
+        if field is None:
+            known = ", ".join(k for k in FIELD_NAMES if k not in ("external_id", "source_type"))
+            raise ConfigError(f"{where}: unknown field '{key}' in 'fields' (known: {known})")
+        if not isinstance(column, str | int) or isinstance(column, bool) or str(column) == "":
+            raise ConfigError(f"{where}: fields.{key} must name a column")
+        if field in out:
+            raise ConfigError(f"{where}: 'fields' maps '{field}' twice")
+        out[field] = str(column)
+    return out
+
+
+def time_zone(value: Any, where: str) -> tzinfo:
+    """The ``timezone`` setting (IANA name, default UTC) for timestamps that carry none."""
+    if value in (None, ""):
+        return UTC
+    try:
+        return ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{where}: timezone '{value}' is not an IANA time zone (e.g. Europe/Berlin)"
+        ) from None
+
+
+def check_date_format(value: Any, where: str) -> str | None:
+    """The ``date_format`` setting: a ``strptime`` pattern such as ``%m/%d/%Y %I:%M %p``."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or "%" not in value:
+        raise ConfigError(f"{where}: date_format must be a strptime pattern, e.g. '%m/%d/%Y %H:%M'")
+    try:
+        datetime.now(UTC).strftime(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: date_format {value!r} is not valid: {exc}") from None
+    return value
+
+
+def record_parser(fn: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Make any error raised while reading one record an :class:`InvalidRecord`.
+
+    A normaliser knows the errors it expects and raises InvalidRecord with a reason; anything it
+    did not foresee (a number where a dict was, a value out of range) must still quarantine that
+    one record instead of failing its batch and, on every later run, its source.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return fn(*args, **kwargs)
+        except InvalidRecord:
+            raise
+        except Exception as exc:
+            raise InvalidRecord(f"unreadable record: {type(exc).__name__}: {exc}"[:300]) from exc
+
+    return wrapper
+
+
+def decode_json(data: bytes) -> Any:
+    """Decode one JSON document (a JSONL line, a spool line, an intake body) the one way we do.
+
+    orjson is strict where it matters: invalid UTF-8, lone surrogates, NaN/Infinity and nesting
+    deeper than 1,024 levels are refused rather than passed on to fail later.
+
+    Raises:
+        InvalidRecord: ``invalid JSON: <why>``.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"invalid JSON: {exc}") from None
 
 
 @lru_cache(maxsize=256)
@@ -63,10 +177,67 @@ def _pick(
     return None
 
 
+def _text(
+    record: dict[str, Any], mapping: dict[str, str] | None, cands: dict[str, tuple[str, ...]]
+) -> str:
+    """The record's text, as ``_pick`` finds it, with a reason that names the field when not."""
+    value = _pick(record, "text", mapping, cands)
+    if mapping and "text" in mapping:
+        key: str | None = mapping["text"]
+    else:
+        # The field _pick took; or, when every text field is empty, the first one present.
+        key = next((k for k in cands["text"] if record[k] is value), None) or next(
+            iter(cands["text"]), None
+        )
+    if value is None or value == "":
+        if key is None:
+            raise InvalidRecord(f"text is missing (text fields: {', '.join(ALIASES['text'])})")
+        raise InvalidRecord(f"text is missing (field '{key}' is empty)")
+    if not isinstance(value, str):
+        raise InvalidRecord(f"text is not a string (field '{key}' is {type(value).__name__})")
+    try:
+        return clean_text(value)
+    except InvalidRecord:
+        raise InvalidRecord(f"text is empty (field '{key}' is blank)") from None
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def created_at(value: Any, date_format: str | None = None, tz: tzinfo = UTC) -> datetime:
+    """Parse a record's ``created_at``: with ``date_format`` when the source sets one.
+
+    Args:
+        value: The field as found in the record.
+        date_format: A ``strptime`` pattern for text values (numbers are still epoch seconds).
+        tz: The time zone of times that carry none.
+
+    Raises:
+        InvalidRecord: When the value does not parse or is out of range.
+    """
+    if date_format and isinstance(value, str):
+        try:
+            parsed = datetime.strptime(value.strip(), date_format)
+        except ValueError:
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise InvalidRecord(
+                f"created_at {shown!r} does not match date_format {date_format!r}"
+            ) from None
+        return parse_timestamp(parsed, naive_tz=tz)
+    return parse_timestamp(value, naive_tz=tz)
+
+
+def _followers(value: Any) -> int | None:
+    # A count when it is one (and fits the column), None when missing or unreadable.
+    try:
+        n = int(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return n if n is None or _INT64[0] <= n <= _INT64[1] else None
+
+
+@record_parser
 def mention_from_record(
     source: str,
     record: Any,
@@ -75,6 +246,8 @@ def mention_from_record(
     raw: str | dict[str, Any] | None = None,
     mapping: dict[str, str] | None = None,
     default_source_type: str | None = None,
+    date_format: str | None = None,
+    tz: tzinfo = UTC,
 ) -> Mention:
     """Validate one flat record and build its mention.
 
@@ -85,6 +258,8 @@ def mention_from_record(
         raw: What to keep for audit; defaults to the record itself.
         mapping: Optional field-name overrides, e.g. ``{"text": "Feedback"}``.
         default_source_type: ``source_type`` when the record does not say.
+        date_format: ``strptime`` pattern of text timestamps (default: ISO 8601).
+        tz: Time zone of timestamps that carry none (default UTC).
 
     Returns:
         The mention.
@@ -98,13 +273,9 @@ def mention_from_record(
     ext = _pick(record, "external_id", mapping, cands)
     if ext in (None, ""):
         raise InvalidRecord("id is missing")
-    text = clean_text(_pick(record, "text", mapping, cands))
-    created = parse_timestamp(_pick(record, "created_at", mapping, cands))
-    followers = _pick(record, "followers", mapping, cands)
-    try:
-        followers_n = int(followers) if followers not in (None, "") else None
-    except (TypeError, ValueError):
-        followers_n = None
+    text = _text(record, mapping, cands)
+    created = created_at(_pick(record, "created_at", mapping, cands), date_format, tz)
+    followers_n = _followers(_pick(record, "followers", mapping, cands))
     return Mention(
         source=source,
         external_id=str(ext),
@@ -146,14 +317,6 @@ def _first_present(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> li
     return out
 
 
-def _followers(value: Any) -> int | None:
-    # As mention_from_record: a count when it is one, None when missing or unreadable.
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def item_rows(
     source: str,
     records: Sequence[Any],
@@ -162,6 +325,8 @@ def item_rows(
     raws: Sequence[str | None] | None = None,
     mapping: dict[str, str] | None = None,
     default_source_type: str | None = None,
+    date_format: str | None = None,
+    tz: tzinfo = UTC,
 ) -> tuple[pa.Table, list[tuple[int, str]]]:
     """Validate a batch of flat records column by column and lay the valid ones out as item rows.
 
@@ -179,6 +344,8 @@ def item_rows(
             itself, serialised as ``Mention.to_row`` does.
         mapping: Optional field-name overrides, e.g. ``{"text": "Feedback"}``.
         default_source_type: ``source_type`` when a record does not say.
+        date_format: ``strptime`` pattern of text timestamps (default: ISO 8601).
+        tz: Time zone of timestamps that carry none (default UTC).
 
     Returns:
         ``(rows, rejected)``: an Arrow table laid out as ``ITEM_SCHEMA`` with the valid records in
@@ -204,7 +371,7 @@ def item_rows(
     for i, (e, t, c) in enumerate(zip(ext, text, created_raw, strict=True)):
         ok = (
             fast[i]
-            and (type(e) is str or type(e) is int)
+            and (type(e) is str or (type(e) is int and _INT64[0] <= e <= _INT64[1]))
             and e != ""
             and type(t) is str
             and 0 < len(t) <= MAX_TEXT_CHARS
@@ -214,7 +381,7 @@ def item_rows(
         when = None
         if ok:
             try:
-                when = parse_timestamp(c)
+                when = created_at(c, date_format, tz)
             except Exception:  # noqa: BLE001 - mention_from_record says why (or raises) below
                 ok = False
         fast[i] = ok
@@ -232,7 +399,10 @@ def item_rows(
         "author_handle": opt_str(column("author")),
         "author_name": opt_str(column("author_name")),
         "author_url": opt_str(column("author_url")),
-        "author_followers": [v if type(v) is int else _followers(v) for v in column("followers")],
+        "author_followers": [
+            v if type(v) is int and _INT64[0] <= v <= _INT64[1] else _followers(v)
+            for v in column("followers")
+        ],
         "text": text,
         "created_at": created,
         "thread": opt_str(column("thread")),
@@ -240,7 +410,7 @@ def item_rows(
         "language": opt_str(column("language")),
         "source_type": [v or default_source_type for v in opt_str(column("source_type"))],
         "raw": [
-            r if r is not None else json.dumps(rec, ensure_ascii=False, default=str)
+            cap_raw(r if r is not None else raw_text(rec))
             for r, rec in zip(raw_list, records, strict=True)
         ],
     }
@@ -260,6 +430,8 @@ def item_rows(
                     raw=raw_list[i],
                     mapping=mapping,
                     default_source_type=default_source_type,
+                    date_format=date_format,
+                    tz=tz,
                 ).to_row()
             except InvalidRecord as exc:
                 rejected.append((i, str(exc)))
@@ -276,5 +448,17 @@ def item_rows(
         **columns,
         "fetched_at": [fetched_at] * size,
     }
-    table = pa.table({f.name: pa.array(arrays[f.name], f.type) for f in ITEM_SCHEMA}, ITEM_SCHEMA)
+    try:
+        table = _item_table(arrays)
+    except (pa.ArrowException, UnicodeEncodeError):
+        # A lone surrogate (only lenient decoders make them) cannot be stored: replace it, as
+        # Mention.to_row does, instead of failing the batch. Never taken for orjson or CSV input.
+        for name in columns:
+            if name not in ("created_at", "author_followers"):
+                arrays[name] = [storable(v) if type(v) is str else v for v in arrays[name]]
+        table = _item_table(arrays)
     return table, rejected
+
+
+def _item_table(arrays: dict[str, list[Any]]) -> pa.Table:
+    return pa.table({f.name: pa.array(arrays[f.name], f.type) for f in ITEM_SCHEMA}, ITEM_SCHEMA)

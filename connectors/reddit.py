@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 DEFAULT_BASE = "https://oauth.reddit.com"
@@ -22,6 +23,7 @@ WEB = "https://www.reddit.com"
 
 SETTINGS = {
     "queries": "keywords to search across Reddit (list), e.g. ['nimbus notes']",
+    "query": "one keyword search (the same as a one-item queries)",
     "subreddits": "subreddits whose new posts and comments are read (list, without r/)",
     "page_size": "items per page (max 100, default 100)",
     "user_agent": "User-Agent Reddit asks for: '<app>/<version> (by /u/<you>)'",
@@ -87,6 +89,7 @@ def _streams(ctx: SourceContext) -> list[tuple[str, str, dict[str, Any]]]:
     return streams
 
 
+@record_parser
 def _thing(ctx: SourceContext, child: Any, fetched_at: datetime) -> Mention:
     if not isinstance(child, dict) or not isinstance(child.get("data"), dict):
         raise InvalidRecord("listing child has no data object")

@@ -10,6 +10,7 @@ import calendar
 import html
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,14 +19,41 @@ import httpx
 
 from connectors import http
 from connectors.base import ConnectorError, FetchBatch, SourceContext
-from triage.models import Author, InvalidRecord, Mention, Rejected, clean_text
+from connectors.records import record_parser
+from triage.config import ConfigError
+from triage.models import (
+    Author,
+    InvalidRecord,
+    Mention,
+    Rejected,
+    cap_raw,
+    clean_text,
+    parse_timestamp,
+    raw_text,
+)
 
 SETTINGS = {
     "url": "feed URL (http/https) or a local file path relative to the config file (required)",
     "backfill_days": "on the first run, skip entries older than this many days (default: keep all)",
     "source_type": "source_type of the entries (default: blog_comment)",
     "timeout": "HTTP timeout in seconds (default 20)",
+    "max_retries": "retries of 429/5xx/network errors (default 4)",
+    "retry_backoff": "first backoff in seconds, doubled per retry (default 0.5)",
 }
+
+
+def validate(name: str, settings: dict[str, Any]) -> None:
+    """Check the settings' values at configuration load."""
+    if settings.get("url") in (None, ""):
+        raise ConfigError(f"source '{name}': setting 'url' is required")
+    for key in ("timeout", "retry_backoff", "backfill_days"):
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"source '{name}': {key} must be a number")
+    retries = settings.get("max_retries")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)):
+        raise ConfigError(f"source '{name}': max_retries must be a whole number")
+
 
 _TAG = re.compile(r"<[^>]+>")
 
@@ -47,9 +75,21 @@ def _download(ctx: SourceContext, cursor: dict[str, Any]) -> tuple[bytes | None,
         headers["If-None-Match"] = cursor["etag"]
     if cursor.get("last_modified"):
         headers["If-Modified-Since"] = cursor["last_modified"]
-    timeout = float(ctx.settings.get("timeout", 20))
+    try:
+        timeout = float(ctx.settings.get("timeout", 20))
+        retries = max(0, min(20, int(ctx.settings.get("max_retries", 4))))
+        backoff = float(ctx.settings.get("retry_backoff", 0.5))
+    except (TypeError, ValueError):
+        raise ConnectorError(
+            f"source '{ctx.name}': timeout, max_retries and retry_backoff must be numbers"
+        ) from None
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-        resp = http.request(client, "GET", url, headers=headers)
+        try:
+            resp = http.request(
+                client, "GET", url, headers=headers, retries=retries, backoff=backoff
+            )
+        except ConnectorError as exc:
+            raise ConnectorError(f"source '{ctx.name}': {exc}") from None
     if resp.status_code == 304:
         return None, {}
     if resp.status_code >= 400:
@@ -73,9 +113,12 @@ def check(ctx: SourceContext) -> str:
 
 def _entry_time(entry: Any) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = entry.get(key)
+        # dict.get: feedparser's own get() maps a missing `updated` to `published` with a warning.
+        value = dict.get(entry, key)
         if value:
-            return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+            # Through parse_timestamp: a date out of range (year 9999) quarantines the entry
+            # instead of overflowing or pushing the watermark past every later entry.
+            return parse_timestamp(calendar.timegm(value))
     return None
 
 
@@ -86,6 +129,41 @@ def _entry_text(entry: Any) -> Any:
         return value
     # feedparser already sanitised the HTML; we keep words, not markup.
     return html.unescape(_TAG.sub(" ", value)).strip()
+
+
+_RAW_KEYS = ("id", "title", "link", "author", "published", "updated")
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)[:500]
+
+
+@record_parser
+def _mention(
+    ctx: SourceContext, feed: Any, entry: Any, fetched_at: datetime, source_type: str
+) -> Mention:
+    ext = entry.get("id") or entry.get("link")
+    if not ext:
+        raise InvalidRecord("entry has no id and no link")
+    created = _entry_time(entry)
+    if created is None:
+        raise InvalidRecord("entry has no published or updated date")
+    text = clean_text(_entry_text(entry))
+    raw = {k: dict.get(entry, k) for k in _RAW_KEYS}
+    raw["text"] = text
+    return Mention(
+        source=ctx.name,
+        external_id=str(ext),
+        text=text,
+        created_at=created,
+        url=_opt_str(entry.get("link")),
+        author=Author(handle=_opt_str(entry.get("author")), name=_opt_str(entry.get("author"))),
+        fetched_at=fetched_at,
+        thread=_opt_str(feed.get("link")),
+        language=_opt_str(feed.get("language")),
+        source_type=source_type,
+        raw=raw,
+    )
 
 
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
@@ -113,39 +191,25 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     batch = FetchBatch()
     newest = watermark
     for entry in parsed.entries:
-        created = _entry_time(entry)
-        # Entries at exactly the watermark are re-read; stable ids make that harmless.
-        if created is not None and watermark is not None and created < watermark:
-            continue
-        ext = entry.get("id") or entry.get("link")
-        raw = {k: entry.get(k) for k in ("id", "title", "link", "author", "published", "updated")}
         try:
-            if not ext:
-                raise InvalidRecord("entry has no id and no link")
-            if created is None:
-                raise InvalidRecord("entry has no published or updated date")
-            text = clean_text(_entry_text(entry))
+            mention = _mention(ctx, parsed.feed, entry, fetched_at, default_type)
         except InvalidRecord as exc:
+            raw = {k: dict.get(entry, k) for k in _RAW_KEYS} if isinstance(entry, dict) else entry
+            ext = (entry.get("id") or entry.get("link")) if isinstance(entry, dict) else None
             batch.rejected.append(
-                Rejected(source=ctx.name, reason=str(exc), raw=str(raw), external_id=ext)
+                Rejected(
+                    source=ctx.name,
+                    reason=str(exc),
+                    raw=cap_raw(raw_text(raw)),
+                    external_id=_opt_str(ext),
+                )
             )
             continue
-        raw["text"] = text
-        batch.mentions.append(
-            Mention(
-                source=ctx.name,
-                external_id=str(ext),
-                text=text,
-                created_at=created,
-                url=entry.get("link"),
-                author=Author(handle=entry.get("author"), name=entry.get("author")),
-                fetched_at=fetched_at,
-                thread=(parsed.feed.get("link") or None),
-                language=parsed.feed.get("language"),
-                source_type=default_type,
-                raw=raw,
-            )
-        )
+        created = mention.created_at
+        # Entries at exactly the watermark are re-read; stable ids make that harmless.
+        if watermark is not None and created < watermark:
+            continue
+        batch.mentions.append(mention)
         if newest is None or created > newest:
             newest = created
     state.update({k: v for k, v in validators.items() if v})
@@ -153,3 +217,15 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         state["watermark"] = newest.isoformat()
     batch.cursor = state
     yield batch
+
+
+def sample(ctx: SourceContext, limit: int = 1000) -> FetchBatch:
+    """Fetch and parse the whole feed (no watermark, no conditional GET), storing nothing.
+
+    ``triage sources check`` uses this to say how many entries would be quarantined and why.
+    """
+    settings = {k: v for k, v in ctx.settings.items() if k != "backfill_days"}
+    batch = next(fetch(replace(ctx, settings=settings), None), FetchBatch())
+    batch.mentions = batch.mentions[:limit]
+    batch.rejected = batch.rejected[: max(0, limit - len(batch.mentions))]
+    return batch

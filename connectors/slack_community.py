@@ -24,6 +24,7 @@ from slack_sdk.http_retry.jitter import Jitter
 
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 DEFAULT_API_URL = "https://slack.com/api/"
@@ -105,6 +106,7 @@ def _channels(ctx: SourceContext) -> list[str]:
     return channels
 
 
+@record_parser
 def _message(ctx: SourceContext, channel: str, msg: Any, fetched_at: datetime) -> Mention:
     if not isinstance(msg, dict) or not msg.get("ts"):
         raise InvalidRecord("message has no ts")

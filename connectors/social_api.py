@@ -9,7 +9,6 @@ stopped without skipping or repeating items, and how to keep a record we cannot 
 from __future__ import annotations
 
 import html
-import json
 import re
 import time
 from collections.abc import Callable
@@ -21,12 +20,10 @@ import httpx
 
 from connectors import http
 from connectors.base import ConnectorError, SourceContext
-from triage.models import Rejected
+from triage.models import Rejected, cap_raw, raw_text
 
 DEFAULT_BACKFILL_DAYS = 7.0
 DEFAULT_MAX_PAGES = 50
-# Raw records kept for audit are bounded; a hostile payload must not bloat the quarantine table.
-MAX_RAW_CHARS = 100_000
 
 COMMON_SETTINGS = {
     "backfill_days": "first run: fetch this many days back (default 7)",
@@ -123,12 +120,8 @@ def secret(ctx: SourceContext, key: str, default_env: str) -> str:
 
 def reject(ctx: SourceContext, reason: str, record: Any, external_id: Any = None) -> Rejected:
     """Quarantine one record the connector could not read, keeping a bounded copy for audit."""
-    try:
-        raw = json.dumps(record, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        raw = repr(record)
-    ext = None if external_id in (None, "") else str(external_id)
-    return Rejected(source=ctx.name, reason=reason, raw=raw[:MAX_RAW_CHARS], external_id=ext)
+    ext = None if external_id in (None, "") else str(external_id)[:500]
+    return Rejected(source=ctx.name, reason=reason, raw=cap_raw(raw_text(record)), external_id=ext)
 
 
 @dataclass
@@ -273,7 +266,7 @@ class Api:
         resp = self.call(method, path, **kwargs)
         try:
             return resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ConnectorError(
                 f"source '{self.ctx.name}': {method} {path}: the answer is not JSON "
                 f"({resp.headers.get('content-type', 'no content type')})"

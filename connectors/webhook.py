@@ -11,24 +11,54 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import pyarrow as pa
+
 from connectors import file
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from triage.config import ConfigError
 
 SETTINGS = {
     "spool_dir": "the intake server's --spool-dir, relative to the config file (required)",
     "source_type": "source_type of the posts (default web_form)",
+    "max_record_bytes": "longer spool lines are quarantined unread (default 1048576)",
 }
 
 PATTERN = "intake-*.jsonl"
 
 
-def _file_ctx(ctx: SourceContext) -> SourceContext:
-    settings: dict[str, Any] = {
-        "path": ctx.require("spool_dir"),
+def _file_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "path": settings.get("spool_dir"),
         "pattern": PATTERN,
-        "source_type": ctx.settings.get("source_type", "web_form"),
+        "source_type": settings.get("source_type", "web_form"),
     }
-    return replace(ctx, settings=settings)
+    if "max_record_bytes" in settings:
+        out["max_record_bytes"] = settings["max_record_bytes"]
+    return out
+
+
+def _file_ctx(ctx: SourceContext) -> SourceContext:
+    ctx.require("spool_dir")
+    return replace(ctx, settings=_file_settings(ctx.settings))
+
+
+def validate(name: str, settings: dict[str, Any]) -> None:
+    """Check the settings' values at configuration load."""
+    if settings.get("spool_dir") in (None, ""):
+        raise ConfigError(f"source '{name}': setting 'spool_dir' is required")
+    file.record_format(name, _file_settings(settings))
+
+
+def reread(ctx: SourceContext, rows: list[dict[str, Any]]) -> tuple[pa.Table | None, list[str]]:
+    """Validate quarantined posts again from their saved copies (``triage quarantine retry``)."""
+    return file.reread(_file_ctx(ctx), rows)
+
+
+def sample(ctx: SourceContext, limit: int = file.SAMPLE_SIZE) -> FetchBatch:
+    """Parse the first ``limit`` spooled posts, storing nothing (``triage sources check``)."""
+    if not ctx.path("spool_dir").is_dir():
+        return FetchBatch()
+    return file.sample(_file_ctx(ctx), limit)
 
 
 def check(ctx: SourceContext) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 DEFAULT_BASE = "https://api.twitter.com"
@@ -43,6 +44,7 @@ def _api(ctx: SourceContext) -> sa.Api:
     )
 
 
+@record_parser
 def _tweet(ctx: SourceContext, tweet: Any, users: dict[str, Any], fetched_at: datetime) -> Mention:
     if not isinstance(tweet, dict):
         raise InvalidRecord(f"tweet is a {type(tweet).__name__}, not an object")

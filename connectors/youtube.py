@@ -14,6 +14,7 @@ from typing import Any
 
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 DEFAULT_BASE = "https://www.googleapis.com/youtube/v3"
@@ -58,6 +59,7 @@ def _get(api: sa.Api, params: dict[str, Any]) -> Any:
         raise
 
 
+@record_parser
 def _comment(ctx: SourceContext, comment: Any, thread_id: str, fetched_at: datetime) -> Mention:
     if not isinstance(comment, dict) or not isinstance(comment.get("snippet"), dict):
         raise InvalidRecord("comment has no snippet")
@@ -137,7 +139,9 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
                     tid = thread.get("id") if isinstance(thread, dict) else None
                     snip = thread.get("snippet") if isinstance(thread, dict) else None
                     top = snip.get("topLevelComment") if isinstance(snip, dict) else None
-                    replies = ((thread.get("replies") or {}).get("comments") or []) if tid else []
+                    replies = sa.obj(sa.obj(thread).get("replies")).get("comments") if tid else []
+                    if not isinstance(replies, list):
+                        replies = []  # an odd shape: read the top-level comment, do not crash
                     for comment in [top, *replies]:
                         try:
                             mention = _comment(ctx, comment, str(tid), fetched_at)

@@ -214,7 +214,8 @@ def deliver_pending(config: Config, limit: int = 10_000) -> dict[str, Any]:
     destinations = build_destinations(config)
     with open_store(config.database) as store:
         report = drain(store, config, destinations, limit=limit)
-    previews = sorted(d.name for d in destinations.values() if d.preview)
+    # Only destinations that wrote a preview in this drain: nothing previewed, no preview note.
+    previews = sorted(report.previewed_by)
     seconds = round(time.monotonic() - started, 3)
     done = report.as_dict()
     emit(Event("deliver", "finish", done=done["sent"] + done["previewed"], seconds=seconds))

@@ -1,9 +1,10 @@
 """The column-wise fast paths give exactly what the per-record code gives.
 
 File drops become item rows without a ``Mention`` per record, decisions and predictions are built as
-columns, and routing applies its rules column-wise. Each test runs the fast path and the per-record
-reference it replaced (``mention_from_record``, ``decide``, ``match``/``auto_handoff``) on the same
-messy input and compares the results; the store side is a real DuckDB file.
+columns, and routing applies its rules column-wise. Each test runs the fast path and a per-record
+reference (``mention_from_record``, ``match``/``auto_handoff``, and for decisions the plain-Python
+rules of ``tests/decision_oracle.py``, written from DESIGN.md rather than from the code) on the
+same messy input and compares the results; the store side is a real DuckDB file.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from classifiers.model import Classifier, Policy, decide, decide_columns
+from classifiers.model import Classifier, Policy, decide_columns
 from connectors import SourceContext, file
 from connectors.records import item_rows, mention_from_record
 from flows.triage import ingest, prediction_table
+from tests.decision_oracle import reason_matches, reference_decision
 from triage.config import load_config
 from triage.models import LABELS, InvalidRecord, item_id
 from triage.routing import (
@@ -183,7 +185,9 @@ def test_file_fetch_quarantines_with_line_numbers_and_resumes_from_its_cursor(
     assert len(rejected) == 12
     # The cursor covers the complete lines only.
     complete = len(("\n".join(MESSY_LINES) + "\n").encode())
-    assert batches[-1].cursor == {"files": {"drop.jsonl": {"offset": complete, "size": ANY_SIZE}}}
+    assert batches[-1].cursor == {
+        "files": {"drop.jsonl": {"offset": complete, "size": ANY_SIZE, "line": len(MESSY_LINES)}}
+    }
 
     with drop.open("a", encoding="utf-8") as fh:
         fh.write(' and a half", "created_at": "2026-01-02T03:04:05Z"}\n')
@@ -228,18 +232,40 @@ def test_file_batches_are_stored_with_their_cursor_so_a_crash_loses_and_repeats_
     assert ": invalid JSON" in reason[0]
 
 
-@pytest.mark.parametrize("policy", [None, Policy(primary_rule="argmax", margin=0.3)])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        None,
+        Policy(primary_rule="argmax", margin=0.3),
+        Policy(
+            thresholds={"kudos": 0.3, "sales_lead": 0.6, "feature_request": 0.45},
+            review_thresholds={"kudos": 0.8, "service_issue": 0.7, "other": 0.65},
+            primary_rule="priority",
+            margin=0.05,
+        ),
+    ],
+    ids=["shipped", "argmax", "priority"],
+)
 def test_columnar_decisions_and_prediction_rows_equal_the_per_row_rule(
     policy: Policy | None, tmp_path: Path
 ) -> None:
     clf = Classifier.load()
     if policy is not None:
         clf.policy = policy
+    full = Policy(
+        thresholds={lab: clf.policy.thresholds.get(lab, 0.5) for lab in LABELS},
+        review_thresholds={lab: clf.policy.review_thresholds.get(lab, 0.5) for lab in LABELS},
+        margin=clf.policy.margin,
+        primary_rule=clf.policy.primary_rule,
+    )
     rng = np.random.default_rng(7)
     scores = np.vstack([rng.random((3000, len(LABELS))) ** 2, np.full((1, len(LABELS)), 0.5)])
-    want = decide(scores, clf.policy)
+    want = [
+        reference_decision(dict(zip(LABELS, row, strict=True)), full) for row in scores.tolist()
+    ]
     d = decide_columns(scores, clf.policy)
-    assert d.needs_review.tolist() == [w[2] for w in want]
+    assert d.needs_review.tolist() == [w.needs_review for w in want]
+    assert sum(w.needs_review for w in want) > 100  # the random rows do reach review
 
     ids = [f"item{i}" for i in range(len(scores))]
     table = prediction_table(pa.array(ids), scores, clf, FETCHED)
@@ -252,18 +278,20 @@ def test_columnar_decisions_and_prediction_rows_equal_the_per_row_rule(
     expected = sorted(
         (
             ids[i],
-            label,
-            labels,
-            float(scores[i, LABELS.index(label)]),
+            w.primary,
+            [w.primary, *w.secondary],
+            float(scores[i, LABELS.index(w.primary)]),
             # The JSON the per-row code wrote with Python's "%.5f".
             "{" + ", ".join(f'"{lab}": {scores[i, j]:.5f}' for j, lab in enumerate(LABELS)) + "}",
-            needs,
-            reason,
+            w.needs_review,
             clf.version,
         )
-        for i, (label, labels, needs, reason) in enumerate(want)
+        for i, w in enumerate(want)
     )
-    assert got == expected
+    assert [(*r[:6], r[7]) for r in got] == expected
+    # The reason's wording is the code's; its kind (and label) is the documented one.
+    by_id = dict(zip(ids, want, strict=True))
+    assert all(reason_matches(by_id[r[0]].reason, r[6]) for r in got)
 
 
 def test_column_wise_routing_equals_matching_item_by_item(tmp_path: Path) -> None:

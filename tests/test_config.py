@@ -210,8 +210,11 @@ def test_connector_settings_come_from_the_connectors_own_description(tmp_path: P
     for kind, module in CONNECTORS.items():
         settings = {key: "x" for key in module.SETTINGS}
         entry = {"name": "s", "type": kind, **settings}
-        cfg = load_config(_write(tmp_path, json.dumps({"sources": [entry]}), f"{kind}.yaml"))
-        assert cfg.sources[0].settings == settings
+        try:  # a connector may refuse the value "x" (its own `validate`), never the key
+            cfg = load_config(_write(tmp_path, json.dumps({"sources": [entry]}), f"{kind}.yaml"))
+            assert cfg.sources[0].settings == settings
+        except ConfigError as exc:
+            assert "unknown key" not in str(exc) and "source 's'" in str(exc), str(exc)
         entry["not_a_setting"] = 1
         with pytest.raises(ConfigError, match=r"sources\[0\]\.not_a_setting: unknown key"):
             load_config(_write(tmp_path, json.dumps({"sources": [entry]}), f"{kind}.yaml"))

@@ -227,6 +227,27 @@ def test_email_parses_mime_strips_replies_and_marks_seen(
     assert rows(db, "SELECT count(*) FROM items")[0][0] == 4
 
 
+def test_email_dates_out_of_range_fall_back_to_the_time_seen(
+    dovecot: ImapServer, mailbox: str, tmp_path: Path
+) -> None:
+    # The Date header is the sender's clock: a broken one must neither crash the mailbox, lose the
+    # mail to quarantine nor date it in the year 9999.
+    broken = {"y9999@x": "Fri, 31 Dec 9999 23:59:59 -0500", "y2200@x": "Mon, 01 Jan 2200 00:00:00"}
+    for mid, date in broken.items():
+        dovecot.append(mailbox, simple(mid, "Sync fails on my tablet", date=date))
+    dovecot.append(mailbox, simple("ok@x", "Do you have a team plan?"))
+    cfg = write_config(tmp_path, [email_source(dovecot, mailbox)])
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    result = run_ingest(cfg, "mailbox")
+
+    assert result["stored"] == 3 and result["quarantined"] == 0
+    created = dict(rows(tmp_path / "t.duckdb", "SELECT external_id, created_at FROM items"))
+    assert created["ok@x"] == datetime(2026, 11, 25, 12, tzinfo=UTC)
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    assert all(before <= created[mid] <= after for mid in broken), created
+
+
 def test_email_moves_processed_messages_to_a_folder(
     dovecot: ImapServer, mailbox: str, tmp_path: Path
 ) -> None:
@@ -419,7 +440,7 @@ def test_intake_valid_post_reaches_the_store_through_the_flow(
         "amy@example.com",
         "web_form",
     )
-    assert label in {"service_issue", "kudos", "sales_lead", "feature_request", "other"}
+    assert label == "service_issue"
 
 
 def test_intake_refuses_bad_requests_with_clear_status(intake: tuple[str, Path]) -> None:
@@ -440,7 +461,7 @@ def test_intake_refuses_bad_requests_with_clear_status(intake: tuple[str, Path])
     listed = post(base, ["text", "hello"])
     assert listed.status_code == 400 and "JSON object" in listed.json()["error"]
     no_text = post(base, {"name": "Bo"})
-    assert no_text.status_code == 400 and "text field is required" in no_text.json()["error"]
+    assert no_text.status_code == 400 and "text is missing" in no_text.json()["error"]
     blank = post(base, {"message": "   "})
     assert blank.status_code == 400
     assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
@@ -465,7 +486,9 @@ def test_intake_crash_after_202_loses_nothing_and_replays_are_absorbed(
     first = post(base, {"text": "Do you have a team plan?", "name": "Lee"}, ts=stamp)
     replay = post(base, {"text": "Do you have a team plan?", "name": "Lee"}, ts=stamp)
     odd = post(base, {"text": "When is the webinar?", "created_at": "next tuesday-ish"})
-    assert [first.status_code, replay.status_code, odd.status_code] == [202, 202, 202]
+    # What the webhook source would quarantine is refused at the door, with the reason.
+    assert [first.status_code, replay.status_code, odd.status_code] == [202, 202, 400]
+    assert "next tuesday-ish" in odd.json()["error"]
     assert first.json()["id"] == replay.json()["id"]
     # The server dies hard; another (never acknowledged) write was torn half-way.
     server.shutdown()
@@ -488,9 +511,8 @@ def test_intake_crash_after_202_loses_nothing_and_replays_are_absorbed(
     texts = sorted(r[0] for r in rows(db, "SELECT text FROM items"))
     assert texts == ["Do you have a team plan?", "Great product, thank you!"]
     reasons = sorted(r[0] for r in rows(db, "SELECT reason FROM quarantine"))
-    assert len(reasons) == 2 and result["quarantined"] == 2
-    assert any("invalid JSON" in r for r in reasons)
-    assert any("next tuesday-ish" in r for r in reasons)
+    assert len(reasons) == 1 and result["quarantined"] == 1
+    assert "invalid JSON" in reasons[0]
     assert run_ingest(cfg, "web-form")["fetched"] == 0
 
 
@@ -568,7 +590,10 @@ def test_appstore_pages_cursor_and_incremental(fake_store: FakeAppStore, tmp_pat
 def test_appstore_reads_at_most_ten_pages_and_bounds_backfill(
     fake_store: FakeAppStore, tmp_path: Path
 ) -> None:
-    fake_store.add_reviews("gb", "123456789", reviews_every_hour(1, 600, NOW))
+    # Half an hour off the hour from now (not from import time): no review sits on the boundary
+    # of the backfill window below, however long the suite has been running.
+    newest = datetime.now(UTC) - timedelta(minutes=30)
+    fake_store.add_reviews("gb", "123456789", reviews_every_hour(1, 600, newest))
     ctx = SourceContext(name="ios", settings=store_source(fake_store), base_dir=tmp_path)
     fetched = [m for b in appstore.fetch(ctx, None) for m in b.mentions]
     assert len(fetched) == 500 and fake_store.pages_requested() == list(range(1, 11))
@@ -578,8 +603,8 @@ def test_appstore_reads_at_most_ten_pages_and_bounds_backfill(
         name="ios", settings=store_source(fake_store, backfill_days=2), base_dir=tmp_path
     )
     recent = [m for b in appstore.fetch(bounded, None) for m in b.mentions]
-    # 48 hours of hourly reviews, plus the one exactly on the boundary if the clock allows.
-    assert 47 <= len(recent) <= 49 and fake_store.pages_requested() == [1]
+    # The newest review and the 47 hourly ones before it are inside the last 48 hours.
+    assert len(recent) == 48 and fake_store.pages_requested() == [1]
 
 
 def test_appstore_retries_429_and_5xx_then_fails_clearly(

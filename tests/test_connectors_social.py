@@ -362,6 +362,21 @@ def test_malformed_records_are_quarantined(spec: Spec, fake: Any) -> None:
     assert all(r.reason and r.raw and r.source == f"my-{spec.name}" for r in rejected)
 
 
+def test_a_lone_surrogate_in_a_post_is_stored_not_fatal_to_the_batch(
+    spec: Spec, fake: Any, tmp_path: Path
+) -> None:
+    # JSON may escape half of an emoji ("\ud83d"); Python's json decodes it to a lone surrogate,
+    # which cannot be encoded: the post is stored with U+FFFD instead of failing its batch.
+    broken = spec.add(fake, "broken emoji \ud83d in an otherwise fine post", _now(3))
+    fine = spec.add(fake, "a perfectly fine post", _now(4))
+    with open_store(tmp_path / "t.duckdb") as store:
+        for batch in spec.module.fetch(_ctx(spec, fake), None):
+            store.ingest(f"my-{spec.name}", batch.mentions, batch.rejected, batch.cursor)
+        texts = dict(store.con.execute("SELECT external_id, text FROM items").fetchall())
+    assert set(texts) == {broken, fine}
+    assert "broken emoji \ufffd in an otherwise fine post" in texts[broken]
+
+
 def test_oversize_text_is_truncated_not_dropped(spec: Spec, fake: Any) -> None:
     ext = spec.add(fake, "long " + "x" * 30_000, _now(3))
     mentions, _, _ = _fetch(spec, _ctx(spec, fake), None)
@@ -369,10 +384,27 @@ def test_oversize_text_is_truncated_not_dropped(spec: Spec, fake: Any) -> None:
     assert m.text.endswith(TRUNCATION_MARKER) and len(m.text) == 20_000
 
 
+# What check() must report about the one post and the settings each test sets up.
+CHECK_SAYS: dict[str, Callable[[str], str]] = {
+    "hackernews": lambda _: "search 'nimbus' reachable: 1 hits",
+    "x": lambda _: "token accepted; query 'nimbus -is:retweet' matches 1 recent posts",
+    "reddit": lambda _: "token accepted; 2 streams (new:notetaking, comments:notetaking)",
+    "mastodon": lambda _: "reachable as @brand; 2 streams",  # a hashtag and the mentions
+    "bluesky": lambda _: "signed in as brand.bsky.social; 1 searches",
+    "youtube": lambda _: "API key accepted; 1 streams (video:vid0001)",
+    "discourse": lambda post_id: f"forum reachable with API key; latest post id {post_id}",
+    "slack_community": lambda _: "accepted; 1 channels readable",
+}
+
+
 def test_check_reports_reachability(spec: Spec, fake: Any) -> None:
-    spec.add(fake, "post", _now(3))
+    ext = spec.add(fake, "post", _now(3))
     message = spec.module.check(_ctx(spec, fake))
-    assert isinstance(message, str) and message
+    assert CHECK_SAYS[spec.name](ext) in message
+    # The same check against the API when it is down is an error naming the source.
+    fake.down = 500
+    with pytest.raises(ConnectorError, match=f"my-{spec.name}"):
+        spec.module.check(_ctx(spec, fake, max_retries=0))
 
 
 def test_check_reports_unreachable_api() -> None:
@@ -634,7 +666,8 @@ def test_slack_community_skips_joins_and_bots() -> None:
 def test_a_stalled_request_times_out_and_is_retried() -> None:
     with FakeHackerNews() as fake:
         expected = fake.add("nimbus keeps logging me out", _now(2))
-        fake.fail_next(0, retry_after=1.5)  # no answer within the client's 1 s timeout
+        # No answer until the client gives up (its 1 s timeout) and retries; 60 s only caps it.
+        fake.fail_next(0, retry_after=60)
         spec = SPECS_BY_NAME["hackernews"]
         mentions, _, _ = _fetch(spec, _ctx(spec, fake, timeout=1), None)
     assert [m.external_id for m in mentions] == [expected]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -651,3 +652,240 @@ def test_sales_leads_without_an_email_share_one_contact_by_handle(world: World) 
     assert len(hs.objects["notes"]) == 2
     assert {c for _, c, _ in hs.associations} == {contact_id}
     assert len(world.slack.messages["C0SALES"]) == 2
+
+
+# ------------------------------------------------------------------ documented size limits
+def queue_handoff(world: World, ext: str, text: str, label: str, destination: str) -> str:
+    """Store one classified, released item with ``text`` as it is (no connector's length cap)
+    and queue its handoff to ``destination``; return the delivery key."""
+    from datetime import UTC, datetime
+
+    from triage.models import ITEM_SCHEMA
+    from triage.models import LABELS as ALL_LABELS
+    from triage.routing import OUTBOX_SCHEMA, ROUTE_SCHEMA
+
+    iid = item_id(SOURCE, ext)
+    now = datetime.now(UTC)
+    department = {"service_issue": "support", "sales_lead": "sales", "feature_request": "product"}
+    with open_store(world.db) as store:
+        store.insert_item_table(
+            pa.Table.from_pylist(
+                [
+                    {
+                        "id": iid,
+                        "source": SOURCE,
+                        "external_id": ext,
+                        "url": f"https://social.example/{ext}",
+                        "author_handle": "@big",
+                        "author_name": "Big Text",
+                        "text": text,
+                        "created_at": now,
+                        "fetched_at": now,
+                    }
+                ],
+                schema=ITEM_SCHEMA,
+            )
+        )
+        scores = {f"score_{lab}": [0.96 if lab == label else 0.01] for lab in ALL_LABELS}
+        store.insert_predictions(
+            pa.table(
+                {
+                    "item_id": [iid],
+                    "label": [label],
+                    "labels": [[label]],
+                    "score": [0.96],
+                    **scores,
+                    "needs_review": [False],
+                    "review_reason": [None],
+                    "model_version": ["test"],
+                }
+            )
+        )
+        routes = pa.Table.from_pylist(
+            [
+                {
+                    "item_id": iid,
+                    "department": department[label],
+                    "rule": "test",
+                    "state": "released",
+                    "routed_at": now,
+                }
+            ],
+            schema=ROUTE_SCHEMA,
+        )
+        row = {
+            "key": key(ext, destination),
+            "item_id": iid,
+            "destination": destination,
+            "kind": "handoff",
+            "created_at": now,
+        }
+        store.insert_routes(routes, pa.Table.from_pylist([row], schema=OUTBOX_SCHEMA))
+    return key(ext, destination)
+
+
+def test_hubspot_note_fits_65536_after_html_escaping(world: World) -> None:
+    # 20,000 characters (the connectors' cap) of markup: five times longer once escaped.
+    text = "Quote for 40 seats please " + "&<>" * 6660
+    k = queue_handoff(world, "s-big", text, "sales_lead", "hubspot")
+
+    summary = world.deliver()
+
+    assert summary["dead"] == summary["failed"] == 0 and world.outbox()[k] == "sent"
+    ((_, note),) = world.hubspot.objects["notes"].items()
+    body = note["hs_note_body"]
+    assert len(body) <= 65_536 and note["triage_delivery_key"] == k
+    assert body.startswith("<p>Quote for 40 seats please &amp;&lt;&gt;")
+    assert "…[truncated]</p><p>From: Big Text (@big)</p>" in body  # the context survives
+    assert "<>" not in body and not re.search(r"&(?!amp;|lt;|gt;|quot;|#x27;)", body)
+
+
+def test_zendesk_comment_fits_64kb_in_utf8(world: World) -> None:
+    text = "The app crashes on login " + "🔥" * 20_000  # 80 KB of UTF-8
+    k = queue_handoff(world, "c-big", text, "service_issue", "zendesk")
+
+    summary = world.deliver()
+
+    assert summary["dead"] == summary["failed"] == 0 and world.outbox()[k] == "sent"
+    (ticket,) = world.zendesk.tickets.values()
+    body = ticket["description"]
+    assert len(body.encode("utf-8")) <= 64_000
+    assert f"triage-key: {k}" in body and "…[truncated]" in body
+
+
+def test_github_issue_and_comment_fit_65536(world: World) -> None:
+    base = "please add dark mode to the app "
+    first = queue_handoff(
+        world, "f-big1", base + "`" * 40 + " x" * 50_000, "feature_request", "github"
+    )
+    world.deliver()
+    second = queue_handoff(world, "f-big2", base + "y " * 50_000, "feature_request", "github")
+
+    world.deliver()
+
+    assert world.outbox()[first] == world.outbox()[second] == "sent"
+    (issue,) = world.github.issues.values()
+    assert len(issue["body"]) <= 65_536 and "**2 mentions**" in issue["body"]
+    assert "`" * 41 + "text" in issue["body"]  # the fence still outlasts the text's backticks
+    (comment,) = world.github.comments[issue["number"]]
+    assert len(comment["body"]) <= 65_536 and f"<!-- triage-key:{second} -->" in comment["body"]
+
+
+def test_webhook_has_no_documented_limit_and_gets_the_whole_text(world: World) -> None:
+    _use_webhook(world)
+    text = "crashes on login " + "&<>" * 30_000
+    k = queue_handoff(world, "w-big", text, "service_issue", "webhook")
+
+    world.deliver()
+
+    assert world.webhook.received[k]["doc"]["item"]["text"] == text
+
+
+def test_destination_fakes_refuse_what_the_apis_refuse(world: World) -> None:
+    import httpx
+
+    hs = httpx.post(
+        f"{world.hubspot.url}/crm/v3/objects/notes",
+        headers={"Authorization": f"Bearer {world.hubspot.token}"},
+        json={"properties": {"hs_timestamp": "2026-01-01T00:00:00Z", "hs_note_body": "x" * 65_537}},
+    )
+    gh = httpx.post(
+        f"{world.github.url}/repos/{world.github.repo}/issues",
+        headers={"Authorization": f"Bearer {world.github.token}"},
+        json={"title": "t", "body": "x" * 65_537},
+    )
+    zd = httpx.post(
+        f"{world.zendesk.url}/api/v2/tickets.json",
+        auth=(f"{world.zendesk.email}/token", world.zendesk.token),
+        json={"ticket": {"comment": {"body": "é" * 40_000}}},
+    )
+    assert (hs.status_code, gh.status_code, zd.status_code) == (400, 422, 422)
+    assert "65536" in gh.text and "hs_note_body" in hs.text
+
+
+# ------------------------------------------------------------------ crash windows and edges
+def test_review_thread_note_crash_between_posting_and_recording(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.add([FEED[0]])
+    real = store_mod.Store.set_note_state
+    crashes: list[str] = []
+
+    def crash_once(self: store_mod.Store, k: str, state: str, ref: str | None = None) -> None:
+        if state == "posted" and not crashes:
+            crashes.append(k)  # Slack has the note; the process dies before recording it
+            raise SystemExit("simulated crash after posting the note")
+        real(self, k, state, ref)
+
+    monkeypatch.setattr(store_mod.Store, "set_note_state", crash_once)
+    with pytest.raises(SystemExit):
+        world.run()
+    with open_store(world.db) as store:
+        assert store.handoff_ref(key("c1", "zendesk"))["note_state"] == "sending"
+
+    world.deliver()
+
+    (note,) = world.slack.thread("C0REVIEW", review_ts(world.slack, "c1"))
+    assert note["text"].startswith("handed to support:")
+    with open_store(world.db) as store:
+        ref = store.handoff_ref(key("c1", "zendesk"))
+    assert ref["note_state"] == "posted" and ref["note_ref"] == f"C0REVIEW:{note['ts']}"
+    assert crashes == [key("c1", "zendesk")]
+
+
+def test_a_delivery_to_an_unknown_destination_is_dead_lettered_and_announced(
+    world: World,
+) -> None:
+    world.add([FEED[0]])
+    world.run()
+    # The destination is removed from the configuration while a delivery to it is queued.
+    k = queue_handoff(world, "c-gone", "crashes on login", "service_issue", "old-helpdesk")
+
+    summary = world.deliver()
+
+    assert summary["dead"] == 1 and world.outbox()[k] == "dead"
+    with duckdb.connect(str(world.db), read_only=True) as con:
+        (error,) = con.execute("SELECT last_error FROM outbox WHERE key = ?", [k]).fetchone()
+    assert "'old-helpdesk' is not configured" in error
+    assert "triage outbox retry --destination old-helpdesk" in error
+    (alert,) = world.slack.messages["C0ALERTS"]
+    assert "old-helpdesk" in alert["text"] and k in alert["text"]
+
+
+def test_dead_letters_are_announced_to_a_webhook_alerts_destination(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = world.settings()
+    data["alerts"]["destination"] = "webhook"
+    world.write(data)
+    monkeypatch.setenv("ZENDESK_API_TOKEN", "revoked-token")
+    world.add([FEED[0], FEED[7]])
+
+    assert world.run()["dead"] == 2
+    world.run()
+
+    alerts = {k: r["doc"] for k, r in world.webhook.received.items() if ":dead:" in k}
+    assert len(alerts) == 2  # once per death, not again on the second run
+    doc = next(iter(alerts.values()))
+    assert doc["kind"] == "dead_letter" and "credentials refused" in doc["text"]
+    assert doc["delivery"]["destination"] == "zendesk" and doc["delivery"]["attempts"] == 1
+    assert "revoked-token" not in json.dumps(alerts)
+    posts = [r for r in world.webhook.requests("POST") if ":dead:" in r.headers["idempotency-key"]]
+    assert all(r.headers["x-triage-signature"].startswith("sha256=") for r in posts)
+    assert world.slack.messages["C0ALERTS"] == []
+
+
+def test_alerts_to_a_destination_that_cannot_carry_them_are_a_clear_error(
+    world: World,
+) -> None:
+    from triage.delivery import check_destinations
+
+    data = world.settings()
+    data["alerts"]["destination"] = "zendesk"
+    world.write(data)
+    with pytest.raises(ValueError, match="'zendesk' is a zendesk destination"):
+        check_destinations(load_config(world.config))
+    data["alerts"]["destination"] = "nowhere"
+    world.write(data)
+    with pytest.raises(ValueError, match="'nowhere' is not a configured destination"):
+        check_destinations(load_config(world.config))

@@ -22,13 +22,13 @@ from triage.cli_intake import intake_app
 from triage.cli_options import ConfigOpt, DbOpt, load_config_or_exit, store_or_exit
 from triage.cli_options import fail as _fail
 from triage.cli_slack import corrections_app, slack_app
+from triage.cli_sources import mostly_quarantined, quarantine_app, sources_app
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="feedback-triage: sort unsolicited feedback and hand it to the team that owns it.",
 )
-sources_app = typer.Typer(no_args_is_help=True, help="List and check the configured sources.")
 outbox_app = typer.Typer(no_args_is_help=True, help="Inspect and retry queued deliveries.")
 app.add_typer(sources_app, name="sources")
 app.add_typer(outbox_app, name="outbox")
@@ -37,6 +37,7 @@ app.add_typer(corrections_app, name="corrections")
 app.add_typer(intake_app, name="intake")
 app.add_typer(testimonials_app, name="testimonials")
 app.add_typer(config_app, name="config")
+app.add_typer(quarantine_app, name="quarantine")
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -176,7 +177,10 @@ def run(
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
         _print_summary(summary)
-    if summary["failed_sources"]:
+    loud, too_many = mostly_quarantined(summary)
+    for line in loud:
+        typer.secho(line, fg=typer.colors.RED, err=True)
+    if summary["failed_sources"] or too_many:
         raise typer.Exit(1)
 
 
@@ -358,49 +362,6 @@ def bench(
     typer.echo(json.dumps(report, indent=2) if as_json else render(report))
 
 
-@sources_app.command("list")
-def sources_list(config: ConfigOpt = None) -> None:
-    """Show every connector type, its settings, and which sources are configured."""
-    from connectors import CONNECTORS
-    from triage.config import load_config
-
-    cfg = load_config(config)
-    configured: dict[str, list[str]] = {}
-    for s in cfg.sources:
-        configured.setdefault(s.type, []).append(s.name + ("" if s.enabled else " (disabled)"))
-    for kind, module in sorted(CONNECTORS.items()):
-        names = ", ".join(configured.get(kind, [])) or "not configured"
-        typer.echo(f"{kind}: {names}")
-        for key, desc in module.SETTINGS.items():
-            typer.echo(f"    {key:<16} {desc}")
-
-
-@sources_app.command("check")
-def sources_check(name: str, config: ConfigOpt = None) -> None:
-    """Validate one source's settings, credentials and reachability."""
-    from connectors import ConnectorError, SourceContext, get_connector
-    from triage.config import load_config
-    from triage.secrets import get_secret
-
-    cfg = load_config(config)
-    source = next((s for s in cfg.sources if s.name == name), None)
-    if source is None:
-        _fail(f"no source named '{name}' in {cfg.path}", 2)
-        return
-    ctx = SourceContext(
-        name=source.name,
-        settings=source.settings,
-        base_dir=cfg.path.parent,
-        secret=lambda key: get_secret(key, key.lower().replace("_", "-")),
-    )
-    try:
-        message = get_connector(source.type).check(ctx)
-    except ConnectorError as exc:
-        _fail(f"{name}: {exc}")
-        return
-    typer.echo(f"{name}: OK — {message}")
-
-
 @outbox_app.command("retry")
 def outbox_retry(
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
@@ -412,22 +373,6 @@ def outbox_retry(
     with store_or_exit(cfg) as store:
         n = store.retry_dead(destination)
     typer.echo(f"requeued {n} dead-lettered deliveries")
-
-
-@app.command()
-def quarantine(
-    config: ConfigOpt = None,
-    db: DbOpt = None,
-    limit: Annotated[int, typer.Option(help="How many to show.")] = 20,
-) -> None:
-    """Show quarantined records and why they were rejected."""
-    cfg = load_config_or_exit(config, db)
-    with store_or_exit(cfg, read_only=True) as store:
-        rows = store.quarantined(limit)
-    for row in rows:
-        typer.echo(f"[{row['source']}] {row['reason']}\n    {str(row['raw'])[:200]}")
-    if not rows:
-        typer.echo("quarantine is empty")
 
 
 def main() -> None:

@@ -28,6 +28,16 @@ def serve(
     source_type: Annotated[
         str, typer.Option("--source-type", help="source_type for posts that do not say.")
     ] = "web_form",
+    max_connections: Annotated[
+        int,
+        typer.Option("--max-connections", help="Connections served at once; more get 429.", min=1),
+    ] = 64,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout", help="Seconds a client has to send a request; then 408.", min=0.1
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve POST /intake until interrupted; each accepted post is fsynced before the 202."""
     from triage.intake import SECRET_BLOCK, SECRET_ENV, IntakeSettings, make_server
@@ -46,7 +56,12 @@ def serve(
         )
         raise typer.Exit(2)
     settings = IntakeSettings(
-        secret=secret, spool_dir=spool_dir, max_bytes=max_bytes, source_type=source_type
+        secret=secret,
+        spool_dir=spool_dir,
+        max_bytes=max_bytes,
+        source_type=source_type,
+        max_connections=max_connections,
+        request_timeout=request_timeout,
     )
     server = make_server(settings, host, port)
     bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])

@@ -42,16 +42,19 @@ def load_config_or_exit(config: str | None, db: str | None = None) -> Config:
 
 
 @contextmanager
-def store_or_exit(cfg: Config, *, read_only: bool = False) -> Iterator[Store]:
+def store_or_exit(
+    cfg: Config, *, read_only: bool = False, must_exist: bool | None = None
+) -> Iterator[Store]:
     """Open the configuration's store, or exit with one line saying why it cannot be used.
 
     A missing store exits 1 (run ``triage run`` first), a locked one 1 after waiting
     ``TRIAGE_LOCK_WAIT`` seconds (default 30; try again later), a damaged one, a newer schema or
-    a file that is not a triage store 2.
+    a file that is not a triage store 2. ``must_exist`` (default: ``read_only``) refuses to
+    create a missing store.
     """
     from triage.store import StoreError, open_store
 
-    if read_only and not cfg.database.exists():
+    if (read_only if must_exist is None else must_exist) and not cfg.database.exists():
         fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
     # How long to wait for a running flow to release the file (seconds); 30 by default.
     wait_s = float(os.environ.get("TRIAGE_LOCK_WAIT") or 30)

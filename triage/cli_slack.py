@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,6 +70,7 @@ def serve_cmd(
         socket_mode_handler(app, str(app_token)).start()
         return
     server = serve(app, host, port)
+    threading.Thread(target=server.serve_forever, daemon=True, name="triage-http").start()
     bound = server.server_address[1]
     typer.echo(f"triage slack: listening on http://{host}:{bound}{EVENTS_PATH}", err=True)
 
@@ -77,11 +79,13 @@ def serve_cmd(
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        server.serve_forever()
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()
         server.server_close()
+        app.responder.shutdown()
         worker.stop()
 
 
@@ -101,6 +105,30 @@ def apply_cmd(config: ConfigOpt = None, db: DbOpt = None) -> None:
     typer.echo(json.dumps(result, default=str))
     if result.get("busy") or result.get("error"):
         raise typer.Exit(1)
+
+
+@slack_app.command("bench-decisions")
+def bench_decisions_cmd(
+    items: Annotated[int, typer.Option(help="Items in the synthetic store.")] = 220_000,
+    decisions: Annotated[int, typer.Option(help="Spooled clicks to apply.")] = 250,
+    batch: Annotated[int, typer.Option(help="Decisions per transaction.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time one background pass applying spooled review decisions on a large store."""
+    from triage.slack.bench import bench_decisions
+
+    result = bench_decisions(
+        items, decisions, batch=batch, progress=lambda m: typer.echo(m, err=True)
+    )
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(
+        f"applied {result['decisions']} decisions ({result['applied']} applied, "
+        f"{result['superseded']} superseded) on {result['items']:,} items in "
+        f"{result['seconds']:.2f}s ({result['per_decision_ms']:.1f} ms each, "
+        f"batches of {result['batch']})"
+    )
 
 
 @corrections_app.command("export")

@@ -350,6 +350,14 @@ def _cross_references(model: Any) -> list[tuple[tuple[str | int, ...], str]]:
         if source.name in seen:
             problems.append((("sources", i, "name"), f"source name '{source.name}' is used twice"))
         seen.add(source.name)
+    # Each connector may check its settings' values too (``validate`` in connectors/<type>.py).
+    from connectors import validate_source
+
+    for i, source in enumerate(model.sources):
+        try:
+            validate_source(source.type, source.name, _source_settings(source))
+        except ConfigError as exc:
+            problems.append((("sources", i), str(exc)))
     destinations = set(model.destinations)
 
     def destination(loc: tuple[str | int, ...], name: str | None) -> None:
@@ -373,13 +381,21 @@ def _cross_references(model: Any) -> list[tuple[tuple[str | int, ...], str]]:
     return problems
 
 
+def _source_settings(source: Any) -> dict[str, Any]:
+    """A source's own settings as written: its keys other than name, type and enabled."""
+    settings: dict[str, Any] = source.model_dump(
+        exclude_unset=True, exclude={"name", "type", "enabled"}
+    )
+    return settings
+
+
 def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
     """The validated file as the :class:`Config` the pipeline reads."""
     sources = [
         SourceConfig(
             name=s.name,
             type=s.type,
-            settings=s.model_dump(exclude_unset=True, exclude={"name", "type", "enabled"}),
+            settings=_source_settings(s),
             enabled=s.enabled,
         )
         for s in model.sources

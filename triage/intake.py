@@ -15,18 +15,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from triage.models import MAX_TEXT_CHARS
+import orjson
+
+from connectors.file import DEFAULT_MAX_RECORD_BYTES
+from connectors.records import decode_json, mention_from_record
+from triage.httpserver import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
+    BoundedHandler,
+    BoundedHTTPServer,
+    RequestError,
+)
+from triage.models import InvalidRecord
 
 log = logging.getLogger("triage.intake")
 
@@ -36,9 +46,16 @@ SIGNATURE_HEADER = "X-Triage-Signature"
 TIMESTAMP_HEADER = "X-Triage-Timestamp"
 SECRET_ENV = "TRIAGE_INTAKE_SECRET"
 SECRET_BLOCK = "triage-intake-secret"
-TEXT_FIELDS = ("text", "message", "body", "comment", "feedback")
 # Longest client-chosen id we accept; ids are keys, not payload.
 MAX_ID_CHARS = 200
+# Unix seconds in ASCII digits only (str.isdigit() would also take "²" or "١٢").
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
+# The `webhook` source reads what the intake spools; the intake's record name in checks.
+_CHECK_SOURCE = "intake"
+
+# A refusal: HTTP status and reason (kept under its old name for callers of this module).
+IntakeError = RequestError
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -73,17 +90,16 @@ class Spool:
         """The spool file for a UTC day."""
         return self.directory / f"intake-{when:%Y%m%d}.jsonl"
 
-    def append(self, record: dict[str, Any], when: datetime) -> Path:
-        """Write one record as one line and make it durable.
+    def append(self, line: bytes, when: datetime) -> Path:
+        """Write one record line (see :func:`spool_line`) and make it durable.
 
         Args:
-            record: The JSON-serialisable record.
+            line: The record as one JSON line, newline included.
             when: The receive time (chooses the day file).
 
         Returns:
             The file written.
         """
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         path = self.path_for(when)
         with self._lock:
             created = not path.exists()
@@ -111,6 +127,11 @@ class Spool:
         return path
 
 
+def spool_line(record: dict[str, Any]) -> bytes:
+    """The spool line of a record: one compact JSON object and its newline."""
+    return orjson.dumps(record) + b"\n"
+
+
 @dataclass(slots=True)
 class IntakeSettings:
     """Server settings."""
@@ -121,16 +142,8 @@ class IntakeSettings:
     replay_window_s: int = REPLAY_WINDOW_S
     source_type: str = "web_form"
     clock: Any = field(default=time.time)
-
-
-class IntakeError(Exception):
-    """A request to refuse: HTTP status and a reason for the client."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        """Keep the status and the reason."""
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
 
 
 def verify(settings: IntakeSettings, headers: Any, body: bytes) -> None:
@@ -148,8 +161,10 @@ def verify(settings: IntakeSettings, headers: Any, body: bytes) -> None:
     signature = (headers.get(SIGNATURE_HEADER) or "").strip()
     if not timestamp or not signature:
         raise IntakeError(401, f"{SIGNATURE_HEADER} and {TIMESTAMP_HEADER} are required")
-    if not timestamp.isdigit():
-        raise IntakeError(401, f"{TIMESTAMP_HEADER} must be Unix seconds")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise IntakeError(401, f"{TIMESTAMP_HEADER} must be Unix seconds (ASCII digits)")
+    if not _SIGNATURE.fullmatch(signature):
+        raise IntakeError(401, f"{SIGNATURE_HEADER} must be sha256=<64 lowercase hex digits>")
     if abs(settings.clock() - int(timestamp)) > settings.replay_window_s:
         raise IntakeError(401, "timestamp outside the allowed window (replayed or clock skew)")
     expected = sign(settings.secret, timestamp, body)
@@ -161,9 +176,11 @@ def verify(settings: IntakeSettings, headers: Any, body: bytes) -> None:
 def validate(settings: IntakeSettings, body: bytes, timestamp: str) -> dict[str, Any]:
     """Decode and check a post; return the record to spool.
 
-    Hard errors (not JSON, not an object, no usable text, a bad id) are refused with 400 so the form
-    can tell its user. Fields we merely cannot interpret (a date in an odd format) are kept as sent:
-    the record is spooled and the ``webhook`` source quarantines it with the reason.
+    The accepted shape is the ``webhook`` source's own: the record is decoded as the source
+    decodes spool lines (orjson) and checked by the same function the source uses
+    (:func:`connectors.records.mention_from_record`), so whatever the source would quarantine
+    (no usable text, a text that is not a string, an unreadable or out-of-range ``created_at``)
+    is refused here with 400 and the reason, and the form can tell its user.
 
     Args:
         settings: The server settings.
@@ -177,22 +194,17 @@ def validate(settings: IntakeSettings, body: bytes, timestamp: str) -> dict[str,
         IntakeError: 400 with the reason.
     """
     try:
-        record = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntakeError(400, f"body is not valid JSON: {exc}") from None
+        record = decode_json(body)
+    except InvalidRecord as exc:
+        why = str(exc).removeprefix("invalid JSON: ")
+        raise IntakeError(400, f"body is not valid JSON: {why}") from None
     if not isinstance(record, dict):
         raise IntakeError(400, f"body must be a JSON object, not {type(record).__name__}")
-    text_key = next((k for k in TEXT_FIELDS if k in record), None)
-    if text_key is None:
-        raise IntakeError(400, f"a text field is required (one of: {', '.join(TEXT_FIELDS)})")
-    text = record[text_key]
-    if not isinstance(text, str) or not text.strip():
-        raise IntakeError(400, f"'{text_key}' must be a non-empty string")
-    if len(text) > MAX_TEXT_CHARS * 4:
-        raise IntakeError(400, f"'{text_key}' is longer than {MAX_TEXT_CHARS * 4} characters")
     client_id = record.get("id")
     if client_id is not None and (
-        not isinstance(client_id, str | int) or not str(client_id).strip()
+        isinstance(client_id, bool)
+        or not isinstance(client_id, str | int)
+        or not str(client_id).strip()
     ):
         raise IntakeError(400, "'id' must be a non-empty string or number when given")
     if client_id is not None and len(str(client_id)) > MAX_ID_CHARS:
@@ -209,79 +221,69 @@ def validate(settings: IntakeSettings, body: bytes, timestamp: str) -> dict[str,
     out["received_at"] = received.isoformat()
     out.setdefault("created_at", received.isoformat())
     out.setdefault("channel", settings.source_type)
+    try:
+        mention_from_record(
+            _CHECK_SOURCE, out, fetched_at=received, default_source_type=settings.source_type
+        )
+    except InvalidRecord as exc:
+        raise IntakeError(400, str(exc)) from None
     return out
 
 
-def make_handler(settings: IntakeSettings, spool: Spool) -> type[BaseHTTPRequestHandler]:
+def make_handler(settings: IntakeSettings, spool: Spool) -> type[BoundedHandler]:
     """Build the request handler class bound to these settings and spool."""
 
-    class IntakeHandler(BaseHTTPRequestHandler):
+    class IntakeHandler(BoundedHandler):
         server_version = "triage-intake/1"
-        # Slow or stalled clients must not pin a thread forever.
-        timeout = 30
 
         def log_message(self, format: str, *args: Any) -> None:
             # Access log without bodies or headers: posts are untrusted and may hold personal data.
             log.info("%s %s", self.address_string(), format % args)
 
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if status >= 400:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
-
         def do_GET(self) -> None:
             if self.path.split("?")[0] == "/healthz":
-                self._reply(200, {"status": "ok"})
+                self.reply_json(200, {"status": "ok"})
             else:
-                self._reply(404, {"error": "not found"})
+                self.reply_json(404, {"error": "not found"})
 
         def do_POST(self) -> None:
             try:
                 record_id = self._accept()
-            except IntakeError as exc:
-                self._reply(exc.status, {"error": exc.reason})
+            except RequestError as exc:
+                self.reply_json(exc.status, {"error": exc.reason})
                 return
-            self._reply(202, {"status": "accepted", "id": record_id})
+            self.reply_json(202, {"status": "accepted", "id": record_id})
 
         def _accept(self) -> str:
             if self.path.split("?")[0] != "/intake":
                 raise IntakeError(404, "not found (post to /intake)")
-            length_header = self.headers.get("Content-Length")
-            if length_header is None:
-                raise IntakeError(411, "Content-Length is required")
-            try:
-                length = int(length_header)
-            except ValueError:
-                raise IntakeError(400, "Content-Length is not a number") from None
-            if length < 0:
-                raise IntakeError(400, "Content-Length is negative")
-            if length > settings.max_bytes:
-                # Refused before reading: an oversized body never reaches memory.
-                raise IntakeError(413, f"body larger than {settings.max_bytes} bytes")
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 raise IntakeError(415, "Content-Type must be application/json")
-            body = self.rfile.read(length)
-            if len(body) != length:
-                raise IntakeError(400, "body shorter than Content-Length")
+            # The timestamp's form is checked before the body is read or any HMAC computed.
+            stamp = (self.headers.get(TIMESTAMP_HEADER) or "").strip()
+            if stamp and not _TIMESTAMP.fullmatch(stamp):
+                raise IntakeError(401, f"{TIMESTAMP_HEADER} must be Unix seconds (ASCII digits)")
+            # Refused before reading when too large: an oversized body never reaches memory.
+            body = self.read_body(settings.max_bytes)
             verify(settings, self.headers, body)
-            record = validate(settings, body, self.headers[TIMESTAMP_HEADER].strip())
-            spool.append(record, datetime.fromtimestamp(settings.clock(), tz=UTC))
+            record = validate(settings, body, stamp)
+            line = spool_line(record)
+            if len(line) > DEFAULT_MAX_RECORD_BYTES:
+                raise IntakeError(
+                    413, f"record longer than the webhook source reads ({DEFAULT_MAX_RECORD_BYTES})"
+                )
+            spool.append(line, datetime.fromtimestamp(settings.clock(), tz=UTC))
             return str(record["id"])
 
     return IntakeHandler
 
 
-def make_server(settings: IntakeSettings, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(settings: IntakeSettings, host: str, port: int) -> BoundedHTTPServer:
     """Create (not start) the intake server.
 
     Args:
-        settings: Secret, spool folder, limits.
+        settings: Secret, spool folder, limits (body size, connections, request deadline).
         host: Address to bind (127.0.0.1 by default in the CLI; put a TLS proxy in front).
         port: Port to bind; 0 picks a free one.
 
@@ -291,6 +293,9 @@ def make_server(settings: IntakeSettings, host: str, port: int) -> ThreadingHTTP
     if not settings.secret:
         raise ValueError(f"no intake secret: set {SECRET_ENV} or the Secret block {SECRET_BLOCK}")
     spool = Spool(settings.spool_dir)
-    server = ThreadingHTTPServer((host, port), make_handler(settings, spool))
-    server.daemon_threads = True
-    return server
+    return BoundedHTTPServer(
+        (host, port),
+        make_handler(settings, spool),
+        max_connections=settings.max_connections,
+        request_timeout=settings.request_timeout,
+    )

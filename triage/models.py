@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +20,15 @@ DEPARTMENTS: tuple[str, ...] = ("marketing", "sales", "product", "support")
 # Longest text we keep verbatim. Longer texts are cut with a marker, never dropped.
 MAX_TEXT_CHARS = 20_000
 TRUNCATION_MARKER = " […truncated]"
+# Raw records kept for audit (accepted and quarantined alike) are bounded: a hostile or broken
+# record must not bloat the store.
+MAX_RAW_CHARS = 100_000
+# Feedback was written after 1970 and not in the future. A date outside these bounds is a broken
+# record: it would overflow datetime or DuckDB, or drag a source's watermark years ahead and hide
+# every later item. A day of tolerance absorbs clock skew and local times read as UTC.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(days=1)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # The column layout of the ``items`` table as an Arrow schema: what :meth:`Mention.to_row` gives,
@@ -55,7 +66,10 @@ def item_id(source: str, external_id: str) -> str:
         A 20-character hex id; the same inputs always give the same id, so a re-fetch never
         creates a second item.
     """
-    digest = hashlib.blake2b(f"{source}\x1f{external_id}".encode(), digest_size=10)
+    # surrogatepass: a lone surrogate from a lenient JSON decoder must not crash the id (valid
+    # text encodes exactly as before, so existing ids do not change).
+    key = f"{source}\x1f{external_id}".encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(key, digest_size=10)
     return digest.hexdigest()
 
 
@@ -93,26 +107,28 @@ class Mention:
         return item_id(self.source, self.external_id)
 
     def to_row(self) -> dict[str, Any]:
-        """Flatten the mention into the column layout of the ``items`` table."""
+        """Flatten the mention into the column layout of the ``items`` table.
+
+        Every text is made storable (a lone surrogate from a lenient JSON decoder becomes U+FFFD)
+        and ``raw`` is capped at ``MAX_RAW_CHARS``: one odd record must not fail its whole batch.
+        """
         return {
             "id": self.id,
             "source": self.source,
-            "external_id": self.external_id,
-            "url": self.url,
-            "author_handle": self.author.handle,
-            "author_name": self.author.name,
-            "author_url": self.author.url,
+            "external_id": storable(self.external_id),
+            "url": storable(self.url),
+            "author_handle": storable(self.author.handle),
+            "author_name": storable(self.author.name),
+            "author_url": storable(self.author.url),
             "author_followers": self.author.followers,
-            "text": self.text,
+            "text": storable(self.text),
             "created_at": self.created_at,
             "fetched_at": self.fetched_at,
-            "thread": self.thread,
-            "in_reply_to": self.in_reply_to,
-            "language": self.language,
-            "source_type": self.source_type,
-            "raw": self.raw
-            if isinstance(self.raw, str)
-            else json.dumps(self.raw, ensure_ascii=False, default=str),
+            "thread": storable(self.thread),
+            "in_reply_to": storable(self.in_reply_to),
+            "language": storable(self.language),
+            "source_type": storable(self.source_type),
+            "raw": cap_raw(raw_text(self.raw)),
         }
 
 
@@ -130,35 +146,94 @@ class InvalidRecord(ValueError):
     """Raised by normalisers when a record cannot become a mention; the message is the reason."""
 
 
-def parse_timestamp(value: Any) -> datetime:
+def storable(value: str | None) -> str | None:
+    """``value`` with lone surrogates replaced by U+FFFD, so that it can be encoded and stored.
+
+    Strict decoders (orjson, UTF-8 files) never produce them; Python's ``json`` (API answers) and
+    hostile payloads can.
+    """
+    if value is None or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def raw_text(raw: Any) -> str:
+    """A record's audit copy as text: strings as they are, anything else as JSON."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return json.dumps(raw, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError) as exc:
+        # Nesting too deep or an integer too long to print: say so rather than fail the batch.
+        return f"<record not kept for audit: {type(exc).__name__}>"
+
+
+def cap_raw(raw: str) -> str:
+    """The audit copy of a record as stored: storable and at most ``MAX_RAW_CHARS`` long."""
+    return storable(raw[:MAX_RAW_CHARS]) or ""
+
+
+def _short(value: Any) -> str:
+    # Reasons quote the offending value, bounded: a poison record must not bloat the reason too.
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_timestamp(value: Any, *, now: datetime | None = None, naive_tz: tzinfo = UTC) -> datetime:
     """Parse an ISO-8601 string, epoch seconds or datetime into an aware UTC datetime.
+
+    Naive times are read in ``naive_tz`` (UTC unless the source says otherwise). Times before 1970 or more than a day in the future (and
+    non-finite numbers) are refused: they are broken records, not feedback.
 
     Args:
         value: The source's timestamp.
+        now: The present, for the future bound (default: the clock).
+        naive_tz: The time zone of times that do not say (default UTC).
 
     Returns:
         The timestamp in UTC.
 
     Raises:
-        InvalidRecord: When the value is missing or not a timestamp.
+        InvalidRecord: When the value is missing, not a timestamp or out of range.
     """
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        dt = datetime.fromtimestamp(float(value), tz=UTC)
+        if not math.isfinite(value):
+            raise InvalidRecord(f"created_at is not a finite number: {_short(value)}")
+        try:
+            dt = datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidRecord(f"created_at is out of range: {_short(value)}") from None
     elif isinstance(value, str) and value.strip():
         text = value.strip()
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"
         try:
             dt = datetime.fromisoformat(text)
-        except ValueError as exc:
-            raise InvalidRecord(f"created_at is not an ISO-8601 timestamp: {value!r}") from exc
+        except ValueError:
+            raise InvalidRecord(
+                f"created_at is not an ISO-8601 timestamp: {_short(value)}"
+            ) from None
     else:
-        raise InvalidRecord(f"created_at is missing or not a timestamp: {value!r}")
+        raise InvalidRecord(f"created_at is missing or not a timestamp: {_short(value)}")
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+        dt = dt.replace(tzinfo=naive_tz)
+    try:
+        dt = dt.astimezone(UTC)
+    except (OverflowError, ValueError):
+        # "9999-12-31T23:59:59-05:00" is past the last representable instant once in UTC.
+        raise InvalidRecord(f"created_at is out of range: {_short(value)}") from None
+    latest = (now or datetime.now(UTC)) + FUTURE_TOLERANCE
+    if not EARLIEST <= dt <= latest:
+        raise InvalidRecord(
+            f"created_at is out of range (before 1970 or in the future): {_short(value)}"
+        )
+    return dt
 
 
 def clean_text(value: Any) -> str:

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 
 from triage.config import Config, Rule
-from triage.store import Store
 
 # Route states. Review first is the default: marketing looks before a department is bothered.
 AWAITING_REVIEW = "awaiting_review"
@@ -195,54 +194,49 @@ def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Ta
             out_ids += dept_ids
             out_dest += [dest] * len(dept_ids)
             out_kind += ["handoff"] * len(dept_ids)
-    outbox = pa.table(
+    outbox = outbox_table(out_ids, out_dest, out_kind, now)
+    return routes, outbox
+
+
+def outbox_table(
+    item_ids: Sequence[str], destinations: Sequence[str], kinds: Sequence[str], now: datetime
+) -> pa.Table:
+    """Outbox rows (``OUTBOX_SCHEMA``) for parallel lists of items, destinations and kinds."""
+    return pa.table(
         {
             "key": pa.array(
                 [
                     delivery_key(i, d, k)
-                    for i, d, k in zip(out_ids, out_dest, out_kind, strict=True)
+                    for i, d, k in zip(item_ids, destinations, kinds, strict=True)
                 ],
                 pa.string(),
             ),
-            "item_id": pa.array(out_ids, pa.string()),
-            "destination": pa.array(out_dest, pa.string()),
-            "kind": pa.array(out_kind, pa.string()),
-            "created_at": pa.array([now] * len(out_ids), pa.timestamp("us", tz="UTC")),
+            "item_id": pa.array(list(item_ids), pa.string()),
+            "destination": pa.array(list(destinations), pa.string()),
+            "kind": pa.array(list(kinds), pa.string()),
+            "created_at": pa.array([now] * len(item_ids), pa.timestamp("us", tz="UTC")),
         },
         schema=OUTBOX_SCHEMA,
     )
-    return routes, outbox
 
 
-def release(store: Store, config: Config, item_id: str, department: str | None, rule: str) -> int:
-    """Hand an item to ``department`` after review: update its route and queue the handoff.
+def release_handoffs(config: Config, released: Sequence[tuple[str, str]]) -> pa.Table:
+    """The handoff deliveries of items released to departments after review.
 
-    The handoff's idempotency key depends only on item, destination and kind, so releasing the same
-    item twice (two reviewers, a retried request) queues one delivery.
+    The idempotency key depends only on item, destination and kind, so releasing the same item
+    twice (two reviewers, a retried request) queues one delivery.
 
     Args:
-        store: The open store.
         config: The configuration (departments and their destinations).
-        item_id: The item.
-        department: The department now owning it; None archives it without a handoff.
-        rule: Why, for the audit trail (e.g. ``review:confirm``).
+        released: ``(item_id, department)`` pairs.
 
     Returns:
-        How many deliveries were newly queued (0 when already queued; one per destination).
+        Outbox rows, one per item and destination of its department.
     """
-    if department is None:
-        store.set_route(item_id, None, ARCHIVED, rule)
-        return 0
-    store.set_route(item_id, department, RELEASED, rule)
-    dests = handoff_destinations(config, department)
-    if not dests:
-        return 0
-    now = datetime.now(UTC)
-    row = {
-        "key": [delivery_key(item_id, dest, "handoff") for dest in dests],
-        "item_id": [item_id] * len(dests),
-        "destination": dests,
-        "kind": ["handoff"] * len(dests),
-        "created_at": [now] * len(dests),
-    }
-    return store.enqueue(pa.Table.from_pydict(row, schema=OUTBOX_SCHEMA))
+    ids: list[str] = []
+    dests: list[str] = []
+    for item_id, department in released:
+        for dest in handoff_destinations(config, department):
+            ids.append(item_id)
+            dests.append(dest)
+    return outbox_table(ids, dests, ["handoff"] * len(ids), datetime.now(UTC))

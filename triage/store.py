@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from triage.models import ITEM_SCHEMA, LABELS, Mention, Rejected
+from triage.models import ITEM_SCHEMA, LABELS, Mention, Rejected, cap_raw, storable
 
 # Each migration runs once, in order, inside one transaction with its bookkeeping row.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -234,9 +234,19 @@ _SCORES_JSON_SQL = (
     "printf('{" + ", ".join(f'"{lab}": %.5f' for lab in LABELS) + "}', " + _SCORE_COLUMNS + ")"
 )
 
-OUTBOX_STATES = ("pending", "sending", "sent", "failed", "dead")
+# "previewed": written as a JSON preview (no credentials), not posted anywhere; counted apart from
+# "sent" so `triage status` never reports previews as sends.
+OUTBOX_STATES = ("pending", "sending", "sent", "previewed", "failed", "dead")
 # Tasks of one flow run open the store from several threads; only one may migrate at a time.
 _MIGRATE_LOCK = threading.Lock()
+
+
+# Ids per `IN (?, ...)` lookup: large enough for one batch, small enough for a short statement.
+_LOOKUP_CHUNK = 500
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
 
 
 class StoreError(RuntimeError):
@@ -435,6 +445,17 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row and row[0] is not None else None
 
+    def reset_cursor(self, connector: str) -> bool:
+        """Forget a source's cursor: its next run reads from the start (stable ids absorb repeats).
+
+        Returns:
+            True when there was a cursor to forget.
+        """
+        row = self.con.execute(
+            "DELETE FROM connector_state WHERE connector = ? RETURNING connector", [connector]
+        ).fetchall()
+        return bool(row)
+
     def ingest(
         self,
         source: str,
@@ -498,18 +519,23 @@ class Store:
         """Keep malformed records with their reason; the same record twice is kept once."""
         if not rejected:
             return 0
-        rows = [
-            {
-                "key": hashlib.blake2b(
-                    f"{r.source}\x1f{r.reason}\x1f{r.raw}".encode(errors="replace"), digest_size=12
-                ).hexdigest(),
-                "source": r.source,
-                "external_id": r.external_id,
-                "reason": r.reason,
-                "raw": r.raw,
-            }
-            for r in rejected
-        ]
+        rows = []
+        for r in rejected:
+            # Bounded and storable whatever the connector kept: quarantine must never fail a batch.
+            raw = cap_raw(r.raw)
+            reason = storable(r.reason[:2000]) or ""
+            rows.append(
+                {
+                    "key": hashlib.blake2b(
+                        f"{r.source}\x1f{reason}\x1f{raw}".encode(errors="replace"),
+                        digest_size=12,
+                    ).hexdigest(),
+                    "source": r.source,
+                    "external_id": storable(r.external_id),
+                    "reason": reason,
+                    "raw": raw,
+                }
+            )
         self.con.register("_incoming_quarantine", pa.Table.from_pylist(rows))
         try:
             row = self.con.execute(
@@ -594,14 +620,6 @@ class Store:
             self.con.unregister("_incoming_outbox")
         return int(row[0]) if row else 0
 
-    def set_route(self, item_id: str, department: str | None, state: str, rule: str) -> None:
-        """Change an item's route (after a reviewer's decision)."""
-        self.con.execute(
-            "UPDATE routes SET department = ?, state = ?, rule = ?, routed_at = now() "
-            "WHERE item_id = ?",
-            [department, state, rule, item_id],
-        )
-
     # --------------------------------------------------------------- delivery
     def due_deliveries(
         self, limit: int, destinations: Sequence[str] | None = None
@@ -628,23 +646,26 @@ class Store:
 
     def delivery_context(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Return everything a message needs about each item: the mention, prediction and route."""
-        if not item_ids:
-            return {}
-        cur = self.con.execute(
-            "SELECT i.id, i.source, i.external_id, i.url, i.author_handle, i.author_name, "
-            "i.author_url, i.author_followers, i.text, i.created_at, i.source_type, "
-            "p.label, p.labels, p.score, p.scores, p.needs_review, p.review_reason, "
-            "p.model_version, r.department, r.state AS route_state "
-            "FROM items i JOIN predictions p ON p.item_id = i.id "
-            "LEFT JOIN routes r ON r.item_id = i.id WHERE i.id IN (SELECT unnest(?))",
-            [list(item_ids)],
-        )
-        cols = [d[0] for d in cur.description]
         out: dict[str, dict[str, Any]] = {}
-        for row in cur.fetchall():
-            rec = dict(zip(cols, row, strict=True))
-            rec["scores"] = json.loads(rec["scores"])
-            out[rec["id"]] = rec
+        ids = list(dict.fromkeys(item_ids))
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            # A list of parameters, not unnest(?): DuckDB then looks the ids up in the primary
+            # key's index instead of scanning the tables (220k items: 0.07 s instead of 0.4 s).
+            cur = self.con.execute(
+                "SELECT i.id, i.source, i.external_id, i.url, i.author_handle, i.author_name, "
+                "i.author_url, i.author_followers, i.text, i.created_at, i.source_type, "
+                "p.label, p.labels, p.score, p.scores, p.needs_review, p.review_reason, "
+                "p.model_version, r.department, r.state AS route_state "
+                "FROM items i JOIN predictions p ON p.item_id = i.id "
+                f"LEFT JOIN routes r ON r.item_id = i.id WHERE i.id IN ({_marks(chunk)})",
+                chunk,
+            )
+            cols = [d[0] for d in cur.description]
+            for row in cur.fetchall():
+                rec = dict(zip(cols, row, strict=True))
+                rec["scores"] = json.loads(rec["scores"])
+                out[rec["id"]] = rec
         return out
 
     def mark_sending(self, key: str) -> None:
@@ -655,11 +676,32 @@ class Store:
 
     def mark_sent(self, key: str, external_ref: str | None) -> None:
         """Record a confirmed delivery and the destination's reference for it."""
+        self._mark_done(key, "sent", external_ref)
+
+    def mark_previewed(self, key: str, path: str | None) -> None:
+        """Record that a delivery was written as a JSON preview (nothing was posted)."""
+        self._mark_done(key, "previewed", path)
+
+    def _mark_done(self, key: str, state: str, external_ref: str | None) -> None:
         self.con.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = now(), external_ref = ?, last_error = NULL "
+            "UPDATE outbox SET state = ?, sent_at = now(), external_ref = ?, last_error = NULL "
             "WHERE key = ?",
-            [external_ref, key],
+            [state, external_ref, key],
         )
+
+    def mark_lookup_failed(self, key: str, error: str, retry_in_s: float, max_attempts: int) -> str:
+        """Record a failed reconciliation of a delivery left ``sending``; return the new state.
+
+        The row stays ``sending`` (so the next attempt looks the key up again instead of sending
+        blindly, which could post twice) until ``max_attempts`` lookups failed: then it is dead.
+        """
+        row = self.con.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+            "state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'sending' END "
+            "WHERE key = ? RETURNING state",
+            [error[:2000], datetime.now(UTC) + timedelta(seconds=retry_in_s), max_attempts, key],
+        ).fetchone()
+        return str(row[0]) if row else "dead"
 
     def mark_failed(self, key: str, error: str, retry_in_s: float, max_attempts: int) -> str:
         """Record a failed attempt; dead-letter it after ``max_attempts``. Return the new state."""
@@ -716,15 +758,48 @@ class Store:
             "schema_version": scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"),
         }
 
-    def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Return the most recent quarantined records with their reasons."""
+    def quarantined(
+        self, limit: int | None = 50, source: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return quarantined records with their reasons, the most recent first.
+
+        Args:
+            limit: At most this many (None: all).
+            source: Only this source's.
+        """
         cur = self.con.execute(
-            "SELECT source, external_id, reason, raw, received_at FROM quarantine "
-            "ORDER BY received_at DESC LIMIT ?",
-            [limit],
+            "SELECT key, source, external_id, reason, raw, received_at FROM quarantine "
+            "WHERE ? IS NULL OR source = ? ORDER BY received_at DESC, source, reason LIMIT ?",
+            [source, source, limit],
         )
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """Quarantined records per source."""
+        rows = self.con.execute(
+            "SELECT source, count(*) FROM quarantine GROUP BY source ORDER BY source"
+        ).fetchall()
+        return {str(k): int(v) for k, v in rows}
+
+    def clear_quarantine(self, source: str | None = None, keys: Sequence[str] | None = None) -> int:
+        """Delete quarantined records: a source's, the given keys, or (neither given) all.
+
+        Returns:
+            How many were deleted.
+        """
+        if keys is not None:
+            if not keys:
+                return 0
+            rows = self.con.execute(
+                "DELETE FROM quarantine WHERE list_contains(?, key) RETURNING key", [list(keys)]
+            ).fetchall()
+        else:
+            rows = self.con.execute(
+                "DELETE FROM quarantine WHERE ? IS NULL OR source = ? RETURNING key",
+                [source, source],
+            ).fetchall()
+        return len(rows)
 
     def count(self, table: str) -> int:
         """Row count of one of the project's tables (used by the benchmark and tests)."""
@@ -743,60 +818,84 @@ class Store:
     # ------------------------------------------------- slack review (issue 5)
     def audited_decisions(self, decision_ids: Sequence[str]) -> set[str]:
         """Return which of these spooled decision ids were already applied (any outcome)."""
-        if not decision_ids:
-            return set()
-        rows = self.con.execute(
-            "SELECT decision_id FROM review_audit WHERE decision_id IN (SELECT unnest(?))",
-            [list(decision_ids)],
-        ).fetchall()
-        return {str(r[0]) for r in rows}
+        return self._present("review_audit", "decision_id", decision_ids)
 
-    def review_decision(self, item_id: str) -> dict[str, Any] | None:
-        """Return the decision that settled an item, or None while it is undecided."""
-        cur = self.con.execute("SELECT * FROM review_decisions WHERE item_id = ?", [item_id])
-        row = cur.fetchone()
-        if row is None:
-            return None
-        return dict(zip([d[0] for d in cur.description], row, strict=True))
+    def decided_items(self, item_ids: Sequence[str]) -> set[str]:
+        """Which of these items a review decision has settled already (the first one wins)."""
+        return self._present("review_decisions", "item_id", item_ids)
 
-    def insert_review_decision(self, row: dict[str, Any]) -> bool:
-        """Store the decision that settles an item; False when another decision got there first."""
-        cols = list(row)
-        inserted = self.con.execute(
-            f"INSERT OR IGNORE INTO review_decisions ({', '.join(cols)}) "
-            f"VALUES ({', '.join('?' for _ in cols)})",
-            [row[c] for c in cols],
-        ).fetchone()
-        return bool(inserted and inserted[0])
+    def _present(self, table: str, column: str, values: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        wanted = list(dict.fromkeys(values))
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            rows = self.con.execute(
+                f"SELECT {column} FROM {table} WHERE {column} IN ({_marks(chunk)})", chunk
+            ).fetchall()
+            found.update(str(r[0]) for r in rows)
+        return found
 
-    def insert_review_audit(self, row: dict[str, Any]) -> None:
-        """Append one click to the audit trail (idempotent on ``decision_id``)."""
-        cols = list(row)
-        self.con.execute(
-            f"INSERT OR IGNORE INTO review_audit ({', '.join(cols)}) "
-            f"VALUES ({', '.join('?' for _ in cols)})",
-            [row[c] for c in cols],
+    def defer_checkpoint(self) -> None:
+        """Skip the checkpoint when this connection closes; the next writer folds the log in.
+
+        Closing DuckDB checkpoints the whole file, indexes included: about a second on a
+        220,000-item store, for a handful of changed rows. The changes are durable in the
+        write-ahead log either way; a later run's close (or the log size limit) checkpoints them.
+        """
+        self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
+
+    def _update_from(self, rows: pa.Table, sql: str) -> None:
+        # One set-based statement over an Arrow table of changes (view name private to this).
+        if rows.num_rows == 0:
+            return
+        self.con.register("_review_changes", rows)
+        try:
+            self.con.execute(sql)
+        finally:
+            self.con.unregister("_review_changes")
+
+    def relabel_predictions(self, rows: pa.Table) -> None:
+        """Overwrite items' labels with reviewers' (``item_id``, ``label``, ``labels``).
+
+        The model's label stays in the audit trail and in ``training_examples.previous_label``.
+        """
+        self._update_from(
+            rows,
+            "UPDATE predictions SET label = c.label, labels = c.labels, needs_review = false, "
+            "review_reason = 'relabelled by a reviewer' FROM _review_changes c "
+            "WHERE predictions.item_id = c.item_id",
         )
 
-    def relabel_prediction(self, item_id: str, label: str, labels: Sequence[str]) -> None:
-        """Overwrite an item's label with a reviewer's; the model's is kept in the audit trail."""
-        self.con.execute(
-            "UPDATE predictions SET label = ?, labels = ?, needs_review = false, "
-            "review_reason = 'relabelled by a reviewer' WHERE item_id = ?",
-            [label, list(labels), item_id],
+    def set_routes(self, rows: pa.Table) -> None:
+        """Change items' routes after reviewers' decisions (``item_id``, ``department``,
+        ``state``, ``rule``)."""
+        self._update_from(
+            rows,
+            "UPDATE routes SET department = c.department, state = c.state, rule = c.rule, "
+            "routed_at = now() FROM _review_changes c WHERE routes.item_id = c.item_id",
         )
 
-    def add_training_example(
-        self, item_id: str, label: str, previous: str | None, user: str, when: datetime
-    ) -> None:
-        """Keep a reviewer's correction as a training example (text copied from the item)."""
-        self.con.execute(
+    def add_training_examples(self, rows: pa.Table) -> None:
+        """Keep reviewers' corrections as training examples, the text copied from each item.
+
+        Columns: ``item_id``, ``label``, ``previous_label``, ``decided_by``, ``decided_at``.
+        """
+        self._update_from(
+            rows,
             "INSERT INTO training_examples (item_id, text, label, previous_label, decided_by, "
-            "decided_at) SELECT id, text, ?, ?, ?, ? FROM items WHERE id = ? "
+            "decided_at) SELECT i.id, i.text, c.label, c.previous_label, c.decided_by, "
+            "c.decided_at FROM _review_changes c JOIN items i ON i.id = c.item_id "
             "ON CONFLICT (item_id) DO UPDATE SET label = excluded.label, "
             "decided_by = excluded.decided_by, decided_at = excluded.decided_at",
-            [label, previous, user, when, item_id],
         )
+
+    def insert_review_decisions(self, rows: list[dict[str, Any]]) -> int:
+        """Store the decisions that settle items; one already settled keeps its first decision."""
+        return self._insert_rows("review_decisions", rows)
+
+    def insert_review_audit(self, rows: list[dict[str, Any]]) -> int:
+        """Append clicks to the audit trail (idempotent on ``decision_id``)."""
+        return self._insert_rows("review_audit", rows)
 
     def training_examples(self) -> list[dict[str, Any]]:
         """Every correction as ``{text, label}``, oldest first."""

@@ -2,7 +2,8 @@
 
 Faithful where our code depends on it: ``Authorization: Bearer``/``token`` (401 "Bad credentials"
 otherwise), 404 for an unknown repository, 422 for an issue without a title, issues numbered per
-repository with ``html_url``, label filtering and ``per_page``/``page`` pagination on listings.
+repository with ``html_url``, label filtering and ``per_page``/``page`` pagination on listings, and
+422 "is too long" for a body over 65,536 characters or a title over 256.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 from tests.fakes.http_api import FakeAPI, Reply, Request
 
 DOCS = "https://docs.github.com/rest"
+# GitHub refuses an issue or comment body over 65,536 characters, and a title over 256.
+MAX_BODY = 65_536
+MAX_TITLE = 256
 
 
 @dataclass
@@ -53,6 +57,8 @@ class FakeGitHub(FakeAPI):
             body = (req.json or {}).get("body")
             if not body:
                 return self._invalid("body")
+            if (too_long := self._too_long(req.json or {})) is not None:
+                return too_long
             self.next_comment += 1
             comment = {
                 "id": self.next_comment,
@@ -66,6 +72,8 @@ class FakeGitHub(FakeAPI):
             return 200, self._page(self.comments[number], req.query), {}
         if req.method == "PATCH":
             patch = req.json or {}
+            if (too_long := self._too_long(patch)) is not None:
+                return too_long
             for key in ("title", "body", "state"):
                 if key in patch:
                     self.issues[number][key] = patch[key]
@@ -78,20 +86,33 @@ class FakeGitHub(FakeAPI):
         return f"https://github.test/{self.repo}/issues/{number}"
 
     @staticmethod
-    def _invalid(field_name: str) -> Reply:
+    def _invalid(field_name: str, code: str = "missing_field", message: str = "") -> Reply:
+        error: dict[str, Any] = {"resource": "Issue", "code": code, "field": field_name}
+        if message:
+            error["message"] = message
         return (
             422,
-            {
-                "message": "Validation Failed",
-                "errors": [{"resource": "Issue", "code": "missing_field", "field": field_name}],
-                "documentation_url": DOCS,
-            },
+            {"message": "Validation Failed", "errors": [error], "documentation_url": DOCS},
             {},
         )
+
+    @classmethod
+    def _too_long(cls, data: dict[str, Any]) -> Reply | None:
+        if len(str(data.get("body") or "")) > MAX_BODY:
+            return cls._invalid(
+                "body", "custom", f"body is too long (maximum is {MAX_BODY} characters)"
+            )
+        if len(str(data.get("title") or "")) > MAX_TITLE:
+            return cls._invalid(
+                "title", "custom", f"title is too long (maximum is {MAX_TITLE} characters)"
+            )
+        return None
 
     def _create(self, data: dict[str, Any]) -> Reply:
         if not data.get("title"):
             return self._invalid("title")
+        if (too_long := self._too_long(data)) is not None:
+            return too_long
         number = len(self.issues) + 1
         self.issues[number] = {
             "number": number,

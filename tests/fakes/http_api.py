@@ -2,14 +2,13 @@
 
 Each fake records every request, checks credentials the way its real API does, and can be told to
 answer the next matching requests with 429 + Retry-After, a 5xx, or a stall: the server acts on the
-request but answers only after the client's timeout, the case idempotency keys exist for.
+request but answers only after the client gave up, the case idempotency keys exist for.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -43,6 +42,9 @@ class FakeAPI:
     calls: list[Request] = field(default_factory=list)
     failures: list[tuple[str, str, int, float]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # A stalled request answers only once this is set (at stop()): never before the client's
+    # timeout, however loaded the machine is.
+    unstall: threading.Event = field(default_factory=threading.Event)
     url: str = ""
     _server: ThreadingHTTPServer | None = None
 
@@ -51,8 +53,8 @@ class FakeAPI:
     ) -> None:
         """Fail the next ``times`` requests whose path starts with ``path``.
 
-        ``status`` 0 stalls for ``retry_after`` seconds *after* handling the request, so the server
-        has acted but the client has timed out.
+        ``status`` 0 stalls *after* handling the request until the fake stops (or at least a minute
+        passes), so the server has acted but the client has timed out.
         """
         with self.lock:
             self.failures.extend([(method, path, status, retry_after)] * times)
@@ -93,7 +95,8 @@ class FakeAPI:
         return self
 
     def stop(self) -> None:
-        """Shut the server down."""
+        """Shut the server down (stalled requests are released)."""
+        self.unstall.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -154,7 +157,7 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                     status, body, headers = 400, {"error": f"bad request: {exc}"}, {}
             req.status = status if not stall else 599
             if stall:
-                time.sleep(stall)
+                api.unstall.wait(max(stall, 60.0))
             self._reply(status, body, headers)
 
         do_GET = _serve

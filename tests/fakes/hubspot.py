@@ -5,7 +5,7 @@ otherwise), ``{"properties": {...}}`` bodies validated against the account's def
 (unknown ones are a 400 ``VALIDATION_ERROR``, as in HubSpot), unique contact emails (409
 ``Contact already exists. Existing ID: N``), ``hs_timestamp`` required on notes, note-to-contact
 associations (type 202) that must point at an existing contact, and the search endpoint with
-``filterGroups`` / ``EQ`` filters.
+``filterGroups`` / ``EQ`` filters; a note body over 65,536 characters is a 400.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ DEFINED = {
     "notes": {"hs_timestamp", "hs_note_body", "hubspot_owner_id", "triage_delivery_key"},
 }
 NOTE_TO_CONTACT = 202
+# HubSpot documents hs_note_body as holding at most 65,536 characters.
+MAX_NOTE_BODY = 65_536
 
 
 @dataclass
@@ -110,6 +112,13 @@ class FakeHubSpot(FakeAPI):
                         409, f"Contact already exists. Existing ID: {oid}", "CONFLICT"
                     )
         if obj == "notes":
+            if len(str(props.get("hs_note_body") or "")) > MAX_NOTE_BODY:
+                return self._error(
+                    400,
+                    "Property values were not valid: hs_note_body exceeds the maximum length "
+                    f"of {MAX_NOTE_BODY} characters",
+                    "VALIDATION_ERROR",
+                )
             if not props.get("hs_timestamp"):
                 return self._error(
                     400,

@@ -4,7 +4,8 @@ Faithful where our code depends on it: basic auth ``{email}/token:{api_token}`` 
 ``{"ticket": {...}}`` envelopes, a required first comment, the four priorities, ``external_id``
 filtering on the ticket list, ``Idempotency-Key`` on creation (the same key and payload returns the
 first ticket with ``x-idempotency-lookup: hit``; the same key with another payload is a 400),
-comments appended by ``PUT``, and 422 for comments on closed tickets.
+comments appended by ``PUT``, and 422 for comments on closed tickets, comments over 64 KB and a
+5,001st comment.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any
 from tests.fakes.http_api import FakeAPI, Reply, Request
 
 PRIORITIES = {"low", "normal", "high", "urgent"}
+# A comment is limited by size (64 KB) and a ticket holds at most 5,000 comments (then 422).
+MAX_COMMENT_BYTES = 64 * 1024
+MAX_COMMENTS = 5000
 TYPES = {"problem", "incident", "question", "task"}
 
 
@@ -111,6 +115,8 @@ class FakeZendesk(FakeAPI):
         comment = ticket.get("comment") or {}
         if not (comment.get("body") or comment.get("html_body") or ticket.get("description")):
             return self._invalid("Description: cannot be blank")
+        if len(str(comment.get("body") or "").encode()) > MAX_COMMENT_BYTES:
+            return self._invalid("Comment: is too long (maximum is 64 KB)")
         if ticket.get("priority") is not None and ticket["priority"] not in PRIORITIES:
             return self._invalid(f"Priority: {ticket['priority']} is not valid")
         if ticket.get("type") is not None and ticket["type"] not in TYPES:
@@ -150,6 +156,10 @@ class FakeZendesk(FakeAPI):
         if comment:
             if not comment.get("body"):
                 return self._invalid("Comment: body cannot be blank")
+            if len(str(comment["body"]).encode()) > MAX_COMMENT_BYTES:
+                return self._invalid("Comment: is too long (maximum is 64 KB)")
+            if len(self.comments[tid]) >= MAX_COMMENTS:
+                return self._invalid("Comment: a ticket can hold at most 5000 comments")
             n = len(self.comments[tid])
             self.comments[tid].append(
                 {

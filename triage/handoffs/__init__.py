@@ -8,9 +8,7 @@ like the Slack destinations do, so the demo runs with no secrets.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -18,7 +16,9 @@ from slack_sdk.errors import SlackApiError
 from triage.config import Config, DestinationConfig
 from triage.delivery import (
     AFTER_DRAIN,
+    CONFIG_CHECKS,
     DESTINATION_TYPES,
+    DeliveryError,
     Destination,
     PreviewDestination,
     SlackDestination,
@@ -29,10 +29,13 @@ from triage.handoffs.hubspot import HubSpotDestination
 from triage.handoffs.testimonials import TestimonialsDestination
 from triage.handoffs.webhook import WebhookDestination
 from triage.handoffs.zendesk import ZendeskDestination, credentials
-from triage.slack.messages import escape
+from triage.slack.messages import inert
 from triage.store import Store
 
 log = logging.getLogger("triage.handoffs")
+
+# Destination types that can carry a dead-letter alert (a Slack post, a signed POST, a file).
+ALERT_TYPES = frozenset({"slack", "preview", "webhook", "testimonials"})
 
 
 def _preview(dest: DestinationConfig, config: Config) -> Destination:
@@ -95,23 +98,70 @@ DESTINATION_TYPES.update(
 
 def alert_text(row: dict[str, Any]) -> str:
     """The announcement of one dead-lettered delivery (the error may quote a server: escaped)."""
-    error = escape(str(row.get("last_error") or "unknown error")[:500])
+    error = inert(str(row.get("last_error") or "unknown error"), 1000)
+    dest = inert(str(row["destination"]), 100)
     return (
-        f":rotating_light: A {row['kind']} to *{escape(str(row['destination']))}* was "
+        f":rotating_light: A {row['kind']} to *{dest}* was "
         f"dead-lettered after {row['attempts']} attempt(s): {error}\n"
         f"item `{row['item_id']}`, key `{row['key']}`. Fix the cause, then "
-        f"`triage outbox retry --destination {escape(str(row['destination']))}` requeues it."
+        f"`triage outbox retry --destination {dest}` requeues it."
     )
+
+
+def _alert(dest: Destination, row: dict[str, Any], text: str) -> str:
+    """Deliver one dead-letter alert to ``dest``; return its reference."""
+    if isinstance(dest, TestimonialsDestination):
+        dest = dest.channel  # the marketing channel it posts to
+    if isinstance(dest, SlackDestination):
+        resp = dest.client.chat_postMessage(
+            channel=dest.channel_id,
+            text=text,
+            unfurl_links=False,
+            unfurl_media=False,
+            metadata={
+                "event_type": "triage_dead_letter",
+                "event_payload": {"key": row["key"], "item_id": row["item_id"]},
+            },
+        )
+        return f"{resp['channel']}:{resp['ts']}"
+    if isinstance(dest, WebhookDestination):
+        return dest.post_alert(row, text)
+    if isinstance(dest, PreviewDestination):
+        return dest.write(f"dead-{row['key']}", {"kind": "dead_letter", "text": text, **row})
+    # check_alerts() refuses such a configuration before anything is delivered.
+    raise DeliveryError(f"alerts cannot go to {dest.name}", permanent=True)
+
+
+def check_alerts(config: Config) -> None:
+    """Refuse an ``alerts.destination`` that is missing or cannot carry an alert.
+
+    Raises:
+        ValueError: With the key and what is wrong, before anything is delivered.
+    """
+    alerts = config.alerts_destination
+    if not alerts:
+        return
+    dest = config.destinations.get(str(alerts))
+    if dest is None:
+        known = ", ".join(sorted(config.destinations)) or "none"
+        raise ValueError(
+            f"alerts.destination: '{alerts}' is not a configured destination ({known})"
+        )
+    if dest.type not in ALERT_TYPES:
+        raise ValueError(
+            f"alerts.destination: '{alerts}' is a {dest.type} destination; dead-letter alerts go "
+            f"to a {', '.join(sorted(ALERT_TYPES))} destination"
+        )
 
 
 def announce_dead_letters(
     store: Store, config: Config, destinations: dict[str, Destination]
 ) -> int:
-    """Announce every newly dead-lettered delivery in the ``alerts.destination`` channel.
+    """Announce every newly dead-lettered delivery at ``alerts.destination``.
 
     Each death is announced once: the announcement is recorded with the moment the delivery died,
-    so a delivery that is retried and dies again is announced again. A failed post is retried at the
-    end of the next drain.
+    so a delivery that is retried and dies again is announced again. A failed announcement is
+    retried at the end of the next drain.
 
     Returns:
         How many announcements were made.
@@ -125,32 +175,11 @@ def announce_dead_letters(
         return 0
     done = 0
     for row in store.unannounced_dead():
-        text = alert_text(row)
-        ref: str | None
-        if isinstance(dest, SlackDestination):
-            try:
-                resp = dest.client.chat_postMessage(
-                    channel=dest.channel,
-                    text=text,
-                    unfurl_links=False,
-                    unfurl_media=False,
-                    metadata={
-                        "event_type": "triage_dead_letter",
-                        "event_payload": {"key": row["key"], "item_id": row["item_id"]},
-                    },
-                )
-            except SlackApiError as exc:
-                log.warning("dead-letter alert not posted: %s", exc.response.get("error"))
-                return done
-            ref = f"{resp['channel']}:{resp['ts']}"
-        elif isinstance(dest, PreviewDestination):
-            dest.folder.mkdir(parents=True, exist_ok=True)
-            path = dest.folder / f"dead-{row['key']}.json"
-            doc = {"channel": dest.channel, "kind": "dead_letter", "text": text, **row}
-            path.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-            ref = os.fspath(path)
-        else:
-            log.warning("alerts destination '%s' must be a Slack channel", alerts)
+        try:
+            ref = _alert(dest, row, alert_text(row))
+        except (SlackApiError, DeliveryError) as exc:
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+            log.warning("dead-letter alert not delivered to %s: %s", alerts, error)
             return done
         store.mark_dead_announced(row["key"], row["died_at"], ref)
         done += 1
@@ -168,3 +197,5 @@ def _after_drain(store: Store, config: Config, destinations: dict[str, Destinati
 
 if _after_drain not in AFTER_DRAIN:
     AFTER_DRAIN.append(_after_drain)
+if check_alerts not in CONFIG_CHECKS:
+    CONFIG_CHECKS.append(check_alerts)

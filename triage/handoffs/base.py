@@ -29,6 +29,7 @@ from connectors.http import RETRY_STATUS, USER_AGENT, retry_after_seconds
 from triage.config import Config, DestinationConfig
 from triage.delivery import DeliveryError, Destination, SlackDestination
 from triage.secrets import get_secret
+from triage.slack.batching import find_in_threads, thread_root
 from triage.store import Store
 
 log = logging.getLogger("triage.handoffs")
@@ -254,14 +255,16 @@ class HandoffDestination:
             # No review message to reply to (previews, or an item that was never reviewed).
             self.store.set_note_state(row["key"], "skipped")
             return
-        channel, thread_ts = review_ref.split(":", 1)
+        channel, review_ts = review_ref.split(":", 1)
         note_key = f"{row['key']}:note"
         try:
+            # In a batch thread the review message is a reply: the note joins the same thread.
+            thread_ts = thread_root(slack.client, channel, review_ts)
             if row["note_state"] == "sending":
                 # A crash may have come between posting and recording: look in the thread first.
-                found = self._find_note(slack, channel, thread_ts, note_key)
+                found = find_in_threads(slack.client, channel, [thread_ts], note_key)
                 if found:
-                    self.store.set_note_state(row["key"], "posted", found)
+                    self.store.set_note_state(row["key"], "posted", f"{channel}:{found}")
                     return
             self.store.set_note_state(row["key"], "sending")
             resp = slack.client.chat_postMessage(
@@ -278,18 +281,6 @@ class HandoffDestination:
             self.store.set_note_state(row["key"], "pending")
             return
         self.store.set_note_state(row["key"], "posted", f"{resp['channel']}:{resp['ts']}")
-
-    @staticmethod
-    def _find_note(slack: SlackDestination, channel: str, ts: str, note_key: str) -> str | None:
-        resp = slack.client.conversations_replies(
-            channel=channel, ts=ts, limit=200, include_all_metadata=True
-        )
-        messages: list[dict[str, Any]] = resp.get("messages", [])
-        for msg in messages:
-            payload = (msg.get("metadata") or {}).get("event_payload") or {}
-            if payload.get("key") == note_key:
-                return f"{channel}:{msg['ts']}"
-        return None
 
 
 def describe(item: dict[str, Any]) -> list[str]:

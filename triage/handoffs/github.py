@@ -24,25 +24,34 @@ from triage.config import Config, DestinationConfig
 from triage.delivery import Destination
 from triage.handoffs.base import HandoffDestination, fail, http_client
 from triage.handoffs.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
+from triage.limits import GITHUB_BODY, GITHUB_TITLE, clip
 from triage.store import Store
 
 API_VERSION = "2022-11-28"
 MAX_LISTED = 50  # mentions listed in an issue body; the count keeps counting beyond it
 
 
-def _fence(text: str) -> str:
-    # A fenced block shows text from the public as typed: no @-mentions, links, HTML or #refs.
-    # The fence must be longer than any run of backticks inside, or the text could close it.
+def _fence(text: str, limit: int = GITHUB_BODY) -> str:
+    """Show text from the public as typed (no @-mentions, links, HTML or #refs), within ``limit``."""
+    # The fence must be longer than any run of backticks inside, or the text could close it;
+    # cutting the text can only shorten those runs, so the fence is measured before the cut.
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     ticks = "`" * max(3, longest + 1)
-    return f"{ticks}text\n{text}\n{ticks}"
+    body = clip(text, limit - 2 * len(ticks) - len("text\n\n"))
+    return f"{ticks}text\n{body}\n{ticks}"
 
 
 def _safe_link(url: Any) -> str | None:
     if not url or not str(url).startswith(("http://", "https://")):
         return None
     text = str(url)
-    return None if any(c in text for c in " ()<>[]\n") else text
+    return None if len(text) > 500 or any(c in text for c in " ()<>[]\n") else text
+
+
+def _within(head: list[str], text: str, tail: list[str]) -> str:
+    """``head``, the fenced ``text`` and ``tail`` as one body of at most GitHub's 65,536."""
+    fixed = "\n".join([*head, "", *tail])
+    return "\n".join([*head, _fence(text, GITHUB_BODY - len(fixed) - 1), *tail])
 
 
 def group_marker(group_id: str) -> str:
@@ -53,6 +62,10 @@ def group_marker(group_id: str) -> str:
 def key_marker(key: str) -> str:
     """The hidden marker identifying one mention (delivery key) in a body or comment."""
     return f"<!-- triage-key:{key} -->"
+
+
+def _handle(mention: dict[str, Any]) -> str:
+    return clip(str(mention.get("author_handle") or "someone").replace("`", "'"), 100)
 
 
 class GitHubDestination(HandoffDestination):
@@ -130,17 +143,22 @@ class GitHubDestination(HandoffDestination):
             ),
             "",
         ]
-        if mentions:
-            lines += [_fence(str(mentions[0]["text"])), "", "### Mentions", ""]
+        listed = ["", "### Mentions", ""] if mentions else []
         for m in mentions:
             when = m["created_at"].strftime("%Y-%m-%d") if m.get("created_at") else ""
-            link = _safe_link(m.get("url"))
-            where = f"[{m['source']}]({link})" if link else f"`{m['source']}`"
-            who = str(m.get("author_handle") or "someone").replace("`", "'")
-            lines.append(f"- {where} by `{who}` {when} {key_marker(m['key'])}")
+            listed.append(f"- {self._where(m)} by `{_handle(m)}` {when} {key_marker(m['key'])}")
         if count > len(mentions):
-            lines.append(f"- … and {count - len(mentions)} more")
-        return "\n".join(lines)
+            listed.append(f"- … and {count - len(mentions)} more")
+        if not mentions:
+            return "\n".join(lines + listed)
+        return _within(lines, str(mentions[0]["text"]), listed)
+
+    @staticmethod
+    def _where(mention: dict[str, Any]) -> str:
+        """The mention's source as a link when its url is safe, else as code."""
+        source = clip(str(mention["source"]).replace("`", "'").replace("]", ")"), 100)
+        link = _safe_link(mention.get("url"))
+        return f"[{source}]({link})" if link else f"`{source}`"
 
     # ----------------------------------------------------------------- GitHub
     def _issues(self) -> list[dict[str, Any]]:
@@ -209,7 +227,7 @@ class GitHubDestination(HandoffDestination):
                 "POST",
                 f"/repos/{self.repo}/issues",
                 json={
-                    "title": f"Feature request: {group['title']}",
+                    "title": clip(f"Feature request: {group['title']}", GITHUB_TITLE),
                     "body": self.issue_body(group),
                     "labels": self.labels,
                 },
@@ -221,18 +239,12 @@ class GitHubDestination(HandoffDestination):
             self.store.set_group_issue(group_id, int(issue["number"]), issue["html_url"])
             return self.finish(key, str(issue["number"]), issue["html_url"])
         number = int(issue["number"])
-        link = _safe_link(item.get("url"))
-        where = f"[{item['source']}]({link})" if link else f"`{item['source']}`"
         similarity = float((self.store.feature_mention(key) or {}).get("similarity", 1.0))
-        comment = "\n".join(
-            [
-                f"Another mention (now {group['mentions']}) from {where}, similarity "
-                + f"{similarity:.2f}:",
-                "",
-                _fence(str(item["text"])),
-                key_marker(key),
-            ]
+        head = (
+            f"Another mention (now {group['mentions']}) from {self._where(item)}, similarity "
+            f"{similarity:.2f}:"
         )
+        comment = _within([head, ""], str(item["text"]), [key_marker(key)])
         resp = self.call(
             "POST",
             f"/repos/{self.repo}/issues/{number}/comments",

@@ -16,6 +16,7 @@ from typing import Any
 
 from triage.config import Config, DestinationConfig
 from triage.handoffs.base import HandoffDestination, author_key, describe, fail, http_client
+from triage.limits import HUBSPOT_NOTE_BODY, fit
 
 # HubSpot's built-in association type "note to contact".
 NOTE_TO_CONTACT = 202
@@ -90,10 +91,12 @@ class HubSpotDestination(HandoffDestination):
         return str(resp.json()["id"])
 
     def _note_body(self, item: dict[str, Any]) -> str:
-        # hs_note_body is HTML: everything from the public is escaped.
-        lines = [html.escape(str(item["text"]))]
-        lines += [html.escape(line) for line in describe(item)]
-        return "<p>" + "</p><p>".join(lines) + "</p>"
+        # hs_note_body is HTML: everything from the public is escaped, then the text is cut so the
+        # whole body (tags and entities included) fits HubSpot's limit.
+        context = [fit(line, 2000, html.escape) for line in describe(item)]
+        tail = "</p><p>" + "</p><p>".join(context) + "</p>"
+        text = fit(str(item["text"]), HUBSPOT_NOTE_BODY - len(tail) - len("<p>"), html.escape)
+        return "<p>" + text + tail
 
     def record_url(self, contact_id: str) -> str | None:
         """The contact's page in HubSpot, when ``portal_id`` is configured."""

@@ -9,15 +9,11 @@ same way the Slack destination does.
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
-
 from triage.config import Config, DestinationConfig
-from triage.delivery import DeliveryError, PreviewDestination, SlackDestination
+from triage.delivery import PreviewDestination, SlackDestination
 from triage.handoffs.base import HandoffDestination, author_key
 from triage.slack.messages import escape, handoff_message
 
@@ -93,31 +89,8 @@ class TestimonialsDestination(HandoffDestination):
         history = self._record(key, item)
         body = self.message(item, history)
         if isinstance(self.channel, PreviewDestination):
-            folder = self.channel.folder
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{key}.json"
-            tmp = path.with_suffix(".tmp")
-            doc = {"channel": self.channel.channel, "kind": kind, "item_id": item["id"], **body}
-            tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str), "utf-8")
-            os.replace(tmp, path)
-            return str(path)
-        try:
-            resp = self.channel.client.chat_postMessage(
-                channel=self.channel.channel,
-                text=body["text"],
-                blocks=body["blocks"],
-                unfurl_links=False,
-                unfurl_media=False,
-                metadata={
-                    "event_type": "triage_delivery",
-                    "event_payload": {"key": key, "item_id": str(item["id"]), "kind": kind},
-                },
-            )
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", exc))
-            permanent = error in {"channel_not_found", "not_in_channel", "invalid_auth"}
-            raise DeliveryError(f"testimonials {self.name}: {error}", permanent=permanent) from exc
-        return f"{resp['channel']}:{resp['ts']}"
+            return self.channel.write(key, {"kind": kind, "item_id": item["id"], **body})
+        return self.channel.post(key, kind, str(item["id"]), body)
 
     def lookup(self, key: str, item: dict[str, Any]) -> str | None:
         """The channel post with this key, if there is one (the testimonial is then ensured)."""

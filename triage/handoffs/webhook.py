@@ -84,30 +84,57 @@ class WebhookDestination(HandoffDestination):
         # A receiver's ticket number is not known here, so there is nothing to say in a thread.
         self.thread_note = bool(dest.settings.get("thread_note", False))
 
-    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
-        """Sign and POST the payload; the receiver's ``id`` (if it answers one) is the reference."""
-        body = json.dumps(
-            payload(key, kind, item, self.department), ensure_ascii=False, default=str
-        ).encode()
+    def _post(self, doc: dict[str, Any], idempotency_key: str) -> str | None:
+        """Sign and POST one JSON document; return the receiver's ``id`` if it answers one."""
+        body = json.dumps(doc, ensure_ascii=False, default=str).encode()
         ts = str(int(time.time()))
-        self.store.begin_handoff(key, item["id"], self.name, self.system, "post")
         resp = self.call(
             "POST",
             self.url,
             content=body,
             headers={
                 "Content-Type": "application/json",
-                "Idempotency-Key": key,
+                "Idempotency-Key": idempotency_key,
                 TIMESTAMP_HEADER: ts,
                 SIGNATURE_HEADER: sign(self._secret, ts, body),
             },
         )
         if resp.status_code >= 300:
             raise fail(f"webhook {self.name}", resp)
-        ref_id = None
         if resp.headers.get("content-type", "").startswith("application/json"):
-            ref_id = str((resp.json() or {}).get("id") or "") or None
+            return str((resp.json() or {}).get("id") or "") or None
+        return None
+
+    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
+        """Sign and POST the payload; the receiver's ``id`` (if it answers one) is the reference."""
+        self.store.begin_handoff(key, item["id"], self.name, self.system, "post")
+        ref_id = self._post(payload(key, kind, item, self.department), key)
         return self.finish(key, ref_id or key, None)
+
+    def post_alert(self, row: dict[str, Any], text: str) -> str:
+        """POST a dead-letter alert (``kind: dead_letter``), signed like every handoff.
+
+        Its idempotency key names the delivery and the moment it died, so a receiver keeps one
+        alert per death even when an announcement is repeated after a crash.
+        """
+        died = row.get("died_at")
+        died_at = died.isoformat() if isinstance(died, datetime) else str(died)
+        key = f"{row['key']}:dead:{died_at}"
+        doc = {
+            "idempotency_key": key,
+            "kind": "dead_letter",
+            "text": text,
+            "delivery": {
+                "key": row["key"],
+                "item_id": row["item_id"],
+                "destination": row["destination"],
+                "kind": row["kind"],
+                "attempts": row["attempts"],
+                "last_error": row.get("last_error"),
+                "died_at": died_at,
+            },
+        }
+        return f"webhook:{self._post(doc, key) or key}"
 
     def lookup(self, key: str, item: dict[str, Any]) -> str | None:
         """Ask ``status_url`` whether the receiver has the key (None without one: send again)."""

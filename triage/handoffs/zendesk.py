@@ -26,6 +26,7 @@ from triage.handoffs.base import (
     secret,
 )
 from triage.handoffs.similarity import COMPLAINT_THRESHOLD, jaccard, signature
+from triage.limits import ZENDESK_COMMENT_BYTES, clip, utf8_len
 
 # Words that make a service issue urgent or high priority (case-insensitive substrings).
 URGENT_WORDS = ("outage", "data loss", "lost all", "hacked", "breach", "security", "phishing")
@@ -100,10 +101,13 @@ class ZendeskDestination(HandoffDestination):
         return f"{self.base_url}/agent/tickets/{ticket_id}"
 
     def _body(self, key: str, item: dict[str, Any], priority: str, reason: str) -> str:
-        lines = [str(item["text"]), "", *describe(item), f"Urgency: {priority} ({reason})"]
-        # The key makes a comment findable again after a crash (see lookup).
+        lines = ["", *describe(item), f"Urgency: {priority} ({reason})"]
+        # The key makes a comment findable again after a crash (see lookup): it must survive the
+        # cut, so the text (the only unbounded part) is cut to what the rest leaves.
         lines.append(f"triage-key: {key}")
-        return "\n".join(lines)
+        tail = "\n" + "\n".join(clip(line, 2000) for line in lines)
+        budget = ZENDESK_COMMENT_BYTES - utf8_len(tail)
+        return clip(str(item["text"]), budget, size=utf8_len) + tail
 
     def _join_target(self, item: dict[str, Any], who: str) -> dict[str, Any] | None:
         created = item.get("created_at")

@@ -103,3 +103,16 @@ def find_in_threads(client: WebClient, channel: str, threads: list[str], key: st
             if not cursor:
                 break
     return None
+
+
+def thread_root(client: WebClient, channel: str, ts: str) -> str:
+    """The ``ts`` to reply under for a message: its thread's parent when it is itself a reply.
+
+    A review message posted in a batch thread is a reply; Slack asks for the parent's ``ts`` in
+    ``thread_ts`` (replies to a reply belong to the parent's thread).
+    """
+    resp = client.conversations_replies(channel=channel, ts=ts, limit=1)
+    messages: list[dict[str, Any]] = resp.get("messages") or []
+    if messages:
+        return str(messages[0].get("thread_ts") or messages[0].get("ts") or ts)
+    return ts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from slack_sdk.models.blocks import (
     StaticSelectElement,
 )
 
+from triage.limits import SLACK_FALLBACK_TEXT, SLACK_TEXT, clip, fit
 from triage.models import DEPARTMENTS, LABELS
 
 # Action ids are shared by the message builder and the interactivity handlers.
@@ -26,9 +28,9 @@ ACTION_REROUTE = "triage_reroute"
 ACTION_SPAM = "triage_spam"
 ACTION_OPEN = "triage_open_source"
 
-# Block Kit limits: a section's text holds 3,000 characters; keep room for the quote prefix.
-SECTION_LIMIT = 3000
-TEXT_BUDGET = 2600
+# Every character Python's str.splitlines() breaks on: each must start a new quoted line, or a
+# "\u2028"-separated text would be quoted once and shown unquoted below its first line.
+_LINE_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 LABEL_TITLES = {
     "kudos": "Kudos",
     "sales_lead": "Sales lead",
@@ -47,22 +49,19 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def truncate(text: str, limit: int = TEXT_BUDGET) -> str:
-    """Cut text to ``limit`` characters with a visible marker."""
-    if len(text) <= limit:
-        return text
-    return text[: limit - 20].rstrip() + " …[truncated]"
+def inert(text: str, limit: int) -> str:
+    """Escape untrusted text for mrkdwn and cut it to ``limit`` characters (escape first, then cut)."""
+    return fit(text, limit, escape)
 
 
-def quote(text: str) -> str:
-    """Escape, bound and block-quote untrusted text for a mrkdwn field."""
-    safe = escape(truncate(text))
-    # Escaping can grow the text (``&`` -> ``&amp;``); bound it again on the escaped form.
-    if len(safe) > TEXT_BUDGET:
-        safe = safe[: TEXT_BUDGET - 20]
-        safe = safe[: safe.rfind("&")] if safe.rfind("&") > len(safe) - 6 else safe
-        safe += " …[truncated]"
-    return "\n".join("> " + line for line in safe.splitlines() or [""])
+def quote(text: str, limit: int = SLACK_TEXT) -> str:
+    """Escape, block-quote and bound untrusted text for a mrkdwn field.
+
+    Every line gets the ``"> "`` prefix, and the result (prefixes and entities included) is at most
+    ``limit`` characters: escaping, quoting and cutting happen in that order.
+    """
+    lines = _LINE_BREAKS.split(escape(text))
+    return clip("\n".join("> " + line for line in lines), limit)
 
 
 def _inert(text: str) -> MarkdownTextObject:
@@ -93,18 +92,19 @@ def review_message(item: dict[str, Any]) -> dict[str, Any]:
         ":warning: *needs review*" if item.get("needs_review") else ":white_check_mark: confident"
     )
     secondary = [lab for lab in item.get("labels") or [] if lab != label]
-    headline = f"*{LABEL_TITLES.get(label, label)}* {score:.0%} → *{dept}*   {flag}"
+    title = LABEL_TITLES.get(label) or escape(str(label))
+    headline = f"*{title}* {score:.0%} → *{escape(dept)}*   {flag}"
     if secondary:
         headline += "   also: " + ", ".join(LABEL_TITLES.get(s, s) for s in secondary)
     # Authors and sources come from the public too: bounded so the context block stays valid.
-    author = escape(
-        truncate(str(item.get("author_handle") or item.get("author_name") or "unknown author"), 200)
+    author = inert(
+        str(item.get("author_handle") or item.get("author_name") or "unknown author"), 200
     )
     created = item.get("created_at")
     when = created.strftime("%Y-%m-%d %H:%M UTC") if isinstance(created, datetime) else str(created)
-    context = f"{escape(truncate(str(item['source']), 200))} · {author} · {when}"
+    context = f"{inert(str(item['source']), 200)} · {author} · {inert(when, 40)}"
     if item.get("review_reason"):
-        context += f" · {escape(truncate(str(item['review_reason']), 300))}"
+        context += f" · {inert(str(item['review_reason']), 300)}"
     item_id = str(item["id"])
     elements: list[Any] = [
         ButtonElement(text="Confirm", action_id=ACTION_CONFIRM, value=item_id, style="primary"),
@@ -126,14 +126,12 @@ def review_message(item: dict[str, Any]) -> dict[str, Any]:
             ButtonElement(text="Open source", action_id=ACTION_OPEN, url=url, value=item_id)
         )
     blocks = [
-        SectionBlock(text=_inert(headline)),
+        SectionBlock(text=_inert(clip(headline, SLACK_TEXT))),
         SectionBlock(text=_inert(quote(str(item["text"])))),
-        ContextBlock(elements=[_inert(context)]),
+        ContextBlock(elements=[_inert(clip(context, SLACK_TEXT))]),
         ActionsBlock(block_id=f"triage:{item_id}", elements=elements),
     ]
-    fallback = (
-        f"{LABEL_TITLES.get(label, label)} → {dept}: {escape(truncate(str(item['text']), 300))}"
-    )
+    fallback = f"{LABEL_TITLES.get(label, label)} → {escape(dept)}: {inert(str(item['text']), 300)}"
     return {"text": fallback, "blocks": [b.to_dict() for b in blocks]}
 
 
@@ -142,8 +140,10 @@ def handoff_message(item: dict[str, Any], department: str) -> dict[str, Any]:
     msg = review_message(item)
     # A department's channel gets the context but not marketing's review controls.
     blocks = [b for b in msg["blocks"] if b.get("type") != "actions"]
-    blocks[0]["text"]["text"] = f"Handed to *{escape(department)}* — " + blocks[0]["text"]["text"]
-    return {"text": f"Handoff to {department}: " + msg["text"], "blocks": blocks}
+    head = f"Handed to *{inert(department, 100)}* — " + blocks[0]["text"]["text"]
+    blocks[0]["text"]["text"] = clip(head, SLACK_TEXT)
+    text = f"Handoff to {inert(department, 100)}: " + msg["text"]
+    return {"text": clip(text, SLACK_FALLBACK_TEXT), "blocks": blocks}
 
 
 # ----------------------------------------------------------- review decisions (issue 5)
@@ -159,7 +159,7 @@ def user_ref(user_id: str | None, user_name: str | None = None) -> str:
     """A mention of a Slack user when the id looks like one, else the escaped name."""
     if user_id and user_id.isalnum() and user_id[:1] in "UW" and len(user_id) <= 20:
         return f"<@{user_id}>"
-    return escape(truncate(str(user_name or user_id or "someone"), 80))
+    return inert(str(user_name or user_id or "someone"), 80)
 
 
 def decision_line(decision: dict[str, Any]) -> str:
@@ -167,12 +167,13 @@ def decision_line(decision: dict[str, Any]) -> str:
     verb = ACTION_VERBS.get(str(decision["action"]), str(decision["action"]))
     when = decision.get("decided_at")
     stamp = when.strftime("%Y-%m-%d %H:%M UTC") if isinstance(when, datetime) else str(when)
-    label = LABEL_TITLES.get(str(decision.get("after_label")), str(decision.get("after_label")))
+    after = str(decision.get("after_label"))
+    label = LABEL_TITLES.get(after) or inert(after, 100)
     target = decision.get("after_department") or "nobody"
     if decision["action"] == "spam":
         outcome = "suppressed, no handoff"
     else:
-        outcome = f"*{label}* → *{escape(str(target))}*"
+        outcome = f"*{label}* → *{inert(str(target), 100)}*"
     who = user_ref(decision.get("user_id"), decision.get("user_name"))
     return f":ballot_box_with_check: {verb} by {who} at {stamp}: {outcome}"
 
@@ -191,7 +192,7 @@ def decided_message(item: dict[str, Any], decision: dict[str, Any]) -> dict[str,
     line = decision_line(decision)
     blocks = [b for b in msg["blocks"] if b.get("type") != "actions"]
     blocks.append(ContextBlock(elements=[_inert(line)]).to_dict())
-    return {"text": f"{line} — {msg['text']}"[:3000], "blocks": blocks}
+    return {"text": clip(f"{line} — {msg['text']}", SLACK_FALLBACK_TEXT), "blocks": blocks}
 
 
 def loser_notice(loser: dict[str, Any]) -> str:
@@ -232,7 +233,7 @@ def batch_parent_message(summary: dict[str, Any]) -> dict[str, Any]:
         f"*{summary['items']} new items to review* "
         f"({summary['needs_review']} flagged :warning: first) — replies in the thread."
     )
-    body = truncate(f"By label: {labels or '-'}\nBy department: {depts or '-'}")
+    body = clip(f"By label: {labels or '-'}\nBy department: {depts or '-'}", SLACK_TEXT)
     return {
         "text": f"{summary['items']} new items to review ({summary['needs_review']} flagged)",
         "blocks": [
@@ -268,7 +269,7 @@ def queue_blocks(queue: dict[str, Any], *, now: datetime, overdue_after: timedel
             f"• *{label}* → {escape(str(g['department']))}: {g['count']} "
             f"(oldest {_duration(age)}){late}"
         )
-    blocks.append(SectionBlock(text=_inert(truncate("\n".join(lines)))))
+    blocks.append(SectionBlock(text=_inert(clip("\n".join(lines), SLACK_TEXT))))
     blocks.append(DividerBlock())
     for row in queue["oldest"][:20]:
         age = now - row["routed_at"]
@@ -277,8 +278,8 @@ def queue_blocks(queue: dict[str, Any], *, now: datetime, overdue_after: timedel
         label = LABEL_TITLES.get(row["label"], escape(str(row["label"])))
         text = (
             f"{late}{flag}*{label}* {float(row['score']):.0%} → {escape(str(row['department']))}"
-            f" · {_duration(age)} · {escape(truncate(str(row['source']), 60))}\n"
-            f"{escape(truncate(' '.join(str(row['text']).split()), 200))}"
+            f" · {_duration(age)} · {inert(str(row['source']), 60)}\n"
+            f"{inert(' '.join(str(row['text']).split()), 200)}"
         )
         blocks.append(SectionBlock(text=_inert(text)))
     return [b.to_dict() for b in blocks]

@@ -1,0 +1,330 @@
+"""Real exports through the ``file`` source, and recovering from quarantine through the CLI.
+
+The export test uses the README's own configuration example, so the documentation cannot drift from
+what the connector reads. The quarantine commands run as a user runs them: ``triage`` in a
+subprocess, checking exit codes and the lines people read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from connectors import SourceContext, file
+from flows.triage import ingest
+from triage.cli import app
+from triage.cli_sources import mostly_quarantined
+from triage.config import ConfigError, load_config
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_backfill_example() -> dict[str, Any]:
+    """The ``file`` source example under "Bulk backfill with `file`" in the README."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("#### Bulk backfill with `file`") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    (source,) = yaml.safe_load(block.group(1))
+    return dict(source)
+
+
+def zendesk_export(rows: int = 30) -> str:
+    """A helpdesk CSV export as such tools write it: US dates, quoted multi-line descriptions."""
+    lines = ["Ticket ID,Subject,Description,Status,Created at,Requester,Requester email,Via"]
+    texts = [
+        "Charged twice for March, please refund one of them",
+        'Love the new editor.\nThe "focus mode" is exactly what I needed',
+        "Do you offer a discount for 40 seats, billed yearly?",
+        "Export to PDF cuts off the last page, every time",
+        "Would be great to have dark mode on Android",
+    ]
+    for i in range(rows):
+        text = texts[i % len(texts)].replace('"', '""')
+        day, hour = 1 + i % 28, 1 + i % 12
+        stamp = f"11/{day:02d}/2025 {hour:02d}:{i % 60:02d} {'AM' if i % 2 else 'PM'}"
+        via = "email" if i % 3 else "web"
+        lines.append(
+            f'{4100 + i},"Ticket {i}","{text}",open,{stamp},Person {i},p{i}@example.com,{via}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def row_start_lines(text: str) -> list[int]:
+    """Where each data row of a CSV text starts, counting the file's lines from 1 (the csv module's
+    own count, independent of the connector)."""
+    reader = csv.reader(io.StringIO(text))
+    next(reader)
+    starts, previous = [], reader.line_num
+    for _ in reader:
+        starts.append(previous + 1)
+        previous = reader.line_num
+    return starts
+
+
+def write_config(tmp_path: Path, sources: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "triage.yaml"
+    path.write_text(yaml.safe_dump({"database": str(tmp_path / "t.duckdb"), "sources": sources}))
+    return path
+
+
+def run_ingest(config_path: Path, name: str, batch_size: int = 5000) -> dict[str, Any]:
+    cfg = load_config(config_path)
+    return ingest(cfg, next(s for s in cfg.sources if s.name == name), batch_size=batch_size)
+
+
+def rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def triage_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``triage ARGS`` as a user runs it (a new process, the installed entry point's module)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "triage.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# ----------------------------------------------------------------------------- field mapping
+def test_the_readme_export_example_reads_a_real_export_whole(tmp_path: Path) -> None:
+    source = readme_backfill_example()
+    folder = tmp_path / source["path"]
+    folder.mkdir(parents=True)
+    (folder / "tickets-2025-11.csv").write_text(zendesk_export(30), encoding="utf-8")
+    config = write_config(tmp_path, [source])
+
+    result = run_ingest(config, source["name"])
+
+    assert result == {**result, "fetched": 30, "stored": 30, "quarantined": 0}
+    got = {
+        r[0]: r[1:]
+        for r in rows(
+            tmp_path, "SELECT external_id, created_at, source_type, author_handle FROM items"
+        )
+    }
+    assert len(got) == 30
+    # 11/01/2025 01:00 PM in New York (EDT, before the clocks went back) is 17:00 UTC;
+    # 11/04/2025 04:03 AM (EST, after) is 09:03 UTC.
+    assert got["4100"][0] == datetime(2025, 11, 1, 17, 0, tzinfo=UTC)
+    assert got["4103"][0] == datetime(2025, 11, 4, 9, 3, tzinfo=UTC)
+    # `channel` is read from the mapped column; without it, the source's source_type applies.
+    assert got["4100"][1] == "web" and got["4101"][1] == "email"
+    assert got["4101"][2] == "p1@example.com"
+    (text,) = rows(tmp_path, "SELECT text FROM items WHERE external_id = '4101'")[0]
+    assert text == 'Love the new editor.\nThe "focus mode" is exactly what I needed'
+
+
+def test_internal_field_names_still_work_and_both_spellings_are_one_field(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("Key,Body,When\nk1,hello there,2026-01-02T03:04:05Z\n")
+    fields = {"external_id": "Key", "text": "Body", "created_at": "When"}
+    ctx = SourceContext(name="a", settings={"path": "a.csv", "fields": fields}, base_dir=tmp_path)
+    (batch,) = list(file.fetch(ctx, None))
+    assert batch.items is not None and batch.items.column("external_id").to_pylist() == ["k1"]
+    with pytest.raises(ConfigError, match="maps 'external_id' twice"):
+        file.validate("a", {"path": "a.csv", "fields": {"id": "Key", "external_id": "Key"}})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"feilds": {"text": "Body"}}, "unknown setting 'feilds'"),
+        ({"fields": {"txt": "Body"}}, "unknown field 'txt' in 'fields'"),
+        ({"fields": "Body"}, "'fields' must be a mapping"),
+        ({"date_format": "MM/DD/YYYY"}, "date_format must be a strptime pattern"),
+        ({"timezone": "Mars/Olympus"}, "timezone 'Mars/Olympus' is not an IANA time zone"),
+        ({"max_record_bytes": "1MB"}, "max_record_bytes must be a whole number"),
+        ({"path": None}, "'path' is required"),
+    ],
+)
+def test_bad_file_settings_are_configuration_errors_naming_the_key(
+    tmp_path: Path, settings: dict[str, Any], message: str
+) -> None:
+    source = {"name": "drop", "type": "file", "path": "drops", **settings}
+    config = write_config(tmp_path, [source])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(config)
+    # `triage run` stops at once with exit 2 and one line naming the source and the key.
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--no-deliver"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "source 'drop'" in result.output
+
+
+def test_unknown_settings_of_other_connectors_are_refused_too(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, [{"name": "blog", "type": "rss", "url": "feed.xml", "backfil_days": 3}]
+    )
+    with pytest.raises(ConfigError, match="unknown setting 'backfil_days'.*backfill_days"):
+        load_config(config)
+
+
+# ----------------------------------------------------------------------------- line numbers
+def test_quarantine_line_numbers_count_from_the_start_of_the_file(tmp_path: Path) -> None:
+    good = '{"id": "%s", "text": "fine", "created_at": "2026-01-02T03:04:05Z"}'
+    lines = [good % "a", "", good % "b", "{broken", good % "c", good % "d", "[1]", good % "e"]
+    drop = tmp_path / "d.jsonl"
+    drop.write_text("\n".join(lines) + "\n")
+    config = write_config(tmp_path, [{"name": "d", "type": "file", "path": "d.jsonl"}])
+    run_ingest(config, "d", batch_size=2)
+    # More lines, read by a later run that resumes from the cursor.
+    with drop.open("a") as fh:
+        fh.write(good % "f" + "\n" + "not json either\n")
+    run_ingest(config, "d", batch_size=2)
+    reasons = sorted(r[0].split(":")[0] for r in rows(tmp_path, "SELECT reason FROM quarantine"))
+    assert reasons == ["d.jsonl line 10", "d.jsonl line 4", "d.jsonl line 7"]
+
+    # CSV: quoted fields span lines; the number is the line where the record starts.
+    csv_text = (
+        "id,text,created_at\n"
+        'c1,"two\nlines",2026-01-02T03:04:05Z\n'
+        "c2,,2026-01-02T03:04:05Z\n"
+        'c3,"three\nlines\nhere",2026-01-02T03:04:05Z\n'
+        "c4,bad date,yesterday\n"
+        "c5,too,many,columns\n"
+    )
+    (tmp_path / "c.csv").write_text(csv_text)
+    config = write_config(tmp_path, [{"name": "c", "type": "file", "path": "c.csv"}])
+    run_ingest(config, "c", batch_size=1)
+    got = {
+        r[0].split(":")[0]: r[0]
+        for r in rows(tmp_path, "SELECT reason FROM quarantine WHERE source = 'c'")
+    }
+    assert sorted(got) == ["c.csv line 4", "c.csv line 8", "c.csv line 9"]
+    assert "yesterday" in got["c.csv line 8"] and "4 columns" in got["c.csv line 9"]
+
+
+def test_a_cursor_written_before_lines_were_counted_still_numbers_from_the_start(
+    tmp_path: Path,
+) -> None:
+    good = '{"id": "%s", "text": "fine", "created_at": "2026-01-02T03:04:05Z"}\n'
+    head = good % "a" + good % "b"
+    (tmp_path / "o.jsonl").write_text(head + "{bad\n")
+    ctx = SourceContext(name="o", settings={"path": "o.jsonl"}, base_dir=tmp_path)
+    old_cursor = {"files": {"o.jsonl": {"offset": len(head), "size": len(head)}}}
+    (batch,) = list(file.fetch(ctx, old_cursor))
+    assert [r.reason.split(":")[0] for r in batch.rejected] == ["o.jsonl line 3"]
+
+
+# ----------------------------------------------------------------------------- the loud line
+def test_the_run_rule_for_mostly_quarantined_sources() -> None:
+    summary = {
+        "sources": {
+            "demo": {"fetched": 6, "quarantined": 4},
+            "export": {"fetched": 30, "quarantined": 30},
+            "fine": {"fetched": 100, "quarantined": 40},
+            "empty": {"fetched": 0, "quarantined": 0},
+        }
+    }
+    lines, fail = mostly_quarantined(summary)
+    assert fail
+    assert [line.split("'")[1] for line in lines] == ["demo", "export"]
+    assert "quarantined 30 of the 30 records" in lines[1]
+    assert "triage quarantine --source export" in lines[1]
+    # Few records: a warning, not a failed run.
+    assert mostly_quarantined({"sources": {"demo": summary["sources"]["demo"]}})[1] is False
+
+
+def test_triage_run_says_loudly_when_most_of_a_source_was_quarantined(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text(
+        zendesk_export(12).replace("Ticket ID", "id").replace("Description", "text")
+    )
+    config = write_config(
+        tmp_path,
+        [
+            {
+                "name": "export",
+                "type": "file",
+                "path": "export.csv",
+                "fields": {"created_at": "Created at"},
+            }
+        ],
+    )
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--no-deliver"])
+    assert result.exit_code == 1, result.output
+    assert "WARNING: source 'export' quarantined 12 of the 12 records it read" in result.output
+    assert "triage quarantine --source export" in result.output
+
+
+# ----------------------------------------------------------------------------- the CLI, as run
+def test_quarantine_inspect_check_retry_reset_and_clear_through_the_cli(tmp_path: Path) -> None:
+    export = {"name": "export", "type": "file", "path": "export.csv"}
+    export["fields"] = {"id": "Ticket ID", "text": "Description", "created_at": "Created at"}
+    (tmp_path / "export.csv").write_text(zendesk_export(12))
+    good = '{"id": "%s", "text": "fine", "created_at": "2026-01-02T03:04:05Z"}'
+    (tmp_path / "drop.jsonl").write_text("\n".join([good % "j1", "{oops", good % "j3"]) + "\n")
+    drop = {"name": "drop", "type": "file", "path": "drop.jsonl"}
+    config = write_config(tmp_path, [export, drop])
+    cfg = ["--config", str(config)]
+
+    missing = triage_cli("quarantine", "--db", str(tmp_path / "none.duckdb"), *cfg, cwd=tmp_path)
+    assert missing.returncode == 1 and "no database at" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    run_ingest(config, "export")
+    run_ingest(config, "drop")
+
+    listed = triage_cli("quarantine", "--json", "--limit", "0", *cfg, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert data["total"] == 13 and data["by_source"] == {"drop": 1, "export": 12}
+    lines = sorted(r["line"] for r in data["records"] if r["source"] == "export")
+    assert lines == row_start_lines(zendesk_export(12))
+    assert {r["file"] for r in data["records"]} == {"export.csv", "drop.jsonl"}
+    assert all(
+        "not an ISO-8601 timestamp" in r["reason"]
+        for r in data["records"]
+        if r["source"] == "export"
+    )
+
+    human = triage_cli("quarantine", "--source", "drop", *cfg, cwd=tmp_path)
+    assert human.returncode == 0
+    assert "[drop] drop.jsonl line 2: invalid JSON" in human.stdout
+
+    check = triage_cli("sources", "check", "export", *cfg, cwd=tmp_path)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "12 would be quarantined" in check.stdout
+    assert "WARNING: most of the sample would be quarantined" in check.stderr
+
+    # The fix: the export's date format. The sample now passes and retry stores the records.
+    export["date_format"] = "%m/%d/%Y %I:%M %p"
+    config = write_config(tmp_path, [export, drop])
+    check = triage_cli("sources", "check", "export", *cfg, cwd=tmp_path)
+    assert check.returncode == 0 and "12 would be stored, 0 would be quarantined" in check.stdout
+    retry = triage_cli("quarantine", "retry", *cfg, cwd=tmp_path)
+    assert retry.returncode == 0, retry.stderr
+    assert "export: 12 of 12 record(s) valid now (12 new item(s) stored)" in retry.stdout
+    assert "drop: 0 of 1 record(s) valid now" in retry.stdout
+    assert rows(tmp_path, "SELECT count(*) FROM items WHERE source = 'export'") == [(12,)]
+
+    # A file fixed in place: reset the cursor, read it again, clear what was stale.
+    (tmp_path / "drop.jsonl").write_text("\n".join([good % "j1", good % "j2", good % "j3"]) + "\n")
+    reset = triage_cli("sources", "reset", "drop", *cfg, cwd=tmp_path)
+    assert reset.returncode == 0 and "reads it from the start" in reset.stdout
+    assert run_ingest(config, "drop")["stored"] == 1  # j2; j1 and j3 are not stored twice
+    cleared = triage_cli("quarantine", "clear", "--source", "drop", *cfg, cwd=tmp_path)
+    assert cleared.returncode == 0 and "cleared 1 quarantined record(s) of 'drop'" in cleared.stdout
+    assert rows(tmp_path, "SELECT count(*), count(DISTINCT id) FROM items") == [(15, 15)]
+    empty = triage_cli("quarantine", *cfg, cwd=tmp_path)
+    assert "quarantine is empty" in empty.stdout
+
+    unknown = triage_cli("sources", "reset", "nope", *cfg, cwd=tmp_path)
+    assert unknown.returncode == 2 and "no source named 'nope'" in unknown.stderr

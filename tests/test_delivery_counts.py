@@ -1,0 +1,58 @@
+"""Honest delivery counts (issue 12): previews are never reported as sends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.triage import triage
+from tests.fakes.slack import FakeSlack
+from triage.cli import _print_summary
+from triage.cli import app as cli_app
+
+
+def status(config: Path, db: Path) -> dict[str, int]:
+    result = CliRunner().invoke(
+        cli_app, ["status", "--json", "--config", str(config), "--db", str(db)]
+    )
+    assert result.exit_code == 0, result.output
+    deliveries: dict[str, int] = json.loads(result.output)["deliveries"]
+    return deliveries
+
+
+def test_previews_are_counted_apart_from_sends(
+    demo_config: Path, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = triage(config_path=str(demo_config), database=str(db_path))
+    second = triage(config_path=str(demo_config), database=str(db_path))
+
+    previewed = first["deliver"]["previewed"]
+    assert previewed == first["route"]["enqueued"] > 0 and first["deliver"]["sent"] == 0
+    counts = status(demo_config, db_path)
+    assert counts["sent"] == 0  # nothing was posted anywhere
+    assert counts["previewed"] == previewed
+    # The summary says so when there were previews, and only then.
+    _print_summary(first)
+    out = capsys.readouterr().out
+    assert f"previews {previewed}" in out and "written as JSON previews" in out
+    _print_summary(second)
+    assert "written as JSON previews" not in capsys.readouterr().out
+    assert second["deliver"]["preview_destinations"] == []
+
+
+def test_sends_are_counted_as_sends(
+    fake_slack: FakeSlack,
+    demo_config: Path,
+    db_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    summary = triage(config_path=str(demo_config), database=str(db_path))
+
+    counts = status(demo_config, db_path)
+    assert counts["sent"] == summary["deliver"]["sent"] == len(fake_slack.posted()) > 0
+    assert counts["previewed"] == 0
+    _print_summary(summary)
+    assert "written as JSON previews" not in capsys.readouterr().out

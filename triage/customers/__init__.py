@@ -1,0 +1,86 @@
+"""Customers behind the mentions: profiles, lifecycle stages, bonds and handoff timing (issue 16).
+
+Pure engines over plain records, not yet wired into the store, flows or CLI. The calls the
+pipeline will make::
+
+    from triage.customers import (
+        HandoffOutcome, LifecycleConfig, ManualMerge, Mention,
+        assign_stages, resolve_profiles, timing_stats,
+    )
+
+    res = resolve_profiles(mentions, merges=[ManualMerge("cus_1a2b3c4d5e6f", "email:ann@x.io")])
+    stages = assign_stages(res.profiles, outcomes, config=LifecycleConfig(), now=now)
+    stages[profile.id].stage          # "bonded", "at_risk", ...
+    timing_stats(outcomes, mentions)  # median / p90 hours per department and source
+
+See :mod:`triage.customers.profiles` (merge rules and stable ids),
+:mod:`triage.customers.lifecycle` (stages, the rule table and its configuration) and
+:mod:`triage.customers.timing` (the three durations).
+"""
+
+from triage.customers.lifecycle import (
+    DEFAULT_RULES,
+    DEFAULT_SIGNAL_RULES,
+    SIGNALS,
+    STAGE_DESCRIPTIONS,
+    STAGE_TITLES,
+    STAGES,
+    FollowUp,
+    Lifecycle,
+    LifecycleConfig,
+    SignalRule,
+    StageChange,
+    StageRule,
+    assign_stages,
+    classify_signals,
+    derive_lifecycle,
+)
+from triage.customers.models import OUTCOME_STATES, HandoffOutcome, Identity, Mention, Profile
+from triage.customers.outcomes import load_outcomes
+from triage.customers.profiles import (
+    Link,
+    ManualMerge,
+    Resolution,
+    customer_id,
+    normalize_email,
+    normalize_handle,
+    resolve_profiles,
+    resolve_reference,
+)
+from triage.customers.timing import MEASURES, TimingStat, percentile, timing_stats
+
+__all__ = [
+    "DEFAULT_RULES",
+    "DEFAULT_SIGNAL_RULES",
+    "MEASURES",
+    "OUTCOME_STATES",
+    "SIGNALS",
+    "STAGES",
+    "STAGE_DESCRIPTIONS",
+    "STAGE_TITLES",
+    "FollowUp",
+    "HandoffOutcome",
+    "Identity",
+    "Lifecycle",
+    "LifecycleConfig",
+    "Link",
+    "ManualMerge",
+    "Mention",
+    "Profile",
+    "Resolution",
+    "SignalRule",
+    "StageChange",
+    "StageRule",
+    "TimingStat",
+    "assign_stages",
+    "classify_signals",
+    "customer_id",
+    "derive_lifecycle",
+    "load_outcomes",
+    "normalize_email",
+    "normalize_handle",
+    "percentile",
+    "resolve_profiles",
+    "resolve_reference",
+    "timing_stats",
+]
