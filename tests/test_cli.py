@@ -109,7 +109,8 @@ def test_a_configuration_error_exits_2_naming_the_key(work: Path) -> None:
         done = run_cli(*command, cwd=work)
         assert done.returncode == 2, (command, done.stdout, done.stderr)
         assert done.stderr == (
-            f"error: triage.yaml:{line}: sources[3].patern: unknown key (did you mean 'pattern'?)\n"
+            f"error: triage.yaml:{line}: sources[3].patern: unknown setting 'patern' of source "
+            "'bulk-import' (did you mean 'pattern'?)\n"
         ), command
         assert done.stdout == ""
     assert not (work / "triage.duckdb").exists()  # nothing ran, nothing was created

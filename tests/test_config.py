@@ -114,13 +114,13 @@ CASES: dict[str, tuple[str, int, str, str]] = {
         "sources:\n  - name: a\n    type: file\n    path: drops\n    patern: '*.csv'\n",
         5,
         "sources[0].patern",
-        "did you mean 'pattern'",
+        "unknown setting 'patern' of source 'a' (did you mean 'pattern'?)",
     ),
     "feilds:": (
         "sources:\n  - {name: a, type: file, path: x, feilds: {id: ID}}\n",
         2,
         "sources[0].feilds",
-        "did you mean 'fields'",
+        "unknown setting 'feilds' of source 'a' (did you mean 'fields'?)",
     ),
     "unknown destination key": (
         "destinations:\n  s: {type: slack, channel: C1, chanel: C2}\n",
@@ -132,7 +132,7 @@ CASES: dict[str, tuple[str, int, str, str]] = {
         "alerts: {destination: pager}\n",
         1,
         "alerts.destination",
-        "unknown destination 'pager'",
+        "'pager' is not a configured destination",
     ),
     "auto_handoff: {kudos: high}": (
         "routing:\n  auto_handoff: {kudos: high}\n",
@@ -214,9 +214,12 @@ def test_connector_settings_come_from_the_connectors_own_description(tmp_path: P
             cfg = load_config(_write(tmp_path, json.dumps({"sources": [entry]}), f"{kind}.yaml"))
             assert cfg.sources[0].settings == settings
         except ConfigError as exc:
-            assert "unknown key" not in str(exc) and "source 's'" in str(exc), str(exc)
+            assert "unknown setting" not in str(exc) and "source 's'" in str(exc), str(exc)
         entry["not_a_setting"] = 1
-        with pytest.raises(ConfigError, match=r"sources\[0\]\.not_a_setting: unknown key"):
+        with pytest.raises(
+            ConfigError,
+            match=r"sources\[0\]\.not_a_setting: unknown setting 'not_a_setting' of source 's'",
+        ):
             load_config(_write(tmp_path, json.dumps({"sources": [entry]}), f"{kind}.yaml"))
 
 

@@ -243,7 +243,10 @@ def _explain(err: Any, data: Any) -> tuple[tuple[str | int, ...], str, str | Non
     value = err.get("input")
     if kind == "extra_forbidden":
         hint = difflib.get_close_matches(str(loc[-1]), _known_keys(), n=1, cutoff=0.75)
-        return loc, "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else ""), None
+        what = "unknown key"
+        if len(loc) == 3 and loc[0] == "sources":  # a connector's setting: name the source too
+            what = f"unknown setting '{loc[2]}' of source '{_source_name(data, loc[1])}'"
+        return loc, what + (f" (did you mean '{hint[0]}'?)" if hint else ""), None
     if kind == "missing":
         return loc, "required key is missing", None
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -265,6 +268,13 @@ def _explain(err: Any, data: Any) -> tuple[tuple[str | int, ...], str, str | Non
         return loc, str(err["ctx"]["error"]), None
     message = str(err["msg"])
     return loc, f"{message[:1].lower()}{message[1:]}", _show(value)
+
+
+def _source_name(data: Any, index: Any) -> str:
+    try:
+        return str(data["sources"][index]["name"])
+    except (KeyError, IndexError, TypeError):
+        return f"sources[{index}]"
 
 
 def _file_path(loc: tuple[Any, ...], data: Any, missing: bool) -> tuple[str | int, ...]:
@@ -363,7 +373,7 @@ def _cross_references(model: Any) -> list[tuple[tuple[str | int, ...], str]]:
     def destination(loc: tuple[str | int, ...], name: str | None) -> None:
         if name is not None and name not in destinations:
             known = ", ".join(sorted(destinations)) or "none defined"
-            problems.append((loc, f"unknown destination '{name}' (destinations: {known})"))
+            problems.append((loc, f"'{name}' is not a configured destination ({known})"))
 
     for name, dept in model.departments.items():
         if dept is not None:
