@@ -30,7 +30,6 @@ from connectors import social_api as sa
 from connectors import x as x_mod
 from connectors import youtube as youtube_mod
 from flows import triage as flows_triage
-from flows.triage import triage
 from tests.fakes.base import FakeApi
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.discourse import FakeDiscourse
@@ -465,7 +464,8 @@ def test_a_source_that_is_down_fails_alone_in_the_real_flow(
                 },
             ],
         )
-        summary = triage(config_path=str(cfg), deliver=False)
+        # The run ends Failed naming the source; run_triage hands back its summary.
+        summary = flows_triage.run_triage(config_path=str(cfg), deliver=False)
     assert set(summary["failed_sources"]) == {"forum"}
     assert "forum" in summary["failed_sources"]["forum"]
     assert "HTTP 500" in summary["failed_sources"]["forum"]
