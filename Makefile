@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train]' pytest pytest-timeout 'hypothesis>=6.100' ruff mypy types-PyYAML
+	$(BIN)/pip install --quiet -e '.[train,pgserver]' pytest pytest-timeout 'hypothesis>=6.100' ruff mypy types-PyYAML
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -24,7 +24,7 @@ from connectors.records import record_parser
 from triage.models import Author, InvalidRecord, Mention, Rejected, clean_text, parse_timestamp
 
 SETTINGS = {
-    "app_id": "numeric App Store id of the app (the digits after 'id' in its store URL)",
+    "app_id": "numeric App Store id of the app, the digits after 'id' in its URL (required)",
     "country": "two-letter store country code (default us)",
     "base_url": "feed base URL (default Apple's public iTunes host; tests point it at a fake)",
     "max_pages": "pages to read, 1-10, 50 reviews each (default 10, Apple's limit)",

@@ -34,7 +34,7 @@ from triage.config import ConfigError
 from triage.models import InvalidRecord, Rejected, cap_raw
 
 SETTINGS = {
-    "path": "folder (or single file) of *.jsonl / *.csv drops, relative to the config file",
+    "path": "folder (or single file) of *.jsonl / *.csv drops, relative to the config file (required)",
     "pattern": "glob of files to read inside the folder (default: *.jsonl and *.csv)",
     "fields": "map our field names to the file's columns, e.g. {id: Ticket ID, text: Description}",
     "source_type": "source_type for records that do not say (e.g. app_review, email, web_form)",

@@ -40,10 +40,10 @@ from triage.models import (
 )
 
 SETTINGS = {
-    "host": "IMAP server host name",
+    "host": "IMAP server host name (required)",
     "port": "IMAP port (default 993 for ssl, 143 for starttls/plain)",
     "security": "ssl (default), starttls, or plain (plain only for a server on localhost)",
-    "username": "mailbox user name",
+    "username": "mailbox user name (required)",
     "password_secret": "env var / Secret block holding the password (default IMAP_PASSWORD)",
     "folder": "folder to read (default INBOX)",
     "processed_folder": "move processed messages here (created if missing); default: flag \\Seen",

@@ -33,7 +33,7 @@ from triage.models import (
 )
 
 SETTINGS = {
-    "url": "feed URL (http/https) or a local file path relative to the config file",
+    "url": "feed URL (http/https) or a local file path relative to the config file (required)",
     "backfill_days": "on the first run, skip entries older than this many days (default: keep all)",
     "source_type": "source_type of the entries (default: blog_comment)",
     "timeout": "HTTP timeout in seconds (default 20)",

@@ -18,7 +18,7 @@ from connectors.base import ConnectorError, FetchBatch, SourceContext
 from triage.config import ConfigError
 
 SETTINGS = {
-    "spool_dir": "the intake server's --spool-dir, relative to the config file",
+    "spool_dir": "the intake server's --spool-dir, relative to the config file (required)",
     "source_type": "source_type of the posts (default web_form)",
     "max_record_bytes": "longer spool lines are quarantined unread (default 1048576)",
 }

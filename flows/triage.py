@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,16 +18,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
+from flows.progress import Event, emit
 from triage.config import Config, SourceConfig, load_config
 from triage.delivery import build_destinations, drain
 from triage.models import LABELS
 from triage.routing import route_batch
 from triage.secrets import get_secret
 from triage.slack.decisions import process_pending
-from triage.store import Store, open_store
+from triage.store import Store, StoreError, open_store
 
 log = logging.getLogger("triage")
 
@@ -100,22 +103,24 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
         secret=lambda name: get_secret(name, name.lower().replace("_", "-")),
     )
     fetched = stored = quarantined = 0
+    emit(Event("fetch", "start", source=source.name))
     with open_store(config.database) as store:
         cursor = store.get_cursor(source.name)
-        for batch in connector.fetch(ctx, cursor):
+        for n, batch in enumerate(connector.fetch(ctx, cursor), start=1):
             new_items, new_q = store.ingest(
                 source.name, batch.mentions, batch.rejected, batch.cursor, items=batch.items
             )
             fetched += batch.size
             stored += new_items
             quarantined += new_q
-            if fetched >= 50_000 and fetched % 50_000 < batch_size:
-                log.info("%s: %d records read, %d new", source.name, fetched, stored)
+            emit(Event("fetch", "batch", source=source.name, batch=n, done=fetched, new=stored))
+    seconds = round(time.monotonic() - started, 3)
+    emit(Event("fetch", "finish", source=source.name, done=fetched, new=stored, seconds=seconds))
     return {
         "fetched": fetched,
         "stored": stored,
         "quarantined": quarantined,
-        "seconds": round(time.monotonic() - started, 3),
+        "seconds": seconds,
     }
 
 
@@ -157,23 +162,24 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
     clf = classifier_for(config)
     by_label: Counter[str] = Counter()
     needs_review = 0
+    emit(Event("classify", "start"))
     with open_store(config.database) as store, BackgroundWriter(store) as writer:
-        for batch in store.unclassified(batch_size):
+        for n, batch in enumerate(store.unclassified(batch_size), start=1):
             scores = clf.scores(batch.column("text").to_pylist())
             table = prediction_table(batch.column("id"), scores, clf, datetime.now(UTC))
             # Stored while the next batch is classified; one batch in flight keeps memory flat.
             writer.submit(Store.insert_predictions, table)
             by_label.update(table.column("label").to_pylist())
             needs_review += pc.sum(table.column("needs_review")).as_py() or 0
-            total = sum(by_label.values())
-            if total >= 50_000 and total % 50_000 < table.num_rows:
-                log.info("classified %d items", total)
+            emit(Event("classify", "batch", batch=n, done=by_label.total()))
+    seconds = round(time.monotonic() - started, 3)
+    emit(Event("classify", "finish", done=by_label.total(), seconds=seconds))
     return {
-        "classified": sum(by_label.values()),
+        "classified": by_label.total(),
         "by_label": dict(sorted(by_label.items())),
         "needs_review": needs_review,
         "model_version": clf.version,
-        "seconds": round(time.monotonic() - started, 3),
+        "seconds": seconds,
     }
 
 
@@ -182,47 +188,112 @@ def route_pending(config: Config, batch_size: int = 20_000) -> dict[str, Any]:
     started = time.monotonic()
     by_department: Counter[str] = Counter()
     enqueued = 0
+    emit(Event("route", "start"))
     with open_store(config.database) as store, BackgroundWriter(store) as writer:
-        for batch in store.unrouted(batch_size):
+        for n, batch in enumerate(store.unrouted(batch_size), start=1):
             routes, outbox = route_batch(config, batch)
             # Routes and their deliveries still commit together, in the writer's transaction.
             writer.submit(Store.insert_routes, routes, outbox)
             by_department.update(d or "none" for d in routes.column("department").to_pylist())
             enqueued += outbox.num_rows
+            emit(Event("route", "batch", batch=n, done=by_department.total()))
+    seconds = round(time.monotonic() - started, 3)
+    emit(Event("route", "finish", done=by_department.total(), seconds=seconds))
     return {
-        "routed": sum(by_department.values()),
+        "routed": by_department.total(),
         "by_department": dict(sorted(by_department.items())),
         "enqueued": enqueued,
-        "seconds": round(time.monotonic() - started, 3),
+        "seconds": seconds,
     }
 
 
 def deliver_pending(config: Config, limit: int = 10_000) -> dict[str, Any]:
     """Drain the outbox to every destination (or JSON previews when no token is configured)."""
     started = time.monotonic()
+    emit(Event("deliver", "start"))
     destinations = build_destinations(config)
     with open_store(config.database) as store:
         report = drain(store, config, destinations, limit=limit)
     # Only destinations that wrote a preview in this drain: nothing previewed, no preview note.
     previews = sorted(report.previewed_by)
+    seconds = round(time.monotonic() - started, 3)
+    done = report.as_dict()
+    emit(Event("deliver", "finish", done=done["sent"] + done["previewed"], seconds=seconds))
     return {
-        **report.as_dict(),
+        **done,
         "preview_destinations": previews,
         "outbox_dir": str(config.outbox_dir) if previews else None,
-        "seconds": round(time.monotonic() - started, 3),
+        "seconds": seconds,
     }
 
 
-# Thin Prefect wrappers: no caching (inputs are live configuration), retries only where I/O is.
-ingest_task = task(
-    name="fetch-and-store", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE
-)(ingest)
-classify_task = task(name="classify", cache_policy=NO_CACHE)(classify_pending)
-route_task = task(name="route", cache_policy=NO_CACHE)(route_pending)
-review_task = task(name="apply-review-decisions", cache_policy=NO_CACHE)(process_pending)
-deliver_task = task(name="deliver", retries=2, retry_delay_seconds=[5, 15], cache_policy=NO_CACHE)(
-    deliver_pending
+def _stage(fn: Callable[..., Any], name: str, run_name: str | None = None, **options: Any) -> Any:
+    # Thin Prefect wrappers: no caching (inputs are live configuration), retries only where I/O
+    # is, and task runs named after what they do rather than with a hash suffix.
+    return task(name=name, task_run_name=run_name or name, cache_policy=NO_CACHE, **options)(fn)
+
+
+# Each source's task run is named after it (fetch-and-store[reddit-brand]): a failure is found at
+# a glance in the UI.
+ingest_task = _stage(
+    ingest,
+    "fetch-and-store",
+    "fetch-and-store[{source.name}]",
+    retries=2,
+    retry_delay_seconds=[2, 5],
 )
+classify_task = _stage(classify_pending, "classify")
+route_task = _stage(route_pending, "route")
+review_task = _stage(process_pending, "apply-review-decisions")
+deliver_task = _stage(deliver_pending, "deliver", retries=2, retry_delay_seconds=[5, 15])
+
+
+class SourcesFailed(Exception):
+    """Some sources failed after their retries; the others were fetched, classified and delivered.
+
+    It is the result of the run's Failed state, so the run shows red in Prefect with a message
+    naming the sources, and carries the run's summary for whoever called the flow.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        """Keep the message and the summary (both in ``args``, so the exception pickles)."""
+        super().__init__(message, summary)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        """The message alone."""
+        return str(self.args[0])
+
+
+def settings_at_run_time(
+    config_path: str | None, database: str | None
+) -> tuple[str | None, str | None]:
+    """The configuration and database a run uses, read when the run starts.
+
+    An explicit parameter wins, then the environment (``TRIAGE_CONFIG``, ``TRIAGE_DB``), then the
+    Prefect variables ``triage_config`` and ``triage_db``. The variables are read here, at run
+    time, so ``prefect variable set triage_db … --overwrite`` applies to the next scheduled run
+    without a redeploy.
+    """
+    from prefect.variables import Variable
+
+    def pick(given: str | None, env: str, variable: str) -> str | None:
+        if given:
+            return given
+        if os.environ.get(env):
+            return os.environ[env]
+        value = Variable.get(variable, default=None)
+        return str(value) if value else None
+
+    return pick(config_path, "TRIAGE_CONFIG", "triage_config"), pick(
+        database, "TRIAGE_DB", "triage_db"
+    )
+
+
+def failure_message(failures: dict[str, str], total: int) -> str:
+    """``2 of 6 sources failed: reddit-brand (ConnectorError: …); x (…)``."""
+    parts = "; ".join(f"{name} ({err[:300]})" for name, err in failures.items())
+    return f"{len(failures)} of {total} sources failed: {parts}"
 
 
 @flow(name="triage", log_prints=True)
@@ -235,16 +306,26 @@ def triage(
     """Run one triage pass over every enabled source.
 
     Args:
-        config_path: The configuration file (default: ``TRIAGE_CONFIG``, ``./triage.yaml`` or the demo).
-        database: Overrides the database path.
+        config_path: The configuration file (default: ``TRIAGE_CONFIG``, the Prefect variable
+            ``triage_config``, ``./triage.yaml`` or the demo).
+        database: Overrides the database path (default: ``TRIAGE_DB``, the Prefect variable
+            ``triage_db``, or the configuration's).
         deliver: False stops after routing (deliveries stay queued in the outbox).
         batch_size: Records per fetch/classify batch.
 
     Returns:
         The run summary (also printed by ``triage run``).
+
+    Raises:
+        SourcesFailed: When any source failed, after every other stage has run: the flow run ends
+            Failed with a message naming the sources; the exception carries the summary.
     """
     started = time.monotonic()
+    config_path, database = settings_at_run_time(config_path, database)
     config = load_config(config_path, database=database)
+    # A damaged or newer store stops the run here, before any stage has written to it.
+    with open_store(config.database):
+        pass
     # Reviewers' decisions spooled while the store was busy are applied before anything else.
     review = review_task(config)
     sources = [s for s in config.sources if s.enabled]
@@ -254,13 +335,15 @@ def triage(
     for name, fut in futures.items():
         try:
             fetched[name] = fut.result()
+        except StoreError:
+            raise  # the store, not the source, is at fault: nothing else can run either
         except Exception as exc:  # noqa: BLE001 - one source down must not stop the others
             failures[name] = f"{type(exc).__name__}: {exc}"
             log.warning("source %s failed: %s", name, failures[name])
     classified = classify_task(config, batch_size)
     routed = route_task(config)
     delivered = deliver_task(config) if deliver else None
-    return {
+    summary = {
         "database": str(config.database),
         "config": str(config.path),
         "sources": fetched,
@@ -271,7 +354,20 @@ def triage(
         "review": review,
         "seconds": round(time.monotonic() - started, 3),
     }
+    if failures:
+        message = failure_message(failures, len(sources))
+        return Failed(message=message, data=SourcesFailed(message, summary))  # type: ignore[return-value]
+    return summary
+
+
+def run_triage(**parameters: Any) -> dict[str, Any]:
+    """Call the flow and return its summary, also when sources failed (``failed_sources``)."""
+    try:
+        summary: dict[str, Any] = triage(**parameters)
+    except SourcesFailed as exc:
+        return exc.summary
+    return summary
 
 
 if __name__ == "__main__":
-    print(json.dumps(triage(), indent=2, default=str))
+    print(json.dumps(run_triage(), indent=2, default=str))

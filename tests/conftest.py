@@ -11,6 +11,9 @@ from prefect.testing.utilities import prefect_test_harness
 
 from tests.fakes.slack import FakeSlack, start_fake_slack
 
+# The PostgreSQL server and per-test databases (started only by tests that ask for them).
+pytest_plugins = ("tests.pg_fixture",)
+
 DEMO_DIR = Path(__file__).resolve().parents[1] / "triage" / "demo"
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -30,7 +30,6 @@ from connectors import social_api as sa
 from connectors import x as x_mod
 from connectors import youtube as youtube_mod
 from flows import triage as flows_triage
-from flows.triage import triage
 from tests.fakes.base import FakeApi
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.discourse import FakeDiscourse
@@ -385,10 +384,27 @@ def test_oversize_text_is_truncated_not_dropped(spec: Spec, fake: Any) -> None:
     assert m.text.endswith(TRUNCATION_MARKER) and len(m.text) == 20_000
 
 
+# What check() must report about the one post and the settings each test sets up.
+CHECK_SAYS: dict[str, Callable[[str], str]] = {
+    "hackernews": lambda _: "search 'nimbus' reachable: 1 hits",
+    "x": lambda _: "token accepted; query 'nimbus -is:retweet' matches 1 recent posts",
+    "reddit": lambda _: "token accepted; 2 streams (new:notetaking, comments:notetaking)",
+    "mastodon": lambda _: "reachable as @brand; 2 streams",  # a hashtag and the mentions
+    "bluesky": lambda _: "signed in as brand.bsky.social; 1 searches",
+    "youtube": lambda _: "API key accepted; 1 streams (video:vid0001)",
+    "discourse": lambda post_id: f"forum reachable with API key; latest post id {post_id}",
+    "slack_community": lambda _: "accepted; 1 channels readable",
+}
+
+
 def test_check_reports_reachability(spec: Spec, fake: Any) -> None:
-    spec.add(fake, "post", _now(3))
+    ext = spec.add(fake, "post", _now(3))
     message = spec.module.check(_ctx(spec, fake))
-    assert isinstance(message, str) and message
+    assert CHECK_SAYS[spec.name](ext) in message
+    # The same check against the API when it is down is an error naming the source.
+    fake.down = 500
+    with pytest.raises(ConnectorError, match=f"my-{spec.name}"):
+        spec.module.check(_ctx(spec, fake, max_retries=0))
 
 
 def test_check_reports_unreachable_api() -> None:
@@ -448,7 +464,8 @@ def test_a_source_that_is_down_fails_alone_in_the_real_flow(
                 },
             ],
         )
-        summary = triage(config_path=str(cfg), deliver=False)
+        # The run ends Failed naming the source; run_triage hands back its summary.
+        summary = flows_triage.run_triage(config_path=str(cfg), deliver=False)
     assert set(summary["failed_sources"]) == {"forum"}
     assert "forum" in summary["failed_sources"]["forum"]
     assert "HTTP 500" in summary["failed_sources"]["forum"]
@@ -649,7 +666,8 @@ def test_slack_community_skips_joins_and_bots() -> None:
 def test_a_stalled_request_times_out_and_is_retried() -> None:
     with FakeHackerNews() as fake:
         expected = fake.add("nimbus keeps logging me out", _now(2))
-        fake.fail_next(0, retry_after=1.5)  # no answer within the client's 1 s timeout
+        # No answer until the client gives up (its 1 s timeout) and retries; 60 s only caps it.
+        fake.fail_next(0, retry_after=60)
         spec = SPECS_BY_NAME["hackernews"]
         mentions, _, _ = _fetch(spec, _ctx(spec, fake, timeout=1), None)
     assert [m.external_id for m in mentions] == [expected]

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from classifiers.model import Classifier
 from flows.triage import triage
 from tests.fakes.slack import FakeSlack
 from triage import store as store_mod
@@ -204,20 +205,26 @@ def test_status_json_matches_the_store(
 
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
+    # Expected counts computed here, not with the store's queries: from the demo's inputs, the
+    # per-record classifier over the stored texts, the demo's routing rules and the fake's posts.
     with duckdb.connect(str(db_path), read_only=True) as con:
-        q = lambda sql: con.execute(sql).fetchall()
-        assert status["items_total"] == q("SELECT count(*) FROM items")[0][0] == DEMO_VALID_ITEMS
-        assert status["by_label"] == dict(q("SELECT label, count(*) FROM predictions GROUP BY 1"))
-        assert status["by_department"] == dict(
-            q("SELECT coalesce(department, 'none'), count(*) FROM routes GROUP BY 1")
-        )
-        assert (
-            status["needs_review"] == q("SELECT count(*) FROM predictions WHERE needs_review")[0][0]
-        )
-        assert status["quarantined"] == DEMO_MALFORMED
-        sent = q("SELECT count(*) FROM outbox WHERE state = 'sent'")[0][0]
-    assert status["deliveries"]["sent"] == sent > 0
-    assert sum(status["deliveries"].values()) == sent
+        texts = [t for (t,) in con.execute("SELECT text FROM items").fetchall()]
+    preds = Classifier.load().predict(texts)
+    rules = {"service_issue": "support", "sales_lead": "sales", "feature_request": "product"}
+    rules |= {"kudos": "marketing", "other": "none"}
+    security = ("hacked", "phishing", "data breach")  # the demo's first rule, before the labels
+    departments = Counter(
+        "support" if any(k in t.lower() for k in security) else rules[p.label]
+        for t, p in zip(texts, preds, strict=True)
+    )
+    assert len(texts) == status["items_total"] == DEMO_VALID_ITEMS
+    assert status["by_label"] == dict(Counter(p.label for p in preds))
+    assert status["by_department"] == dict(departments)
+    assert status["needs_review"] == sum(p.needs_review for p in preds) > 0
+    assert status["quarantined"] == DEMO_MALFORMED
+    # Every delivery reached the fake Slack once; no other state holds any.
+    deliveries = {state: n for state, n in status["deliveries"].items() if n}
+    assert deliveries == {"sent": len(fake_slack.posted())} and deliveries["sent"] > 0
 
 
 def test_without_a_token_messages_become_previews(
@@ -231,3 +238,96 @@ def test_without_a_token_messages_become_previews(
     assert len(previews) == summary["route"]["enqueued"]
     body = json.loads(previews[0].read_text(encoding="utf-8"))
     assert body["channel"].startswith("#") and body["blocks"]
+
+
+def _with_failing_source(demo_config: Path) -> None:
+    # Credentials for this Reddit app are missing: the source fails after its retries.
+    text = demo_config.read_text(encoding="utf-8").replace(
+        "sources:\n",
+        "sources:\n  - {name: reddit-brand, type: reddit, queries: [nimbus], "
+        "auth_url: 'http://127.0.0.1:9', base_url: 'http://127.0.0.1:9'}\n",
+        1,
+    )
+    demo_config.write_text(text, encoding="utf-8")
+
+
+def test_a_failed_source_fails_the_run_after_the_others_are_done(
+    demo_config: Path, db_path: Path
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.triage import SourcesFailed, run_triage
+
+    _with_failing_source(demo_config)
+
+    state = triage(config_path=str(demo_config), database=str(db_path), return_state=True)
+
+    assert state.is_failed()
+    assert state.message is not None
+    assert state.message.startswith("1 of 7 sources failed: reddit-brand (ConnectorError: ")
+    assert "REDDIT_CLIENT_ID" in state.message
+    failed = state.result(raise_on_failure=False)
+    assert isinstance(failed, SourcesFailed)
+    summary = failed.summary
+    assert set(summary["failed_sources"]) == {"reddit-brand"}
+    # Everything else ran: the other sources, classify, route and deliver.
+    assert sum(s["stored"] for s in summary["sources"].values()) == DEMO_VALID_ITEMS
+    assert summary["classify"]["classified"] == DEMO_VALID_ITEMS
+    assert summary["deliver"]["previewed"] == summary["route"]["enqueued"] > 0
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    by_name = {r.name: r for r in runs}
+    assert by_name["fetch-and-store[reddit-brand]"].state.is_failed()
+    assert by_name["fetch-and-store[social]"].state.is_completed()
+    assert {"classify", "route", "deliver", "apply-review-decisions"} <= set(by_name)
+
+    # Called directly, the flow raises with the summary; run_triage hands the summary back.
+    with pytest.raises(SourcesFailed, match="reddit-brand") as info:
+        triage(config_path=str(demo_config), database=str(db_path))
+    assert info.value.summary["failed_sources"]
+    assert set(
+        run_triage(config_path=str(demo_config), database=str(db_path))["failed_sources"]
+    ) == {"reddit-brand"}
+
+
+def test_prefect_variables_are_read_when_each_run_starts(
+    demo_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.variables import Variable
+
+    first, second, by_env = (tmp_path / f"{n}.duckdb" for n in ("first", "second", "env"))
+    Variable.set("triage_config", str(demo_config), overwrite=True)
+    Variable.set("triage_db", str(first), overwrite=True)
+    try:
+        assert triage(deliver=False)["database"] == str(first)
+        Variable.set("triage_db", str(second), overwrite=True)
+        assert triage(deliver=False)["database"] == str(second)
+        # The environment wins over the variable, and a parameter over both.
+        monkeypatch.setenv("TRIAGE_DB", str(by_env))
+        assert triage(deliver=False)["database"] == str(by_env)
+        assert triage(database=str(first), deliver=False)["database"] == str(first)
+    finally:
+        Variable.unset("triage_config")
+        Variable.unset("triage_db")
+    assert first.exists() and second.exists() and by_env.exists()
+
+
+def test_a_store_of_a_newer_schema_stops_the_run_before_anything_is_written(
+    demo_config: Path, db_path: Path
+) -> None:
+    from triage.store import SCHEMA_VERSION, StoreTooNew
+
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR)")
+        con.execute("INSERT INTO schema_migrations VALUES (?, 'future')", [SCHEMA_VERSION + 1])
+    before = db_path.read_bytes()
+
+    with pytest.raises(StoreTooNew, match="newer feedback-triage"):
+        triage(config_path=str(demo_config), database=str(db_path))
+
+    assert db_path.read_bytes() == before

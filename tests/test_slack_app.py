@@ -70,9 +70,8 @@ def seeded(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> It
     cfg = root / "demo" / "triage.yaml"
     text = cfg.read_text(encoding="utf-8")
     # Turn on threaded batches and keep the spool inside the test's folder.
-    text = text.replace(
-        "review:\n", f"review:\n  batch_threshold: {BATCH_THRESHOLD}\n  resurface_after: 24h\n", 1
-    )
+    # (The demo already sets resurface_after: 24h; a second one would be a duplicate key.)
+    text = text.replace("review:\n", f"review:\n  batch_threshold: {BATCH_THRESHOLD}\n", 1)
     cfg.write_text(text, encoding="utf-8")
     fake, server = start_fake_slack()
     db = root / "seed.duckdb"

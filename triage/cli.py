@@ -6,14 +6,20 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+# `triage run` reports wall time from here: imports and the temporary server count, as a user
+# waiting at the prompt sees them.
+_STARTED = time.monotonic()
+
+from triage.cli_config import config_app
 from triage.cli_handoffs import testimonials_app
 from triage.cli_intake import intake_app
-from triage.cli_options import ConfigOpt, DbOpt
+from triage.cli_options import ConfigOpt, DbOpt, load_config_or_exit, store_or_exit
 from triage.cli_options import fail as _fail
 from triage.cli_slack import corrections_app, slack_app
 from triage.cli_sources import mostly_quarantined, quarantine_app, sources_app
@@ -30,6 +36,7 @@ app.add_typer(slack_app, name="slack")
 app.add_typer(corrections_app, name="corrections")
 app.add_typer(intake_app, name="intake")
 app.add_typer(testimonials_app, name="testimonials")
+app.add_typer(config_app, name="config")
 app.add_typer(quarantine_app, name="quarantine")
 
 
@@ -40,7 +47,9 @@ def _quiet_prefect(verbose: bool) -> None:
     # The temporary server can take a while to boot on a busy machine; waiting beats failing.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # Failures reach the summary (a failed source, a failed run); Prefect's own error logs
+        # would repeat them as tracebacks. `-v` shows everything.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
@@ -49,10 +58,38 @@ def _quiet_prefect(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _start_temporary_server() -> float | None:
+    """Start Prefect's temporary server now, so its start-up is timed apart from the flow.
+
+    Returns:
+        The seconds it took, or None when ``PREFECT_API_URL`` names a server to use instead.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    # The same singleton the Prefect client would start on the flow's first call.
+    from prefect.server.api.server import SubprocessASGIServer
+
+    started = time.monotonic()
+    SubprocessASGIServer().start()
+    return round(time.monotonic() - started, 3)
+
+
+def _timing(summary: dict[str, Any]) -> str:
+    flow_s, server_s = summary["seconds"], summary.get("server_start_seconds")
+    if "wall_seconds" not in summary:  # a flow's own summary, not timed by `triage run`
+        return f"finished in {flow_s:.1f}s (flow)"
+    parts = [f"flow {flow_s:.1f}s"]
+    if server_s is not None:
+        parts.append(f"Prefect server start {server_s:.1f}s")
+    other = summary["wall_seconds"] - flow_s - (server_s or 0)
+    parts.append(f"imports and Prefect bookkeeping {max(other, 0):.1f}s")
+    return f"finished in {summary['wall_seconds']:.1f}s ({', '.join(parts)})"
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
-    out: list[str] = [
-        f"triage run finished in {summary['seconds']:.1f}s  (database {summary['database']})"
-    ]
+    out: list[str] = [f"triage run {_timing(summary)}  (database {summary['database']})"]
     out.append("sources:")
     for name, s in summary["sources"].items():
         out.append(
@@ -85,6 +122,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{rv.get('superseded', 0)}, still spooled {rv.get('pending', 0)}"
             + (f" ({rv['error']})" if rv.get("error") else "")
         )
+    if summary["failed_sources"]:
+        failed = ", ".join(summary["failed_sources"])
+        out.append(f"FAILED sources: {failed} (the other sources were triaged; exit code 1)")
     typer.echo("\n".join(out))
 
 
@@ -96,22 +136,43 @@ def run(
         bool, typer.Option("--no-deliver", help="Queue deliveries, send nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every stage and Prefect's logs.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Records per fetch/classify batch.")
+    ] = 5000,
 ) -> None:
-    """Run the triage flow once over the configured sources and print a summary."""
-    _quiet_prefect(verbose)
-    from flows.triage import triage
-    from triage.config import ConfigError, load_config
+    """Run the triage flow once over the configured sources and print a summary.
 
+    Exit codes: 0 all sources fetched, 1 a source or the run failed, 2 a configuration or
+    database problem that needs fixing first.
+    """
+    _quiet_prefect(verbose)
+    # Fail fast, before Prefect and spaCy are even imported: the configuration, then the store.
+    cfg = load_config_or_exit(config, db)
+    with store_or_exit(cfg):
+        pass
+    from flows.triage import run_triage
+    from triage.cli_progress import show_progress
+    from triage.store import StoreError
     try:
-        load_config(config, database=db)  # fail fast, before Prefect starts a server
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-    try:
-        summary = triage(config_path=config, database=db, deliver=not no_deliver)
+        server_seconds = _start_temporary_server()
+        with show_progress(verbose):
+            summary = run_triage(
+                config_path=str(cfg.path),
+                database=str(cfg.database),
+                deliver=not no_deliver,
+                batch_size=batch_size,
+            )
+    except StoreError as exc:
+        _fail(str(exc), exc.exit_code)
+        return
     except Exception as exc:  # noqa: BLE001 - report any failure as one clear line and exit 1
         _fail(f"the triage flow failed: {type(exc).__name__}: {exc}")
         return
+    summary["server_start_seconds"] = server_seconds
+    summary["wall_seconds"] = round(time.monotonic() - _STARTED, 3)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
@@ -130,13 +191,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show the state of the store: items by label, department, review and delivery state."""
-    from triage.config import load_config
-    from triage.store import open_store
-
-    cfg = load_config(config, database=db)
-    if not cfg.database.exists():
-        _fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
-    with open_store(cfg.database, read_only=True) as store:
+    cfg = load_config_or_exit(config, db)
+    with store_or_exit(cfg, read_only=True) as store:
         result = store.status()
     result["database"] = str(cfg.database)
     if as_json:
@@ -428,18 +484,29 @@ def outbox_retry(
     db: DbOpt = None,
 ) -> None:
     """Put dead-lettered deliveries back in the queue for the next run."""
-    from triage.config import load_config
-    from triage.store import open_store
-
-    cfg = load_config(config, database=db)
-    with open_store(cfg.database) as store:
+    cfg = load_config_or_exit(config, db)
+    with store_or_exit(cfg) as store:
         n = store.retry_dead(destination)
     typer.echo(f"requeued {n} dead-lettered deliveries")
 
 
 def main() -> None:
-    """Entry point of the ``triage`` console script."""
-    app()
+    """Entry point of the ``triage`` console script.
+
+    A configuration or store error that a command did not handle itself still ends as one line
+    and its exit code (2 for configuration), never as a traceback.
+    """
+    from triage.config import ConfigError
+    from triage.store import StoreError
+
+    try:
+        app()
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except StoreError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from triage.cli_options import ConfigOpt, DbOpt
+from triage.cli_options import ConfigOpt, DbOpt, load_config_or_exit, store_or_exit
 from triage.cli_options import fail as _fail
 
 if TYPE_CHECKING:
@@ -44,13 +42,7 @@ _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\d[\d,]*")
 
 # ----------------------------------------------------------------------------- helpers
 def _load(config: str | None, db: str | None = None) -> Config:
-    from triage.config import ConfigError, load_config
-
-    try:
-        return load_config(config, database=db)
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-        raise  # unreachable: _fail exits
+    return load_config_or_exit(config, db)
 
 
 def _source(cfg: Config, name: str) -> SourceConfig:
@@ -76,20 +68,9 @@ def source_context(cfg: Config, source: SourceConfig, batch_size: int = 5000) ->
     )
 
 
-@contextmanager
-def _store(cfg: Config, *, read_only: bool = False) -> Iterator[Store]:
-    """Open the store or exit 1 with one clear line (missing file, locked, unreadable)."""
-    import duckdb
-
-    from triage.store import StoreBusy, open_store
-
-    if not Path(cfg.database).exists():
-        _fail(f"no database at {cfg.database} yet; run `triage run` first")
-    try:
-        with open_store(cfg.database, read_only=read_only) as store:
-            yield store
-    except (StoreBusy, duckdb.Error) as exc:
-        _fail(f"cannot use the database {cfg.database}: {exc}")
+def _store(cfg: Config, *, read_only: bool = False) -> AbstractContextManager[Store]:
+    """Open the store, or exit with one clear line (the shared path: missing, locked, damaged)."""
+    return store_or_exit(cfg, read_only=read_only, must_exist=True)
 
 
 def reason_kind(reason: str) -> str:

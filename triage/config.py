@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from triage.models import DEPARTMENTS, LABELS
+from triage.config_models import config_file_model, json_schema, parse_duration
+from triage.models import DEPARTMENTS
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "triage.yaml"
 DEFAULT_DB = "triage.duckdb"
@@ -65,6 +70,18 @@ class DepartmentConfig:
     also: tuple[str, ...] = ()
 
 
+@dataclass(slots=True, frozen=True)
+class ReviewConfig:
+    """The ``review:`` section: read once, here, with the defaults the README documents."""
+
+    destination: str | None = None
+    # None: never thread the review messages (README, "Marketing review in Slack").
+    batch_threshold: int | None = None
+    resurface_after: timedelta = timedelta(hours=24)
+    # None: the spool sits beside the database (``<database>.decisions.jsonl``).
+    spool: Path | None = None
+
+
 @dataclass(slots=True)
 class Config:
     """The whole validated configuration."""
@@ -82,9 +99,9 @@ class Config:
     model: Path | None
     outbox_dir: Path
     max_attempts: int = 5
-    extra: dict[str, Any] = field(default_factory=dict)
-    # The whole `review:` mapping (batching, re-surfacing, spool); triage.slack.decisions reads it.
-    review: dict[str, Any] = field(default_factory=dict)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
+    # The Slack destination where dead-lettered deliveries are announced (``alerts.destination``).
+    alerts_destination: str | None = None
     # Per label: True/False, or a minimum score, for handing off without marketing's review.
     # A label not listed falls back to its department's ``auto_handoff``.
     auto_handoff: dict[str, bool | float] = field(default_factory=dict)
@@ -107,16 +124,15 @@ def default_config_path() -> Path:
     return local if local.exists() else DEMO_CONFIG
 
 
-def _req(mapping: dict[str, Any], key: str, where: str) -> Any:
-    if key not in mapping or mapping[key] in (None, ""):
-        raise ConfigError(f"{where}: '{key}' is required")
-    return mapping[key]
-
-
 def load_config(
     path: str | os.PathLike[str] | None = None, *, database: str | None = None
 ) -> Config:
     """Read, validate and normalise a configuration file.
+
+    Every check happens here, before anything runs: the file's shape against
+    :func:`triage.config_models.config_file_model` (unknown keys, types, ranges, each source's
+    settings from its connector's description), then the names that refer to each other
+    (departments, destinations, the review and alerts destinations).
 
     Args:
         path: The YAML file; None picks :func:`default_config_path`.
@@ -127,127 +143,303 @@ def load_config(
         The validated configuration.
 
     Raises:
-        ConfigError: With the file and the offending key when anything is wrong.
+        ConfigError: Naming the file, the line and the key of every problem found.
     """
     cfg_path = Path(path) if path is not None else default_config_path()
+    data, node = _read_yaml(cfg_path)
     try:
-        data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {cfg_path}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{cfg_path}: the top level must be a mapping")
-    where = str(cfg_path)
+        model = config_file_model().model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(cfg_path, exc, data, node)) from None
+    problems = _cross_references(model)
+    if problems:
+        raise ConfigError("\n".join(_located(cfg_path, node, loc, msg) for loc, msg in problems))
+    return _build(cfg_path, model, database)
 
-    sources: list[SourceConfig] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(data.get("sources") or []):
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: sources[{i}] must be a mapping")
-        name = str(_req(raw, "name", f"{where}: sources[{i}]"))
-        if name in seen:
-            raise ConfigError(f"{where}: source name '{name}' is used twice")
-        seen.add(name)
-        settings = {k: v for k, v in raw.items() if k not in ("name", "type", "enabled")}
-        sources.append(
-            SourceConfig(
-                name=name,
-                type=str(_req(raw, "type", f"{where}: source '{name}'")),
-                settings=settings,
-                enabled=bool(raw.get("enabled", True)),
-            )
+
+def _read_yaml(cfg_path: Path) -> tuple[Any, yaml.Node | None]:
+    """The file's data and its YAML node tree (for line numbers); any failure is a ConfigError."""
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {cfg_path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{cfg_path} is a directory, not a configuration file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{cfg_path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{cfg_path}: cannot read the configuration: {exc.strerror}") from None
+    try:
+        loader = yaml.SafeLoader(text)  # this already refuses control characters
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _refuse_duplicate_keys(cfg_path, node)
+            data = loader.construct_document(node) if node is not None else {}
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{cfg_path}: the YAML is nested too deeply") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cfg_path}: the top level must be a mapping of keys (sources:, ...)")
+    return data, node
+
+
+def _refuse_duplicate_keys(cfg_path: Path, root: yaml.Node) -> None:
+    # YAML keeps the last of two equal keys without a word; in a configuration that hides an edit.
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        raise ConfigError(
+                            f"{cfg_path}:{key.start_mark.line + 1}: key '{key.value}' appears twice"
+                        )
+                    seen.add(key.value)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
+def _describe(cfg_path: Path, exc: ValidationError, data: Any, node: yaml.Node | None) -> str:
+    """One line per problem: ``file:line: key.path: what is wrong``."""
+    merged: dict[tuple[str | int, ...], list[str]] = {}
+    got: dict[tuple[str | int, ...], str] = {}
+    for err in exc.errors():
+        loc, msg, value = _explain(err, data)
+        msgs = merged.setdefault(loc, [])
+        if msg not in msgs:
+            msgs.append(msg)
+        if value is not None:
+            got[loc] = value
+    ordered = sorted(merged, key=lambda loc: _line_of(node, loc) or 0)  # as they read in the file
+    lines = [
+        _located(
+            cfg_path,
+            node,
+            loc,
+            " or ".join(merged[loc]) + (f" (got {got[loc]})" if loc in got else ""),
         )
-    # Each connector describes (and checks) its own settings; imported here to avoid a cycle.
+        for loc in ordered
+    ]
+    if len(lines) > 10:
+        lines = [*lines[:10], f"... and {len(lines) - 10} more"]
+    return "\n".join(lines)
+
+
+def _explain(err: Any, data: Any) -> tuple[tuple[str | int, ...], str, str | None]:
+    """The error's location in the file's own keys, a message a user can act on, the bad value."""
+    kind = err["type"]
+    loc = _file_path(err["loc"], data, missing=kind == "missing")
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        hint = difflib.get_close_matches(str(loc[-1]), _known_keys(), n=1, cutoff=0.75)
+        what = "unknown key"
+        if len(loc) == 3 and loc[0] == "sources":  # a connector's setting: name the source too
+            what = f"unknown setting '{loc[2]}' of source '{_source_name(data, loc[1])}'"
+        return loc, what + (f" (did you mean '{hint[0]}'?)" if hint else ""), None
+    if kind == "missing":
+        return loc, "required key is missing", None
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        if not isinstance(value, dict):
+            return loc, "expected a mapping", _show(value)
+        if kind == "union_tag_not_found":
+            return (*loc, "type"), "required key is missing", None
+        what = "source" if loc and loc[0] == "sources" else "destination"
+        tags = sorted(err["ctx"]["expected_tags"].replace("'", "").split(", "))
+        hint = difflib.get_close_matches(str(value["type"]), tags, n=1, cutoff=0.6)
+        known = f"did you mean '{hint[0]}'? " if hint else ""
+        known += f"known: {', '.join(tags)}"
+        return (*loc, "type"), f"unknown {what} type ({known})", _show(value["type"])
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return loc, "expected a mapping", _show(value)
+    if kind == "invalid_key":
+        return loc, "keys must be text", None
+    if kind == "value_error":  # our own validators: the message already quotes the value
+        return loc, str(err["ctx"]["error"]), None
+    message = str(err["msg"])
+    return loc, f"{message[:1].lower()}{message[1:]}", _show(value)
+
+
+def _source_name(data: Any, index: Any) -> str:
+    try:
+        return str(data["sources"][index]["name"])
+    except (KeyError, IndexError, TypeError):
+        return f"sources[{index}]"
+
+
+def _file_path(loc: tuple[Any, ...], data: Any, missing: bool) -> tuple[str | int, ...]:
+    """The keys of the file along an error's location, without pydantic's own steps.
+
+    Pydantic adds the tag of a discriminated union (``file``), the member type names of a union
+    (``bool``, ``constrained-float``) and ``[key]``; a reader wants ``sources[2].pattern``.
+    """
+    out: list[str | int] = []
+    here: Any = data
+    for part in loc:
+        present = (isinstance(here, dict) and part in here) or (
+            isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here)
+        )
+        if present:
+            here = here[part]
+            out.append(part)
+        elif missing and isinstance(here, dict) and part != here.get("type"):
+            out.append(part)  # the key the file lacks
+            here = None
+    return tuple(out)
+
+
+def _located(cfg_path: Path, node: yaml.Node | None, loc: tuple[str | int, ...], msg: str) -> str:
+    line = _line_of(node, loc)
+    where = f"{cfg_path}:{line}" if line else str(cfg_path)
+    return f"{where}: {_dotted(loc) or '(top level)'}: {msg}"
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """The 1-based line of the key (or item) at ``loc``, or of the closest mapping above it."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        nxt: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    line, nxt = key.start_mark.line + 1, value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part >= 0:
+            nxt = node.value[part] if part < len(node.value) else None
+            line = nxt.start_mark.line + 1 if nxt is not None else line
+        if nxt is None:
+            break
+        node = nxt
+    return line
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@lru_cache(maxsize=1)
+def _known_keys() -> tuple[str, ...]:
+    """Every key the configuration knows, anywhere: for "did you mean" on a misspelt one."""
+    keys: set[str] = set()
+    stack: list[Any] = [json_schema()]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            keys.update(item.get("properties", {}))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return tuple(sorted(keys))
+
+
+def _cross_references(model: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Names that must refer to something defined elsewhere in the file."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for i, source in enumerate(model.sources):
+        if source.name in seen:
+            problems.append((("sources", i, "name"), f"source name '{source.name}' is used twice"))
+        seen.add(source.name)
+    # Each connector may check its settings' values too (``validate`` in connectors/<type>.py).
     from connectors import validate_source
 
-    for src in sources:
+    for i, source in enumerate(model.sources):
         try:
-            validate_source(src.type, src.name, src.settings)
+            validate_source(source.type, source.name, _source_settings(source))
         except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            problems.append((("sources", i), str(exc)))
+    destinations = set(model.destinations)
 
-    destinations: dict[str, DestinationConfig] = {}
-    for name, raw in (data.get("destinations") or {}).items():
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: destination '{name}' must be a mapping")
-        settings = {k: v for k, v in raw.items() if k != "type"}
-        destinations[name] = DestinationConfig(
-            name=name,
-            type=str(_req(raw, "type", f"{where}: destination '{name}'")),
-            settings=settings,
+    def destination(loc: tuple[str | int, ...], name: str | None) -> None:
+        if name is not None and name not in destinations:
+            known = ", ".join(sorted(destinations)) or "none defined"
+            problems.append((loc, f"'{name}' is not a configured destination ({known})"))
+
+    for name, dept in model.departments.items():
+        if dept is not None:
+            destination(("departments", name, "destination"), dept.destination)
+            for j, extra in enumerate(dept.also):
+                destination(("departments", name, "also", j), extra)
+    departments = set(DEPARTMENTS) | set(model.departments)
+    for i, rule in enumerate(model.routing.rules):
+        if rule.department is not None and rule.department not in departments:
+            known = ", ".join(sorted(departments))
+            msg = f"unknown department '{rule.department}' (departments: {known})"
+            problems.append((("routing", "rules", i, "department"), msg))
+    destination(("review", "destination"), model.review.destination)
+    destination(("alerts", "destination"), model.alerts.destination)
+    return problems
+
+
+def _source_settings(source: Any) -> dict[str, Any]:
+    """A source's own settings as written: its keys other than name, type and enabled."""
+    settings: dict[str, Any] = source.model_dump(
+        exclude_unset=True, exclude={"name", "type", "enabled"}
+    )
+    return settings
+
+
+def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
+    """The validated file as the :class:`Config` the pipeline reads."""
+    sources = [
+        SourceConfig(
+            name=s.name,
+            type=s.type,
+            settings=_source_settings(s),
+            enabled=s.enabled,
         )
-
+        for s in model.sources
+    ]
+    destinations = {
+        name: DestinationConfig(
+            name=name, type=d.type, settings=d.model_dump(exclude_unset=True, exclude={"type"})
+        )
+        for name, d in model.destinations.items()
+    }
     departments: dict[str, DepartmentConfig] = {}
-    for name, raw in (data.get("departments") or {}).items():
-        raw = raw or {}
-        dest = raw.get("destination")
-        if dest is not None and dest not in destinations:
-            raise ConfigError(f"{where}: department '{name}' names unknown destination '{dest}'")
-        also = tuple(str(a) for a in raw.get("also") or ())
-        for extra_dest in also:
-            if extra_dest not in destinations:
-                raise ConfigError(
-                    f"{where}: department '{name}' names unknown destination '{extra_dest}' in also"
-                )
+    for name in [*model.departments, *(d for d in DEPARTMENTS if d not in model.departments)]:
+        dept = model.departments.get(name)
+        auto = dept.auto_handoff if dept is not None else None
         departments[name] = DepartmentConfig(
             name=name,
-            destination=dest,
-            # Support is the one department that gets confident items without waiting (issue 6).
-            auto_handoff=bool(raw.get("auto_handoff", name == "support")),
-            also=also,
+            destination=dept.destination if dept is not None else None,
+            # Support is the one department that gets confident items without waiting.
+            auto_handoff=(name == "support") if auto is None else auto,
+            also=tuple(dept.also) if dept is not None else (),
         )
-    for dept in DEPARTMENTS:
-        departments.setdefault(
-            dept, DepartmentConfig(name=dept, destination=None, auto_handoff=dept == "support")
+    rules = [
+        Rule(
+            department=r.department,
+            label=r.label,
+            source=r.source,
+            min_score=r.min_score,
+            keywords=tuple(k.lower() for k in r.keywords),
+            name=r.name or f"rule{i}",
         )
-
-    rules: list[Rule] = []
-    for i, raw in enumerate((data.get("routing") or {}).get("rules") or []):
-        label = raw.get("label")
-        if label is not None and label not in LABELS:
-            raise ConfigError(f"{where}: routing rule {i} has unknown label '{label}'")
-        dept = raw.get("department")
-        if dept is not None and dept not in departments:
-            raise ConfigError(f"{where}: routing rule {i} names unknown department '{dept}'")
-        rules.append(
-            Rule(
-                department=dept,
-                label=label,
-                source=raw.get("source"),
-                min_score=float(raw["min_score"]) if raw.get("min_score") is not None else None,
-                keywords=tuple(str(k).lower() for k in raw.get("keywords") or ()),
-                name=str(raw.get("name") or f"rule{i}"),
-            )
-        )
-    if not rules:
-        rules = default_rules()
-
-    auto_handoff: dict[str, bool | float] = {}
-    for label, value in ((data.get("routing") or {}).get("auto_handoff") or {}).items():
-        if label not in LABELS:
-            raise ConfigError(f"{where}: routing.auto_handoff has unknown label '{label}'")
-        if isinstance(value, bool):
-            auto_handoff[label] = value
-        elif isinstance(value, int | float):
-            auto_handoff[label] = float(value)
-        else:
-            raise ConfigError(
-                f"{where}: routing.auto_handoff.{label} must be true, false or a minimum score"
-            )
-
-    review = data.get("review") or {}
-    review_dest = review.get("destination")
-    if review_dest is not None and review_dest not in destinations:
-        raise ConfigError(f"{where}: review destination '{review_dest}' is not defined")
-
-    cls = data.get("classification") or {}
-    thresholds = {str(k): float(v) for k, v in (cls.get("thresholds") or {}).items()}
-    for key in thresholds:
-        if key != "default" and key not in LABELS:
-            raise ConfigError(f"{where}: classification.thresholds has unknown label '{key}'")
-
-    db = database or os.environ.get("TRIAGE_DB") or data.get("database") or DEFAULT_DB
+        for i, r in enumerate(model.routing.rules)
+    ] or default_rules()
+    review = model.review
+    db = database or os.environ.get("TRIAGE_DB") or model.database or DEFAULT_DB
     config = Config(
         path=cfg_path.resolve(),
         # The database lives where the user runs the command, not beside a bundled config.
@@ -256,35 +448,29 @@ def load_config(
         rules=rules,
         departments=departments,
         destinations=destinations,
-        review_destination=review_dest,
-        thresholds=thresholds,
-        margin=float(cls["margin"]) if cls.get("margin") is not None else None,
+        review_destination=review.destination,
+        thresholds=dict(model.classification.thresholds),
+        margin=model.classification.margin,
         model=None,
-        outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or data.get("outbox_dir") or "outbox"),
-        max_attempts=int((data.get("delivery") or {}).get("max_attempts", 5)),
-        extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
-        review=dict(review),
-        auto_handoff=auto_handoff,
+        outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or model.outbox_dir or "outbox"),
+        max_attempts=model.delivery.max_attempts,
+        review=ReviewConfig(
+            destination=review.destination,
+            batch_threshold=review.batch_threshold,
+            resurface_after=parse_duration(review.resurface_after),
+            spool=Path(review.spool) if review.spool else None,
+        ),
+        alerts_destination=model.alerts.destination,
+        auto_handoff={
+            label: (v if isinstance(v, bool) else float(v))
+            for label, v in model.routing.auto_handoff.items()
+        },
     )
     if os.environ.get("TRIAGE_MODEL"):
         config.model = Path(os.environ["TRIAGE_MODEL"])
-    elif data.get("model"):
-        config.model = config.resolve(str(data["model"]))
+    elif model.model:
+        config.model = config.resolve(model.model)
     return config
-
-
-_KNOWN_KEYS = {
-    "database",
-    "sources",
-    "destinations",
-    "departments",
-    "routing",
-    "review",
-    "classification",
-    "model",
-    "outbox_dir",
-    "delivery",
-}
 
 
 def default_rules() -> list[Rule]:

@@ -229,12 +229,8 @@ def _slack(dest: DestinationConfig, config: Config) -> Destination:
     )
     if not token:
         return PreviewDestination(dest.name, config.outbox_dir, channel)
-    threshold = (
-        config.review.get("batch_threshold") if dest.name == config.review_destination else None
-    )
-    return SlackDestination(
-        dest.name, channel, token, int(threshold) if threshold is not None else None
-    )
+    threshold = config.review.batch_threshold if dest.name == config.review_destination else None
+    return SlackDestination(dest.name, channel, token, threshold)
 
 
 def _preview(dest: DestinationConfig, config: Config) -> Destination:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -48,7 +47,8 @@ Reply = tuple[int, Any, dict[str, str]]
 
 @dataclass
 class Failure:
-    """An injected failure: status 0 stalls for ``retry_after`` seconds (a timeout)."""
+    """An injected failure: status 0 stalls (no answer) until the next request, at most
+    ``retry_after`` seconds (a timeout)."""
 
     status: int
     retry_after: float
@@ -64,6 +64,8 @@ class FakeApi:
     # A status returned to every request (an outage); None: serve normally.
     down: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set by every request and by stop(): it ends a stall (see the handler).
+    next_request: threading.Event = field(default_factory=threading.Event)
     url: str = ""
     _server: ThreadingHTTPServer | None = None
 
@@ -108,6 +110,7 @@ class FakeApi:
 
     def stop(self) -> None:
         """Shut the server down."""
+        self.next_request.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -153,9 +156,14 @@ def _handler(state: FakeApi) -> type[BaseHTTPRequestHandler]:
                 )
                 if failure:
                     state.failures.remove(failure)
+            state.next_request.set()  # ends an earlier stall: its client has moved on
             if failure and failure.status == 0:
                 req.status = 599
-                time.sleep(failure.retry_after)  # a stall: the client's timeout fires first
+                # A stall: no answer until the client has given up and sent its next request (or
+                # the fake stops), at most retry_after seconds. Never a race with the client's
+                # timeout, however loaded the machine: the answer never comes before it.
+                state.next_request.clear()
+                state.next_request.wait(failure.retry_after)
                 return
             if failure:
                 status, body, headers = (

@@ -138,7 +138,7 @@ def check_alerts(config: Config) -> None:
     Raises:
         ValueError: With the key and what is wrong, before anything is delivered.
     """
-    alerts = (config.extra.get("alerts") or {}).get("destination")
+    alerts = config.alerts_destination
     if not alerts:
         return
     dest = config.destinations.get(str(alerts))
@@ -166,7 +166,7 @@ def announce_dead_letters(
     Returns:
         How many announcements were made.
     """
-    alerts = (config.extra.get("alerts") or {}).get("destination")
+    alerts = config.alerts_destination
     if not alerts:
         return 0
     dest = destinations.get(str(alerts))

@@ -35,7 +35,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
-from triage.config import Config, ConfigError
+from triage.config import Config
 from triage.models import DEPARTMENTS, LABELS
 from triage.routing import ARCHIVED, RELEASED, SUPPRESSED, match, release_handoffs
 from triage.secrets import get_secret
@@ -61,8 +61,6 @@ ACTIONS: dict[str, str] = {
     ACTION_SPAM: "spam",
 }
 _ITEM_ID = re.compile(r"^[0-9a-f]{20}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # One process applies decisions one batch at a time; DuckDB refuses a second connection to the same
 # file with a different configuration inside one process, so all store access here is serialised.
@@ -96,45 +94,24 @@ class InvalidAction(ValueError):
 
 @dataclass(slots=True, frozen=True)
 class ReviewSettings:
-    """The ``review:`` section of the configuration."""
+    """The ``review:`` section of the configuration, with the spool's default path resolved."""
 
     destination: str | None
-    batch_threshold: int
+    batch_threshold: int | None
     resurface_after: timedelta
     spool: Path
 
     @classmethod
     def from_config(cls, config: Config) -> ReviewSettings:
-        """Read and validate ``review.batch_threshold``, ``review.resurface_after`` and ``review.spool``.
-
-        Raises:
-            ConfigError: When a value is not usable.
-        """
-        raw = config.review
-        try:
-            threshold = int(raw.get("batch_threshold", 20))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{config.path}: review.batch_threshold must be a number") from exc
-        spool = raw.get("spool")
+        """The review settings, validated with the rest of the configuration at load."""
+        review = config.review
         return cls(
             destination=config.review_destination,
-            batch_threshold=max(1, threshold),
-            resurface_after=parse_duration(str(raw.get("resurface_after", "24h"))),
+            batch_threshold=review.batch_threshold,
+            resurface_after=review.resurface_after,
             # Beside the database by default, so the server and every flow run find the same file.
-            spool=Path(str(spool)) if spool else Path(str(config.database) + ".decisions.jsonl"),
+            spool=review.spool or Path(str(config.database) + ".decisions.jsonl"),
         )
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse ``"90s"``, ``"30m"``, ``"24h"`` or ``"2d"`` into a timedelta.
-
-    Raises:
-        ConfigError: When the text is not such a duration or is not positive.
-    """
-    m = _DURATION.match(text)
-    if not m or float(m.group(1)) <= 0:
-        raise ConfigError(f"review.resurface_after: expected e.g. '24h' or '30m', got {text!r}")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
 @dataclass(slots=True, frozen=True)
