@@ -125,7 +125,7 @@ def _fill(template: str, rng: random.Random) -> str:
 
 
 def domain_rows(n: int, seed: int = 0, source: str = "keyboard_forum") -> list[dict[str, str]]:
-    """``n`` distinct labelled posts of the domain (labels balanced), seeded."""
+    """``n`` labelled posts of the domain, distinct ignoring case and spacing, labels balanced."""
     rng = random.Random(seed)
     labels = sorted(TEMPLATES)
     seen: set[str] = set()
@@ -136,8 +136,9 @@ def domain_rows(n: int, seed: int = 0, source: str = "keyboard_forum") -> list[d
         text = _fill(rng.choice(DECOR), rng) + body + rng.choice(TAILS)
         if rng.random() < 0.2:
             text = text.lower()
-        if text in seen:
+        key = " ".join(text.casefold().split())  # distinct as corrections count texts
+        if key in seen:
             continue
-        seen.add(text)
+        seen.add(key)
         rows.append({"text": text, "label": label, "source": source})
     return rows
