@@ -313,6 +313,7 @@ class Registry:
         meta["recipe_version"] = meta.get("recipe_version", meta.get("version"))
         meta["version"] = version
         write_json_atomic(meta_path, meta)
+        _rewrite_card(model_dir, meta)
         info = ModelVersion(
             version=version,
             path=self.version_path(version),
@@ -426,6 +427,17 @@ class Registry:
             if datetime.now().timestamp() - leftover.stat().st_mtime > 86_400:
                 shutil.rmtree(leftover, ignore_errors=True)
         return removed
+
+
+def _rewrite_card(model_dir: Path, meta: dict[str, Any]) -> None:
+    """Regenerate the model card under the registry version (and any policy kept from a champion)."""
+    from classifiers.train import model_card
+
+    try:
+        card = model_card(meta)
+    except (KeyError, TypeError):
+        return  # a model from an older recipe: its card stays as it was written
+    (model_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
 
 
 def resolve_active_model(registry_dir: str | Path | None) -> ActiveModel:

@@ -143,7 +143,7 @@ def _starter_split(share: float) -> tuple[list[Example], list[Example]]:
     return train_rows, held
 
 
-def _needed(total: int, in_slice: int, settings: RetrainSettings) -> int:
+def _needed(in_slice: int, settings: RetrainSettings) -> int:
     """About how many more corrections bring the slice to its minimum (at the slice's share)."""
     missing = settings.min_eval_rows - in_slice
     return max(1, math.ceil(missing / settings.eval_share)) if missing > 0 else 0
@@ -189,9 +189,13 @@ def retrain(
         "by_source": counts,
         "by_label": dict(sorted(Counter(c.label for c in split.train + split.eval).items())),
     }
-    champion_info: dict[str, Any] = {"version": active.version, "path": str(active.path)}
+    champion_info: dict[str, Any] = {
+        "version": active.version,
+        "path": str(active.path),
+        "metrics": {},
+    }
     if len(split.eval) < settings.min_eval_rows:
-        more = _needed(data["corrections"], len(split.eval), settings)
+        more = _needed(len(split.eval), settings)
         decision = Decision(
             promoted=False,
             reason=(
@@ -266,33 +270,38 @@ def retrain(
                 f" ({STARTER_SLICE} reported, not compared: the champion "
                 f"{active.version} was trained on those rows)"
             )
-        decision = Decision(
-            promoted=False,
-            reason=reason,
-            champion={**champion_info, "metrics": {n: s.metrics for n, s in champ_scores.items()}},
-            challenger={
-                "version": None,
-                "metrics": {n: s.metrics for n, s in chall_scores.items()},
-                "cross_source": {
-                    k: meta.get("cross_source", {}).get(k)
-                    for k in ("n", "macro_f1", "accuracy", "needs_review_rate")
-                },
-                "calibration": calibration,
-            },
-            checks=[c.to_json() for c in checks],
-            data=data,
-            settings={**settings.to_json(), "compared": compared},
-            seconds={"train": round(train_seconds, 1), "evaluate": round(eval_seconds, 1)},
-        )
+        chall_metrics = {n: s.metrics for n, s in chall_scores.items()}
         version = registry.add(
             out,
             parent=active.version,
             data=data,
-            metrics={n: s.metrics for n, s in chall_scores.items()},
+            metrics=chall_metrics,
             decision={"gate_passed": promote, "reason": reason},
         )
-    assert decision.challenger is not None
-    decision.challenger["version"] = version.version
+    champion_info.update(
+        model_version=champion.version,
+        metrics={n: s.metrics for n, s in champ_scores.items()},
+    )
+    decision = Decision(
+        promoted=False,
+        reason=reason,
+        champion=champion_info,
+        challenger={
+            "version": version.version,
+            "metrics": chall_metrics,
+            # The recipe's own out-of-source scores over its training rows (free: measured
+            # while choosing the epochs and calibrating).
+            "cross_source": {
+                k: meta.get("cross_source", {}).get(k)
+                for k in ("n", "macro_f1", "accuracy", "needs_review_rate")
+            },
+            "calibration": calibration,
+        },
+        checks=[c.to_json() for c in checks],
+        data=data,
+        settings={**settings.to_json(), "compared": compared},
+        seconds={"train": round(train_seconds, 1), "evaluate": round(eval_seconds, 1)},
+    )
     if promote and settings.promote:
         registry.promote(version.version, reason=reason, by="retrain")
         decision.promoted = True

@@ -73,6 +73,7 @@ def test_versions_promote_and_rollback_restore_the_previous_model(registry: Regi
     )
     # The model itself records the registry version, so every prediction does.
     assert Classifier.load(info.path).version == b
+    assert (info.path / "MODEL_CARD.md").read_text("utf-8").startswith(f"# Model card: {b}\n")
     assert json.loads((info.path / META_FILE).read_text())["recipe_version"].startswith("textcat_")
 
     registry.promote(a, reason="first")
