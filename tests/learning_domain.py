@@ -9,6 +9,9 @@ these posts poorly, which is what the retrain loop is for.
 from __future__ import annotations
 
 import random
+from datetime import datetime, timedelta
+
+from classifiers.corrections import Correction
 
 SHOP = ["@clackworks", "clackworks", "Clackworks", "cw"]
 BOARDS = ["Mako65", "Tenkey Lite", "Otter TKL", "Pike75", "Heron 60", "Quill 1800", "Wren40"]
@@ -142,3 +145,26 @@ def domain_rows(n: int, seed: int = 0, source: str = "keyboard_forum") -> list[d
         seen.add(key)
         rows.append({"text": text, "label": label, "source": source})
     return rows
+
+
+def as_corrections(
+    rows: list[dict[str, str]],
+    when: datetime,
+    *,
+    kind: str = "file",
+    provenance: str = "test.csv",
+    step: timedelta = timedelta(0),
+) -> list[Correction]:
+    """The rows as corrections made at ``when`` (each ``step`` after the previous one)."""
+    return [
+        Correction(
+            text=r["text"],
+            label=r["label"],
+            source=r["source"],
+            provenance_kind=kind,
+            provenance=provenance,
+            created_at=when + i * step,
+            line=i + 2 if kind == "file" else None,
+        )
+        for i, r in enumerate(rows)
+    ]

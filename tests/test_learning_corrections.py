@@ -24,7 +24,7 @@ from classifiers.corrections import (
     text_key,
     to_arrow,
 )
-from tests.learning_domain import domain_rows
+from tests.learning_domain import as_corrections, domain_rows
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -167,30 +167,9 @@ def test_conflicting_corrections_resolve_to_the_latest(tmp_path: Path) -> None:
 
 def test_storage_rows_round_trip_and_resolve_the_same_in_sql(tmp_path: Path) -> None:
     rows = domain_rows(40, seed=3)
-    older = [
-        Correction(
-            text=r["text"],
-            label=r["label"],
-            source=r["source"],
-            provenance_kind="file",
-            provenance="a.csv",
-            created_at=T0,
-            line=i + 2,
-        )
-        for i, r in enumerate(rows)
-    ]
-    newer = [
-        Correction(
-            text=c.text.upper(),
-            label="other",
-            source=c.source,
-            provenance_kind="slack",
-            provenance="U1",
-            created_at=T0 + timedelta(days=1),
-            item_id=f"i-{i}",
-        )
-        for i, c in enumerate(older[:10])
-    ]
+    older = as_corrections(rows, T0, provenance="a.csv")
+    relabels = [{**r, "text": r["text"].upper(), "label": "other"} for r in rows[:10]]
+    newer = as_corrections(relabels, T0 + timedelta(days=1), kind="slack", provenance="U1")
     table = to_arrow(older + newer)
     assert table.schema == CORRECTIONS_SCHEMA
     back = from_arrow(table)
@@ -221,17 +200,7 @@ def test_frozen_slice_is_stable_as_corrections_grow() -> None:
         r["source"] = ["reddit", "appstore", "email"][i % 3]
 
     def corrections(n: int) -> list[Correction]:
-        return [
-            Correction(
-                text=r["text"],
-                label=r["label"],
-                source=r["source"],
-                provenance_kind="file",
-                provenance="f.csv",
-                created_at=T0 + timedelta(minutes=i),
-            )
-            for i, r in enumerate(rows[:n])
-        ]
+        return as_corrections(rows[:n], T0, step=timedelta(minutes=1))
 
     small, large = split_corrections(corrections(300)), split_corrections(corrections(2000))
     small_eval = {c.key for c in small.eval}

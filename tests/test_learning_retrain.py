@@ -23,7 +23,7 @@ from classifiers.retrain import (
     render,
     retrain,
 )
-from tests.learning_domain import domain_rows
+from tests.learning_domain import as_corrections, domain_rows
 
 # Fast training for tests: three epochs, two cross-source folds (the recipe is otherwise the
 # shipped one). About 20 s per retrain on the shared machine.
@@ -168,17 +168,9 @@ def test_too_few_rows_to_calibrate_keeps_the_champions_policy(
     assert first.challenger is not None
     registry.promote(first.challenger["version"])
     champion = Classifier.load(registry.active().path)
-    more = [
-        Correction(
-            text=r["text"],
-            label=r["label"],
-            source="keyboard_forum",
-            provenance_kind="slack",
-            provenance="U0REVIEWER",
-            created_at=T0 + timedelta(days=1),
-        )
-        for r in domain_rows(60, seed=21)
-    ]
+    more = as_corrections(
+        domain_rows(60, seed=21), T0 + timedelta(days=1), kind="slack", provenance="U0REVIEWER"
+    )
     settings = RetrainSettings(epochs=3, folds=2, min_calibration_rows=10**6, promote=False)
     decision = retrain(corrections + more, registry, settings, log=lambda _m: None)
     assert decision.challenger is not None
