@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -11,6 +10,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pyarrow as pa
+
+from triage.keys import stable_key
 
 LABELS: tuple[str, ...] = ("kudos", "sales_lead", "feature_request", "service_issue", "other")
 # The owner who must act first wins the primary label (DESIGN.md); `other` never outranks a real intent.
@@ -68,9 +69,7 @@ def item_id(source: str, external_id: str) -> str:
     """
     # surrogatepass: a lone surrogate from a lenient JSON decoder must not crash the id (valid
     # text encodes exactly as before, so existing ids do not change).
-    key = f"{source}\x1f{external_id}".encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(key, digest_size=10)
-    return digest.hexdigest()
+    return stable_key(source, external_id, size=10, errors="surrogatepass")
 
 
 @dataclass(slots=True)

@@ -6,7 +6,6 @@ catalog without hunting for queries across the code base.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from triage.keys import stable_key
 from triage.models import ITEM_SCHEMA, LABELS, Mention, Rejected, cap_raw, storable
 
 # Each migration runs once, in order, inside one transaction with its bookkeeping row.
@@ -526,10 +526,7 @@ class Store:
             reason = storable(r.reason[:2000]) or ""
             rows.append(
                 {
-                    "key": hashlib.blake2b(
-                        f"{r.source}\x1f{reason}\x1f{raw}".encode(errors="replace"),
-                        digest_size=12,
-                    ).hexdigest(),
+                    "key": stable_key(r.source, reason, raw, errors="replace"),
                     "source": r.source,
                     "external_id": storable(r.external_id),
                     "reason": reason,

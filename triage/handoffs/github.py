@@ -16,7 +16,6 @@ created seconds earlier.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
@@ -24,6 +23,7 @@ from triage.config import Config, DestinationConfig
 from triage.delivery import Destination
 from triage.handoffs.base import HandoffDestination, fail, http_client
 from triage.handoffs.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
+from triage.keys import stable_key
 from triage.limits import GITHUB_BODY, GITHUB_TITLE, clip
 from triage.store import Store
 
@@ -111,7 +111,7 @@ class GitHubDestination(HandoffDestination):
         group_id, score = self._index.best(sig, self.threshold)
         new_group = None
         if group_id is None:
-            group_id = hashlib.blake2b(f"{self.name}\x1f{key}".encode(), digest_size=8).hexdigest()
+            group_id = stable_key(self.name, key, size=8)
             title = " ".join(str(item["text"]).split())
             new_group = {
                 "id": group_id,

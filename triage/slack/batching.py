@@ -8,13 +8,13 @@ flagged items first (the outbox orders them so).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from typing import Any
 
 from slack_sdk import WebClient
 
+from triage.keys import stable_key
 from triage.slack.messages import batch_parent_message
 from triage.store import Store
 
@@ -28,7 +28,7 @@ def batch_key(destination: str, due: list[dict[str, Any]]) -> str:
     is resumed finds the same key and keeps threading under the same parent.
     """
     first = min(str(r["created_at"]) for r in due)
-    return hashlib.blake2b(f"{destination}\x1f{first}".encode(), digest_size=12).hexdigest()
+    return stable_key(destination, first)
 
 
 def open_review_thread(

@@ -16,7 +16,6 @@ and the tests share it. The life of a click:
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from triage.config import Config
+from triage.keys import stable_key
 from triage.models import DEPARTMENTS, LABELS
 from triage.routing import ARCHIVED, RELEASED, SUPPRESSED, match, release_handoffs
 from triage.secrets import get_secret
@@ -135,10 +135,6 @@ class Decision:
         return datetime.fromisoformat(self.decided_at)
 
 
-def _decision_id(*parts: str) -> str:
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
-
-
 def parse_actions(body: dict[str, Any], now: datetime | None = None) -> list[Decision]:
     """Turn a ``block_actions`` payload into decisions.
 
@@ -190,7 +186,7 @@ def parse_actions(body: dict[str, Any], now: datetime | None = None) -> list[Dec
         out.append(
             Decision(
                 # Deterministic, so a retried delivery of the same click is one decision.
-                decision_id=_decision_id(item_id, user_id, kind, value, ts or when.isoformat()),
+                decision_id=stable_key(item_id, user_id, kind, value, ts or when.isoformat()),
                 item_id=item_id,
                 action=kind,
                 value=value or None,
