@@ -24,7 +24,8 @@ from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
 from flows.progress import Event, emit
 from triage.config import Config, SourceConfig, load_config
-from triage.delivery import build_destinations, drain
+from triage.delivery import drain
+from triage.destinations import after_drain, build_destinations
 from triage.models import LABELS
 from triage.routing import route_batch
 from triage.secrets import get_secret
@@ -214,6 +215,8 @@ def deliver_pending(config: Config, limit: int = 10_000) -> dict[str, Any]:
     destinations = build_destinations(config)
     with open_store(config.database) as store:
         report = drain(store, config, destinations, limit=limit)
+        # Thread notes that waited for their review message, then dead-letter alerts.
+        after_drain(store, config, destinations)
     # Only destinations that wrote a preview in this drain: nothing previewed, no preview note.
     previews = sorted(report.previewed_by)
     seconds = round(time.monotonic() - started, 3)

@@ -31,10 +31,10 @@ from tests.fakes.zendesk import FakeZendesk, start_fake_zendesk
 from triage import store as store_mod
 from triage.cli import app
 from triage.config import ConfigError, load_config
-from triage.handoffs.similarity import FEATURE_THRESHOLD, jaccard, signature
-from triage.handoffs.zendesk import urgency
+from triage.destinations.zendesk import urgency
 from triage.models import item_id
 from triage.routing import AUTO_HANDOFF, AWAITING_REVIEW, delivery_key, route_batch
+from triage.similarity import FEATURE_THRESHOLD, jaccard, signature
 from triage.store import open_store
 
 SOURCE = "social"
@@ -627,10 +627,10 @@ def test_review_thread_note_waits_for_the_review_message(world: World) -> None:
 
 
 def test_ticket_priority_comes_from_words_and_reach() -> None:
-    assert urgency({"text": "Total outage since 9am, nothing loads"})[0] == "urgent"
-    assert urgency({"text": "It keeps crashing when I open a notebook"})[0] == "high"
-    assert urgency({"text": "cannot download my export"})[0] == "normal"  # not "down"
-    assert urgency({"text": "sync is slow", "author_followers": 50_000})[0] == "high"
+    assert urgency("Total outage since 9am, nothing loads")[0] == "urgent"
+    assert urgency("It keeps crashing when I open a notebook")[0] == "high"
+    assert urgency("cannot download my export")[0] == "normal"  # not "down"
+    assert urgency("sync is slow", 50_000)[0] == "high"
 
 
 def test_sales_leads_without_an_email_share_one_contact_by_handle(world: World) -> None:
@@ -878,7 +878,7 @@ def test_dead_letters_are_announced_to_a_webhook_alerts_destination(
 def test_alerts_to_a_destination_that_cannot_carry_them_are_a_clear_error(
     world: World,
 ) -> None:
-    from triage.delivery import check_destinations
+    from triage.destinations import check_destinations
 
     data = world.settings()
     data["alerts"]["destination"] = "zendesk"

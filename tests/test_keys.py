@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from triage.destinations.slack import batch_key
 from triage.keys import stable_key
 from triage.models import Rejected, item_id
 from triage.routing import delivery_key
-from triage.slack.batching import batch_key
 from triage.store import open_store
 
 ITEM = "0123456789abcdef0123"

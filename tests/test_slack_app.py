@@ -33,6 +33,7 @@ from tests.fakes.slack import FakeSlack, start_fake_slack
 from tests.fakes.slack_payloads import slash_command, text_objects
 from triage.cli import app as cli_app
 from triage.config import Config, load_config
+from triage.models import DeliveryItem
 from triage.slack import decisions as decisions_mod
 from triage.slack.app import EVENTS_PATH, ReviewApp, ReviewWorker, build_app, serve
 from triage.slack.client import make_client
@@ -639,7 +640,8 @@ def test_huge_hostile_input_stays_within_block_kit_limits(env: Env) -> None:
             {**item, "routed_at": datetime.now(UTC) - timedelta(days=3)},
         ],
     }
-    messages = [review_message(item), decided_message(item, decision)]
+    delivered = DeliveryItem.from_row(item)
+    messages = [review_message(delivered), decided_message(delivered, decision)]
     home = queue_blocks(queue, now=datetime.now(UTC), overdue_after=timedelta(hours=24))
 
     for blocks in [m["blocks"] for m in messages] + [home]:
@@ -680,7 +682,7 @@ def test_many_items_are_posted_as_one_thread_flagged_first(seeded: Seeded) -> No
 def test_crashed_threaded_post_is_reconciled_in_its_thread(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from triage import delivery
+    from triage import delivery, destinations
 
     # A review delivery left in `sending` (the process died after Slack accepted the reply).
     key, item = env.rows(
@@ -689,7 +691,7 @@ def test_crashed_threaded_post_is_reconciled_in_its_thread(
     with STORE_LOCK, open_store(env.db) as store:
         store.mark_sending(key)
         before = len(env.fake.posted())
-        dests = delivery.build_destinations(env.config)
+        dests = destinations.build_destinations(env.config)
         report = delivery.drain(store, env.config, dests)
     assert report.reconciled == 1 and report.sent == 0
     assert len(env.fake.posted()) == before

@@ -170,7 +170,8 @@ def drain_rate(config_path: Path, messages: int) -> dict[str, Any]:
     except ImportError:
         return {"skipped": "the fake Slack (tests/fakes) is only available in a source checkout"}
     from triage.config import load_config
-    from triage.delivery import build_destinations, drain
+    from triage.delivery import drain
+    from triage.destinations import build_destinations
     from triage.store import open_store
 
     fake, server = start_fake_slack()

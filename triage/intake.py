@@ -37,13 +37,12 @@ from triage.httpserver import (
     RequestError,
 )
 from triage.models import InvalidRecord
+from triage.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 log = logging.getLogger("triage.intake")
 
 DEFAULT_MAX_BYTES = 64 * 1024
 REPLAY_WINDOW_S = 300
-SIGNATURE_HEADER = "X-Triage-Signature"
-TIMESTAMP_HEADER = "X-Triage-Timestamp"
 SECRET_ENV = "TRIAGE_INTAKE_SECRET"
 SECRET_BLOCK = "triage-intake-secret"
 # Longest client-chosen id we accept; ids are keys, not payload.
@@ -56,21 +55,6 @@ _CHECK_SOURCE = "intake"
 
 # A refusal: HTTP status and reason (kept under its old name for callers of this module).
 IntakeError = RequestError
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """Return the signature header value a client sends for ``body`` at ``timestamp``.
-
-    Args:
-        secret: The shared secret.
-        timestamp: Unix seconds as sent in ``X-Triage-Timestamp``.
-        body: The exact request body bytes.
-
-    Returns:
-        ``sha256=<hex>``.
-    """
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
 
 
 class Spool:

@@ -57,6 +57,19 @@ def match(rule: Rule, source: str, text_lower: str, label: str, score: float) ->
     return not rule.keywords or any(k in text_lower for k in rule.keywords)
 
 
+def department_for(config: Config, source: str, text: str, label: str, score: float) -> str | None:
+    """The department the first matching rule gives one item (None: nobody, or no rule matched).
+
+    The per-item form of :func:`route_batch`'s column-wise rule matching (a test checks that the
+    two agree); a reviewer's relabel is routed through it.
+    """
+    text_lower = text.lower()
+    for rule in config.rules:
+        if match(rule, source, text_lower, label, score):
+            return rule.department
+    return None
+
+
 def auto_handoff(
     config: Config, department: str, label: str, score: float, needs_review: bool
 ) -> bool:

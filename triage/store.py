@@ -20,7 +20,15 @@ import duckdb
 import pyarrow as pa
 
 from triage.keys import stable_key
-from triage.models import ITEM_SCHEMA, LABELS, Mention, Rejected, cap_raw, storable
+from triage.models import (
+    ITEM_SCHEMA,
+    LABELS,
+    DeliveryItem,
+    Mention,
+    Rejected,
+    cap_raw,
+    storable,
+)
 
 # Each migration runs once, in order, inside one transaction with its bookkeeping row.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -641,9 +649,9 @@ class Store:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
-    def delivery_context(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def delivery_context(self, item_ids: Sequence[str]) -> dict[str, DeliveryItem]:
         """Return everything a message needs about each item: the mention, prediction and route."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, DeliveryItem] = {}
         ids = list(dict.fromkeys(item_ids))
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = ids[start : start + _LOOKUP_CHUNK]
@@ -660,9 +668,8 @@ class Store:
             )
             cols = [d[0] for d in cur.description]
             for row in cur.fetchall():
-                rec = dict(zip(cols, row, strict=True))
-                rec["scores"] = json.loads(rec["scores"])
-                out[rec["id"]] = rec
+                item = DeliveryItem.from_row(dict(zip(cols, row, strict=True)))
+                out[item.id] = item
         return out
 
     def mark_sending(self, key: str) -> None:

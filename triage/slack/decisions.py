@@ -36,11 +36,10 @@ from slack_sdk.webhook import WebhookClient
 
 from triage.config import Config
 from triage.keys import stable_key
-from triage.models import DEPARTMENTS, LABELS
-from triage.routing import ARCHIVED, RELEASED, SUPPRESSED, match, release_handoffs
+from triage.models import DEPARTMENTS, LABELS, DeliveryItem
+from triage.routing import ARCHIVED, RELEASED, SUPPRESSED, department_for, release_handoffs
 from triage.secrets import get_secret
-from triage.slack.batching import thread_root
-from triage.slack.client import make_client
+from triage.slack.client import make_client, thread_root
 from triage.slack.messages import (
     ACTION_CONFIRM,
     ACTION_RELABEL,
@@ -320,16 +319,6 @@ class ApplyReport:
     pending: int = 0
 
 
-def department_for(config: Config, item: dict[str, Any], label: str) -> str | None:
-    """The department the routing rules give an item once it carries ``label``."""
-    text_lower = str(item["text"]).lower()
-    score = float((item.get("scores") or {}).get(label, 1.0))
-    for rule in config.rules:
-        if match(rule, str(item["source"]), text_lower, label, score):
-            return rule.department
-    return None
-
-
 # Decisions applied per transaction. Between batches the store is closed and the lock released,
 # so a flow run or a CLI command waiting for the DuckDB file gets it within one batch's time.
 APPLY_BATCH = 100
@@ -371,7 +360,7 @@ class ReviewChanges:
 def plan_decisions(
     config: Config,
     decisions: Sequence[Decision],
-    items: dict[str, dict[str, Any]],
+    items: dict[str, DeliveryItem],
     decided: set[str],
 ) -> ReviewChanges:
     """Work out what a batch of decisions does, without touching the store.
@@ -399,28 +388,28 @@ def plan_decisions(
             out.audit.append(_audit(d, "rejected", after="unknown item"))
             continue
         before = current.get(d.item_id) or {
-            "label": item["label"],
-            "department": item["department"],
-            "state": item["route_state"],
+            "label": item.label,
+            "department": item.department,
+            "state": item.route_state,
         }
         if d.item_id in settled:
             out.outcomes[d.decision_id] = "superseded"
             out.audit.append(_audit(d, "superseded", before=json.dumps(before)))
             continue
         settled.add(d.item_id)
-        label, department, rule = item["label"], item["department"], f"review:{d.action}"
+        label, department, rule = item.label, item.department, f"review:{d.action}"
         if d.action == "relabel" and d.value:
             label = d.value
-            department = department_for(config, item, label)
-            others = [lab for lab in item["labels"] or [] if lab not in (label, item["label"])]
+            department = department_for(config, item.source, item.text, label, item.score_of(label))
+            others = [lab for lab in item.labels if lab not in (label, item.label)]
             out.relabels.append({"item_id": d.item_id, "label": label, "labels": [label, *others]})
-            out.training.append(_example(d, label, item["label"]))
+            out.training.append(_example(d, label, item.label))
         elif d.action == "reroute" and d.value:
             department = d.value
         if d.action == "spam":
             state = SUPPRESSED
             # Spam is `other` by the label contract: a useful correction for the next model.
-            out.training.append(_example(d, "other", item["label"]))
+            out.training.append(_example(d, "other", item.label))
         elif department:
             state = RELEASED
             out.released.append((d.item_id, department))

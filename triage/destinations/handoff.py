@@ -1,4 +1,4 @@
-"""What every handoff integration shares: HTTP with retries, its records in the store, thread notes.
+"""What every handoff destination shares: HTTP with retries, its records in the store, thread notes.
 
 A handoff is one outbox delivery to a department's own tool. The outbox already guarantees that a
 delivery is marked ``sending`` before the call and reconciled with ``lookup`` after a crash; the
@@ -27,9 +27,11 @@ from slack_sdk.errors import SlackApiError
 
 from connectors.http import RETRY_STATUS, USER_AGENT, retry_after_seconds
 from triage.config import Config, DestinationConfig
-from triage.delivery import DeliveryError, Destination, SlackDestination
+from triage.destinations.base import DeliveryError, Destination
+from triage.destinations.slack import SlackDestination
+from triage.models import DeliveryItem
 from triage.secrets import get_secret
-from triage.slack.batching import find_in_threads, thread_root
+from triage.slack.client import find_by_key, post, thread_root
 from triage.store import Store
 
 log = logging.getLogger("triage.handoffs")
@@ -117,14 +119,6 @@ def fail(what: str, response: httpx.Response) -> DeliveryError:
     )
 
 
-def author_key(item: dict[str, Any]) -> str:
-    """Who wrote an item, as one stable string: the profile url, else source and handle."""
-    if item.get("author_url"):
-        return str(item["author_url"]).strip().lower()
-    who = item.get("author_handle") or item.get("author_name") or "anonymous"
-    return f"{item['source']}:{who}".strip().lower()
-
-
 def secret(settings: dict[str, Any], env_key: str, default_env: str, block_key: str) -> str | None:
     """A credential named by a destination's settings: env var first, then a Secret block."""
     return get_secret(str(settings.get(env_key) or default_env), settings.get(block_key))
@@ -190,7 +184,7 @@ class HandoffDestination:
         """The destination's HTTP client (subclasses create it in their constructor)."""
         return self._client
 
-    def seen_before(self, key: str, item: dict[str, Any]) -> str | None:
+    def seen_before(self, key: str, item: DeliveryItem) -> str | None:
         """Before sending, look up a key an earlier attempt may have delivered.
 
         The outbox reconciles rows left ``sending`` by a crash; this covers the other case, a
@@ -203,7 +197,7 @@ class HandoffDestination:
             return self.reference(ref)
         return self.lookup(key, item)
 
-    def lookup(self, key: str, item: dict[str, Any]) -> str | None:
+    def lookup(self, key: str, item: DeliveryItem) -> str | None:
         """Subclasses look the key up at the destination."""
         raise NotImplementedError
 
@@ -262,46 +256,48 @@ class HandoffDestination:
             thread_ts = thread_root(slack.client, channel, review_ts)
             if row["note_state"] == "sending":
                 # A crash may have come between posting and recording: look in the thread first.
-                found = find_in_threads(slack.client, channel, [thread_ts], note_key)
+                found = find_by_key(
+                    slack.client, channel, note_key, threads=[thread_ts], history=False
+                )
                 if found:
                     self.store.set_note_state(row["key"], "posted", f"{channel}:{found}")
                     return
             self.store.set_note_state(row["key"], "sending")
-            resp = slack.client.chat_postMessage(
-                channel=channel,
+            ref = post(
+                slack.client,
+                channel,
+                {"text": self.note_text(row)},
+                event_type="triage_handoff_note",
+                payload={"key": note_key},
                 thread_ts=thread_ts,
-                text=self.note_text(row),
-                unfurl_links=False,
-                unfurl_media=False,
-                metadata={"event_type": "triage_handoff_note", "event_payload": {"key": note_key}},
             )
         except SlackApiError as exc:
             # The handoff itself succeeded; the note is retried at the start of the next drain.
             log.warning("thread note for %s not posted: %s", row["key"], exc.response.get("error"))
             self.store.set_note_state(row["key"], "pending")
             return
-        self.store.set_note_state(row["key"], "posted", f"{resp['channel']}:{resp['ts']}")
+        self.store.set_note_state(row["key"], "posted", ref)
 
 
-def describe(item: dict[str, Any]) -> list[str]:
+def describe(item: DeliveryItem) -> list[str]:
     """Plain-text lines with the context a department needs to act on an item."""
-    label = str(item["label"])
-    score = float((item.get("scores") or {}).get(label, item.get("score") or 0.0))
-    also = [lab for lab in item.get("labels") or [] if lab != label]
-    who = item.get("author_name") or item.get("author_handle") or "unknown"
-    if item.get("author_handle") and item.get("author_name"):
-        who = f"{item['author_name']} ({item['author_handle']})"
+    also = [lab for lab in item.labels if lab != item.label]
+    author = item.author
+    who = author.name or author.handle or "unknown"
+    if author.handle and author.name:
+        who = f"{author.name} ({author.handle})"
     lines = [f"From: {who}"]
-    if item.get("author_url"):
-        lines.append(f"Profile: {item['author_url']}")
-    if item.get("author_followers") is not None:
-        lines.append(f"Followers: {item['author_followers']}")
-    source = str(item["source"]) + (f" ({item['source_type']})" if item.get("source_type") else "")
-    lines.append(f"Source: {source}" + (f" {item['url']}" if item.get("url") else ""))
-    created = item.get("created_at")
+    if author.url:
+        lines.append(f"Profile: {author.url}")
+    if author.followers is not None:
+        lines.append(f"Followers: {author.followers}")
+    source = item.source + (f" ({item.source_type})" if item.source_type else "")
+    lines.append(f"Source: {source}" + (f" {item.url}" if item.url else ""))
+    created = item.created_at
     lines.append(f"Posted: {created.isoformat() if isinstance(created, datetime) else created}")
     lines.append(
-        f"Classification: {label} ({score:.0%})" + (f", also {', '.join(also)}" if also else "")
+        f"Classification: {item.label} ({item.score:.0%})"
+        + (f", also {', '.join(also)}" if also else "")
     )
-    lines.append(f"Item: {item['id']}")
+    lines.append(f"Item: {item.id}")
     return lines

@@ -12,11 +12,13 @@ from __future__ import annotations
 import html
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from triage.config import Config, DestinationConfig
-from triage.handoffs.base import HandoffDestination, author_key, describe, fail, http_client
+from triage.destinations.base import Destination
+from triage.destinations.handoff import HandoffDestination, describe, fail, http_client, secret
+from triage.destinations.preview import build as preview
 from triage.limits import HUBSPOT_NOTE_BODY, fit
+from triage.models import DeliveryItem
 
 # HubSpot's built-in association type "note to contact".
 NOTE_TO_CONTACT = 202
@@ -57,10 +59,10 @@ class HubSpotDestination(HandoffDestination):
         results = resp.json().get("results") or []
         return str(results[0]["id"]) if results else None
 
-    def _contact(self, item: dict[str, Any]) -> str:
-        handle = str(item.get("author_handle") or "").strip()
+    def _contact(self, item: DeliveryItem) -> str:
+        handle = str(item.author.handle or "").strip()
         email = handle.lower() if _EMAIL.match(handle) else None
-        who = author_key(item)
+        who = item.author_key
         found = (
             self._search("contacts", "email", email)
             if email
@@ -68,7 +70,7 @@ class HubSpotDestination(HandoffDestination):
         )
         if found:
             return found
-        name = str(item.get("author_name") or handle or "unknown").strip()
+        name = str(item.author.name or handle or "unknown").strip()
         first, _, last = name.partition(" ")
         props: dict[str, str] = {
             "firstname": first,
@@ -78,8 +80,8 @@ class HubSpotDestination(HandoffDestination):
         }
         if email:
             props["email"] = email
-        if item.get("author_url"):
-            props["website"] = str(item["author_url"])
+        if item.author.url:
+            props["website"] = str(item.author.url)
         resp = self.call("POST", "/crm/v3/objects/contacts", json={"properties": props})
         if resp.status_code == 409:
             # Created meanwhile (another run, or by hand): HubSpot names the existing record.
@@ -90,12 +92,12 @@ class HubSpotDestination(HandoffDestination):
             raise fail(f"hubspot {self.name}", resp)
         return str(resp.json()["id"])
 
-    def _note_body(self, item: dict[str, Any]) -> str:
+    def _note_body(self, item: DeliveryItem) -> str:
         # hs_note_body is HTML: everything from the public is escaped, then the text is cut so the
         # whole body (tags and entities included) fits HubSpot's limit.
         context = [fit(line, 2000, html.escape) for line in describe(item)]
         tail = "</p><p>" + "</p><p>".join(context) + "</p>"
-        text = fit(str(item["text"]), HUBSPOT_NOTE_BODY - len(tail) - len("<p>"), html.escape)
+        text = fit(item.text, HUBSPOT_NOTE_BODY - len(tail) - len("<p>"), html.escape)
         return "<p>" + text + tail
 
     def record_url(self, contact_id: str) -> str | None:
@@ -104,16 +106,16 @@ class HubSpotDestination(HandoffDestination):
             return None
         return f"https://app.hubspot.com/contacts/{self.portal_id}/record/0-1/{contact_id}"
 
-    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
+    def send(self, key: str, kind: str, item: DeliveryItem) -> str:
         """Find or create the contact, then add the note associated with it."""
         earlier = self.seen_before(key, item)
         if earlier:
             return earlier
         self.store.begin_handoff(
-            key, item["id"], self.name, self.system, "note", author_key=author_key(item)
+            key, item.id, self.name, self.system, "note", author_key=item.author_key
         )
         contact_id = self._contact(item)
-        created = item.get("created_at")
+        created = item.created_at
         when = created if isinstance(created, datetime) else datetime.now(UTC)
         resp = self.call(
             "POST",
@@ -143,13 +145,21 @@ class HubSpotDestination(HandoffDestination):
             raise fail(f"hubspot {self.name}", resp)
         return self.finish(key, str(resp.json()["id"]), self.record_url(contact_id))
 
-    def lookup(self, key: str, item: dict[str, Any]) -> str | None:
+    def lookup(self, key: str, item: DeliveryItem) -> str | None:
         """Search notes for the delivery key."""
         note_id = self._search("notes", self.key_property, key)
         if note_id is None:
             return None
         if self.store.handoff_ref(key) is None:
             self.store.begin_handoff(
-                key, item["id"], self.name, self.system, "note", author_key=author_key(item)
+                key, item.id, self.name, self.system, "note", author_key=item.author_key
             )
         return self.finish(key, note_id, None)
+
+
+def build(dest: DestinationConfig, config: Config) -> Destination:
+    """A ``hubspot`` destination (JSON previews without a token)."""
+    token = secret(dest.settings, "token_env", "HUBSPOT_TOKEN", "token_secret")
+    if not token:
+        return preview(dest, config)
+    return HubSpotDestination(dest, config, token)

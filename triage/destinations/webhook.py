@@ -16,55 +16,47 @@ again and the receiver's de-duplication by key keeps it single.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from datetime import datetime
 from typing import Any
 
 from triage.config import Config, DestinationConfig
-from triage.handoffs.base import HandoffDestination, author_key, fail, http_client
-
-SIGNATURE_HEADER = "X-Triage-Signature"
-TIMESTAMP_HEADER = "X-Triage-Timestamp"
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature header value for a body signed at ``timestamp``."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+from triage.destinations.base import Destination
+from triage.destinations.handoff import HandoffDestination, fail, http_client, secret
+from triage.destinations.preview import build as preview
+from triage.models import DeliveryItem
+from triage.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 
-def payload(key: str, kind: str, item: dict[str, Any], department: str) -> dict[str, Any]:
+def payload(key: str, kind: str, item: DeliveryItem, department: str) -> dict[str, Any]:
     """The JSON document a webhook receives."""
-    label = str(item["label"])
-    created = item.get("created_at")
+    created = item.created_at
     return {
         "idempotency_key": key,
         "kind": kind,
         "department": department,
         "item": {
-            "id": item["id"],
-            "source": item["source"],
-            "source_type": item.get("source_type"),
-            "url": item.get("url"),
-            "text": item["text"],
+            "id": item.id,
+            "source": item.source,
+            "source_type": item.source_type,
+            "url": item.url,
+            "text": item.text,
             "created_at": created.isoformat() if isinstance(created, datetime) else created,
             "author": {
-                "handle": item.get("author_handle"),
-                "name": item.get("author_name"),
-                "url": item.get("author_url"),
-                "followers": item.get("author_followers"),
-                "key": author_key(item),
+                "handle": item.author.handle,
+                "name": item.author.name,
+                "url": item.author.url,
+                "followers": item.author.followers,
+                "key": item.author_key,
             },
         },
         "classification": {
-            "label": label,
-            "labels": list(item.get("labels") or []),
-            "score": float((item.get("scores") or {}).get(label, item.get("score") or 0.0)),
-            "scores": item.get("scores") or {},
-            "needs_review": bool(item.get("needs_review")),
+            "label": item.label,
+            "labels": list(item.labels),
+            "score": item.score,
+            "scores": dict(item.scores),
+            "needs_review": item.needs_review,
         },
     }
 
@@ -105,9 +97,9 @@ class WebhookDestination(HandoffDestination):
             return str((resp.json() or {}).get("id") or "") or None
         return None
 
-    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
+    def send(self, key: str, kind: str, item: DeliveryItem) -> str:
         """Sign and POST the payload; the receiver's ``id`` (if it answers one) is the reference."""
-        self.store.begin_handoff(key, item["id"], self.name, self.system, "post")
+        self.store.begin_handoff(key, item.id, self.name, self.system, "post")
         ref_id = self._post(payload(key, kind, item, self.department), key)
         return self.finish(key, ref_id or key, None)
 
@@ -136,7 +128,7 @@ class WebhookDestination(HandoffDestination):
         }
         return f"webhook:{self._post(doc, key) or key}"
 
-    def lookup(self, key: str, item: dict[str, Any]) -> str | None:
+    def lookup(self, key: str, item: DeliveryItem) -> str | None:
         """Ask ``status_url`` whether the receiver has the key (None without one: send again)."""
         if not self.status_url:
             return None
@@ -152,5 +144,15 @@ class WebhookDestination(HandoffDestination):
         if resp.status_code != 200:
             raise fail(f"webhook {self.name}", resp)
         if self.store.handoff_ref(key) is None:
-            self.store.begin_handoff(key, item["id"], self.name, self.system, "post")
+            self.store.begin_handoff(key, item.id, self.name, self.system, "post")
         return self.finish(key, key, None)
+
+
+def build(dest: DestinationConfig, config: Config) -> Destination:
+    """A ``webhook`` destination (JSON previews without a signing secret)."""
+    if not dest.settings.get("url"):
+        raise ValueError(f"destination '{dest.name}': webhook needs 'url'")
+    key = secret(dest.settings, "secret_env", "TRIAGE_WEBHOOK_SECRET", "secret_block")
+    if not key:
+        return preview(dest, config)
+    return WebhookDestination(dest, config, key)

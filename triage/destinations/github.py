@@ -2,7 +2,7 @@
 
 Each feature request joins the group of its most similar earlier mention in the tracker (token
 Jaccard of the normalised text at or above ``similarity``, default 0.4, see
-:mod:`triage.handoffs.similarity`), or starts a new group. A group's first mention opens an issue (``POST /repos/{owner}/{repo}/issues``)
+:mod:`triage.similarity`), or starts a new group. A group's first mention opens an issue (``POST /repos/{owner}/{repo}/issues``)
 whose body lists the mentions and the count; each later mention adds a comment and updates the body
 (``PATCH``) instead of opening another issue.
 
@@ -20,11 +20,13 @@ import re
 from typing import Any
 
 from triage.config import Config, DestinationConfig
-from triage.delivery import Destination
-from triage.handoffs.base import HandoffDestination, fail, http_client
-from triage.handoffs.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
+from triage.destinations.base import Destination
+from triage.destinations.handoff import HandoffDestination, fail, http_client, secret
+from triage.destinations.preview import build as preview
 from triage.keys import stable_key
 from triage.limits import GITHUB_BODY, GITHUB_TITLE, clip
+from triage.models import DeliveryItem
+from triage.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
 from triage.store import Store
 
 API_VERSION = "2022-11-28"
@@ -92,12 +94,12 @@ class GitHubDestination(HandoffDestination):
         self._index: SignatureIndex | None = None
 
     # ----------------------------------------------------------------- groups
-    def assign(self, key: str, item: dict[str, Any]) -> str:
+    def assign(self, key: str, item: DeliveryItem) -> str:
         """Fold the item into its group (once per key) and return the group id."""
         mention = self.store.feature_mention(key)
         if mention is not None:
             return str(mention["group_id"])
-        sig = signature(str(item["text"]))
+        sig = signature(item.text)
         if self._index is None:
             # Loaded once per drain: every later mention of the run is compared in memory.
             self._index = SignatureIndex(
@@ -112,7 +114,7 @@ class GitHubDestination(HandoffDestination):
         new_group = None
         if group_id is None:
             group_id = stable_key(self.name, key, size=8)
-            title = " ".join(str(item["text"]).split())
+            title = " ".join(item.text.split())
             new_group = {
                 "id": group_id,
                 "destination": self.name,
@@ -121,7 +123,7 @@ class GitHubDestination(HandoffDestination):
             }
             score = 1.0
         self.store.add_feature_mention(
-            key, item["id"], score, group_id, new_group, signature=" ".join(sorted(sig))
+            key, item.id, score, group_id, new_group, signature=" ".join(sorted(sig))
         )
         self._index.add(group_id, sig)
         return group_id
@@ -146,7 +148,8 @@ class GitHubDestination(HandoffDestination):
         listed = ["", "### Mentions", ""] if mentions else []
         for m in mentions:
             when = m["created_at"].strftime("%Y-%m-%d") if m.get("created_at") else ""
-            listed.append(f"- {self._where(m)} by `{_handle(m)}` {when} {key_marker(m['key'])}")
+            where = self._where(m["source"], m.get("url"))
+            listed.append(f"- {where} by `{_handle(m)}` {when} {key_marker(m['key'])}")
         if count > len(mentions):
             listed.append(f"- … and {count - len(mentions)} more")
         if not mentions:
@@ -154,11 +157,11 @@ class GitHubDestination(HandoffDestination):
         return _within(lines, str(mentions[0]["text"]), listed)
 
     @staticmethod
-    def _where(mention: dict[str, Any]) -> str:
+    def _where(source: str, url: str | None) -> str:
         """The mention's source as a link when its url is safe, else as code."""
-        source = clip(str(mention["source"]).replace("`", "'").replace("]", ")"), 100)
-        link = _safe_link(mention.get("url"))
-        return f"[{source}]({link})" if link else f"`{source}`"
+        name = clip(str(source).replace("`", "'").replace("]", ")"), 100)
+        link = _safe_link(url)
+        return f"[{name}]({link})" if link else f"`{name}`"
 
     # ----------------------------------------------------------------- GitHub
     def _issues(self) -> list[dict[str, Any]]:
@@ -212,12 +215,12 @@ class GitHubDestination(HandoffDestination):
             self.store.set_group_issue(group["id"], int(found["number"]), found["html_url"])
         return found
 
-    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
+    def send(self, key: str, kind: str, item: DeliveryItem) -> str:
         """Open the group's issue, or comment on it and update its count."""
         earlier = self.seen_before(key, item)
         if earlier:
             return earlier
-        self.store.begin_handoff(key, item["id"], self.name, self.system, "mention")
+        self.store.begin_handoff(key, item.id, self.name, self.system, "mention")
         group_id = self.assign(key, item)
         group = self.store.feature_group(group_id)
         assert group is not None  # assign() just stored it
@@ -241,10 +244,10 @@ class GitHubDestination(HandoffDestination):
         number = int(issue["number"])
         similarity = float((self.store.feature_mention(key) or {}).get("similarity", 1.0))
         head = (
-            f"Another mention (now {group['mentions']}) from {self._where(item)}, similarity "
-            f"{similarity:.2f}:"
+            f"Another mention (now {group['mentions']}) from "
+            f"{self._where(item.source, item.url)}, similarity {similarity:.2f}:"
         )
-        comment = _within([head, ""], str(item["text"]), [key_marker(key)])
+        comment = _within([head, ""], item.text, [key_marker(key)])
         resp = self.call(
             "POST",
             f"/repos/{self.repo}/issues/{number}/comments",
@@ -265,7 +268,7 @@ class GitHubDestination(HandoffDestination):
         if resp.status_code != 200:
             raise fail(f"github {self.name}", resp)
 
-    def lookup(self, key: str, item: dict[str, Any]) -> str | None:
+    def lookup(self, key: str, item: DeliveryItem) -> str | None:
         """Find the mention's key in its group's issue body or comments."""
         ref = self.store.handoff_ref(key)
         if ref and ref["state"] == "done":
@@ -288,8 +291,18 @@ class GitHubDestination(HandoffDestination):
             body = resp.json().get("body") or ""
         if key_marker(key) in str(body) or self._has_comment(number, key):
             if ref is None:
-                self.store.begin_handoff(key, item["id"], self.name, self.system, "mention")
+                self.store.begin_handoff(key, item.id, self.name, self.system, "mention")
             # The count in the body may predate this mention; bring it up to date.
             self._update_body(group["id"], number)
             return self.finish(key, str(number), issue["html_url"])
         return None
+
+
+def build(dest: DestinationConfig, config: Config) -> Destination:
+    """A ``github`` destination (JSON previews without a token)."""
+    if not dest.settings.get("repo") or "/" not in str(dest.settings["repo"]):
+        raise ValueError(f"destination '{dest.name}': github needs 'repo: owner/name'")
+    token = secret(dest.settings, "token_env", "GITHUB_TOKEN", "token_secret")
+    if not token:
+        return preview(dest, config)
+    return GitHubDestination(dest, config, token)

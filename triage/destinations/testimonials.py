@@ -13,8 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from triage.config import Config, DestinationConfig
-from triage.delivery import PreviewDestination, SlackDestination
-from triage.handoffs.base import HandoffDestination, author_key
+from triage.destinations.base import Destination
+from triage.destinations.handoff import HandoffDestination
+from triage.destinations.preview import PreviewDestination
+from triage.destinations.slack import SlackDestination, slack_token
+from triage.models import DeliveryItem
 from triage.slack.messages import escape, handoff_message
 
 
@@ -51,27 +54,26 @@ class TestimonialsDestination(HandoffDestination):
         # The channel post is the handoff; a note in the review thread would only repeat it.
         self.thread_note = False
 
-    def _record(self, key: str, item: dict[str, Any]) -> dict[str, Any]:
-        label = str(item["label"])
-        who = author_key(item)
+    def _record(self, key: str, item: DeliveryItem) -> dict[str, Any]:
+        who = item.author_key
         self.store.add_testimonial(
             {
-                "item_id": item["id"],
+                "item_id": item.id,
                 "key": key,
                 "author_key": who,
-                "author_handle": item.get("author_handle"),
-                "author_name": item.get("author_name"),
-                "author_url": item.get("author_url"),
-                "source": item["source"],
-                "url": item.get("url"),
-                "text": item["text"],
-                "score": float((item.get("scores") or {}).get(label, item.get("score") or 0.0)),
-                "said_at": item["created_at"],
+                "author_handle": item.author.handle,
+                "author_name": item.author.name,
+                "author_url": item.author.url,
+                "source": item.source,
+                "url": item.url,
+                "text": item.text,
+                "score": item.score,
+                "said_at": item.created_at,
             }
         )
         return self.store.praise_history(who)
 
-    def message(self, item: dict[str, Any], history: dict[str, Any]) -> dict[str, Any]:
+    def message(self, item: DeliveryItem, history: dict[str, Any]) -> dict[str, Any]:
         """The channel message: the usual handoff blocks plus the praise history."""
         body = handoff_message(item, "marketing")
         body["blocks"].append(
@@ -84,17 +86,29 @@ class TestimonialsDestination(HandoffDestination):
         )
         return body
 
-    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
+    def send(self, key: str, kind: str, item: DeliveryItem) -> str:
         """Keep the testimonial (idempotent by item) and post it with the history."""
         history = self._record(key, item)
         body = self.message(item, history)
         if isinstance(self.channel, PreviewDestination):
-            return self.channel.write(key, {"kind": kind, "item_id": item["id"], **body})
-        return self.channel.post(key, kind, str(item["id"]), body)
+            return self.channel.write(key, {"kind": kind, "item_id": item.id, **body})
+        return self.channel.post(key, kind, item.id, body)
 
-    def lookup(self, key: str, item: dict[str, Any]) -> str | None:
+    def lookup(self, key: str, item: DeliveryItem) -> str | None:
         """The channel post with this key, if there is one (the testimonial is then ensured)."""
         ref = self.channel.lookup(key, item)
         if ref is not None:
             self._record(key, item)
         return ref
+
+
+def build(dest: DestinationConfig, config: Config) -> Destination:
+    """A ``testimonials`` destination posting to its channel (JSON previews without a token)."""
+    channel = str(dest.settings.get("channel") or "")
+    token = slack_token(dest.settings)
+    inner: SlackDestination | PreviewDestination = (
+        SlackDestination(dest.name, channel, token)
+        if token and channel
+        else PreviewDestination(dest.name, config.outbox_dir, channel)
+    )
+    return TestimonialsDestination(dest, config, inner)

@@ -16,17 +16,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from triage.config import Config, DestinationConfig
-from triage.delivery import DeliveryError
-from triage.handoffs.base import (
+from triage.destinations.base import DeliveryError, Destination
+from triage.destinations.handoff import (
     HandoffDestination,
-    author_key,
     describe,
     fail,
     http_client,
     secret,
 )
-from triage.handoffs.similarity import COMPLAINT_THRESHOLD, jaccard, signature
+from triage.destinations.preview import build as preview
 from triage.limits import ZENDESK_COMMENT_BYTES, clip, utf8_len
+from triage.models import DeliveryItem
+from triage.similarity import COMPLAINT_THRESHOLD, jaccard, signature
 
 # Words that make a service issue urgent or high priority (case-insensitive substrings).
 URGENT_WORDS = ("outage", "data loss", "lost all", "hacked", "breach", "security", "phishing")
@@ -45,7 +46,8 @@ PRIORITIES = ("low", "normal", "high", "urgent")
 
 
 def urgency(
-    item: dict[str, Any],
+    text: str,
+    followers: int | None = None,
     urgent_words: tuple[str, ...] = URGENT_WORDS,
     high_words: tuple[str, ...] = HIGH_WORDS,
 ) -> tuple[str, str]:
@@ -54,13 +56,13 @@ def urgency(
     Returns:
         ``(priority, reason)`` with priority one of ``urgent``, ``high``, ``normal``.
     """
-    text = str(item["text"]).lower()
+    text = text.lower()
     for priority, words in (("urgent", urgent_words), ("high", high_words)):
         for word in words:
             # Whole words with common endings: "crash" matches "crashes", "down" not "download".
             if re.search(r"(?<!\w)" + re.escape(word) + r"(?:s|es|ed|ing)?(?!\w)", text):
                 return priority, f"mentions '{word}'"
-    followers = item.get("author_followers") or 0
+    followers = followers or 0
     if followers >= 10_000:
         return "high", f"author has {followers} followers"
     return "normal", "no urgency signal"
@@ -100,20 +102,20 @@ class ZendeskDestination(HandoffDestination):
         """Where an agent opens the ticket."""
         return f"{self.base_url}/agent/tickets/{ticket_id}"
 
-    def _body(self, key: str, item: dict[str, Any], priority: str, reason: str) -> str:
+    def _body(self, key: str, item: DeliveryItem, priority: str, reason: str) -> str:
         lines = ["", *describe(item), f"Urgency: {priority} ({reason})"]
         # The key makes a comment findable again after a crash (see lookup): it must survive the
         # cut, so the text (the only unbounded part) is cut to what the rest leaves.
         lines.append(f"triage-key: {key}")
         tail = "\n" + "\n".join(clip(line, 2000) for line in lines)
         budget = ZENDESK_COMMENT_BYTES - utf8_len(tail)
-        return clip(str(item["text"]), budget, size=utf8_len) + tail
+        return clip(item.text, budget, size=utf8_len) + tail
 
-    def _join_target(self, item: dict[str, Any], who: str) -> dict[str, Any] | None:
-        created = item.get("created_at")
+    def _join_target(self, item: DeliveryItem, who: str) -> dict[str, Any] | None:
+        created = item.created_at
         if not isinstance(created, datetime):
             return None
-        sig = signature(str(item["text"]))
+        sig = signature(item.text)
         # Both directions: the outbox does not promise to send an author's items in time order.
         tickets = self.store.recent_tickets(
             self.name, who, created - self.window, created + self.window
@@ -123,13 +125,15 @@ class ZendeskDestination(HandoffDestination):
                 return ticket
         return None
 
-    def send(self, key: str, kind: str, item: dict[str, Any]) -> str:
+    def send(self, key: str, kind: str, item: DeliveryItem) -> str:
         """Open a ticket, or comment on the author's recent ticket about the same problem."""
         earlier = self.seen_before(key, item)
         if earlier:
             return earlier
-        who = author_key(item)
-        priority, reason = urgency(item, self.urgent_words, self.high_words)
+        who = item.author_key
+        priority, reason = urgency(
+            item.text, item.author.followers, self.urgent_words, self.high_words
+        )
         body = self._body(key, item, priority, reason)
         ref = self.store.handoff_ref(key)
         target = (
@@ -141,7 +145,7 @@ class ZendeskDestination(HandoffDestination):
             tid = str(target["target_id"])
             self.store.begin_handoff(
                 key,
-                item["id"],
+                item.id,
                 self.name,
                 self.system,
                 "join",
@@ -160,18 +164,18 @@ class ZendeskDestination(HandoffDestination):
             if resp.status_code not in (404, 422):
                 raise fail(f"zendesk {self.name}", resp)
             # Closed or deleted since: a closed ticket takes no comments, so open a new one.
-        self.store.begin_handoff(key, item["id"], self.name, self.system, "create", author_key=who)
+        self.store.begin_handoff(key, item.id, self.name, self.system, "create", author_key=who)
         ticket: dict[str, Any] = {
-            "subject": _subject(str(item["text"])),
+            "subject": _subject(item.text),
             "comment": {"body": body, "public": False},
             "priority": priority,
             "type": "problem" if priority in ("urgent", "high") else "question",
             "external_id": key,
-            "tags": [*self.tags, f"label_{item['label']}", f"source_{item['source']}"],
+            "tags": [*self.tags, f"label_{item.label}", f"source_{item.source}"],
         }
-        handle = str(item.get("author_handle") or "")
+        handle = str(item.author.handle or "")
         if "@" in handle.strip("@") and "." in handle:
-            ticket["requester"] = {"name": item.get("author_name") or handle, "email": handle}
+            ticket["requester"] = {"name": item.author.name or handle, "email": handle}
         resp = self.call(
             "POST",
             "/api/v2/tickets.json",
@@ -183,7 +187,7 @@ class ZendeskDestination(HandoffDestination):
         tid = str(resp.json()["ticket"]["id"])
         return self.finish(key, tid, self.agent_url(tid))
 
-    def lookup(self, key: str, item: dict[str, Any]) -> str | None:
+    def lookup(self, key: str, item: DeliveryItem) -> str | None:
         """Find the ticket (by ``external_id``) or the comment (by its key) an attempt left."""
         ref = self.store.handoff_ref(key)
         if ref and ref["state"] == "done":
@@ -207,7 +211,7 @@ class ZendeskDestination(HandoffDestination):
             return None
         if ref is None:
             self.store.begin_handoff(
-                key, item["id"], self.name, self.system, "create", author_key=author_key(item)
+                key, item.id, self.name, self.system, "create", author_key=item.author_key
             )
         tid = str(tickets[0]["id"])
         return self.finish(key, tid, self.agent_url(tid))
@@ -227,3 +231,11 @@ def credentials(settings: dict[str, Any]) -> tuple[str | None, str | None]:
     email = secret(settings, "email_env", "ZENDESK_EMAIL", "email_secret") or settings.get("email")
     token = secret(settings, "token_env", "ZENDESK_API_TOKEN", "token_secret")
     return (str(email) if email else None), token
+
+
+def build(dest: DestinationConfig, config: Config) -> Destination:
+    """A ``zendesk`` destination (JSON previews without an agent e-mail and API token)."""
+    email, token = credentials(dest.settings)
+    if not email or not token:
+        return preview(dest, config)
+    return ZendeskDestination(dest, config, email, token)
