@@ -46,7 +46,7 @@ class BackgroundWriter:
 
     def __init__(self, store: Store) -> None:
         """Prepare a writer next to ``store`` (use it as a context manager)."""
-        self._store = Store(store.con.cursor(), store.path)
+        self._store = store.writer()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-writer")
         self._pending: Future[Any] | None = None
 
@@ -71,7 +71,7 @@ class BackgroundWriter:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
-            self._store.con.close()
+            self._store.close()
 
 
 @lru_cache(maxsize=4)
