@@ -27,9 +27,9 @@ from triage.config import Config, SourceConfig, load_config
 from triage.delivery import drain
 from triage.destinations import after_drain, build_destinations
 from triage.models import LABELS
+from triage.review import process_pending
 from triage.routing import route_batch
 from triage.secrets import get_secret
-from triage.slack.decisions import process_pending
 from triage.store import Store, StoreError, open_store
 
 log = logging.getLogger("triage")

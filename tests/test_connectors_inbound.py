@@ -31,8 +31,8 @@ from tests.fakes.appstore import FakeAppStore, review, reviews_every_hour, start
 from tests.fakes.dovecot import ImapServer, find_dovecot, start_dovecot
 from triage.cli import app
 from triage.config import load_config
-from triage.intake import IntakeSettings, make_server, sign
 from triage.models import TRUNCATION_MARKER
+from triage.servers.intake import IntakeSettings, make_server, sign
 
 SECRET = "test-intake-secret-2f9c"
 

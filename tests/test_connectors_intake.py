@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from connectors import SourceContext, webhook
 from connectors.records import item_rows
-from triage.intake import IntakeError, IntakeSettings, make_server, spool_line, validate
+from triage.servers.intake import IntakeError, IntakeSettings, make_server, spool_line, validate
 
 SECRET = "oracle-secret-7d1e"
 # The servers' injected clock, fixed for the module: signatures, windows and replays are decided

@@ -1,4 +1,4 @@
-"""``triage intake serve``: the web-form intake endpoint (see triage/intake.py)."""
+"""``triage intake serve``: the web-form intake endpoint (see triage/servers/intake.py)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def serve(
     ] = 10.0,
 ) -> None:
     """Serve POST /intake until interrupted; each accepted post is fsynced before the 202."""
-    from triage.intake import SECRET_BLOCK, SECRET_ENV, IntakeSettings, make_server
     from triage.secrets import get_secret
+    from triage.servers.intake import SECRET_BLOCK, SECRET_ENV, IntakeSettings, make_server
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr

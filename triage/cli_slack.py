@@ -42,7 +42,13 @@ def serve_cmd(
 
     from triage.config import ConfigError, load_config
     from triage.secrets import get_secret
-    from triage.slack.app import EVENTS_PATH, ReviewWorker, build_app, serve, socket_mode_handler
+    from triage.servers.slack_app import (
+        EVENTS_PATH,
+        ReviewWorker,
+        build_app,
+        serve,
+        socket_mode_handler,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -99,7 +105,7 @@ def manifest_cmd() -> None:
 def apply_cmd(config: ConfigOpt = None, db: DbOpt = None) -> None:
     """Apply spooled decisions, update their messages and re-surface overdue items now."""
     from triage.config import load_config
-    from triage.slack.decisions import process_pending
+    from triage.review import process_pending
 
     result = process_pending(load_config(config, database=db), wait_s=30.0)
     typer.echo(json.dumps(result, default=str))

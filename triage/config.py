@@ -72,14 +72,15 @@ class DepartmentConfig:
 
 @dataclass(slots=True, frozen=True)
 class ReviewConfig:
-    """The ``review:`` section: read once, here, with the defaults the README documents."""
+    """The ``review:`` section: read once, at load, with the defaults the README documents."""
 
+    # The decision spool; by default beside the database (``<database>.decisions.jsonl``), so
+    # the review server and every flow run find the same file.
+    spool: Path
     destination: str | None = None
     # None: never thread the review messages (README, "Marketing review in Slack").
     batch_threshold: int | None = None
     resurface_after: timedelta = timedelta(hours=24)
-    # None: the spool sits beside the database (``<database>.decisions.jsonl``).
-    spool: Path | None = None
 
 
 @dataclass(slots=True)
@@ -92,19 +93,23 @@ class Config:
     rules: list[Rule]
     departments: dict[str, DepartmentConfig]
     destinations: dict[str, DestinationConfig]
-    review_destination: str | None
+    review: ReviewConfig
     thresholds: dict[str, float]
     # None: use the thresholds and margin the model was calibrated with.
     margin: float | None
     model: Path | None
     outbox_dir: Path
     max_attempts: int = 5
-    review: ReviewConfig = field(default_factory=ReviewConfig)
     # The Slack destination where dead-lettered deliveries are announced (``alerts.destination``).
     alerts_destination: str | None = None
     # Per label: True/False, or a minimum score, for handing off without marketing's review.
     # A label not listed falls back to its department's ``auto_handoff``.
     auto_handoff: dict[str, bool | float] = field(default_factory=dict)
+
+    @property
+    def review_destination(self) -> str | None:
+        """Where marketing reviews every routed item (``review.destination``)."""
+        return self.review.destination
 
     def resolve(self, value: str | os.PathLike[str]) -> Path:
         """Resolve a path from the configuration relative to the configuration file's folder."""
@@ -440,25 +445,25 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
     ] or default_rules()
     review = model.review
     db = database or os.environ.get("TRIAGE_DB") or model.database or DEFAULT_DB
+    db_path = Path(db).expanduser()
     config = Config(
         path=cfg_path.resolve(),
         # The database lives where the user runs the command, not beside a bundled config.
-        database=Path(db).expanduser(),
+        database=db_path,
         sources=sources,
         rules=rules,
         departments=departments,
         destinations=destinations,
-        review_destination=review.destination,
         thresholds=dict(model.classification.thresholds),
         margin=model.classification.margin,
         model=None,
         outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or model.outbox_dir or "outbox"),
         max_attempts=model.delivery.max_attempts,
         review=ReviewConfig(
+            spool=Path(review.spool) if review.spool else Path(str(db_path) + ".decisions.jsonl"),
             destination=review.destination,
             batch_threshold=review.batch_threshold,
             resurface_after=parse_duration(review.resurface_after),
-            spool=Path(review.spool) if review.spool else None,
         ),
         alerts_destination=model.alerts.destination,
         auto_handoff={

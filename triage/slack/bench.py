@@ -3,7 +3,7 @@
 ``triage slack bench-decisions`` builds a synthetic store (items, predictions, routes awaiting
 review, their review deliveries) with the store's own Arrow batch inserts, spools a mix of
 confirms, relabels, reroutes and spam clicks (some of them losing to an earlier click on the same
-item), and times :func:`triage.slack.decisions.apply_spool` as the server's background pass runs
+item), and times :func:`triage.review.apply_spool` as the server's background pass runs
 it. The issue's target: 250 decisions in under 2 s on a 220,000-item store.
 """
 
@@ -21,8 +21,8 @@ import pyarrow as pa
 
 from triage.config import load_config
 from triage.models import DEPARTMENTS, ITEM_SCHEMA, LABELS, item_id
+from triage.review import APPLY_BATCH, Decision, DecisionSpool, apply_spool
 from triage.routing import AWAITING_REVIEW, ROUTE_SCHEMA, outbox_table
-from triage.slack.decisions import APPLY_BATCH, Decision, ReviewSettings, Spool, apply_spool
 from triage.store import open_store
 
 DEFAULT_DEPARTMENT = {
@@ -100,8 +100,8 @@ def seed_store(path: Path, items: int, *, seed: int = 7, chunk: int = 50_000) ->
             store.insert_routes(routes, outbox)
 
 
-def spool_decisions(store_path: Path, spool: Spool, count: int, *, seed: int = 11) -> int:
-    """Spool ``count`` clicks on random waiting items; about one in ten loses to an earlier one."""
+def spool_decisions(store_path: Path, spool: DecisionSpool, count: int, *, seed: int = 11) -> int:
+    """DecisionSpool ``count`` clicks on random waiting items; about one in ten loses to an earlier one."""
     rng = random.Random(seed)
     with open_store(store_path) as store:
         queue = store.review_queue(limit=count)
@@ -160,7 +160,7 @@ def bench_decisions(
         started = time.perf_counter()
         seed_store(db, items)
         progress(f"seeded in {time.perf_counter() - started:.1f}s; spooling {decisions} decisions")
-        spool = Spool(ReviewSettings.from_config(config).spool)
+        spool = DecisionSpool(config.review.spool)
         spooled = spool_decisions(db, spool, decisions)
         started = time.perf_counter()
         report = apply_spool(config, spool, wait_s=30.0, batch=batch)

@@ -82,14 +82,17 @@ class ReviewSection(StoreBase):
             [limit],
         )
 
+    def _stamp_now(self, table: str, column: str, key: str, values: Sequence[str]) -> None:
+        # Set a timestamp column to now() on the rows whose key is among ``values``.
+        if values:
+            self._execute(
+                f"UPDATE {table} SET {column} = now() WHERE {key} IN (SELECT unnest(?))",
+                [list(values)],
+            )
+
     def mark_message_updated(self, item_ids: Sequence[str]) -> None:
         """Record that the review messages of these items now show their decision."""
-        if item_ids:
-            self._execute(
-                "UPDATE review_decisions SET message_updated_at = now() "
-                "WHERE item_id IN (SELECT unnest(?))",
-                [list(item_ids)],
-            )
+        self._stamp_now("review_decisions", "message_updated_at", "item_id", item_ids)
 
     def unnotified_losers(self, limit: int = 500) -> list[dict[str, Any]]:
         """Clicks that lost to an earlier decision and whose reviewer has not been told yet."""
@@ -104,12 +107,7 @@ class ReviewSection(StoreBase):
 
     def mark_notified(self, decision_ids: Sequence[str]) -> None:
         """Record that the reviewers of these losing clicks were told who won."""
-        if decision_ids:
-            self._execute(
-                "UPDATE review_audit SET notified_at = now() "
-                "WHERE decision_id IN (SELECT unnest(?))",
-                [list(decision_ids)],
-            )
+        self._stamp_now("review_audit", "notified_at", "decision_id", decision_ids)
 
     def review_queue(self, limit: int = 20) -> dict[str, Any]:
         """Items awaiting review: counts per label and department, and the oldest ones."""

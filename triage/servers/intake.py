@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 import threading
 import time
@@ -29,15 +28,16 @@ import orjson
 
 from connectors.file import DEFAULT_MAX_RECORD_BYTES
 from connectors.records import decode_json, mention_from_record
-from triage.httpserver import (
+from triage.models import InvalidRecord
+from triage.servers.http import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
     BoundedHandler,
     BoundedHTTPServer,
     RequestError,
 )
-from triage.models import InvalidRecord
 from triage.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from triage.spool import JsonlSpool
 
 log = logging.getLogger("triage.intake")
 
@@ -58,7 +58,7 @@ IntakeError = RequestError
 
 
 class Spool:
-    """Append-only daily JSONL files; each append is fsynced before it returns."""
+    """Append-only daily JSONL files (:mod:`triage.spool`); each append is fsynced first."""
 
     def __init__(self, directory: Path) -> None:
         """Create the spool folder if needed.
@@ -85,29 +85,9 @@ class Spool:
             The file written.
         """
         path = self.path_for(when)
+        # One writer (this server); the `webhook` source reads by byte offset without a lock.
         with self._lock:
-            created = not path.exists()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-            try:
-                size = os.fstat(fd).st_size
-                if size:
-                    # A crash mid-write can leave a last line without its newline; end it first so
-                    # this record is not glued onto it (the torn line then goes to quarantine).
-                    with open(path, "rb") as fh:
-                        fh.seek(size - 1)
-                        if fh.read(1) != b"\n":
-                            line = b"\n" + line
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if created:
-                # A new file's directory entry must be durable too, or the file can vanish.
-                dfd = os.open(self.directory, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+            JsonlSpool(path).append(line)
         return path
 
 

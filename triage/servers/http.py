@@ -1,14 +1,15 @@
-"""A small bounded HTTP server: every connection gets an answer, within a bounded time.
+"""The bounded HTTP server of both endpoints: every connection gets an answer, in bounded time.
 
-The standard library's ``ThreadingHTTPServer`` is enough for our few endpoints (the web-form intake,
-the Slack app) but, as it comes, a slow client holds a thread for as long as it likes, any number of
-connections start a thread each, a read timeout drops the connection without an answer, and an
-exception in a handler closes the socket silently. This module adds, for any handler built on
-:class:`BoundedHandler`:
+The standard library's ``ThreadingHTTPServer`` is enough for our two endpoints (the web-form
+intake, the Slack review app) but, as it comes, a slow client holds a thread for as long as it
+likes, any number of connections start a thread each, a read timeout drops the connection without
+an answer, a bad ``Content-Length`` gets a traceback or nothing, and an exception in a handler
+closes the socket silently. This module adds, for any handler built on :class:`BoundedHandler`:
 
 * one deadline per request (request line, headers and body together), answered ``408``;
-* a cap on concurrent connections; the ones over it get ``429`` with ``Retry-After`` from a small
-  pool of refusers, and beyond that are closed at once;
+* a cap on concurrent connections; the ones over it get the handler's ``busy_status`` (429 for
+  the intake, 503 for Slack) with ``Retry-After`` from a small pool of refusers, and beyond that
+  are closed at once;
 * strict ``Content-Length`` handling (:meth:`BoundedHandler.read_body`) with 411/400/413 answers;
 * protocol errors the standard library answers with 5xx (unknown method, HTTP version) as 4xx,
   and an unexpected exception as a logged ``500`` instead of a dropped connection;
@@ -25,10 +26,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-log = logging.getLogger("triage.httpserver")
+log = logging.getLogger("triage.servers")
 
 DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_REQUEST_TIMEOUT = 10.0
@@ -36,7 +38,8 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 # much), so that closing the socket does not reset the connection before the answer is read.
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1024 * 1024
-_DIGITS = re.compile(r"[0-9]{1,12}")
+# At most 18 digits: a longer number is no length at all (400), a shorter one too large is 413.
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 class RequestError(Exception):
@@ -92,6 +95,10 @@ class BoundedHandler(BaseHTTPRequestHandler):
     # Set per server by BoundedHTTPServer; the class default is for handlers used elsewhere.
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     timeout = DEFAULT_REQUEST_TIMEOUT
+    # The answer to a connection over the server's cap (with Retry-After: 1).
+    busy_status = 429
+    # False: a request without Content-Length has an empty body (Slack always sends one).
+    length_required = True
 
     def setup(self) -> None:
         """Wrap the input stream with the request's deadline."""
@@ -136,25 +143,41 @@ class BoundedHandler(BaseHTTPRequestHandler):
             self._answer_plain(408, "request not received in time")
 
     def _answer_plain(self, status: int, reason: str) -> None:
-        try:
-            self.reply_json(status, {"error": reason})
-        except OSError:
-            pass  # the client is gone; nothing to answer to
+        self.reply_json(status, {"error": reason})
 
     def reply_json(
         self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
     ) -> None:
         """Send a JSON answer and close the connection after it."""
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Connection", "close")
+        self.answer(status, json.dumps(payload), {"Content-Type": "application/json", **(headers or {})})
+
+    def answer(
+        self, status: int, body: str | bytes, headers: dict[str, Any] | None = None
+    ) -> None:
+        """Send a complete answer (``text/plain`` unless a Content-Type is given) and close.
+
+        Header values may be lists (Bolt's responses carry them so).
+        """
+        data = body.encode("utf-8") if isinstance(body, str) else body
         self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            has_type = False
+            for name, value in (headers or {}).items():
+                if name.lower() == "content-length":
+                    continue
+                has_type = has_type or name.lower() == "content-type"
+                for v in value if isinstance(value, list | tuple) else [value]:
+                    self.send_header(name, str(v))
+            if not has_type:
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except OSError:
+            pass  # the client went away: nothing to answer to
 
     def read_body(self, max_bytes: int) -> bytes:
         """Read the request body announced by ``Content-Length``, strictly.
@@ -176,6 +199,8 @@ class BoundedHandler(BaseHTTPRequestHandler):
                 raise RequestError(400, "Content-Length and Transfer-Encoding together")
             raise RequestError(411, "Content-Length is required (chunked bodies are not accepted)")
         if not values:
+            if not self.length_required:
+                return b""
             raise RequestError(411, "Content-Length is required")
         if len({v.strip() for v in values}) > 1:
             raise RequestError(400, "conflicting Content-Length headers")
@@ -210,13 +235,15 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         Args:
             address: ``(host, port)``; port 0 picks a free one.
             handler: The request handler class.
-            max_connections: Connections served at once; more get 429 (Retry-After: 1).
+            max_connections: Connections served at once; more get the handler's
+                ``busy_status`` (Retry-After: 1).
             request_timeout: Seconds a client has to send one whole request; then 408.
         """
         if max_connections < 1 or request_timeout <= 0:
             raise ValueError("max_connections must be >= 1 and request_timeout > 0")
         self.max_connections = max_connections
         self.request_timeout = request_timeout
+        self.busy_status = handler.busy_status
         self._slots = threading.BoundedSemaphore(max_connections)
         # Refusing politely takes a thread too (read the head, answer, linger); bound those as well.
         self._refusers = threading.BoundedSemaphore(max(2, max_connections // 4))
@@ -256,9 +283,11 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             except OSError:
                 pass
             body = b'{"error": "too many connections; retry shortly"}'
+            status = self.busy_status
+            reason = HTTPStatus(status).phrase
             request.sendall(
-                b"HTTP/1.0 429 Too Many Requests\r\nRetry-After: 1\r\n"
-                b"Content-Type: application/json\r\nConnection: close\r\n"
+                f"HTTP/1.0 {status} {reason}\r\nRetry-After: 1\r\n".encode()
+                + b"Content-Type: application/json\r\nConnection: close\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )

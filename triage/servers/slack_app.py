@@ -4,11 +4,12 @@ Every handler acknowledges first. A click is parsed, appended to the decision sp
 file operation, never a wait on the store) and acknowledged; ``/triage`` and the App Home tab are
 acknowledged at once and answered afterwards (through ``response_url`` / ``views.publish``) by the
 app's own responder threads. A background worker applies spooled decisions to the store, updates
-the messages and re-surfaces overdue items (see ``triage.slack.decisions``). So a running flow can
+the messages and re-surfaces overdue items (see :mod:`triage.review`). So a running flow can
 hold the DuckDB file, or the worker the store lock, for as long as it likes: Slack still gets its
 acknowledgement far inside its 3-second limit.
 
-The HTTP endpoint answers every request: it reads the body under a deadline (``triage.serving``),
+The HTTP endpoint answers every request: it reads the body under a deadline
+(:mod:`triage.servers.http`),
 checks Slack's ``v0`` signature over the raw body, then the payload's shape
 (``triage.slack.payloads``), and only then lets Bolt dispatch it. Anything malformed is a 4xx.
 """
@@ -39,17 +40,21 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.webhook import WebhookClient
 
 from triage.config import Config
-from triage.serving import MAX_CONNECTIONS, BoundedHandler, BoundedHTTPServer, HTTPProblem
-from triage.slack.client import api_url, make_client
-from triage.slack.decisions import (
+from triage.review import (
     ACTIONS,
+    DecisionSpool,
     InvalidAction,
-    ReviewSettings,
-    Spool,
     parse_actions,
     process_pending,
     review_store,
 )
+from triage.servers.http import (
+    DEFAULT_MAX_CONNECTIONS,
+    BoundedHandler,
+    BoundedHTTPServer,
+    RequestError,
+)
+from triage.slack.client import api_url, make_client
 from triage.slack.messages import ACTION_OPEN, queue_blocks
 from triage.slack.payloads import InvalidPayload, check_request, check_socket_mode
 from triage.store import StoreBusy
@@ -208,8 +213,7 @@ def build_app(
     Returns:
         The app; serve it with :func:`serve` or :func:`socket_mode_handler`.
     """
-    settings = ReviewSettings.from_config(config)
-    spool = Spool(settings.spool)
+    spool = DecisionSpool(config.review.spool)
     client = make_client(bot_token)
     responder = Responder()
 
@@ -230,7 +234,7 @@ def build_app(
         raise_error_for_unhandled_request=False,
         # Listeners only spool and acknowledge; enough threads that clicks never queue for one.
         listener_executor=ThreadPoolExecutor(
-            max_workers=MAX_CONNECTIONS, thread_name_prefix="triage-bolt"
+            max_workers=DEFAULT_MAX_CONNECTIONS, thread_name_prefix="triage-bolt"
         ),
     )
 
@@ -271,14 +275,14 @@ def build_app(
     @app.command("/triage")
     def on_command(ack: Any, body: dict[str, Any]) -> None:
         ack()  # at once: the queue is read afterwards and sent through response_url
-        responder.submit(_answer_queue, config, settings, str(body["response_url"]))
+        responder.submit(_answer_queue, config, str(body["response_url"]))
 
     @app.event("app_home_opened")
     def on_home(event: dict[str, Any]) -> None:
         # Bolt has acknowledged the event already; the store is read on the responder's threads.
         if event.get("tab", "home") != "home":
             return
-        responder.submit(_publish_home, config, settings, client, str(event["user"]))
+        responder.submit(_publish_home, config, client, str(event["user"]))
 
     return ReviewApp(
         bolt=app, signing_secret=signing_secret, responder=responder, clock=clock or Clock()
@@ -291,9 +295,7 @@ def _json(status: int, body: dict[str, Any]) -> BoltResponse:
     )
 
 
-def _queue_view(
-    config: Config, settings: ReviewSettings, wait_s: float = QUEUE_WAIT_S
-) -> list[Any]:
+def _queue_view(config: Config, wait_s: float = QUEUE_WAIT_S) -> list[Any]:
     busy = [
         {
             "type": "section",
@@ -309,27 +311,32 @@ def _queue_view(
             queue = store.review_queue()
     except StoreBusy:
         return busy
-    return queue_blocks(queue, now=datetime.now(UTC), overdue_after=settings.resurface_after)
+    return queue_blocks(
+        queue, now=datetime.now(UTC), overdue_after=config.review.resurface_after
+    )
 
 
-def _answer_queue(config: Config, settings: ReviewSettings, response_url: str) -> None:
-    blocks = _queue_view(config, settings)
+def _answer_queue(config: Config, response_url: str) -> None:
+    blocks = _queue_view(config)
     WebhookClient(response_url, timeout=10).send(
         text="Review queue", blocks=blocks, response_type="ephemeral"
     )
 
 
-def _publish_home(config: Config, settings: ReviewSettings, client: WebClient, user: str) -> None:
-    blocks = _queue_view(config, settings)
+def _publish_home(config: Config, client: WebClient, user: str) -> None:
+    blocks = _queue_view(config)
     client.views_publish(user_id=user, view={"type": "home", "blocks": blocks})
 
 
-def _handler(review: ReviewApp) -> type[BoundedHandler]:
+def handler_for(review: ReviewApp) -> type[BoundedHandler]:
+    """The request handler class of the HTTP endpoint, bound to ``review``."""
     app = review.bolt
 
     class Handler(BoundedHandler):
         server_version = "triage-slack"
-        max_body = MAX_BODY
+        # Slack retries a delivery that got no answer; 503 says "overloaded, come back".
+        busy_status = 503
+        length_required = False
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s " + format, self.address_string(), *args)
@@ -346,8 +353,8 @@ def _handler(review: ReviewApp) -> type[BoundedHandler]:
                 self.answer(404, "not found")
                 return
             try:
-                raw = self.read_body()
-            except HTTPProblem as problem:
+                raw = self.read_body(MAX_BODY)
+            except RequestError as problem:
                 self.answer(problem.status, problem.reason)
                 return
             try:
@@ -391,7 +398,7 @@ def _handler(review: ReviewApp) -> type[BoundedHandler]:
 
 def serve(review: ReviewApp, host: str = "127.0.0.1", port: int = 3000) -> BoundedHTTPServer:
     """Bind the HTTP endpoint (``port`` 0 picks a free one); call ``serve_forever`` to run it."""
-    return BoundedHTTPServer((host, port), _handler(review))
+    return BoundedHTTPServer((host, port), handler_for(review))
 
 
 class _CheckedSocketModeHandler(SocketModeHandler):
