@@ -13,10 +13,11 @@ import numpy as np
 import spacy
 from spacy.language import Language
 
-# Registers triage_fast_tokenizer.v1, which also normalises the text (see classifiers.tokenizer).
-from classifiers.normalize import normalize
 from classifiers.tokenizer import FastTokenizer
 from triage.models import LABELS, PRIORITY
+
+# Registers triage_fast_tokenizer.v1, which also normalises the text (see classifiers.tokenizer).
+from triage.normalize import normalize
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "model"
 META_FILE = "triage_meta.json"

@@ -30,10 +30,10 @@ from classifiers.model import (
     decide,
     primary_indices,
 )
-from classifiers.normalize import normalize
 from classifiers.progress import Progress
 from classifiers.tokenizer import FastTokenizer
 from triage.models import LABELS
+from triage.normalize import normalize
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "textcat_bow.cfg"

@@ -22,8 +22,9 @@ from prefect.states import Failed
 
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
+from flows.config import load_config
 from flows.progress import Event, emit
-from triage.config import Config, SourceConfig, load_config
+from triage.config import Config, SourceConfig
 from triage.delivery import drain
 from triage.destinations import after_drain, build_destinations
 from triage.models import LABELS

@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from connectors import CONNECTORS
+from flows.config import load_config
 from triage.cli import app
 from triage.cli_config import SCHEMA_FILE, schema_text
-from triage.config import ConfigError, load_config
-from triage.config_models import DESTINATION_MODELS
+from triage.config import ConfigError
+from triage.config.models import DESTINATION_MODELS
 from triage.destinations import DESTINATION_TYPES
 
 DEMO = Path(__file__).resolve().parents[1] / "triage" / "demo" / "triage.yaml"

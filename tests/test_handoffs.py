@@ -23,6 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows import triage as flow_mod
+from flows.config import load_config
 from tests.fakes.github import FakeGitHub, start_fake_github
 from tests.fakes.hubspot import FakeHubSpot, start_fake_hubspot
 from tests.fakes.slack_threads import FakeSlackThreads, start_fake_slack_threads
@@ -30,7 +31,7 @@ from tests.fakes.webhook import FakeWebhookReceiver, start_fake_webhook
 from tests.fakes.zendesk import FakeZendesk, start_fake_zendesk
 from triage import store as store_mod
 from triage.cli import app
-from triage.config import ConfigError, load_config
+from triage.config import ConfigError
 from triage.destinations.zendesk import urgency
 from triage.models import item_id
 from triage.routing import AUTO_HANDOFF, AWAITING_REVIEW, delivery_key, route_batch

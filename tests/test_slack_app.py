@@ -27,12 +27,13 @@ from slack_sdk import WebClient
 from typer.testing import CliRunner
 
 from classifiers.data import load_examples
+from flows.config import load_config
 from flows.triage import triage
 from tests.conftest import DEMO_DIR
 from tests.fakes.slack import FakeSlack, start_fake_slack
 from tests.fakes.slack_payloads import slash_command, text_objects
 from triage.cli import app as cli_app
-from triage.config import Config, load_config
+from triage.config import Config
 from triage.models import DeliveryItem
 from triage.review import STORE_LOCK, DecisionSpool, process_pending, resurface
 from triage.review import apply as apply_mod

@@ -28,10 +28,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flows.config import load_config
 from tests.conftest import DEMO_DIR
 from tests.fakes.slack import FakeSlack, start_fake_slack
 from tests.fakes.slack_payloads import slash_command
-from triage.config import Config, load_config
+from triage.config import Config
 from triage.review import STORE_LOCK, DecisionSpool
 from triage.servers.http import BoundedHTTPServer
 from triage.servers.slack_app import EVENTS_PATH, ReviewApp, build_app, handler_for

@@ -169,7 +169,7 @@ def drain_rate(config_path: Path, messages: int) -> dict[str, Any]:
         from tests.fakes.slack import start_fake_slack
     except ImportError:
         return {"skipped": "the fake Slack (tests/fakes) is only available in a source checkout"}
-    from triage.config import load_config
+    from flows.config import load_config
     from triage.delivery import drain
     from triage.destinations import build_destinations
     from triage.store import open_store

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from classifiers.normalize import normalize
+from triage.normalize import normalize
 
 # Two feature requests whose content words overlap at least this much are the same request.
 FEATURE_THRESHOLD = 0.4

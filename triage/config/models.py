@@ -1,6 +1,6 @@
 """The configuration file's shape as pydantic models: typed fields, unknown keys refused.
 
-:func:`triage.config.load_config` validates a YAML file against :class:`ConfigFile` once, at load,
+:func:`triage.config.read_config` validates a YAML file against :class:`ConfigFile` once, at load,
 so a typo (``sourcs:``) or a wrong type (``min_score: abc``) is one message naming the key, not a
 silent default or a failure after a run has started. The same models give the JSON Schema that
 editors use (``triage config schema``).
@@ -14,6 +14,7 @@ setting is validated with no change here.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -39,6 +40,10 @@ ThresholdKey = Literal[
 # Literal types need the names written out; this keeps them equal to the one list of labels.
 assert set(Label.__args__) == set(LABELS)  # type: ignore[attr-defined]
 NonEmpty = Annotated[str, Field(min_length=1)]
+# The connector registry as the configuration reads it: each source type's ``SETTINGS``.
+SourceSettings = Mapping[str, Mapping[str, str]]
+# The same, hashable: the models built from it are cached.
+_Frozen = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -68,20 +73,25 @@ def _source_tag(value: Any) -> str | None:
     return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
 
 
-@lru_cache(maxsize=1)
-def source_models() -> dict[str, type[BaseModel]]:
-    """One model per connector type, built from the connector's ``SETTINGS`` description."""
-    # Imported here: the registry sits above the configuration, which only reads its descriptions.
-    from connectors import CONNECTORS
+def _freeze(sources: SourceSettings) -> _Frozen:
+    return tuple(sorted((kind, tuple(desc.items())) for kind, desc in sources.items()))
 
+
+def source_models(sources: SourceSettings) -> dict[str, type[BaseModel]]:
+    """One model per source type, built from the connector's ``SETTINGS`` description."""
+    return _source_models(_freeze(sources))
+
+
+@lru_cache(maxsize=4)
+def _source_models(sources: _Frozen) -> dict[str, type[BaseModel]]:
     models: dict[str, type[BaseModel]] = {}
-    for kind, module in sorted(CONNECTORS.items()):
+    for kind, settings in sources:
         fields: dict[str, Any] = {
             "name": (NonEmpty, Field(description="unique name of this source")),
             "type": (Literal[kind], Field(description="connector type")),  # type: ignore[valid-type]
             "enabled": (StrictBool, Field(default=True, description="false pauses the source")),
         }
-        for key, desc in module.SETTINGS.items():
+        for key, desc in settings:
             default = ... if _REQUIRED.search(desc) else None
             fields[key] = (Any, Field(default=default, description=desc))
         models[kind] = create_model(  # type: ignore[call-overload]
@@ -287,17 +297,21 @@ class Delivery(Strict):
     )
 
 
-def _sources_type() -> Any:
-    members = tuple(Annotated[m, Tag(kind)] for kind, m in source_models().items())
+def _sources_type(sources: _Frozen) -> Any:
+    members = tuple(Annotated[m, Tag(kind)] for kind, m in _source_models(sources).items())
     union = members[0]
     for m in members[1:]:
         union = union | m
     return Annotated[union, Discriminator(_source_tag)]
 
 
-@lru_cache(maxsize=1)
-def config_file_model() -> type[Strict]:
-    """The model of the whole file (built once: the source part comes from the connectors)."""
+def config_file_model(sources: SourceSettings) -> type[Strict]:
+    """The model of the whole file; its source part comes from the connectors' descriptions."""
+    return _config_file_model(_freeze(sources))
+
+
+@lru_cache(maxsize=4)
+def _config_file_model(sources: _Frozen) -> type[Strict]:
     fields: dict[str, Any] = {
         "database": (
             NonEmpty | None,
@@ -308,7 +322,7 @@ def config_file_model() -> type[Strict]:
             NonEmpty | None,
             Field(default=None, description="model folder (default: shipped)"),
         ),
-        "sources": (list[_sources_type()], Field(default_factory=list)),  # type: ignore[misc]
+        "sources": (list[_sources_type(sources)], Field(default_factory=list)),  # type: ignore[misc]
         "destinations": (dict[NonEmpty, Destination], Field(default_factory=dict)),
         "departments": (dict[NonEmpty, Department | None], Field(default_factory=dict)),
         "routing": (Routing, Routing()),
@@ -326,9 +340,9 @@ def config_file_model() -> type[Strict]:
     return model
 
 
-def json_schema() -> dict[str, Any]:
+def json_schema(sources: SourceSettings) -> dict[str, Any]:
     """The JSON Schema of the configuration file, for editors (``triage config schema``)."""
-    schema = config_file_model().model_json_schema()
+    schema = config_file_model(sources).model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "feedback-triage configuration"
     return schema

@@ -18,6 +18,10 @@ _HASHTAG = re.compile(r"#(\w+)")
 # A bare domain needs one of these endings; searching for it first is far cheaper than _URL.
 _TLD = re.compile(r"\.(?:com|net|org|io|co|ly|biz|me)\b", re.IGNORECASE)
 
+# The classifier's words in normalised text (letters, digits, underscores, apostrophes inside
+# words), else runs of one symbol kind: how the tokenizer splits, and what the vectors cover.
+TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]+")
+
 
 def normalize(text: str) -> str:
     """Return the text as the classifier sees it.

@@ -1,120 +1,38 @@
-"""Load and validate the triage configuration file (sources, routing rules, destinations)."""
+"""Read and validate the configuration file once, at load: every problem with its line and key.
+
+The sources section is checked against the connector registry, which the caller passes in
+(``sources`` and ``check_source``): the registry sits above this core module, which only reads
+the connectors' descriptions of their settings. :func:`flows.config.load_config` is the loader
+with the registry filled in.
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field
-from datetime import timedelta
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from triage.config_models import config_file_model, json_schema, parse_duration
+from triage.config.models import SourceSettings, config_file_model, json_schema, parse_duration
+from triage.config.types import (
+    Config,
+    ConfigError,
+    DepartmentConfig,
+    DestinationConfig,
+    ReviewConfig,
+    Rule,
+    SourceConfig,
+)
 from triage.models import DEPARTMENTS
 
-DEMO_CONFIG = Path(__file__).parent / "demo" / "triage.yaml"
+DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "triage.yaml"
 DEFAULT_DB = "triage.duckdb"
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing, unreadable or inconsistent; the message says where."""
-
-
-@dataclass(slots=True)
-class SourceConfig:
-    """One configured source: a connector type plus its settings."""
-
-    name: str
-    type: str
-    settings: dict[str, Any]
-    enabled: bool = True
-
-
-@dataclass(slots=True)
-class Rule:
-    """A routing rule: when every given condition holds, the item goes to ``department``.
-
-    ``department`` may be None: the item is kept and audited but handed to nobody.
-    """
-
-    department: str | None
-    label: str | None = None
-    source: str | None = None
-    min_score: float | None = None
-    keywords: tuple[str, ...] = ()
-    name: str = ""
-
-
-@dataclass(slots=True)
-class DestinationConfig:
-    """Where deliveries go: a Slack channel, a helpdesk, a CRM, a tracker or a webhook."""
-
-    name: str
-    type: str
-    settings: dict[str, Any]
-
-
-@dataclass(slots=True)
-class DepartmentConfig:
-    """How a department receives its items."""
-
-    name: str
-    destination: str | None
-    # Auto handoff skips marketing's review for confident items (issue: service issues go straight).
-    auto_handoff: bool = False
-    # Further destinations that receive every handoff too (e.g. the CRM plus the sales channel).
-    also: tuple[str, ...] = ()
-
-
-@dataclass(slots=True, frozen=True)
-class ReviewConfig:
-    """The ``review:`` section: read once, at load, with the defaults the README documents."""
-
-    # The decision spool; by default beside the database (``<database>.decisions.jsonl``), so
-    # the review server and every flow run find the same file.
-    spool: Path
-    destination: str | None = None
-    # None: never thread the review messages (README, "Marketing review in Slack").
-    batch_threshold: int | None = None
-    resurface_after: timedelta = timedelta(hours=24)
-
-
-@dataclass(slots=True)
-class Config:
-    """The whole validated configuration."""
-
-    path: Path
-    database: Path
-    sources: list[SourceConfig]
-    rules: list[Rule]
-    departments: dict[str, DepartmentConfig]
-    destinations: dict[str, DestinationConfig]
-    review: ReviewConfig
-    thresholds: dict[str, float]
-    # None: use the thresholds and margin the model was calibrated with.
-    margin: float | None
-    model: Path | None
-    outbox_dir: Path
-    max_attempts: int = 5
-    # The Slack destination where dead-lettered deliveries are announced (``alerts.destination``).
-    alerts_destination: str | None = None
-    # Per label: True/False, or a minimum score, for handing off without marketing's review.
-    # A label not listed falls back to its department's ``auto_handoff``.
-    auto_handoff: dict[str, bool | float] = field(default_factory=dict)
-
-    @property
-    def review_destination(self) -> str | None:
-        """Where marketing reviews every routed item (``review.destination``)."""
-        return self.review.destination
-
-    def resolve(self, value: str | os.PathLike[str]) -> Path:
-        """Resolve a path from the configuration relative to the configuration file's folder."""
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p)
+# Checks a source's setting values: (type, name, settings); raises ConfigError with the reason.
+SourceCheck = Callable[[str, str, dict[str, Any]], None]
 
 
 def default_config_path() -> Path:
@@ -129,18 +47,24 @@ def default_config_path() -> Path:
     return local if local.exists() else DEMO_CONFIG
 
 
-def load_config(
-    path: str | os.PathLike[str] | None = None, *, database: str | None = None
+def read_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    sources: SourceSettings,
+    check_source: SourceCheck | None = None,
+    database: str | None = None,
 ) -> Config:
     """Read, validate and normalise a configuration file.
 
     Every check happens here, before anything runs: the file's shape against
-    :func:`triage.config_models.config_file_model` (unknown keys, types, ranges, each source's
+    :func:`triage.config.models.config_file_model` (unknown keys, types, ranges, each source's
     settings from its connector's description), then the names that refer to each other
     (departments, destinations, the review and alerts destinations).
 
     Args:
         path: The YAML file; None picks :func:`default_config_path`.
+        sources: Each source type's settings description (the connectors' ``SETTINGS``).
+        check_source: Checks a source's values beyond their names (a connector's ``validate``).
         database: Overrides the database path (else ``TRIAGE_DB``, else the file's ``database``,
             else ``./triage.duckdb``).
 
@@ -153,10 +77,10 @@ def load_config(
     cfg_path = Path(path) if path is not None else default_config_path()
     data, node = _read_yaml(cfg_path)
     try:
-        model = config_file_model().model_validate(data)
+        model = config_file_model(sources).model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(cfg_path, exc, data, node)) from None
-    problems = _cross_references(model)
+        raise ConfigError(_describe(cfg_path, exc, data, node, sources)) from None
+    problems = _cross_references(model, check_source)
     if problems:
         raise ConfigError("\n".join(_located(cfg_path, node, loc, msg) for loc, msg in problems))
     return _build(cfg_path, model, database)
@@ -215,12 +139,18 @@ def _refuse_duplicate_keys(cfg_path: Path, root: yaml.Node) -> None:
             stack.extend(node.value)
 
 
-def _describe(cfg_path: Path, exc: ValidationError, data: Any, node: yaml.Node | None) -> str:
+def _describe(
+    cfg_path: Path,
+    exc: ValidationError,
+    data: Any,
+    node: yaml.Node | None,
+    sources: SourceSettings,
+) -> str:
     """One line per problem: ``file:line: key.path: what is wrong``."""
     merged: dict[tuple[str | int, ...], list[str]] = {}
     got: dict[tuple[str | int, ...], str] = {}
     for err in exc.errors():
-        loc, msg, value = _explain(err, data)
+        loc, msg, value = _explain(err, data, sources)
         msgs = merged.setdefault(loc, [])
         if msg not in msgs:
             msgs.append(msg)
@@ -241,13 +171,15 @@ def _describe(cfg_path: Path, exc: ValidationError, data: Any, node: yaml.Node |
     return "\n".join(lines)
 
 
-def _explain(err: Any, data: Any) -> tuple[tuple[str | int, ...], str, str | None]:
+def _explain(
+    err: Any, data: Any, sources: SourceSettings
+) -> tuple[tuple[str | int, ...], str, str | None]:
     """The error's location in the file's own keys, a message a user can act on, the bad value."""
     kind = err["type"]
     loc = _file_path(err["loc"], data, missing=kind == "missing")
     value = err.get("input")
     if kind == "extra_forbidden":
-        hint = difflib.get_close_matches(str(loc[-1]), _known_keys(), n=1, cutoff=0.75)
+        hint = difflib.get_close_matches(str(loc[-1]), _known_keys(sources), n=1, cutoff=0.75)
         what = "unknown key"
         if len(loc) == 3 and loc[0] == "sources":  # a connector's setting: name the source too
             what = f"unknown setting '{loc[2]}' of source '{_source_name(data, loc[1])}'"
@@ -342,11 +274,10 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-@lru_cache(maxsize=1)
-def _known_keys() -> tuple[str, ...]:
+def _known_keys(sources: SourceSettings) -> tuple[str, ...]:
     """Every key the configuration knows, anywhere: for "did you mean" on a misspelt one."""
     keys: set[str] = set()
-    stack: list[Any] = [json_schema()]
+    stack: list[Any] = [json_schema(sources)]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
@@ -357,7 +288,9 @@ def _known_keys() -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
-def _cross_references(model: Any) -> list[tuple[tuple[str | int, ...], str]]:
+def _cross_references(
+    model: Any, check_source: SourceCheck | None
+) -> list[tuple[tuple[str | int, ...], str]]:
     """Names that must refer to something defined elsewhere in the file."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
     seen: set[str] = set()
@@ -366,11 +299,10 @@ def _cross_references(model: Any) -> list[tuple[tuple[str | int, ...], str]]:
             problems.append((("sources", i, "name"), f"source name '{source.name}' is used twice"))
         seen.add(source.name)
     # Each connector may check its settings' values too (``validate`` in connectors/<type>.py).
-    from connectors import validate_source
-
     for i, source in enumerate(model.sources):
         try:
-            validate_source(source.type, source.name, _source_settings(source))
+            if check_source is not None:
+                check_source(source.type, source.name, _source_settings(source))
         except ConfigError as exc:
             problems.append((("sources", i), str(exc)))
     destinations = set(model.destinations)
@@ -479,7 +411,7 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
 
 
 def default_rules() -> list[Rule]:
-    """The default routing of DESIGN.md: each label to the department that owns it."""
+    """The default routing (README, "Configuration"): each label to the department that owns it."""
     return [
         Rule(label="service_issue", department="support", name="service_issue"),
         Rule(label="sales_lead", department="sales", name="sales_lead"),
