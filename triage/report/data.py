@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from triage.customers.lifecycle import STAGES, Lifecycle
+from triage.customers.lifecycle import Lifecycle
 from triage.customers.models import HandoffOutcome, Mention, Profile, require_utc
+from triage.customers.stages import STAGES
 from triage.customers.timing import TimingStat, timing_stats
 from triage.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
 
