@@ -15,7 +15,8 @@ import pyarrow as pa
 from triage.keys import stable_key
 
 LABELS: tuple[str, ...] = ("kudos", "sales_lead", "feature_request", "service_issue", "other")
-# The owner who must act first wins the primary label (DESIGN.md); `other` never outranks a real intent.
+# The owner who must act first wins the primary label (README, "Data and the classifier");
+# `other` never outranks a real intent.
 PRIORITY: tuple[str, ...] = ("service_issue", "sales_lead", "feature_request", "kudos", "other")
 DEPARTMENTS: tuple[str, ...] = ("marketing", "sales", "product", "support")
 
@@ -85,7 +86,7 @@ class Author:
 
 @dataclass(slots=True)
 class Mention:
-    """One piece of feedback in the shape every connector yields (DESIGN.md, the mention record)."""
+    """One piece of feedback in the shape every connector yields (README, "Architecture")."""
 
     source: str
     external_id: str

@@ -53,7 +53,7 @@ class DepartmentConfig:
 
     name: str
     destination: str | None
-    # Auto handoff skips marketing's review for confident items (issue: service issues go straight).
+    # Auto handoff skips marketing's review for confident items (README, "Department handoffs").
     auto_handoff: bool = False
     # Further destinations that receive every handoff too (e.g. the CRM plus the sales channel).
     also: tuple[str, ...] = ()

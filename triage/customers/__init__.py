@@ -1,4 +1,6 @@
-"""Customers behind the mentions: profiles, lifecycle stages, bonds and handoff timing (issue 16).
+"""Customers behind the mentions: profiles, lifecycle stages, bonds and handoff timing.
+
+README, "Customers, lifecycle and reports".
 
 Pure engines over plain records, not yet wired into the store, flows or CLI. The calls the
 pipeline will make::
