@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from connectors import CONNECTORS
 from flows.config import load_config
 from triage.cli import app
-from triage.cli_config import SCHEMA_FILE, schema_text
+from triage.cli.config import SCHEMA_FILE, schema_text
 from triage.config import ConfigError
 from triage.config.models import DESTINATION_MODELS
 from triage.destinations import DESTINATION_TYPES

@@ -27,7 +27,7 @@ from connectors import SourceContext, file
 from flows.config import load_config
 from flows.triage import ingest
 from triage.cli import app
-from triage.cli_sources import mostly_quarantined
+from triage.cli.sources import mostly_quarantined
 from triage.config import ConfigError
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -497,7 +497,7 @@ def test_decision_is_kept_while_another_process_holds_the_store(
 
     assert summary["review"]["applied"] == 1
     assert len(env.spool) == 0
-    from triage.cli import _print_summary
+    from triage.cli.pipeline import print_summary as _print_summary
 
     _print_summary(summary)
     assert "review decisions: applied 1, superseded 0" in capsys.readouterr().out

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from triage.cli_options import ConfigOpt, DbOpt, load_config_or_exit, store_or_exit
-from triage.cli_options import fail as _fail
+from triage.cli.options import ConfigOpt, DbOpt, load_config_or_exit, store_or_exit
+from triage.cli.options import fail as _fail
 
 if TYPE_CHECKING:
     from connectors import SourceContext

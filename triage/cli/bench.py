@@ -1,9 +1,10 @@
 """``triage bench``: the performance benchmark of the whole pipeline against the bare classifier.
 
 It writes N seeded, realistic mentions as file drops, runs the real triage flow over them into a
-fresh DuckDB file (every delivery enqueued), drains a slice of the outbox into the local fake Slack
-to measure delivery pace, times the bare classifier (``nlp.pipe``) on the same texts, and repeats the
-flow over the same input to show that a no-change run is cheap and creates nothing.
+fresh DuckDB file (every delivery enqueued), drains a slice of the outbox into a local Slack sink
+(:mod:`triage.cli.bench_sink`) to measure delivery pace, times the bare classifier (``nlp.pipe``)
+on the same texts, and repeats the flow over the same input to show that a no-change run is cheap
+and creates nothing.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import os
 import random
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from classifiers.data import load_starter
+from triage.cli.bench_sink import SlackSink
+from triage.cli.pipeline import quiet_prefect
 
 SOURCES = {
     # name: (share of mentions, source_type)
@@ -29,6 +33,8 @@ SOURCES = {
     "reviews": (0.3, "app_review"),
     "forms": (0.2, "web_form"),
 }
+# The benchmark's Slack destinations: one channel each, named like the destination.
+DESTINATIONS = ("review", "support", "sales", "product", "marketing")
 HANDLES = ["@nimbus", "@skyjet", "@brightbank", "@getquill", "@oakmobile", "@parcelpal", "@fizzly"]
 
 
@@ -100,7 +106,7 @@ def write_config(folder: Path, db: Path) -> Path:
         "review: {destination: review}",
         "destinations:",
     ]
-    for dest in ("review", "support", "sales", "product", "marketing"):
+    for dest in DESTINATIONS:
         lines.append(f"  {dest}: {{type: slack, channel: '#{dest}', token_env: BENCH_SLACK_TOKEN}}")
     path = folder / "bench.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -161,25 +167,16 @@ def _peak_rss_mb() -> float:
 
 
 def drain_rate(config_path: Path, messages: int) -> dict[str, Any]:
-    """Deliver up to ``messages`` queued review messages to the local fake Slack; measure pace."""
-    repo = Path(__file__).resolve().parents[1]
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
-    try:
-        from tests.fakes.slack import start_fake_slack
-    except ImportError:
-        return {"skipped": "the fake Slack (tests/fakes) is only available in a source checkout"}
+    """Deliver up to ``messages`` queued messages to the local Slack sink; measure the pace."""
     from flows.config import load_config
     from triage.delivery import drain
     from triage.destinations import build_destinations
     from triage.store import open_store
 
-    fake, server = start_fake_slack()
-    for dest in ("#review", "#support", "#sales", "#product", "#marketing"):
-        fake.channels[dest] = "C" + dest[1:].upper()
+    sink = SlackSink({dest: "C" + dest.upper() for dest in DESTINATIONS}).start()
     old = {k: os.environ.get(k) for k in ("BENCH_SLACK_TOKEN", "SLACK_API_URL")}
-    os.environ["BENCH_SLACK_TOKEN"] = fake.token
-    os.environ["SLACK_API_URL"] = fake.url
+    os.environ["BENCH_SLACK_TOKEN"] = sink.token
+    os.environ["SLACK_API_URL"] = sink.url
     try:
         config = load_config(config_path)
         with open_store(config.database) as store:
@@ -187,8 +184,7 @@ def drain_rate(config_path: Path, messages: int) -> dict[str, Any]:
             report = drain(store, config, build_destinations(config), limit=messages)
             seconds = time.perf_counter() - started
     finally:
-        server.shutdown()
-        server.server_close()
+        sink.stop()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -198,7 +194,7 @@ def drain_rate(config_path: Path, messages: int) -> dict[str, Any]:
         "messages": report.sent,
         "seconds": round(seconds, 3),
         "messages_per_s": round(report.sent / seconds, 1) if seconds else None,
-        "note": "local fake Slack without rate limits: the ceiling of our side; Slack allows about "
+        "note": "local Slack sink without rate limits: the ceiling of our side; Slack allows about "
         "1 message per second per channel",
     }
 
@@ -255,7 +251,7 @@ def run_bench(
 
         log("bare classifier ...")
         sample, clf_rate = bare_classifier_rate(data, model, min(classifier_sample, stored or n))
-        log("draining outbox to the local fake Slack ...")
+        log("draining the outbox to the local Slack sink ...")
         drained = drain_rate(config_path, drain_messages)
 
         def stage_times(summary: dict[str, Any], total: float) -> dict[str, float]:
@@ -320,9 +316,41 @@ def render(report: dict[str, Any]) -> str:
     if "messages_per_s" in drain:
         rows.append(
             (
-                "outbox drain (fake Slack)",
+                "outbox drain (local Slack sink)",
                 f"{drain['messages_per_s']:,} messages/s ({drain['messages']} sent)",
             )
         )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def bench(
+    n: Annotated[int, typer.Option("--n", help="Mentions to generate.")] = 100_000,
+    input_dir: Annotated[
+        Path | None,
+        typer.Option("--input", help="Folder of JSONL drops to use instead of generating."),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model folder (default: shipped).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the generated data and database.")] = False,
+    drain_messages: Annotated[
+        int, typer.Option(help="Outbox messages to drain to the local Slack sink.")
+    ] = 1000,
+) -> None:
+    """Benchmark the pipeline end to end against the bare classifier (see README, Performance)."""
+    quiet_prefect(verbose=False)
+
+    def progress(msg: str) -> None:
+        typer.echo(msg, err=True)
+
+    report = run_bench(
+        n,
+        input_dir=input_dir,
+        model=str(model) if model else None,
+        keep=keep,
+        drain_messages=drain_messages,
+        log=progress,
+    )
+    typer.echo(json.dumps(report, indent=2) if as_json else render(report))

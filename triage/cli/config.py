@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from triage.cli_options import ConfigOpt, load_config_or_exit
+from triage.cli.options import ConfigOpt, load_config_or_exit
 
 config_app = typer.Typer(no_args_is_help=True, help="Check the configuration; its JSON Schema.")
 
 # Committed beside the package, so editors can point at it (see README, Configuration).
-SCHEMA_FILE = Path(__file__).parent / "config.schema.json"
+SCHEMA_FILE = Path(__file__).parents[1] / "config.schema.json"
 
 
 def schema_text() -> str:

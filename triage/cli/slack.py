@@ -10,12 +10,12 @@ from typing import Annotated, Any
 
 import typer
 
-from triage.cli_options import ConfigOpt, DbOpt, fail
+from triage.cli.options import ConfigOpt, DbOpt, fail
 
 slack_app = typer.Typer(no_args_is_help=True, help="The Slack review app (marketing's review).")
 corrections_app = typer.Typer(no_args_is_help=True, help="Reviewers' corrections as training data.")
 
-MANIFEST = Path(__file__).parent / "slack" / "manifest.yaml"
+MANIFEST = Path(__file__).parents[1] / "slack" / "manifest.yaml"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -122,7 +122,7 @@ def bench_decisions_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time one background pass applying spooled review decisions on a large store."""
-    from triage.slack.bench import bench_decisions
+    from triage.cli.bench_decisions import bench_decisions
 
     result = bench_decisions(
         items, decisions, batch=batch, progress=lambda m: typer.echo(m, err=True)
