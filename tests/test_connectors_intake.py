@@ -39,7 +39,7 @@ ANSWER_WITHIN = 20.0
 
 
 def oracle_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature as the README documents it, written independently of triage.intake.sign."""
+    """The signature as the README documents it, written independently of triage.signing.sign."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
 
