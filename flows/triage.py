@@ -22,8 +22,8 @@ from prefect.states import Failed
 
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
-from flows.config import load_config
 from flows.progress import Event, Stage, emit
+from flows.settings import load_config
 from triage.config import Config, SourceConfig
 from triage.delivery import drain
 from triage.destinations import after_drain, build_destinations

@@ -24,7 +24,7 @@ import yaml
 from classifiers.model import Classifier, Policy, decide_columns
 from connectors import SourceContext, file
 from connectors.records import item_rows, mention_from_record
-from flows.config import load_config
+from flows.settings import load_config
 from flows.triage import ingest, prediction_table
 from tests.decision_oracle import reason_matches, reference_decision
 from triage.models import LABELS, InvalidRecord, item_id

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from connectors import CONNECTORS
-from flows.config import load_config
+from flows.settings import load_config
 from triage.cli import app
 from triage.cli.config import SCHEMA_FILE, schema_text
 from triage.config import ConfigError

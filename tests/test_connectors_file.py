@@ -24,7 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 from connectors import SourceContext, file
-from flows.config import load_config
+from flows.settings import load_config
 from flows.triage import ingest
 from triage.cli import app
 from triage.cli.sources import mostly_quarantined

@@ -26,7 +26,7 @@ import yaml
 from typer.testing import CliRunner
 
 from connectors import ConnectorError, SourceContext, appstore, imap, webhook
-from flows.config import load_config
+from flows.settings import load_config
 from flows.triage import ingest, triage
 from tests.fakes.appstore import FakeAppStore, review, reviews_every_hour, start_fake_appstore
 from tests.fakes.dovecot import ImapServer, find_dovecot, start_dovecot

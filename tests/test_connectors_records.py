@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from connectors import SourceContext, file, hackernews
 from connectors.records import ALIASES, item_rows, mention_from_record
-from flows.config import load_config
+from flows.settings import load_config
 from flows.triage import ingest
 from tests.fakes.hackernews import FakeHackerNews
 from triage.models import ITEM_SCHEMA, MAX_RAW_CHARS, InvalidRecord, Mention, parse_timestamp

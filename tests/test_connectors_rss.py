@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from connectors import ConnectorError
-from flows.config import load_config
+from flows.settings import load_config
 from flows.triage import ingest
 from tests.fakes.feed import FeedServer
 from triage.cli import app

@@ -23,7 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows import triage as flow_mod
-from flows.config import load_config
+from flows.settings import load_config
 from tests.fakes.github import FakeGitHub, start_fake_github
 from tests.fakes.hubspot import FakeHubSpot, start_fake_hubspot
 from tests.fakes.slack_threads import FakeSlackThreads, start_fake_slack_threads

@@ -27,7 +27,7 @@ from slack_sdk import WebClient
 from typer.testing import CliRunner
 
 from classifiers.data import load_examples
-from flows.config import load_config
+from flows.settings import load_config
 from flows.triage import triage
 from tests.conftest import DEMO_DIR
 from tests.fakes.slack import FakeSlack, start_fake_slack

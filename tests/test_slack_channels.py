@@ -21,7 +21,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from flows import triage as flow_mod
-from flows.config import load_config
+from flows.settings import load_config
 from tests.fakes.slack import FakeSlack
 from triage import store as store_mod
 from triage.slack.channels import forget_channels

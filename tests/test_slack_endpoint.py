@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.config import load_config
+from flows.settings import load_config
 from tests.conftest import DEMO_DIR
 from tests.fakes.slack import FakeSlack, start_fake_slack
 from tests.fakes.slack_payloads import slash_command

@@ -168,7 +168,7 @@ def _peak_rss_mb() -> float:
 
 def drain_rate(config_path: Path, messages: int) -> dict[str, Any]:
     """Deliver up to ``messages`` queued messages to the local Slack sink; measure the pace."""
-    from flows.config import load_config
+    from flows.settings import load_config
     from triage.delivery import drain
     from triage.destinations import build_destinations
     from triage.store import open_store

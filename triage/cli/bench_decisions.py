@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from flows.config import load_config
+from flows.settings import load_config
 from triage.models import DEPARTMENTS, ITEM_SCHEMA, LABELS, item_id
 from triage.review import APPLY_BATCH, Decision, DecisionSpool, apply_spool
 from triage.routing import AWAITING_REVIEW, ROUTE_SCHEMA, outbox_table

@@ -18,7 +18,7 @@ SCHEMA_FILE = Path(__file__).parents[1] / "config.schema.json"
 
 def schema_text() -> str:
     """The JSON Schema of the configuration file, as committed in ``triage/config.schema.json``."""
-    from flows.config import json_schema
+    from flows.settings import json_schema
 
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
 

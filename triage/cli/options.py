@@ -32,7 +32,7 @@ def fail(message: str, code: int = 1) -> None:
 
 def load_config_or_exit(config: str | None, db: str | None = None) -> Config:
     """The validated configuration, or exit 2 with the problems (file, line and key of each)."""
-    from flows.config import load_config
+    from flows.settings import load_config
     from triage.config import ConfigError
 
     try:

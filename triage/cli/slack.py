@@ -40,7 +40,7 @@ def serve_cmd(
     """Answer Slack's interactivity, slash command and App Home requests at /slack/events."""
     import logging
 
-    from flows.config import load_config
+    from flows.settings import load_config
     from triage.config import ConfigError
     from triage.secrets import get_secret
     from triage.servers.slack_app import (
@@ -105,7 +105,7 @@ def manifest_cmd() -> None:
 @slack_app.command("apply")
 def apply_cmd(config: ConfigOpt = None, db: DbOpt = None) -> None:
     """Apply spooled decisions, update their messages and re-surface overdue items now."""
-    from flows.config import load_config
+    from flows.settings import load_config
     from triage.review import process_pending
 
     result = process_pending(load_config(config, database=db), wait_s=30.0)
@@ -145,7 +145,7 @@ def corrections_export(
     db: DbOpt = None,
 ) -> None:
     """Write reviewers' corrections as JSONL rows usable by `triage train --data`."""
-    from flows.config import load_config
+    from flows.settings import load_config
     from triage.store import open_store
 
     cfg = load_config(config, database=db)

@@ -42,7 +42,7 @@ def export(
     db: Annotated[str | None, typer.Option("--db", help="DuckDB file.")] = None,
 ) -> None:
     """Write every testimonial with its author's praise history (count, first, last) to CSV."""
-    from flows.config import load_config
+    from flows.settings import load_config
     from triage.store import open_store
 
     cfg = load_config(config, database=db)

@@ -2,7 +2,7 @@
 
 The sources section is checked against the connector registry, which the caller passes in
 (``sources`` and ``check_source``): the registry sits above this core module, which only reads
-the connectors' descriptions of their settings. :func:`flows.config.load_config` is the loader
+the connectors' descriptions of their settings. :func:`flows.settings.load_config` is the loader
 with the registry filled in.
 """
 

@@ -2,6 +2,9 @@
 
 The core loader (:func:`triage.config.read_config`) knows nothing of the connectors; this layer
 sits above both and passes it each connector's settings description and value check.
+
+(Not ``flows/config.py``: a Prefect worker loads ``flows/triage.py`` as a module named ``triage``
+that searches this folder first, so a module here must not share a name with one of ``triage``'s.)
 """
 
 from __future__ import annotations
