@@ -16,7 +16,6 @@ import contextlib
 import html
 import re
 import ssl
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -28,6 +27,7 @@ from imap_tools import A, BaseMailBox, MailBox, MailBoxStartTls, MailBoxUnencryp
 from imap_tools.errors import ImapToolsError, MailboxLoginError
 
 from connectors.base import ConnectorError, FetchBatch, SourceContext
+from triage.http import Backoff, retry
 from triage.models import (
     Author,
     InvalidRecord,
@@ -239,10 +239,10 @@ def _connect(ctx: SourceContext) -> BaseMailBox:
             f"Secret block {secret_name.lower().replace('_', '-')}"
         )
     retries = _setting_int(ctx, "connect_retries", 3)
-    last = ""
-    for attempt in range(retries + 1):
+
+    def attempt() -> BaseMailBox:
+        box: BaseMailBox
         try:
-            box: BaseMailBox
             if security == "ssl":
                 box = MailBox(host, port, timeout=timeout, ssl_context=tls)
             elif security == "starttls":
@@ -255,11 +255,6 @@ def _connect(ctx: SourceContext) -> BaseMailBox:
                 f"source '{ctx.name}': TLS certificate of {host}:{port} not trusted "
                 f"({exc.verify_message}); set ca_file for a private CA"
             ) from None
-        except (OSError, ImapToolsError) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-            if attempt < retries:
-                time.sleep(min(30.0, 0.5 * 2**attempt))
-            continue
         try:
             box.login(user, password, initial_folder=None)
         except MailboxLoginError:
@@ -269,17 +264,20 @@ def _connect(ctx: SourceContext) -> BaseMailBox:
                 f"source '{ctx.name}': IMAP login refused for user '{user}' at {host}:{port} "
                 f"(check the user name and the password in {secret_name})"
             ) from None
-        except (OSError, ImapToolsError) as exc:
+        except (OSError, ImapToolsError):
             _logout(box)
-            last = f"{type(exc).__name__}: {exc}"
-            if attempt < retries:
-                time.sleep(min(30.0, 0.5 * 2**attempt))
-            continue
+            raise
         return box
-    raise ConnectorError(
-        f"source '{ctx.name}': cannot reach IMAP server {host}:{port} after "
-        f"{retries + 1} attempt(s) ({last})"
-    )
+
+    # Network errors are retried (0.5 s doubling, at most 30 s); refusals above fail at once.
+    backoff = Backoff(retries=retries, first=0.5, cap=30.0, jitter=0.0)
+    try:
+        return retry(attempt, backoff, errors=(OSError, ImapToolsError))
+    except (OSError, ImapToolsError) as exc:
+        raise ConnectorError(
+            f"source '{ctx.name}': cannot reach IMAP server {host}:{port} after "
+            f"{retries + 1} attempt(s) ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _logout(box: BaseMailBox) -> None:
