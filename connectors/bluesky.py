@@ -39,7 +39,7 @@ AUTH_HINT = (
 
 def _session(ctx: SourceContext) -> sa.Api:
     handle = str(ctx.require("handle")).lstrip("@")
-    password = sa.secret(ctx, "password", "BLUESKY_APP_PASSWORD")
+    password = ctx.require_credential("password_env", "BLUESKY_APP_PASSWORD")
     api = sa.Api(ctx, DEFAULT_BASE, auth_hint=AUTH_HINT)
     try:
         data = api.json(

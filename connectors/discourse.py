@@ -33,7 +33,7 @@ SYSTEM_POST_TYPES = {2, 3}
 def _api(ctx: SourceContext) -> sa.Api:
     ctx.require("base_url")
     headers: dict[str, str] = {}
-    key = ctx.secret(str(ctx.settings.get("key_env") or "DISCOURSE_API_KEY"))
+    key = ctx.credential("key_env", "DISCOURSE_API_KEY")
     if key:
         headers = {"Api-Key": key, "Api-Username": str(ctx.require("api_username"))}
     return sa.Api(ctx, "", headers=headers, auth_hint=AUTH_HINT)

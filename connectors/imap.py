@@ -231,13 +231,9 @@ def _connect(ctx: SourceContext) -> BaseMailBox:
     tls = ssl.create_default_context(
         cafile=str(ctx.path("ca_file")) if ctx.settings.get("ca_file") else None
     )
-    secret_name = str(ctx.settings.get("password_secret", "IMAP_PASSWORD"))
-    password = ctx.secret(secret_name)
-    if not password:
-        raise ConnectorError(
-            f"source '{ctx.name}': no IMAP password: set the env var {secret_name} or the "
-            f"Secret block {secret_name.lower().replace('_', '-')}"
-        )
+    # password_secret names the env var (and so the Secret block named after it), README "email".
+    secret_name = str(ctx.settings.get("password_secret") or "IMAP_PASSWORD")
+    password = ctx.require_credential("password_secret", "IMAP_PASSWORD")
     retries = _setting_int(ctx, "connect_retries", 3)
 
     def attempt() -> BaseMailBox:

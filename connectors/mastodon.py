@@ -40,8 +40,8 @@ def _id_key(value: str) -> tuple[int, str]:
 def _api(ctx: SourceContext, need_token: bool) -> sa.Api:
     ctx.require("base_url")
     headers: dict[str, str] = {}
-    if need_token or ctx.secret(str(ctx.settings.get("token_env") or "MASTODON_ACCESS_TOKEN")):
-        token = sa.secret(ctx, "token", "MASTODON_ACCESS_TOKEN")
+    if need_token or ctx.credential("token_env", "MASTODON_ACCESS_TOKEN"):
+        token = ctx.require_credential("token_env", "MASTODON_ACCESS_TOKEN")
         headers["Authorization"] = f"Bearer {token}"
     return sa.Api(ctx, "", headers=headers, auth_hint=AUTH_HINT)
 

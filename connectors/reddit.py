@@ -45,8 +45,8 @@ def _user_agent(ctx: SourceContext) -> str:
 
 
 def _token(ctx: SourceContext) -> str:
-    client_id = sa.secret(ctx, "client_id", "REDDIT_CLIENT_ID")
-    client_secret = sa.secret(ctx, "client_secret", "REDDIT_CLIENT_SECRET")
+    client_id = ctx.require_credential("client_id_env", "REDDIT_CLIENT_ID")
+    client_secret = ctx.require_credential("client_secret_env", "REDDIT_CLIENT_SECRET")
     with sa.Api(
         ctx,
         DEFAULT_AUTH,

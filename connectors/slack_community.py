@@ -57,7 +57,7 @@ class _ProportionalJitter(Jitter):
 
 
 def _client(ctx: SourceContext) -> WebClient:
-    token = sa.secret(ctx, "token", "SLACK_COMMUNITY_TOKEN")
+    token = ctx.require_credential("token_env", "SLACK_COMMUNITY_TOKEN")
     url = str(ctx.settings.get("api_url") or ctx.settings.get("base_url") or DEFAULT_API_URL)
     retries = sa.int_setting(ctx, "max_retries", 4, low=0, high=20)
     try:

@@ -105,19 +105,6 @@ def as_list(ctx: SourceContext, key: str) -> list[str]:
     raise ConnectorError(f"source '{ctx.name}': {key} must be a list")
 
 
-def secret(ctx: SourceContext, key: str, default_env: str) -> str:
-    """Read a required credential; the env var name may be overridden per source (``<key>_env``)."""
-    env = str(ctx.settings.get(f"{key}_env") or default_env)
-    value = ctx.secret(env)
-    if not value:
-        block = env.lower().replace("_", "-")
-        raise ConnectorError(
-            f"source '{ctx.name}': credential missing: set the {env} environment variable "
-            f"or a Prefect Secret block named '{block}'"
-        )
-    return value
-
-
 def reject(ctx: SourceContext, reason: str, record: Any, external_id: Any = None) -> Rejected:
     """Quarantine one record the connector could not read, keeping a bounded copy for audit."""
     ext = None if external_id in (None, "") else str(external_id)[:500]

@@ -35,7 +35,7 @@ FIELDS = {
 
 
 def _api(ctx: SourceContext) -> sa.Api:
-    token = sa.secret(ctx, "token", "X_BEARER_TOKEN")
+    token = ctx.require_credential("token_env", "X_BEARER_TOKEN")
     return sa.Api(
         ctx,
         DEFAULT_BASE,

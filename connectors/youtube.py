@@ -35,7 +35,7 @@ AUTH_HINT = (
 
 
 def _api(ctx: SourceContext) -> sa.Api:
-    key = sa.secret(ctx, "key", "YOUTUBE_API_KEY")
+    key = ctx.require_credential("key_env", "YOUTUBE_API_KEY")
     return sa.Api(ctx, DEFAULT_BASE, headers={"X-Goog-Api-Key": key}, auth_hint=AUTH_HINT)
 
 

@@ -37,6 +37,7 @@ from triage.httpserver import (
     RequestError,
 )
 from triage.models import InvalidRecord
+from triage.secrets import block_name
 
 log = logging.getLogger("triage.intake")
 
@@ -45,7 +46,7 @@ REPLAY_WINDOW_S = 300
 SIGNATURE_HEADER = "X-Triage-Signature"
 TIMESTAMP_HEADER = "X-Triage-Timestamp"
 SECRET_ENV = "TRIAGE_INTAKE_SECRET"
-SECRET_BLOCK = "triage-intake-secret"
+SECRET_BLOCK = block_name(SECRET_ENV)  # triage-intake-secret
 # Longest client-chosen id we accept; ids are keys, not payload.
 MAX_ID_CHARS = 200
 # Unix seconds in ASCII digits only (str.isdigit() would also take "²" or "١٢").

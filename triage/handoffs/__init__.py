@@ -23,12 +23,13 @@ from triage.delivery import (
     PreviewDestination,
     SlackDestination,
 )
-from triage.handoffs.base import HandoffDestination, secret
+from triage.handoffs.base import HandoffDestination
 from triage.handoffs.github import GitHubDestination
 from triage.handoffs.hubspot import HubSpotDestination
 from triage.handoffs.testimonials import TestimonialsDestination
 from triage.handoffs.webhook import WebhookDestination
 from triage.handoffs.zendesk import ZendeskDestination, credentials
+from triage.secrets import secret
 from triage.slack.messages import inert
 from triage.store import Store
 

@@ -27,7 +27,6 @@ from slack_sdk.errors import SlackApiError
 from triage.config import Config, DestinationConfig
 from triage.delivery import DeliveryError, Destination, SlackDestination
 from triage.http import RETRY_STATUS, USER_AGENT, Backoff, GaveUp, send
-from triage.secrets import get_secret
 from triage.slack.batching import find_in_threads, thread_root
 from triage.store import Store
 
@@ -115,11 +114,6 @@ def author_key(item: dict[str, Any]) -> str:
         return str(item["author_url"]).strip().lower()
     who = item.get("author_handle") or item.get("author_name") or "anonymous"
     return f"{item['source']}:{who}".strip().lower()
-
-
-def secret(settings: dict[str, Any], env_key: str, default_env: str, block_key: str) -> str | None:
-    """A credential named by a destination's settings: env var first, then a Secret block."""
-    return get_secret(str(settings.get(env_key) or default_env), settings.get(block_key))
 
 
 def http_client(base_url: str, settings: dict[str, Any], **kwargs: Any) -> httpx.Client:

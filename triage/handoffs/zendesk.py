@@ -23,10 +23,10 @@ from triage.handoffs.base import (
     describe,
     fail,
     http_client,
-    secret,
 )
 from triage.handoffs.similarity import COMPLAINT_THRESHOLD, jaccard, signature
 from triage.limits import ZENDESK_COMMENT_BYTES, clip, utf8_len
+from triage.secrets import secret
 
 # Words that make a service issue urgent or high priority (case-insensitive substrings).
 URGENT_WORDS = ("outage", "data loss", "lost all", "hacked", "breach", "security", "phishing")
