@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from connectors import ConnectorError, SourceContext, appstore, imap, webhook
 from flows.triage import ingest, triage
-from tests.fakes.appstore import FakeAppStore, review, reviews_every_hour, start_fake_appstore
+from tests.fakes.appstore import FakeAppStore, review, reviews_every_hour
 from tests.fakes.dovecot import ImapServer, find_dovecot, start_dovecot
 from triage.cli import app
 from triage.config import load_config
@@ -534,12 +534,8 @@ def test_intake_serve_needs_a_secret_and_webhook_check(
 # ----------------------------------------------------------------------------- App Store
 @pytest.fixture
 def fake_store() -> Iterator[FakeAppStore]:
-    state, server = start_fake_appstore()
-    try:
+    with FakeAppStore() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def store_source(fake: FakeAppStore, **extra: Any) -> dict[str, Any]:
@@ -565,7 +561,7 @@ def test_appstore_pages_cursor_and_incremental(fake_store: FakeAppStore, tmp_pat
 
     assert first["fetched"] == 120 and first["stored"] == 120
     assert fake_store.pages_requested() == [1, 2, 3, 4]
-    assert all(c.user_agent and "feedback-triage" in c.user_agent for c in fake_store.calls)
+    assert all("feedback-triage" in c.headers.get("user-agent", "") for c in fake_store.calls)
     db = tmp_path / "t.duckdb"
     (text, url, author, raw, stype) = rows(
         db,
