@@ -25,7 +25,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from connectors import ConnectorError, SourceContext, appstore, imap, webhook
+from connectors import ConnectorError, SourceContext, appstore, email_text, imap, webhook
 from flows.triage import ingest, triage
 from tests.fakes.appstore import FakeAppStore, review, reviews_every_hour
 from tests.fakes.dovecot import ImapServer, find_dovecot, start_dovecot
@@ -366,11 +366,11 @@ def test_email_starttls_verifies_the_certificate(
 
 def test_strip_reply_and_html_to_text() -> None:
     text = "Thanks for the quick fix yesterday!\nIt works now.\n\n-- \nSam\nSent from my phone"
-    assert imap.strip_reply(text) == "Thanks for the quick fix yesterday!\nIt works now."
+    assert email_text.strip_reply(text) == "Thanks for the quick fix yesterday!\nIt works now."
     outlook = "Pricing for 20 seats?\n\n-----Original Message-----\nFrom: sales@x\nOld text"
-    assert imap.strip_reply(outlook) == "Pricing for 20 seats?"
-    assert imap.strip_reply("> only a quote\nMy answer\n\nBest regards,\nKim") == "My answer"
-    assert imap.html_to_text("<p>A &amp; B</p><p>C<br>D</p>") == "A & B\n\nC\nD"
+    assert email_text.strip_reply(outlook) == "Pricing for 20 seats?"
+    assert email_text.strip_reply("> only a quote\nMy answer\n\nBest regards,\nKim") == "My answer"
+    assert email_text.html_to_text("<p>A &amp; B</p><p>C<br>D</p>") == "A & B\n\nC\nD"
 
 
 # ----------------------------------------------------------------------------- web-form intake
