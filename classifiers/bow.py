@@ -10,6 +10,7 @@ a model trained with either architecture gives the same scores with both.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -21,6 +22,33 @@ from thinc.api import Model
 from thinc.types import Ints1d
 
 _Keys = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+# The token ids of the batch being classified in this thread, when a combined model already
+# read them (``shared_token_ids``): doc.to_array is a fixed cost per document, worth paying once.
+_SHARED = threading.local()
+
+
+def token_ids(docs: Sequence[Doc], attr: int) -> list[np.ndarray]:
+    """Each doc's token ids (``doc.to_array(attr)``), read once per batch for all layers."""
+    shared = getattr(_SHARED, "entry", None)
+    if shared is not None and docs and shared[0] is docs[0] and shared[1:3] == (len(docs), attr):
+        return list(shared[3])
+    return [np.asarray(doc.to_array(attr), dtype=np.uint64).reshape(-1) for doc in docs]
+
+
+class shared_token_ids:
+    """While active, :func:`token_ids` returns these ids for this batch instead of re-reading."""
+
+    def __init__(self, docs: Sequence[Doc], attr: int) -> None:
+        """Read the batch's ids once."""
+        self.entry = (docs[0], len(docs), attr, token_ids(docs, attr)) if docs else None
+
+    def __enter__(self) -> list[np.ndarray]:
+        _SHARED.entry = self.entry
+        return self.entry[3] if self.entry else []
+
+    def __exit__(self, *exc: object) -> None:
+        _SHARED.entry = None
 
 
 def batch_ngrams(model: Model, docs: Sequence[Doc], is_train: bool) -> tuple[_Keys, Callable]:
@@ -34,7 +62,7 @@ def batch_ngrams(model: Model, docs: Sequence[Doc], is_train: bool) -> tuple[_Ke
     ops = model.ops
     attr = model.attrs["attr"]
     size = int(model.attrs["ngram_size"])
-    arrays = [np.asarray(doc.to_array(attr), dtype=np.uint64).reshape(-1) for doc in docs]
+    arrays = token_ids(docs, attr)
     n_tokens = np.array([len(a) for a in arrays], dtype=np.int64)
     if not arrays or n_tokens.sum() == 0:
         empty = (
@@ -68,6 +96,13 @@ def batch_ngrams(model: Model, docs: Sequence[Doc], is_train: bool) -> tuple[_Ke
     firsts = np.flatnonzero(new)
     counts = np.diff(np.append(firsts, len(all_keys))).astype("f")
     lengths = np.bincount(all_owners[firsts], minlength=len(arrays)).astype("int32")
+    norm = float(model.attrs.get("normalize", 0.0))
+    if norm:
+        # Length-normalised counts (as TF-IDF's L2 norm, times a constant): a long review then
+        # scores like a short post with the same mix of words instead of piling up evidence.
+        doc_of_key = all_owners[firsts]
+        sq = np.bincount(doc_of_key, weights=counts.astype(np.float64) ** 2, minlength=len(arrays))
+        counts = (counts * norm / np.sqrt(np.maximum(sq, 1.0))[doc_of_key]).astype("f")
     return (all_keys[firsts], counts, lengths), _no_backprop
 
 
@@ -83,8 +118,13 @@ def build_batched_bow(
     no_output_layer: bool,
     length: int = 262144,
     nO: int | None = None,
+    normalize: float = 0.0,
 ) -> Model:
-    """``spacy.TextCatBOW.v3`` with the batched n-gram extractor (see the module docstring)."""
+    """``spacy.TextCatBOW.v3`` with the batched n-gram extractor (see the module docstring).
+
+    ``normalize`` > 0 scales each document's n-gram counts to that L2 norm (0: raw counts, as
+    spaCy's model).
+    """
     model = build_bow_text_classifier_v3(
         exclusive_classes=exclusive_classes,
         ngram_size=ngram_size,
@@ -98,4 +138,5 @@ def build_batched_bow(
     # thinc keeps a layer's forward function in ``_func``; swapping it keeps the layer's name,
     # attributes and place in the model, so weights saved by either architecture load in both.
     extractors[0]._func = batch_ngrams
+    extractors[0].attrs["normalize"] = normalize
     return model

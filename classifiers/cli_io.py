@@ -25,7 +25,9 @@ def _is_jsonl(path: Path, head: bytes) -> bool:
     return head.lstrip()[:1] == b"{"
 
 
-def _jsonl_rows(data: bytes) -> Iterator[tuple[str | None, Any, str | None]]:
+def _jsonl_rows(
+    data: bytes, text_field: str = "text", id_field: str = "id"
+) -> Iterator[tuple[str | None, Any, str | None]]:
     """Yield (text, id, error) per non-blank line."""
     for line in data.split(b"\n"):
         if not line.strip():
@@ -43,64 +45,86 @@ def _jsonl_rows(data: bytes) -> Iterator[tuple[str | None, Any, str | None]]:
         if not isinstance(obj, dict):
             yield None, None, "line is not a JSON object"
             continue
-        text = obj.get("text")
+        text = obj.get(text_field)
+        ident = obj.get(id_field)
         if not isinstance(text, str):
-            yield None, obj.get("id"), "no 'text' string field"
+            yield None, ident, f"no {text_field!r} string field"
         elif not text.strip():
-            yield None, obj.get("id"), "text is empty"
+            yield None, ident, "text is empty"
         else:
-            yield text, obj.get("id"), None
+            yield text, ident, None
 
 
-def _csv_rows(data: bytes) -> Iterator[tuple[str | None, Any, str | None]]:
+def _csv_rows(
+    data: bytes, text_column: str = "text", id_column: str = "id"
+) -> Iterator[tuple[str | None, Any, str | None]]:
     # surrogateescape keeps undecodable bytes visible per row instead of failing the whole file.
     # NUL bytes would stop the csv module; swap them for a noncharacter and flag those rows.
     text = data.decode("utf-8-sig", errors="surrogateescape").replace("\x00", _NUL)
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "text" not in reader.fieldnames:
-        raise ValueError("CSV input needs a header row with a 'text' column")
+    if not reader.fieldnames or text_column not in reader.fieldnames:
+        found = ", ".join(repr(f) for f in reader.fieldnames or []) or "none"
+        raise ValueError(
+            f"CSV input needs a header row with a {text_column!r} column (columns: {found}); "
+            "name the text column with --text-column"
+        )
     for row in reader:
-        value = row.get("text")
+        value = row.get(text_column)
+        ident = row.get(id_column)
         if value is None:
-            yield None, row.get("id"), "row has fewer columns than the header"
+            yield None, ident, "row has fewer columns than the header"
             continue
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            yield None, row.get("id"), "row is not valid UTF-8"
+            yield None, ident, "row is not valid UTF-8"
             continue
         if _NUL in value:
-            yield None, row.get("id"), "row contains binary data (NUL bytes)"
+            yield None, ident, "row contains binary data (NUL bytes)"
         elif not value.strip():
-            yield None, row.get("id"), "text is empty"
+            yield None, ident, "text is empty"
         else:
-            yield value, row.get("id"), None
+            yield value, ident, None
 
 
-def read_rows(path: Path) -> list[tuple[str | None, Any, str | None]]:
+def read_rows(
+    path: Path, text_column: str = "text", id_column: str = "id"
+) -> list[tuple[str | None, Any, str | None]]:
     """Read an input file into (text, id, error) rows in file order.
+
+    Args:
+        path: A CSV or JSONL file.
+        text_column: The CSV column or JSON field holding the text.
+        id_column: The column or field whose value is copied to the output as ``id``.
 
     Raises:
         ValueError: When the file as a whole cannot be used (e.g. a CSV without a text column).
         OSError: When the file cannot be read.
     """
     data = path.read_bytes()
-    rows = _jsonl_rows(data) if _is_jsonl(path, data[:64]) else _csv_rows(data)
-    return list(rows)
+    if _is_jsonl(path, data[:64]):
+        return list(_jsonl_rows(data, text_column, id_column))
+    return list(_csv_rows(data, text_column, id_column))
 
 
 def classify_file(
-    input_path: Path, output_path: Path, model: Path | None, batch_size: int = 2000
+    input_path: Path,
+    output_path: Path,
+    model: Path | None,
+    batch_size: int = 2000,
+    text_column: str = "text",
+    id_column: str = "id",
 ) -> dict[str, int]:
     """Classify a CSV/JSONL file into a JSONL file with one object per input row, in order.
 
     Rows that cannot be classified get ``{"row": n, "error": reason}`` with null label fields, so a
-    consumer can zip input and output line by line.
+    consumer can zip input and output line by line. Each row's ``id_column`` value, when it has
+    one, is written as ``id``.
 
     Returns:
         ``{"ok": n, "errors": n}``.
     """
-    rows = read_rows(input_path)
+    rows = read_rows(input_path, text_column, id_column)
     clf = Classifier.load(model)
     texts = [t for t, _, err in rows if err is None and t is not None]
     preds = iter(clf.predict(texts, batch_size)) if texts else iter(())

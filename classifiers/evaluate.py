@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from classifiers.data import Example, load_examples, load_starter
+from classifiers.data import DataError, Example, load_examples, load_starter
 from classifiers.metrics import evaluate_labels, format_report
 from classifiers.model import Classifier
 from classifiers.normalize import normalize
@@ -88,6 +88,7 @@ def evaluate_model(
     *,
     baseline: bool = True,
     balanced: int | None = None,
+    only_labels: Sequence[str] = (),
     report_dir: Path | None = Path("reports"),
 ) -> dict[str, Any]:
     """Score a model on labelled data, per file and overall, with an optional baseline.
@@ -97,15 +98,29 @@ def evaluate_model(
         model: Model folder; None is the shipped model.
         baseline: Also train TF-IDF + LR on the model's own training data and score it.
         balanced: Score a label-balanced sample of this many per label instead of everything.
+        only_labels: Score only the rows whose gold label is one of these.
         report_dir: Where ``confusion_matrix.png`` is written; None skips the plot.
 
     Returns:
-        ``{"model", "overall", "per_file", "baseline"?, "confusion_png"?}``.
+        ``{"model", "overall", "per_file", "errors", "baseline"?, "confusion_png"?}``; ``errors``
+        lists the misclassified rows (file, row, text, gold and predicted label, scores).
+
+    Raises:
+        DataError: When the data has no usable row (a score of zeros would look like a result).
     """
     clf = Classifier.load(model)
     examples = load_examples(list(data))
+    if only_labels:
+        examples = [ex for ex in examples if ex.label in only_labels]
     if balanced:
         examples = balanced_sample(examples, balanced)
+    if not examples:
+        raise DataError(
+            f"no usable rows in {', '.join(map(str, data))}"
+            + (f" with gold label {', '.join(only_labels)}" if only_labels else "")
+            + ": every row needs a non-empty 'text' and a 'label' "
+            f"({', '.join(LABELS)})"
+        )
     texts = [ex.text for ex in examples]
     preds = clf.predict(texts)
     labels = [p.label for p in preds]
@@ -113,6 +128,10 @@ def evaluate_model(
     overall = evaluate_labels(gold, labels)
     flagged = sum(p.needs_review for p in preds)
     overall["needs_review_rate"] = round(flagged / max(1, len(preds)), 4)
+    unflagged = [p.label == g for p, g in zip(preds, gold, strict=True) if not p.needs_review]
+    overall["accuracy_when_not_flagged"] = (
+        round(sum(unflagged) / len(unflagged), 4) if unflagged else None
+    )
     per_file: dict[str, Any] = {}
     by_origin: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
@@ -127,6 +146,20 @@ def evaluate_model(
         "labels": list(LABELS),
         "overall": overall,
         "per_file": per_file,
+        "errors": [
+            {
+                "file": ex.origin,
+                "row": ex.row,
+                "text": ex.text,
+                "gold": ex.label,
+                "predicted": p.label,
+                "labels": p.labels,
+                "needs_review": p.needs_review,
+                "scores": {k: round(v, 4) for k, v in p.scores.items()},
+            }
+            for ex, p in zip(examples, preds, strict=True)
+            if p.label != ex.label
+        ],
     }
     if baseline:
         train = _training_data(clf.meta)
@@ -144,9 +177,13 @@ def evaluate_model(
 
 
 def render_text(result: dict[str, Any]) -> str:
-    """Human-readable rendering of :func:`evaluate_model`'s result."""
+    """Human-readable rendering of :func:`evaluate_model`'s result (with its errors, if kept)."""
     parts = [format_report(result["overall"], f"model {result['model']}")]
-    parts.append(f"needs review: {result['overall']['needs_review_rate']:.1%}")
+    unflagged = result["overall"].get("accuracy_when_not_flagged")
+    parts.append(
+        f"needs review: {result['overall']['needs_review_rate']:.1%}; accuracy when not flagged: "
+        + (f"{unflagged:.3f}" if unflagged is not None else "-")
+    )
     parts.append("per file:")
     for origin, res in result["per_file"].items():
         parts.append(
@@ -159,25 +196,65 @@ def render_text(result: dict[str, Any]) -> str:
         )
     if "confusion_png" in result:
         parts.append(f"confusion matrix: {result['confusion_png']}")
+    if "errors" in result:
+        parts.append(f"misclassified rows ({len(result['errors'])}):")
+        for e in result["errors"]:
+            text = " ".join(e["text"].split())
+            text = text if len(text) <= 100 else text[:99] + "…"
+            flag = " (flagged)" if e["needs_review"] else ""
+            parts.append(
+                f"  {e['file']}:{e['row']}  gold {e['gold']}  predicted {e['predicted']}{flag}  {text}"
+            )
     return "\n".join(parts)
 
 
-def record(result: dict[str, Any], name: str) -> Path:
-    """Store an evaluation summary in the model's metadata and regenerate its model card."""
-    from classifiers.model import META_FILE
+def record(result: dict[str, Any], name: str, model_dir: Path | None = None) -> Path:
+    """Store an evaluation summary in the model's metadata and regenerate its model card.
+
+    Args:
+        result: What :func:`evaluate_model` or a leave-one-source-out run returned.
+        name: The heading it gets in the card.
+        model_dir: The model folder (default: the evaluated model's; for leave-one-source-out,
+            which trains its own models, the shipped model).
+    """
+    from classifiers.model import DEFAULT_MODEL_DIR, META_FILE
     from classifiers.train import model_card
 
-    model_dir = Path(result["model_path"])
+    model_dir = model_dir or Path(result.get("model_path") or DEFAULT_MODEL_DIR)
     meta_path = model_dir / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta.setdefault("evaluations", {})[name] = {
-        "data": result["data"],
-        "n": result["overall"]["n"],
-        "macro_f1": result["overall"]["macro_f1"],
-        "accuracy": result["overall"]["accuracy"],
-        "per_file": result["per_file"],
-        "baseline_macro_f1": (result.get("baseline") or {}).get("macro_f1"),
-    }
+    if "groups" in result:
+        keep = (
+            "n",
+            "macro_f1",
+            "accuracy",
+            "needs_review_rate",
+            "accuracy_when_not_flagged",
+            "recall",
+            "baseline_macro_f1",
+        )
+        meta.setdefault("cross_source_evaluations", {})[name] = {
+            "mode": result["mode"],
+            "config": result["config"],
+            "only_labels": result["only_labels"],
+            "groups": {
+                g: {k: v for k, v in r.items() if k in keep or k.endswith("_rule")}
+                for g, r in result["groups"].items()
+            },
+            "mean": result["mean"],
+            "mean_by_kind": result["mean_by_kind"],
+        }
+    else:
+        meta.setdefault("evaluations", {})[name] = {
+            "data": result["data"],
+            "n": result["overall"]["n"],
+            "macro_f1": result["overall"]["macro_f1"],
+            "accuracy": result["overall"]["accuracy"],
+            "needs_review_rate": result["overall"]["needs_review_rate"],
+            "accuracy_when_not_flagged": result["overall"].get("accuracy_when_not_flagged"),
+            "per_file": result["per_file"],
+            "baseline_macro_f1": (result.get("baseline") or {}).get("macro_f1"),
+        }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     (model_dir / "MODEL_CARD.md").write_text(model_card(meta), encoding="utf-8")
     return model_dir / "MODEL_CARD.md"

@@ -27,6 +27,7 @@ from spacy.vocab import Vocab
 # Every triage pipeline is loaded after this module; importing the batched BOW architecture here
 # registers it too (installed packages also find both through spaCy's entry points).
 from classifiers import bow as _bow  # noqa: F401
+from classifiers import embed as _embed  # noqa: F401
 from classifiers.normalize import normalize
 
 # Words (letters, digits, underscores, apostrophes inside words), else runs of one symbol kind.

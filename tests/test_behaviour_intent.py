@@ -1,0 +1,176 @@
+"""Behaviour of the shipped classifier on the two failure patterns of issue 11.
+
+Ambient consumer purchase intent (said to the world, not to the vendor) is a sales lead; already
+bought and happy is kudos; a price complaint without intent is not a lead; praise that opens a
+problem report goes to support first (DESIGN.md: service_issue > sales_lead > feature_request >
+kudos), with kudos kept as a secondary label. Every text here was written for this file and is in
+no corpus file (a test below checks that), so these cases measure generalisation, not recall of
+training rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from classifiers.corpus_stats import near_duplicates
+from classifiers.data import STARTER_DIR, load_starter
+from classifiers.model import Classifier
+
+EVAL_FILE = STARTER_DIR.parent / "eval" / "intent_eval.jsonl"
+
+AMBIENT_PURCHASE_INTENT = [
+    "thinking of finally getting a robot vacuum this weekend, the dog hair is winning",
+    "torn between the graphite and the silver one, ordering whichever my wife picks tonight",
+    "my phone contract ends next month, which network should i move to?",
+    "where did you get that scarf?? i need it",
+    "saving up for a new road bike, hoping to buy it in april",
+    "should i get the 13 inch or the 15 inch laptop? buying one for uni",
+    "anyone recommend a good budget tablet? want to buy one for my mum",
+    "preordering the new console the minute it goes live",
+    "need a birthday gift for my brother who loves fishing, budget 50, ideas?",
+    "link to the lamp in your video please 🙏",
+    "lease is up in may, do i get another hybrid or go fully electric?",
+    "take my money, when does it come out in europe?",
+    "is the pro model worth the extra $200 or should i just get the regular one",
+    "what size should i order? i'm usually between a medium and a large",
+]
+
+ALREADY_BOUGHT_AND_HAPPY = [
+    "bought the robot vacuum last month and honestly best money i've ever spent",
+    "finally got my new running shoes and my knees thank me, love them",
+    "picked up the blue one last week, obsessed with it, no regrets",
+    "my new laptop arrived yesterday and it's so fast, really happy with it",
+    "got the noise cancelling headphones for christmas and they're amazing",
+]
+
+PRICE_COMPLAINTS_WITHOUT_INTENT = [
+    ("everything costs a fortune these days, $12 for a sandwich is a joke", "other"),
+    ("lol imagine paying $2000 for a phone", "other"),
+    ("why are concert tickets so expensive now, it's ridiculous", "other"),
+    ("my phone bill went up again this month without any warning", "service_issue"),
+    ("charged me $15 more than last month and nobody can explain why", "service_issue"),
+]
+
+PRAISE_THEN_PROBLEM = [
+    "Love this app but it crashes every time I open a PDF",
+    "honestly the best bank app, but i haven't been able to log in for three days",
+    "adore these headphones but the left earbud stopped charging after a week",
+    "really enjoy this game, but it freezes every time i open the map",
+    "amazing app, love the design, but it charged my card twice this month",
+    "you guys are usually great but my delivery is now 10 days late and no one replies",
+]
+
+PRAISE_THEN_WISH = [
+    "love this app so much, please add a home screen widget",
+    "great little camera, it just needs a way to charge over usb-c",
+]
+
+CONDITIONAL_PURCHASE = [
+    "would buy this in a second if it came in a left-handed version",
+    "i'd switch to your plan tomorrow if it had unlimited calls abroad",
+]
+
+ALL_CASES = (
+    AMBIENT_PURCHASE_INTENT
+    + ALREADY_BOUGHT_AND_HAPPY
+    + [text for text, _ in PRICE_COMPLAINTS_WITHOUT_INTENT]
+    + PRAISE_THEN_PROBLEM
+    + PRAISE_THEN_WISH
+    + CONDITIONAL_PURCHASE
+)
+
+
+@pytest.fixture(scope="module")
+def clf() -> Classifier:
+    return Classifier.load()
+
+
+@pytest.mark.parametrize("text", AMBIENT_PURCHASE_INTENT)
+def test_ambient_purchase_intent_is_a_sales_lead(clf: Classifier, text: str) -> None:
+    assert clf.predict([text])[0].label == "sales_lead"
+
+
+@pytest.mark.parametrize("text", ALREADY_BOUGHT_AND_HAPPY)
+def test_already_bought_and_happy_is_kudos(clf: Classifier, text: str) -> None:
+    pred = clf.predict([text])[0]
+    assert pred.label == "kudos", pred.labels
+
+
+@pytest.mark.parametrize(("text", "expected"), PRICE_COMPLAINTS_WITHOUT_INTENT)
+def test_price_complaint_without_intent_is_not_a_lead(
+    clf: Classifier, text: str, expected: str
+) -> None:
+    pred = clf.predict([text])[0]
+    assert "sales_lead" not in pred.labels
+    assert pred.label == expected
+
+
+@pytest.mark.parametrize("text", PRAISE_THEN_PROBLEM)
+def test_praise_that_opens_a_problem_goes_to_support_first(clf: Classifier, text: str) -> None:
+    pred = clf.predict([text])[0]
+    assert pred.label == "service_issue", pred.labels
+    assert pred.labels[0] == "service_issue" and "kudos" in pred.labels
+
+
+@pytest.mark.parametrize("text", PRAISE_THEN_WISH)
+def test_praise_with_a_wish_goes_to_product_with_kudos(clf: Classifier, text: str) -> None:
+    pred = clf.predict([text])[0]
+    assert pred.label == "feature_request", pred.labels
+    assert "kudos" in pred.labels
+
+
+@pytest.mark.parametrize("text", CONDITIONAL_PURCHASE)
+def test_conditional_purchase_is_a_lead_with_the_wish_secondary(clf: Classifier, text: str) -> None:
+    pred = clf.predict([text])[0]
+    assert pred.label == "sales_lead", pred.labels
+    assert "feature_request" in pred.labels
+
+
+# ------------------------------------------------------------------ the data
+def _eval_rows() -> list[dict[str, Any]]:
+    with EVAL_FILE.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def texts_and_pairs() -> tuple[list[str], list[str], list[tuple[int, int, float]]]:
+    """Starter texts, eval texts and the near-duplicate pairs among them and the cases above."""
+    starter = [ex.text for ex in load_starter()]
+    evaluation = [str(r["text"]) for r in _eval_rows()]
+    return starter, evaluation, near_duplicates(starter + evaluation + ALL_CASES, 0.8)
+
+
+def test_behaviour_cases_are_not_in_any_corpus_file(
+    texts_and_pairs: tuple[list[str], list[str], list[tuple[int, int, float]]],
+) -> None:
+    """The cases above must measure generalisation: none is (nearly) a training or eval row."""
+    starter, evaluation, pairs = texts_and_pairs
+    corpus = len(starter) + len(evaluation)
+    assert not set(ALL_CASES) & set(starter + evaluation)
+    assert [(i, j) for i, j, _ in pairs if j >= corpus] == []
+
+
+def test_eval_set_is_separate_from_the_training_corpus(
+    texts_and_pairs: tuple[list[str], list[str], list[tuple[int, int, float]]],
+) -> None:
+    """The eval-only file is never loaded for training and shares no (near-)text with it."""
+    rows = _eval_rows()
+    assert len(rows) >= 300
+    assert sum(r["group"] == "purchase_intent" for r in rows) >= 120
+    assert all({"text", "label", "labels", "source_type", "note", "group"} <= set(r) for r in rows)
+    assert all(r["label"] == r["labels"][0] for r in rows)
+    assert not any(ex.origin == EVAL_FILE.name for ex in load_starter())
+    assert STARTER_DIR.resolve() not in EVAL_FILE.resolve().parents
+    starter, evaluation, pairs = texts_and_pairs
+    n = len(starter)
+    assert [(i, j) for i, j, _ in pairs if i < n <= j < n + len(evaluation)] == []
+
+
+def test_eval_file_is_not_package_data() -> None:
+    """pyproject ships only the starter corpus: the eval file cannot end up in a training path."""
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert "corpus/starter/*.jsonl" in pyproject and "corpus/eval" not in pyproject
