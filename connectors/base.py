@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from triage import secrets
-from triage.models import Mention, Rejected
+from triage.models import Mention, Rejected, cap_raw, raw_text
 
 
 class ConnectorError(RuntimeError):
@@ -67,6 +67,12 @@ class SourceContext:
             env = str(self.settings.get(env_key) or default_env)
             raise ConnectorError(secrets.missing(f"source '{self.name}'", env))
         return value
+
+    def reject(self, reason: str, record: Any, external_id: Any = None) -> Rejected:
+        """Quarantine one record this source cannot read, keeping a bounded copy for audit."""
+        ext = None if external_id in (None, "") else str(external_id)[:500]
+        raw = cap_raw(raw_text(record))
+        return Rejected(source=self.name, reason=reason, raw=raw, external_id=ext)
 
     def require(self, key: str) -> Any:
         """Return a required setting or fail with a message naming the source and the key."""

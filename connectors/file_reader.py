@@ -22,7 +22,7 @@ import pyarrow as pa
 from connectors.base import FetchBatch, SourceContext
 from connectors.columns import item_rows
 from connectors.records import decode_json
-from triage.models import InvalidRecord, Rejected, cap_raw
+from triage.models import InvalidRecord, Rejected
 
 # Long enough for any real feedback record (texts are cut at 20,000 characters anyway), short
 # enough that one runaway line never has to be held in memory or parsed.
@@ -379,9 +379,4 @@ def _reject(
         text = raw
     else:
         text = orjson.dumps(raw, default=str).decode()
-    return Rejected(
-        source=ctx.name,
-        reason=f"{path.name} line {lineno}: {reason}",
-        raw=cap_raw(text),
-        external_id=None if ext in (None, "") else str(ext)[:500],
-    )
+    return ctx.reject(f"{path.name} line {lineno}: {reason}", text, ext)

@@ -31,10 +31,8 @@ from triage.models import (
     InvalidRecord,
     Mention,
     Rejected,
-    cap_raw,
     clean_text,
     parse_timestamp,
-    raw_text,
 )
 
 SETTINGS = {
@@ -354,9 +352,4 @@ def _reject(ctx: SourceContext, msg: MailMessage, reason: str) -> Rejected:
         head = {}
     raw = {"uid": msg.uid, "headers": head}
     message_id = (head.get("message-id") or "").strip().strip("<>")
-    return Rejected(
-        source=ctx.name,
-        reason=reason,
-        raw=cap_raw(raw_text(raw)),
-        external_id=message_id or None,
-    )
+    return ctx.reject(reason, raw, message_id)

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from connectors.base import ConnectorError, FetchBatch, SourceContext
-from connectors.social_api import DEFAULT_MAX_PAGES, int_setting, reject
+from connectors.social_api import DEFAULT_MAX_PAGES, int_setting
 from triage.models import InvalidRecord, Mention
 
 
@@ -357,7 +357,7 @@ def _pages(
                 read = parse(entry, fetched_at)
             except InvalidRecord as exc:
                 raw = entry.record if entry.raw is None else entry.raw
-                batch.rejected.append(reject(ctx, str(exc), raw, entry.id))
+                batch.rejected.append(ctx.reject(str(exc), raw, entry.id))
                 continue
             mention, ordered_at = read if isinstance(read, tuple) else (read, read.created_at)
             verdict = mark.admit(ordered_at, mention.external_id)

@@ -19,7 +19,6 @@ import httpx
 
 from connectors import http
 from connectors.base import ConnectorError, SourceContext
-from triage.models import Rejected, cap_raw, raw_text
 
 DEFAULT_BACKFILL_DAYS = 7.0
 DEFAULT_MAX_PAGES = 50
@@ -102,12 +101,6 @@ def as_list(ctx: SourceContext, key: str) -> list[str]:
     if isinstance(value, list):
         return [str(v) for v in value if str(v).strip()]
     raise ConnectorError(f"source '{ctx.name}': {key} must be a list")
-
-
-def reject(ctx: SourceContext, reason: str, record: Any, external_id: Any = None) -> Rejected:
-    """Quarantine one record the connector could not read, keeping a bounded copy for audit."""
-    ext = None if external_id in (None, "") else str(external_id)[:500]
-    return Rejected(source=ctx.name, reason=reason, raw=cap_raw(raw_text(record)), external_id=ext)
 
 
 class Api:
