@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import SourceContext, webhook
-from connectors.records import item_rows
+from connectors.columns import item_rows
 from triage.servers.intake import IntakeError, IntakeSettings, make_server, spool_line, validate
 
 SECRET = "oracle-secret-7d1e"

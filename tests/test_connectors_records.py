@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import SourceContext, file, hackernews
-from connectors.records import ALIASES, item_rows, mention_from_record
+from connectors.columns import item_rows
+from connectors.records import ALIASES, mention_from_record
 from flows.settings import load_config
 from flows.triage import ingest
 from tests.fakes.hackernews import FakeHackerNews

@@ -316,13 +316,13 @@ def test_repeated_complaints_join_only_within_the_window_and_the_problem(world: 
 # ------------------------------------------------------------------ failures and crashes
 def test_rate_limits_server_errors_and_timeouts_create_nothing_twice(world: World) -> None:
     zd, gh, hs = world.zendesk, world.github, world.hubspot
-    zd.fail_next("POST", "/api/v2/tickets.json", status=429, retry_after=1)
-    zd.fail_next("POST", "/api/v2/tickets.json", status=500)
+    zd.fail_next(429, retry_after=1, path="/api/v2/tickets.json", method="POST")
+    zd.fail_next(500, path="/api/v2/tickets.json", method="POST")
     # The server creates the ticket but answers after the client's 0.5 s timeout.
-    zd.fail_next("POST", "/api/v2/tickets.json", status=0, retry_after=1.0)
-    gh.fail_next("POST", f"/repos/{gh.repo}/issues", status=503)
-    gh.fail_next("POST", f"/repos/{gh.repo}/issues", status=0, retry_after=1.0)
-    hs.fail_next("POST", "/crm/v3/objects/contacts/search", status=429, retry_after=1)
+    zd.fail_next(0, retry_after=1.0, path="/api/v2/tickets.json", method="POST")
+    gh.fail_next(503, path=f"/repos/{gh.repo}/issues", method="POST")
+    gh.fail_next(0, retry_after=1.0, path=f"/repos/{gh.repo}/issues", method="POST")
+    hs.fail_next(429, retry_after=1, path="/crm/v3/objects/contacts/search", method="POST")
     world.add(FEED)
 
     first = world.run()
@@ -451,7 +451,7 @@ def test_dead_letters_are_announced_once_and_retried_by_the_command(
 
 def test_server_errors_dead_letter_after_max_attempts(world: World) -> None:
     world.add([FEED[0]])
-    world.zendesk.fail_next("POST", "/api/v2/tickets.json", status=500, times=100)
+    world.zendesk.fail_next(500, times=100, path="/api/v2/tickets.json", method="POST")
 
     assert world.run()["failed"] == 1
     assert world.slack.messages["C0ALERTS"] == []

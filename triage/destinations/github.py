@@ -21,11 +21,12 @@ from typing import Any
 
 from triage.config import Config, DestinationConfig
 from triage.destinations.base import Destination
-from triage.destinations.handoff import HandoffDestination, fail, http_client, secret
+from triage.destinations.handoff import HandoffDestination, fail, http_client
 from triage.destinations.preview import build as preview
 from triage.keys import stable_key
 from triage.limits import GITHUB_BODY, GITHUB_TITLE, clip
 from triage.models import DeliveryItem
+from triage.secrets import secret
 from triage.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
 from triage.store import Store
 

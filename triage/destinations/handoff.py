@@ -16,7 +16,6 @@ pieces here add what external APIs need on top:
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -25,12 +24,11 @@ from typing import Any
 import httpx
 from slack_sdk.errors import SlackApiError
 
-from connectors.http import RETRY_STATUS, USER_AGENT, retry_after_seconds
 from triage.config import Config, DestinationConfig
 from triage.destinations.base import DeliveryError, Destination
 from triage.destinations.slack import SlackDestination
+from triage.http import RETRY_STATUS, USER_AGENT, Backoff, GaveUp, send
 from triage.models import DeliveryItem
-from triage.secrets import get_secret
 from triage.slack.client import find_by_key, post, thread_root
 from triage.store import Store
 
@@ -38,6 +36,14 @@ log = logging.getLogger("triage.handoffs")
 
 # 4xx answers that mean the request itself is wrong: retrying the same request cannot succeed.
 PERMANENT_STATUS = {400, 401, 403, 404, 405, 409, 410, 413, 422}
+
+
+def _transient(response: httpx.Response) -> bool:
+    # GitHub signals its secondary rate limit as 403 with Retry-After or no remaining quota.
+    limited = response.status_code == 403 and (
+        "retry-after" in response.headers or response.headers.get("x-ratelimit-remaining") == "0"
+    )
+    return response.status_code in RETRY_STATUS or limited
 
 
 def call(
@@ -53,7 +59,7 @@ def call(
     sleep: Callable[[float], None] = time.sleep,
     **kwargs: Any,
 ) -> httpx.Response:
-    """Send one API request, retrying what a retry can fix.
+    """Send one API request through the shared retry helper (``triage.http``).
 
     Args:
         client: The destination's client (base URL, auth and timeouts).
@@ -74,39 +80,24 @@ def call(
     Raises:
         DeliveryError: Permanent for refused credentials; transient when retries ran out.
     """
-    last = ""
-    for attempt in range(retries + 1):
-        try:
-            response = client.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-            if not idempotent:
-                raise DeliveryError(
-                    f"{what}: {method} {url}: {last} (will look up, then retry)"
-                ) from exc
-            if attempt < retries:
-                sleep(min(max_wait, backoff * 2**attempt * (1 + random.random())))
-            continue
-        status = response.status_code
-        # GitHub signals its secondary rate limit as 403 with Retry-After or no remaining quota.
-        limited = status == 403 and (
-            "retry-after" in response.headers
-            or response.headers.get("x-ratelimit-remaining") == "0"
+    policy = Backoff(retries=retries, first=backoff, cap=max_wait, jitter=1.0, sleep=sleep)
+    try:
+        response = send(
+            client, method, url, policy, retry_transport=idempotent, retryable=_transient, **kwargs
         )
-        if status in RETRY_STATUS or limited:
-            last = f"HTTP {status}"
-            if attempt < retries:
-                wait = retry_after_seconds(response, backoff * 2**attempt)
-                sleep(min(max_wait, wait * (1 + random.random() / 5)))
-            continue
-        if status in (401, 403):
-            raise DeliveryError(
-                f"{what}: {method} {url}: HTTP {status}: credentials refused "
-                "(check the token and its scopes)",
-                permanent=True,
-            )
-        return response
-    raise DeliveryError(f"{what}: {method} {url}: gave up after {retries + 1} attempts ({last})")
+    except httpx.TransportError as exc:  # only a request that is not idempotent gets here
+        raise DeliveryError(
+            f"{what}: {method} {url}: {type(exc).__name__}: {exc} (will look up, then retry)"
+        ) from exc
+    except GaveUp as exc:
+        raise DeliveryError(f"{what}: {method} {url}: gave up after {exc}") from None
+    if response.status_code in (401, 403):
+        raise DeliveryError(
+            f"{what}: {method} {url}: HTTP {response.status_code}: credentials refused "
+            "(check the token and its scopes)",
+            permanent=True,
+        )
+    return response
 
 
 def fail(what: str, response: httpx.Response) -> DeliveryError:
@@ -119,9 +110,6 @@ def fail(what: str, response: httpx.Response) -> DeliveryError:
     )
 
 
-def secret(settings: dict[str, Any], env_key: str, default_env: str, block_key: str) -> str | None:
-    """A credential named by a destination's settings: env var first, then a Secret block."""
-    return get_secret(str(settings.get(env_key) or default_env), settings.get(block_key))
 
 
 def http_client(base_url: str, settings: dict[str, Any], **kwargs: Any) -> httpx.Client:

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 
 from triage.config import Config, DestinationConfig
 from triage.destinations.base import Destination
-from triage.destinations.handoff import HandoffDestination, describe, fail, http_client, secret
+from triage.destinations.handoff import HandoffDestination, describe, fail, http_client
 from triage.destinations.preview import build as preview
 from triage.limits import HUBSPOT_NOTE_BODY, fit
 from triage.models import DeliveryItem
+from triage.secrets import secret
 
 # HubSpot's built-in association type "note to contact".
 NOTE_TO_CONTACT = 202

@@ -24,7 +24,7 @@ from triage.destinations.base import DeliveryError, Destination, render
 from triage.destinations.preview import PreviewDestination
 from triage.keys import stable_key
 from triage.models import DeliveryItem
-from triage.secrets import get_secret
+from triage.secrets import secret
 from triage.slack.channels import ChannelError, resolve_channel
 from triage.slack.client import PERMANENT_ERRORS, find_by_key, make_client, post
 from triage.slack.messages import batch_parent_message
@@ -37,7 +37,7 @@ DEFAULT_TOKEN_ENV = "SLACK_BOT_TOKEN"
 
 def slack_token(settings: dict[str, Any]) -> str | None:
     """The bot token a Slack destination's settings name: ``token_env``, then ``token_secret``."""
-    return get_secret(str(settings.get("token_env") or DEFAULT_TOKEN_ENV), settings.get("token_secret"))
+    return secret(settings, "token_env", DEFAULT_TOKEN_ENV, "token_secret")
 
 
 class SlackDestination:

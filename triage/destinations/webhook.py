@@ -23,9 +23,10 @@ from typing import Any
 
 from triage.config import Config, DestinationConfig
 from triage.destinations.base import Destination
-from triage.destinations.handoff import HandoffDestination, fail, http_client, secret
+from triage.destinations.handoff import HandoffDestination, fail, http_client
 from triage.destinations.preview import build as preview
 from triage.models import DeliveryItem
+from triage.secrets import secret
 from triage.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 

@@ -22,11 +22,11 @@ from triage.destinations.handoff import (
     describe,
     fail,
     http_client,
-    secret,
 )
 from triage.destinations.preview import build as preview
 from triage.limits import ZENDESK_COMMENT_BYTES, clip, utf8_len
 from triage.models import DeliveryItem
+from triage.secrets import secret
 from triage.similarity import COMPLAINT_THRESHOLD, jaccard, signature
 
 # Words that make a service issue urgent or high priority (case-insensitive substrings).

@@ -29,6 +29,7 @@ import orjson
 from connectors.file import DEFAULT_MAX_RECORD_BYTES
 from connectors.records import decode_json, mention_from_record
 from triage.models import InvalidRecord
+from triage.secrets import block_name
 from triage.servers.http import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
@@ -44,7 +45,7 @@ log = logging.getLogger("triage.intake")
 DEFAULT_MAX_BYTES = 64 * 1024
 REPLAY_WINDOW_S = 300
 SECRET_ENV = "TRIAGE_INTAKE_SECRET"
-SECRET_BLOCK = "triage-intake-secret"
+SECRET_BLOCK = block_name(SECRET_ENV)  # triage-intake-secret
 # Longest client-chosen id we accept; ids are keys, not payload.
 MAX_ID_CHARS = 200
 # Unix seconds in ASCII digits only (str.isdigit() would also take "²" or "١٢").
