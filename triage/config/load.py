@@ -17,16 +17,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from triage.config import types
 from triage.config.models import SourceSettings, config_file_model, json_schema, parse_duration
-from triage.config.types import (
-    Config,
-    ConfigError,
-    DepartmentConfig,
-    DestinationConfig,
-    ReviewConfig,
-    Rule,
-    SourceConfig,
-)
+from triage.config.types import Config, ConfigError, Rule
 from triage.models import DEPARTMENTS
 
 DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "triage.yaml"
@@ -339,7 +332,7 @@ def _source_settings(source: Any) -> dict[str, Any]:
 def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
     """The validated file as the :class:`Config` the pipeline reads."""
     sources = [
-        SourceConfig(
+        types.SourceConfig(
             name=s.name,
             type=s.type,
             settings=_source_settings(s),
@@ -348,16 +341,16 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
         for s in model.sources
     ]
     destinations = {
-        name: DestinationConfig(
+        name: types.DestinationConfig(
             name=name, type=d.type, settings=d.model_dump(exclude_unset=True, exclude={"type"})
         )
         for name, d in model.destinations.items()
     }
-    departments: dict[str, DepartmentConfig] = {}
+    departments: dict[str, types.DepartmentConfig] = {}
     for name in [*model.departments, *(d for d in DEPARTMENTS if d not in model.departments)]:
         dept = model.departments.get(name)
         auto = dept.auto_handoff if dept is not None else None
-        departments[name] = DepartmentConfig(
+        departments[name] = types.DepartmentConfig(
             name=name,
             destination=dept.destination if dept is not None else None,
             # Support is the one department that gets confident items without waiting.
@@ -391,7 +384,7 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
         model=None,
         outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or model.outbox_dir or "outbox"),
         max_attempts=model.delivery.max_attempts,
-        review=ReviewConfig(
+        review=types.ReviewConfig(
             spool=Path(review.spool) if review.spool else Path(str(db_path) + ".decisions.jsonl"),
             destination=review.destination,
             batch_threshold=review.batch_threshold,
