@@ -10,10 +10,11 @@ export DO_NOT_TRACK := 1
 
 .PHONY: run test setup model lint typecheck bench clean imap-server chromium
 
+# setuptools and wheel too: a test builds the project's wheel offline (tests/test_bench.py).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,pgserver]' pytest pytest-timeout 'hypothesis>=6.100' ruff mypy types-PyYAML
+	$(BIN)/pip install --quiet -e '.[train,pgserver]' 'setuptools>=77' wheel pytest pytest-timeout 'hypothesis>=6.100' ruff mypy types-PyYAML
 	touch $(STAMP)
 
 setup: $(STAMP)

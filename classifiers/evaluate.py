@@ -12,8 +12,8 @@ from typing import Any
 from classifiers.data import DataError, Example, load_examples, load_starter
 from classifiers.metrics import evaluate_labels, format_report
 from classifiers.model import Classifier
-from classifiers.normalize import normalize
 from triage.models import LABELS
+from triage.normalize import normalize
 
 
 def balanced_sample(examples: Sequence[Example], per_label: int, seed: int = 7) -> list[Example]:

@@ -13,10 +13,11 @@ import numpy as np
 import spacy
 from spacy.language import Language
 
-# Registers triage_fast_tokenizer.v1, which also normalises the text (see classifiers.tokenizer).
-from classifiers.normalize import normalize
 from classifiers.tokenizer import FastTokenizer
 from triage.models import LABELS, PRIORITY
+
+# Registers triage_fast_tokenizer.v1, which also normalises the text (see classifiers.tokenizer).
+from triage.normalize import normalize
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "model"
 META_FILE = "triage_meta.json"
@@ -121,7 +122,8 @@ class Decisions:
         return self.reason != 0
 
 
-# Label columns in the order of DESIGN.md's priority (most urgent owner first).
+# Label columns in the order of the labels' priority (most urgent owner first; README, "Data and
+# the classifier").
 _PRIORITY_ORDER = np.array([LABELS.index(lab) for lab in PRIORITY])
 
 
@@ -130,7 +132,7 @@ def primary_indices(scores: np.ndarray, thresholds: np.ndarray, rule: str) -> np
 
     Under ``priority`` it is the most urgent label that clears its threshold, under ``argmax``
     the top score; with no label over its threshold, the top score. Equal top scores go to the
-    most urgent owner, as in DESIGN.md (not to the first column of ``LABELS``). Vectorised: it runs
+    most urgent owner, as the README's label contract says (not to the first column of ``LABELS``). Vectorised: it runs
     on every batch, and threshold tuning calls it thousands of times.
     """
     top = _PRIORITY_ORDER[scores[:, _PRIORITY_ORDER].argmax(axis=1)]
@@ -163,7 +165,7 @@ def decide_columns(scores: np.ndarray, policy: Policy) -> Decisions:
     sorted_scores = np.sort(scores, axis=1)
     margins = sorted_scores[:, -1] - sorted_scores[:, -2]
     below_review = scores[rows, chosen] < review[chosen]
-    # The top two scores, whichever labels they belong to (DESIGN.md): also when the priority rule
+    # The top two scores, whichever labels they belong to (the label contract): also when the priority rule
     # picked a lower-scoring label, and for a tie between the primary and a higher-listed column.
     close = margins < policy.margin
     # Reason codes in order of precedence: 1 nothing clears, 2 + j label j below its review
@@ -202,7 +204,7 @@ def decide(scores: np.ndarray, policy: Policy) -> list[tuple[str, list[str], boo
     """Turn calibrated scores into (primary, labels, needs_review, reason) per row.
 
     The primary label is, under the ``priority`` rule, the label with the most urgent owner among
-    those that clear their threshold (DESIGN.md); under ``argmax`` simply the top score. With no label
+    those that clear their threshold (the label contract); under ``argmax`` simply the top score. With no label
     over its threshold, the top score is primary and the item needs review.
     """
     d = decide_columns(scores, policy)

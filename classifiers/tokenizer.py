@@ -3,7 +3,7 @@
 The bag-of-n-grams model needs words and punctuation runs, not spaCy's full English rules
 (prefix/suffix/infix passes and exceptions); this split is about twice as fast and the model is
 trained with it, so training and inference see the same tokens. It also applies
-:func:`classifiers.normalize.normalize`, so the saved pipeline is self-contained: ``spacy.load`` on
+:func:`triage.normalize.normalize`, so the saved pipeline is self-contained: ``spacy.load`` on
 the model folder and ``nlp.pipe`` give exactly the classifier's view of a text.
 
 ``v2`` adds word-stem features: every word of at least ``stem_min_length`` characters also yields a
@@ -15,7 +15,6 @@ The stem tokens are appended after the words, so the word bigrams stay as they w
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,8 @@ from spacy.vocab import Vocab
 # registers it too (installed packages also find both through spaCy's entry points).
 from classifiers import bow as _bow  # noqa: F401
 from classifiers import embed as _embed  # noqa: F401
-from classifiers.normalize import normalize
-
-# Words (letters, digits, underscores, apostrophes inside words), else runs of one symbol kind.
-_TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]+")
+from triage.normalize import TOKEN as _TOKEN
+from triage.normalize import normalize
 
 
 class FastTokenizer:

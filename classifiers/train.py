@@ -30,10 +30,10 @@ from classifiers.model import (
     decide,
     primary_indices,
 )
-from classifiers.normalize import normalize
 from classifiers.progress import Progress
 from classifiers.tokenizer import FastTokenizer
 from triage.models import LABELS
+from triage.normalize import normalize
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "textcat_bow.cfg"
@@ -155,7 +155,7 @@ def tune_policy(
 ) -> tuple[Policy, dict[str, float]]:
     """Choose per-label thresholds and review thresholds on out-of-source scores.
 
-    The primary rule is DESIGN.md's ``priority`` unless the config says otherwise. Both rules are
+    The primary rule is the label contract's ``priority`` unless the config says otherwise. Both rules are
     still scored, by cross-validation inside these rows (thresholds fitted on k-1 folds, scored on
     the k-th: thresholds scored on the rows they were tuned on flatter the rule that has more of
     them), and the estimates are recorded so the choice can be revisited with numbers.
@@ -710,7 +710,7 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
         "",
         "## Decision policy (fitted on the out-of-source scores)",
         (
-            f"- Primary rule: `{policy['primary_rule']}` (DESIGN.md: service_issue > sales_lead > "
+            f"- Primary rule: `{policy['primary_rule']}` (the label contract: service_issue > sales_lead > "
             "feature_request > kudos among the labels whose calibrated score clears its threshold)"
             f"; margin between the top two scores: {policy['margin']}."
         ),

@@ -250,11 +250,10 @@ def build_minilm(out: Path, dims: int) -> dict[str, Any]:
 def _check_wordpiece(tokenizer: Any, keys: list[str]) -> None:
     """Our plain-Python WordPiece must split words exactly as the real tokenizer does."""
     from classifiers.data import load_starter
-    from classifiers.normalize import normalize
-    from classifiers.tokenizer import _TOKEN
+    from triage.normalize import TOKEN, normalize
 
     lookup = PieceLookup(keys)
-    words = sorted({w for ex in load_starter() for w in _TOKEN.findall(normalize(ex.text))})
+    words = sorted({w for ex in load_starter() for w in TOKEN.findall(normalize(ex.text))})
     mismatched = []
     for word in words:
         ours = [keys[r] for r in lookup.rows(word)]

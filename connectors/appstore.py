@@ -21,7 +21,7 @@ import httpx
 from connectors import http
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
-from triage.models import Author, InvalidRecord, Mention, Rejected, clean_text, parse_timestamp
+from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 SETTINGS = {
     "app_id": "numeric App Store id of the app, the digits after 'id' in its URL (required)",
@@ -36,7 +36,6 @@ SETTINGS = {
 
 DEFAULT_BASE_URL = "https://itunes.apple.com"
 MAX_PAGES = 10
-MAX_RAW_CHARS = 20_000
 
 
 def _label(node: Any, *path: str) -> Any:
@@ -234,14 +233,8 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
                     mention = to_mention(ctx, entry, fetched_at, app_id, country)
                 except InvalidRecord as exc:
                     ext = _label(entry, "id", "label")
-                    batch.rejected.append(
-                        Rejected(
-                            source=ctx.name,
-                            reason=f"page {page}: {exc}",
-                            raw=str(entry)[:MAX_RAW_CHARS],
-                            external_id=str(ext) if isinstance(ext, str | int) else None,
-                        )
-                    )
+                    ext = ext if isinstance(ext, str | int) else None
+                    batch.rejected.append(ctx.reject(f"page {page}: {exc}", entry, ext))
                     continue
                 if mention.external_id == newest_id or (
                     watermark is not None and mention.created_at < watermark

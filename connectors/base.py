@@ -10,7 +10,8 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from triage.models import Mention, Rejected
+from triage import secrets
+from triage.models import Mention, Rejected, cap_raw, raw_text
 
 
 class ConnectorError(RuntimeError):
@@ -43,6 +44,8 @@ class SourceContext:
     settings: dict[str, Any]
     base_dir: Path
     batch_size: int = 5000
+    # Reads a credential by its env var name. Flows and the CLI pass ``triage.secrets.env_or_block``
+    # (the environment, then the Secret block named after the variable); tests pass a dictionary.
     secret: Callable[[str], str | None] = field(default=lambda name: os.environ.get(name))
 
     def path(self, key: str) -> Path:
@@ -52,6 +55,24 @@ class SourceContext:
             raise ConnectorError(f"source '{self.name}': setting '{key}' is required")
         p = Path(str(value)).expanduser()
         return p if p.is_absolute() else self.base_dir / p
+
+    def credential(self, env_key: str, default_env: str) -> str | None:
+        """The credential this source's settings point at (``<key>_env`` renames the env var)."""
+        return secrets.secret(self.settings, env_key, default_env, read=self.secret)
+
+    def require_credential(self, env_key: str, default_env: str) -> str:
+        """Like :meth:`credential`, failing with a message that names the env var and the block."""
+        value = self.credential(env_key, default_env)
+        if not value:
+            env = str(self.settings.get(env_key) or default_env)
+            raise ConnectorError(secrets.missing(f"source '{self.name}'", env))
+        return value
+
+    def reject(self, reason: str, record: Any, external_id: Any = None) -> Rejected:
+        """Quarantine one record this source cannot read, keeping a bounded copy for audit."""
+        ext = None if external_id in (None, "") else str(external_id)[:500]
+        raw = cap_raw(raw_text(record))
+        return Rejected(source=self.name, reason=reason, raw=raw, external_id=ext)
 
     def require(self, key: str) -> Any:
         """Return a required setting or fail with a message naming the source and the key."""

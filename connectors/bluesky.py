@@ -9,9 +9,10 @@ and let us quarantine just the odd post.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
@@ -39,7 +40,7 @@ AUTH_HINT = (
 
 def _session(ctx: SourceContext) -> sa.Api:
     handle = str(ctx.require("handle")).lstrip("@")
-    password = sa.secret(ctx, "password", "BLUESKY_APP_PASSWORD")
+    password = ctx.require_credential("password_env", "BLUESKY_APP_PASSWORD")
     api = sa.Api(ctx, DEFAULT_BASE, auth_hint=AUTH_HINT)
     try:
         data = api.json(
@@ -114,6 +115,11 @@ def check(ctx: SourceContext) -> str:
     return f"signed in as {ctx.settings['handle']}; {len(queries)} searches"
 
 
+def _cursor(data: Any) -> Any:
+    # An empty page ends the search even if it carries a cursor.
+    return data.get("cursor") if data.get("posts") else None
+
+
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     """Yield posts newer than each query's watermark, newest first, following search cursors.
 
@@ -125,46 +131,24 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         One batch per page with the old cursor, then an empty batch with the new one.
     """
     queries = _queries(ctx)
-    state: dict[str, Any] = dict(cursor) if isinstance(cursor, dict) else {}
+    state = cursor if isinstance(cursor, dict) else {}
     start = sa.backfill_start(ctx)
     page_size = sa.int_setting(ctx, "page_size", 100, high=100)
-    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
-    seen: set[str] = set()
+    streams = []
+    for q in queries:
+        mark = paging.Watermark.load(state.get(q), start)
+        params: dict[str, Any] = {
+            "q": q,
+            "sort": "latest",
+            "limit": page_size,
+            "since": mark.since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        if ctx.settings.get("lang"):
+            params["lang"] = str(ctx.settings["lang"])
+        pager = paging.NextToken("cursor", _cursor)
+        streams.append(paging.Stream(q, SEARCH, params, mark, pager, paging.listed("posts", "uri")))
     with _session(ctx) as api:
-        for q in queries:
-            mark = sa.Watermark.load(state.get(q), start)
-            params: dict[str, Any] = {
-                "q": q,
-                "sort": "latest",
-                "limit": page_size,
-                "since": mark.since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            }
-            if ctx.settings.get("lang"):
-                params["lang"] = str(ctx.settings["lang"])
-            for _ in range(max_pages):
-                data = api.json("GET", SEARCH, params=params)
-                posts = data.get("posts") if isinstance(data, dict) else None
-                if not isinstance(posts, list):
-                    raise ConnectorError(f"source '{ctx.name}': searchPosts answer has no posts")
-                batch = FetchBatch(cursor=cursor)
-                fetched_at = datetime.now(UTC)
-                for post in posts:
-                    try:
-                        mention, sort_at = _post(ctx, post, fetched_at)
-                    except InvalidRecord as exc:
-                        uri = post.get("uri") if isinstance(post, dict) else None
-                        batch.rejected.append(sa.reject(ctx, str(exc), post, uri))
-                        continue
-                    if not mark.is_new(sort_at, mention.external_id):
-                        continue
-                    mark.take(sort_at, mention.external_id)
-                    if mention.external_id not in seen:
-                        seen.add(mention.external_id)
-                        batch.mentions.append(mention)
-                yield batch
-                next_cursor = data.get("cursor")
-                if not next_cursor or not posts:
-                    break
-                params["cursor"] = next_cursor
-            state[q] = mark.dump()
-    yield FetchBatch(cursor=state)
+        # The watermark orders by sortAt, the earlier of createdAt and indexedAt (see _post).
+        yield from paging.paginate(
+            ctx, cursor, streams, api.get, lambda e, at: _post(ctx, e.record, at)
+        )

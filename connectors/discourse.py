@@ -7,9 +7,10 @@ and the endpoint is one GET with two headers, so httpx it is.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
@@ -33,23 +34,38 @@ SYSTEM_POST_TYPES = {2, 3}
 def _api(ctx: SourceContext) -> sa.Api:
     ctx.require("base_url")
     headers: dict[str, str] = {}
-    key = ctx.secret(str(ctx.settings.get("key_env") or "DISCOURSE_API_KEY"))
+    key = ctx.credential("key_env", "DISCOURSE_API_KEY")
     if key:
         headers = {"Api-Key": key, "Api-Username": str(ctx.require("api_username"))}
     return sa.Api(ctx, "", headers=headers, auth_hint=AUTH_HINT)
 
 
-def _get(api: sa.Api, params: dict[str, Any]) -> list[Any]:
+def _posts(data: Any) -> list[Any]:
     # A wrong key or username is a 403 (invalid_access): Api adds AUTH_HINT to that error.
-    data = api.json("GET", "/posts.json", params=params)
     posts = data.get("latest_posts") if isinstance(data, dict) else None
     if not isinstance(posts, list):
-        raise ConnectorError(f"source '{api.ctx.name}': /posts.json answer has no latest_posts")
+        raise paging.BadAnswer("the answer has no latest_posts")
     return posts
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _entries(data: Any) -> list[paging.Entry]:
+    entries = []
+    for post in _posts(data):
+        pid = _int(sa.obj(post).get("id"))
+        # Moderator and "small action" posts move the cursor but are no one's voice.
+        system = pid is not None and post.get("post_type") in SYSTEM_POST_TYPES
+        entries.append(paging.Entry(post, id=pid, skip=system))
+    return entries
 
 
 @record_parser
 def _post(ctx: SourceContext, post: dict[str, Any], base: str, fetched_at: datetime) -> Mention:
+    if not isinstance(post, dict) or not isinstance(post.get("id"), int):
+        raise InvalidRecord("post has no numeric id")
     created = parse_timestamp(post.get("created_at"))
     raw_text = post.get("raw")
     text = (
@@ -88,7 +104,10 @@ def _post(ctx: SourceContext, post: dict[str, Any], base: str, fetched_at: datet
 def check(ctx: SourceContext) -> str:
     """Read the latest posts once."""
     with _api(ctx) as api:
-        posts = _get(api, {})
+        try:
+            posts = _posts(api.get("/posts.json", {}))
+        except paging.BadAnswer as exc:
+            raise ConnectorError(f"source '{ctx.name}': /posts.json: {exc}") from None
     auth = "with API key" if "Api-Key" in api.client.headers else "anonymously"
     return f"forum reachable {auth}; latest post id {max((p.get('id') or 0 for p in posts), default=0)}"
 
@@ -104,41 +123,12 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         One batch per page with the old cursor, then an empty batch with the new one.
     """
     last_id = cursor.get("last_id") if isinstance(cursor, dict) else None
-    start = sa.backfill_start(ctx)
-    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
-    newest = last_id
-    params: dict[str, Any] = {}
+    # /posts.json has no "since" filter: posts at or below last_id end the stream.
+    mark = paging.HighestId("last_id", last_id, _int, start=sa.backfill_start(ctx))
+    pager = paging.BeforeLowest("before", _int)
+    stream = paging.Stream(None, "/posts.json", {}, mark, pager, _entries)
     with _api(ctx) as api:
         base = api.base
-        for _ in range(max_pages):
-            posts = _get(api, params)
-            batch = FetchBatch(cursor=cursor)
-            fetched_at = datetime.now(UTC)
-            done = not posts
-            ids: list[int] = []
-            for post in posts:
-                pid = post.get("id") if isinstance(post, dict) else None
-                if not isinstance(pid, int):
-                    batch.rejected.append(sa.reject(ctx, "post has no numeric id", post))
-                    continue
-                ids.append(pid)
-                if last_id is not None and pid <= last_id:
-                    done = True
-                    continue
-                newest = pid if newest is None or pid > newest else newest
-                if post.get("post_type") in SYSTEM_POST_TYPES:
-                    continue
-                try:
-                    mention = _post(ctx, post, base, fetched_at)
-                except InvalidRecord as exc:
-                    batch.rejected.append(sa.reject(ctx, str(exc), post, pid))
-                    continue
-                if last_id is None and mention.created_at < start:
-                    done = True
-                    continue
-                batch.mentions.append(mention)
-            yield batch
-            if done or not ids:
-                break
-            params = {"before": min(ids)}
-    yield FetchBatch(cursor={"last_id": newest} if newest is not None else cursor)
+        yield from paging.paginate(
+            ctx, cursor, [stream], api.get, lambda e, at: _post(ctx, e.record, base, at)
+        )

@@ -7,9 +7,10 @@ HTTPS without credentials, so httpx (through ``connectors.social_api``) is all i
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
@@ -87,36 +88,25 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         One batch per page with the old cursor, then an empty batch carrying the new cursor.
     """
     query = str(ctx.require("query"))
-    mark = sa.Watermark.load(cursor, sa.backfill_start(ctx))
+    mark = paging.Watermark.load(cursor, sa.backfill_start(ctx))
     page_size = sa.int_setting(ctx, "page_size", 100, high=1000)
-    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
     # created_at_i is whole seconds; >= keeps same-second hits, the watermark drops repeats.
     params: dict[str, Any] = {
         "query": query,
         "tags": str(ctx.settings.get("tags") or "(story,comment)"),
         "numericFilters": f"created_at_i>={int(mark.since.timestamp())}",
         "hitsPerPage": page_size,
+        "page": 0,
     }
+    stream = paging.Stream(
+        None,
+        "/search_by_date",
+        params,
+        mark,
+        paging.PageNumber(),
+        paging.listed("hits", "objectID"),
+    )
     with sa.Api(ctx, DEFAULT_BASE) as api:
-        for page in range(max_pages):
-            data = api.json("GET", "/search_by_date", params={**params, "page": page})
-            hits = data.get("hits") if isinstance(data, dict) else None
-            if not isinstance(hits, list):
-                raise ConnectorError(f"source '{ctx.name}': search answer has no 'hits' list")
-            batch = FetchBatch(cursor=cursor)
-            fetched_at = datetime.now(UTC)
-            for hit in hits:
-                try:
-                    mention = _hit(ctx, hit, fetched_at)
-                except InvalidRecord as exc:
-                    ext = hit.get("objectID") if isinstance(hit, dict) else None
-                    batch.rejected.append(sa.reject(ctx, str(exc), hit, ext))
-                    continue
-                if mark.is_new(mention.created_at, mention.external_id):
-                    mark.take(mention.created_at, mention.external_id)
-                    batch.mentions.append(mention)
-            yield batch
-            nb_pages = data.get("nbPages")
-            if not hits or not isinstance(nb_pages, int) or page + 1 >= nb_pages:
-                break
-    yield FetchBatch(cursor=mark.dump())
+        yield from paging.paginate(
+            ctx, cursor, [stream], api.get, lambda e, at: _hit(ctx, e.record, at)
+        )

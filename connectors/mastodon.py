@@ -7,11 +7,12 @@ retry 5xx answers; the three GET endpoints we need are simple over httpx.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
@@ -40,8 +41,8 @@ def _id_key(value: str) -> tuple[int, str]:
 def _api(ctx: SourceContext, need_token: bool) -> sa.Api:
     ctx.require("base_url")
     headers: dict[str, str] = {}
-    if need_token or ctx.secret(str(ctx.settings.get("token_env") or "MASTODON_ACCESS_TOKEN")):
-        token = sa.secret(ctx, "token", "MASTODON_ACCESS_TOKEN")
+    if need_token or ctx.credential("token_env", "MASTODON_ACCESS_TOKEN"):
+        token = ctx.require_credential("token_env", "MASTODON_ACCESS_TOKEN")
         headers["Authorization"] = f"Bearer {token}"
     return sa.Api(ctx, "", headers=headers, auth_hint=AUTH_HINT)
 
@@ -107,6 +108,25 @@ def check(ctx: SourceContext) -> str:
     return f"instance '{title or ctx.settings['base_url']}' reachable{who}; {len(streams)} streams"
 
 
+def _entries(mentions: bool) -> Callable[[Any], list[paging.Entry]]:
+    def entries(page: Any) -> list[paging.Entry]:
+        if not isinstance(page, list):
+            raise paging.BadAnswer("the answer is not a list")
+        out = []
+        for entry in page:
+            eid = str(entry["id"]) if isinstance(entry, dict) and entry.get("id") else None
+            # A mention notification wraps its status; its own id is the stream's position.
+            status = entry.get("status") if mentions and eid else entry
+            out.append(paging.Entry(status, id=eid, raw=entry))
+        return out
+
+    return entries
+
+
+def _id_order(value: Any) -> tuple[int, str] | None:
+    return _id_key(value) if isinstance(value, str) else None
+
+
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     """Yield statuses newer than each stream's stored ``since_id``, newest first.
 
@@ -117,54 +137,18 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     Yields:
         One batch per page with the old cursor, then an empty batch with the new one.
     """
-    streams = _streams(ctx)
-    state: dict[str, Any] = dict(cursor) if isinstance(cursor, dict) else {}
+    state = cursor if isinstance(cursor, dict) else {}
     start = sa.backfill_start(ctx)
-    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
-    seen: set[str] = set()
+    streams = []
+    for key, path, params, size in _streams(ctx):
+        since = (state.get(key) or {}).get("since_id")
+        query: dict[str, Any] = {**params, "limit": size}
+        if since:
+            query["since_id"] = since
+        mark = paging.HighestId("since_id", since or None, _id_order, start=start)
+        pager = paging.BeforeLowest("max_id", _id_order)
+        streams.append(paging.Stream(key, path, query, mark, pager, _entries(key == "mentions")))
     with _api(ctx, bool(ctx.settings.get("mentions"))) as api:
-        for key, path, params, size in streams:
-            since = (state.get(key) or {}).get("since_id")
-            newest = since
-            max_id: str | None = None
-            for _ in range(max_pages):
-                query: dict[str, Any] = {**params, "limit": size}
-                if since:
-                    query["since_id"] = since
-                if max_id:
-                    query["max_id"] = max_id
-                page = api.json("GET", path, params=query)
-                if not isinstance(page, list):
-                    raise ConnectorError(f"source '{ctx.name}': {path} did not answer a list")
-                batch = FetchBatch(cursor=cursor)
-                fetched_at = datetime.now(UTC)
-                past_window = False
-                for entry in page:
-                    eid = (
-                        str(entry.get("id"))
-                        if isinstance(entry, dict) and entry.get("id")
-                        else None
-                    )
-                    if eid and (newest is None or _id_key(eid) > _id_key(newest)):
-                        newest = eid
-                    status = entry.get("status") if key == "mentions" and eid else entry
-                    try:
-                        mention = _status(ctx, status, fetched_at)
-                    except InvalidRecord as exc:
-                        batch.rejected.append(sa.reject(ctx, str(exc), entry, eid))
-                        continue
-                    if since is None and mention.created_at < start:
-                        past_window = True
-                        continue
-                    if mention.external_id not in seen:
-                        seen.add(mention.external_id)
-                        batch.mentions.append(mention)
-                yield batch
-                ids = [str(e["id"]) for e in page if isinstance(e, dict) and e.get("id")]
-                # An empty page is the end; short pages happen mid-stream when the server filters.
-                if past_window or not ids:
-                    break
-                max_id = min(ids, key=_id_key)
-            if newest:
-                state[key] = {"since_id": newest}
-    yield FetchBatch(cursor=state)
+        yield from paging.paginate(
+            ctx, cursor, streams, api.get, lambda e, at: _status(ctx, e.record, at)
+        )

@@ -7,28 +7,21 @@ record), the ``webhook`` source and the intake server's check at the door all go
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from typing import Any, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-import pyarrow as pa
 
 from triage.config import ConfigError
 from triage.models import (
-    ITEM_SCHEMA,
-    MAX_TEXT_CHARS,
     Author,
     InvalidRecord,
     Mention,
-    cap_raw,
     clean_text,
-    item_id,
     parse_timestamp,
-    raw_text,
-    storable,
 )
 
 _P = ParamSpec("_P")
@@ -58,7 +51,7 @@ FIELD_NAMES: dict[str, str] = {
     "channel": "source_type",
     **{name: name for name in ALIASES},
 }
-_INT64 = (-(2**63), 2**63 - 1)
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def normalise_fields(value: Any, where: str) -> dict[str, str] | None:
@@ -201,7 +194,8 @@ def _text(
         raise InvalidRecord(f"text is empty (field '{key}' is blank)") from None
 
 
-def _opt_str(value: Any) -> str | None:
+def opt_str(value: Any) -> str | None:
+    """A text field: None for a missing or empty value, else the value as text."""
     return None if value in (None, "") else str(value)
 
 
@@ -228,13 +222,13 @@ def created_at(value: Any, date_format: str | None = None, tz: tzinfo = UTC) -> 
     return parse_timestamp(value, naive_tz=tz)
 
 
-def _followers(value: Any) -> int | None:
-    # A count when it is one (and fits the column), None when missing or unreadable.
+def followers(value: Any) -> int | None:
+    """A follower count when it is one (and fits the column), None when missing or unreadable."""
     try:
         n = int(value) if value not in (None, "") else None
     except (TypeError, ValueError, OverflowError):
         return None
-    return n if n is None or _INT64[0] <= n <= _INT64[1] else None
+    return n if n is None or INT64[0] <= n <= INT64[1] else None
 
 
 @record_parser
@@ -275,190 +269,23 @@ def mention_from_record(
         raise InvalidRecord("id is missing")
     text = _text(record, mapping, cands)
     created = created_at(_pick(record, "created_at", mapping, cands), date_format, tz)
-    followers_n = _followers(_pick(record, "followers", mapping, cands))
+    followers_n = followers(_pick(record, "followers", mapping, cands))
     return Mention(
         source=source,
         external_id=str(ext),
         text=text,
         created_at=created,
-        url=_opt_str(_pick(record, "url", mapping, cands)),
+        url=opt_str(_pick(record, "url", mapping, cands)),
         author=Author(
-            handle=_opt_str(_pick(record, "author", mapping, cands)),
-            name=_opt_str(_pick(record, "author_name", mapping, cands)),
-            url=_opt_str(_pick(record, "author_url", mapping, cands)),
+            handle=opt_str(_pick(record, "author", mapping, cands)),
+            name=opt_str(_pick(record, "author_name", mapping, cands)),
+            url=opt_str(_pick(record, "author_url", mapping, cands)),
             followers=followers_n,
         ),
         fetched_at=fetched_at,
-        thread=_opt_str(_pick(record, "thread", mapping, cands)),
-        in_reply_to=_opt_str(_pick(record, "in_reply_to", mapping, cands)),
-        language=_opt_str(_pick(record, "language", mapping, cands)),
-        source_type=_opt_str(_pick(record, "source_type", mapping, cands)) or default_source_type,
+        thread=opt_str(_pick(record, "thread", mapping, cands)),
+        in_reply_to=opt_str(_pick(record, "in_reply_to", mapping, cands)),
+        language=opt_str(_pick(record, "language", mapping, cands)),
+        source_type=opt_str(_pick(record, "source_type", mapping, cands)) or default_source_type,
         raw=raw if raw is not None else record,
     )
-
-
-def _first_present(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[Any]:
-    """Per record, the first of ``keys`` with a value other than None or "" (as ``_pick`` does)."""
-    if not keys:
-        return [None] * len(records)
-    if len(keys) == 1:
-        key = keys[0]
-        # A missing key, None and "" all mean "not given"; None stands for all three here.
-        return [None if (v := r.get(key)) == "" else v for r in records]
-    out: list[Any] = []
-    for r in records:
-        value = None
-        for key in keys:
-            v = r.get(key)
-            if v is not None and v != "":
-                value = v
-                break
-        out.append(value)
-    return out
-
-
-def item_rows(
-    source: str,
-    records: Sequence[Any],
-    *,
-    fetched_at: datetime,
-    raws: Sequence[str | None] | None = None,
-    mapping: dict[str, str] | None = None,
-    default_source_type: str | None = None,
-    date_format: str | None = None,
-    tz: tzinfo = UTC,
-) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """Validate a batch of flat records column by column and lay the valid ones out as item rows.
-
-    The columnar twin of :func:`mention_from_record` for bulk drops: each valid record gives the row
-    ``mention_from_record(...).to_row()`` would give, without a ``Mention`` per record. Records that
-    are not plain (not an object, an id that is not a string or integer, a text that is missing,
-    blank, too long or holds NUL bytes, a timestamp that does not parse) go through
-    ``mention_from_record`` itself, so their reasons and corrections are exactly its own.
-
-    Args:
-        source: The configured source name.
-        records: Decoded records (JSON values, CSV rows as dicts).
-        fetched_at: When the batch was fetched.
-        raws: Per record, the text to keep for audit (e.g. the JSON line); None keeps the record
-            itself, serialised as ``Mention.to_row`` does.
-        mapping: Optional field-name overrides, e.g. ``{"text": "Feedback"}``.
-        default_source_type: ``source_type`` when a record does not say.
-        date_format: ``strptime`` pattern of text timestamps (default: ISO 8601).
-        tz: Time zone of timestamps that carry none (default UTC).
-
-    Returns:
-        ``(rows, rejected)``: an Arrow table laid out as ``ITEM_SCHEMA`` with the valid records in
-        input order, and ``(index, reason)`` of every invalid record.
-    """
-    n = len(records)
-    raw_list: Sequence[str | None] = raws if raws is not None else [None] * n
-    is_dict = [type(r) is dict for r in records]
-    dicts: list[dict[str, Any]] = [r if ok else {} for r, ok in zip(records, is_dict, strict=True)]
-    present: set[str] = set().union(*dicts) if dicts else set()
-
-    def column(name: str) -> list[Any]:
-        if mapping and name in mapping:
-            key = mapping[name]
-            return [r.get(key) for r in dicts]
-        return _first_present(dicts, [k for k in ALIASES[name] if k in present])
-
-    ext = column("external_id")
-    text = column("text")
-    created_raw = column("created_at")
-    created: list[datetime | None] = []
-    fast = list(is_dict)
-    for i, (e, t, c) in enumerate(zip(ext, text, created_raw, strict=True)):
-        ok = (
-            fast[i]
-            and (type(e) is str or (type(e) is int and _INT64[0] <= e <= _INT64[1]))
-            and e != ""
-            and type(t) is str
-            and 0 < len(t) <= MAX_TEXT_CHARS
-            and "\x00" not in t
-            and not t.isspace()
-        )
-        when = None
-        if ok:
-            try:
-                when = created_at(c, date_format, tz)
-            except Exception:  # noqa: BLE001 - mention_from_record says why (or raises) below
-                ok = False
-        fast[i] = ok
-        created.append(when)
-    external_ids = [e if type(e) is str else None if e is None else str(e) for e in ext]
-
-    def opt_str(values: list[Any]) -> list[str | None]:
-        if values.count(None) == len(values):
-            return values  # a field the batch does not have: nothing to convert
-        return [v if type(v) is str and v else _opt_str(v) for v in values]
-
-    columns: dict[str, list[Any]] = {
-        "external_id": external_ids,
-        "url": opt_str(column("url")),
-        "author_handle": opt_str(column("author")),
-        "author_name": opt_str(column("author_name")),
-        "author_url": opt_str(column("author_url")),
-        "author_followers": [
-            v if type(v) is int and _INT64[0] <= v <= _INT64[1] else _followers(v)
-            for v in column("followers")
-        ],
-        "text": text,
-        "created_at": created,
-        "thread": opt_str(column("thread")),
-        "in_reply_to": opt_str(column("in_reply_to")),
-        "language": opt_str(column("language")),
-        "source_type": [v or default_source_type for v in opt_str(column("source_type"))],
-        "raw": [
-            cap_raw(r if r is not None else raw_text(rec))
-            for r, rec in zip(raw_list, records, strict=True)
-        ],
-    }
-    keep = list(range(n))
-    rejected: list[tuple[int, str]] = []
-    if not all(fast):
-        keep = []
-        for i in range(n):
-            if fast[i]:
-                keep.append(i)
-                continue
-            try:
-                row = mention_from_record(
-                    source,
-                    records[i],
-                    fetched_at=fetched_at,
-                    raw=raw_list[i],
-                    mapping=mapping,
-                    default_source_type=default_source_type,
-                    date_format=date_format,
-                    tz=tz,
-                ).to_row()
-            except InvalidRecord as exc:
-                rejected.append((i, str(exc)))
-                continue
-            keep.append(i)
-            for name, values in columns.items():
-                values[i] = row[name]
-        columns = {name: [values[i] for i in keep] for name, values in columns.items()}
-    ids = [item_id(source, e) for e in columns["external_id"]]
-    size = len(keep)
-    arrays = {
-        "id": ids,
-        "source": [source] * size,
-        **columns,
-        "fetched_at": [fetched_at] * size,
-    }
-    try:
-        table = _item_table(arrays)
-    except (pa.ArrowException, UnicodeEncodeError):
-        # A lone surrogate (only lenient decoders make them) cannot be stored: replace it, as
-        # Mention.to_row does, instead of failing the batch. Never taken for orjson or CSV input.
-        for name in columns:
-            if name not in ("created_at", "author_followers"):
-                arrays[name] = [storable(v) if type(v) is str else v for v in arrays[name]]
-        table = _item_table(arrays)
-    return table, rejected
-
-
-def _item_table(arrays: dict[str, list[Any]]) -> pa.Table:
-    return pa.table({f.name: pa.array(arrays[f.name], f.type) for f in ITEM_SCHEMA}, ITEM_SCHEMA)

@@ -8,10 +8,11 @@ crash-safe cursor needs; the app-only flow is one token request, so httpx it is.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
@@ -45,8 +46,8 @@ def _user_agent(ctx: SourceContext) -> str:
 
 
 def _token(ctx: SourceContext) -> str:
-    client_id = sa.secret(ctx, "client_id", "REDDIT_CLIENT_ID")
-    client_secret = sa.secret(ctx, "client_secret", "REDDIT_CLIENT_SECRET")
+    client_id = ctx.require_credential("client_id_env", "REDDIT_CLIENT_ID")
+    client_secret = ctx.require_credential("client_secret_env", "REDDIT_CLIENT_SECRET")
     with sa.Api(
         ctx,
         DEFAULT_AUTH,
@@ -141,6 +142,18 @@ def check(ctx: SourceContext) -> str:
     return f"token accepted; {len(streams)} streams ({', '.join(s[0] for s in streams)})"
 
 
+def _children(data: Any) -> list[paging.Entry]:
+    listing = data.get("data") if isinstance(data, dict) else None
+    children = listing.get("children") if isinstance(listing, dict) else None
+    if not isinstance(children, list):
+        raise paging.BadAnswer("the answer is not a listing")
+    return [paging.Entry(c, id=sa.obj(sa.obj(c).get("data")).get("name")) for c in children]
+
+
+def _after(data: Any) -> Any:
+    return sa.obj(sa.obj(data).get("data")).get("after")
+
+
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     """Yield new posts and comments of every stream, newest first, until each stream's watermark.
 
@@ -151,49 +164,21 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     Yields:
         One batch per listing page with the old cursor, then an empty batch with the new one.
     """
-    streams = _streams(ctx)
-    state: dict[str, Any] = dict(cursor) if isinstance(cursor, dict) else {}
+    state = cursor if isinstance(cursor, dict) else {}
     start = sa.backfill_start(ctx)
     page_size = sa.int_setting(ctx, "page_size", 100, high=100)
-    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
-    seen: set[str] = set()  # a post found by search and by its subreddit is stored once
-    marks: dict[str, sa.Watermark] = {}
+    streams = [
+        paging.Stream(
+            key,
+            path,
+            {**params, "limit": page_size, "raw_json": 1},
+            paging.Watermark.load(state.get(key), start),
+            paging.NextToken("after", _after),
+            _children,
+        )
+        for key, path, params in _streams(ctx)
+    ]
     with _api(ctx) as api:
-        for key, path, params in streams:
-            mark = marks[key] = sa.Watermark.load(state.get(key), start)
-            after: str | None = None
-            for _ in range(max_pages):
-                query = {**params, "limit": page_size, "raw_json": 1}
-                if after:
-                    query["after"] = after
-                data = api.json("GET", path, params=query)
-                listing = data.get("data") if isinstance(data, dict) else None
-                children = listing.get("children") if isinstance(listing, dict) else None
-                if not isinstance(children, list):
-                    raise ConnectorError(f"source '{ctx.name}': {path} answer is not a listing")
-                batch = FetchBatch(cursor=cursor)
-                fetched_at = datetime.now(UTC)
-                past_mark = False
-                for child in children:
-                    try:
-                        mention = _thing(ctx, child, fetched_at)
-                    except InvalidRecord as exc:
-                        inner = child.get("data") if isinstance(child, dict) else None
-                        ext = inner.get("name") if isinstance(inner, dict) else None
-                        batch.rejected.append(sa.reject(ctx, str(exc), child, ext))
-                        continue
-                    if mark.older(mention.created_at):
-                        past_mark = True
-                        continue
-                    if not mark.is_new(mention.created_at, mention.external_id):
-                        continue
-                    mark.take(mention.created_at, mention.external_id)
-                    if mention.external_id not in seen:
-                        seen.add(mention.external_id)
-                        batch.mentions.append(mention)
-                yield batch
-                after = listing.get("after") if isinstance(listing, dict) else None
-                if past_mark or not after:
-                    break
-    state.update({key: mark.dump() for key, mark in marks.items()})
-    yield FetchBatch(cursor=state)
+        yield from paging.paginate(
+            ctx, cursor, streams, api.get, lambda e, at: _thing(ctx, e.record, at)
+        )

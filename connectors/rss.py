@@ -25,11 +25,8 @@ from triage.models import (
     Author,
     InvalidRecord,
     Mention,
-    Rejected,
-    cap_raw,
     clean_text,
     parse_timestamp,
-    raw_text,
 )
 
 SETTINGS = {
@@ -196,14 +193,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         except InvalidRecord as exc:
             raw = {k: dict.get(entry, k) for k in _RAW_KEYS} if isinstance(entry, dict) else entry
             ext = (entry.get("id") or entry.get("link")) if isinstance(entry, dict) else None
-            batch.rejected.append(
-                Rejected(
-                    source=ctx.name,
-                    reason=str(exc),
-                    raw=cap_raw(raw_text(raw)),
-                    external_id=_opt_str(ext),
-                )
-            )
+            batch.rejected.append(ctx.reject(str(exc), raw, ext))
             continue
         created = mention.created_at
         # Entries at exactly the watermark are re-read; stable ids make that harmless.

@@ -8,8 +8,8 @@ from the delivery bot's: a bot installed in the community workspace with ``chann
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from slack_sdk import WebClient
@@ -22,6 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.jitter import Jitter
 
+from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
@@ -57,7 +58,7 @@ class _ProportionalJitter(Jitter):
 
 
 def _client(ctx: SourceContext) -> WebClient:
-    token = sa.secret(ctx, "token", "SLACK_COMMUNITY_TOKEN")
+    token = ctx.require_credential("token_env", "SLACK_COMMUNITY_TOKEN")
     url = str(ctx.settings.get("api_url") or ctx.settings.get("base_url") or DEFAULT_API_URL)
     retries = sa.int_setting(ctx, "max_retries", 4, low=0, high=20)
     try:
@@ -145,6 +146,40 @@ def check(ctx: SourceContext) -> str:
     return f"token of '{who.get('team', '?')}' accepted; {len(channels)} channels readable"
 
 
+def _messages(channel: str, bots: bool) -> Callable[[Any], list[paging.Entry]]:
+    def entries(data: Any) -> list[paging.Entry]:
+        messages = data.get("messages")
+        if not isinstance(messages, list):
+            raise paging.BadAnswer(f"history of {channel} has no messages")
+        out = []
+        for msg in messages:
+            ts = msg.get("ts") if isinstance(msg, dict) else None
+            skip = False
+            if isinstance(msg, dict):
+                is_bot = bool(msg.get("bot_id")) or msg.get("subtype") == "bot_message"
+                skip = (is_bot and not bots) or (
+                    not is_bot and msg.get("subtype") not in KEEP_SUBTYPES
+                )
+            out.append(
+                paging.Entry(
+                    (channel, msg),
+                    id=f"{channel}:{ts}" if ts else None,
+                    position=ts if isinstance(ts, str) else None,
+                    raw=msg,
+                    skip=skip,
+                )
+            )
+        return out
+
+    return entries
+
+
+def _next_cursor(data: Any) -> Any:
+    return (
+        sa.obj(data.get("response_metadata")).get("next_cursor") if data.get("has_more") else None
+    )
+
+
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     """Yield channel messages newer than each channel's stored ``ts`` (Slack's ``oldest``).
 
@@ -156,52 +191,34 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         One batch per page with the old cursor, then an empty batch with the new one.
     """
     channels = _channels(ctx)
-    state: dict[str, Any] = dict(cursor) if isinstance(cursor, dict) else {}
+    state = cursor if isinstance(cursor, dict) else {}
     start = f"{sa.backfill_start(ctx).timestamp():.6f}"
     page_size = sa.int_setting(ctx, "page_size", 200, high=999)
-    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
     bots = bool(ctx.settings.get("include_bots"))
     client = _client(ctx)
+    streams = []
     for channel in channels:
         oldest = str((state.get(channel) or {}).get("ts") or start)
-        newest = oldest
-        page_cursor: str | None = None
-        for _ in range(max_pages):
-            # `oldest` is exclusive (inclusive defaults to false): the stored ts is not re-read.
-            args: dict[str, Any] = {"channel": channel, "oldest": oldest, "limit": page_size}
-            if page_cursor:
-                args["cursor"] = page_cursor
-            data = _call(ctx, client, "conversations.history", **args)
-            messages = data.get("messages")
-            if not isinstance(messages, list):
-                raise ConnectorError(f"source '{ctx.name}': history of {channel} has no messages")
-            batch = FetchBatch(cursor=cursor)
-            fetched_at = datetime.now(UTC)
-            for msg in messages:
-                ts = msg.get("ts") if isinstance(msg, dict) else None
-                if isinstance(ts, str) and _ts_key(ts) > _ts_key(newest):
-                    newest = ts
-                if isinstance(msg, dict):
-                    is_bot = bool(msg.get("bot_id")) or msg.get("subtype") == "bot_message"
-                    if is_bot and not bots:
-                        continue
-                    if not is_bot and msg.get("subtype") not in KEEP_SUBTYPES:
-                        continue
-                try:
-                    batch.mentions.append(_message(ctx, channel, msg, fetched_at))
-                except InvalidRecord as exc:
-                    ext = f"{channel}:{ts}" if ts else None
-                    batch.rejected.append(sa.reject(ctx, str(exc), msg, ext))
-            yield batch
-            page_cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
-            if not data.get("has_more") or not page_cursor:
-                break
-        state[channel] = {"ts": newest}
-    yield FetchBatch(cursor=state)
+        # `oldest` is exclusive (inclusive defaults to false): the stored ts is not re-read.
+        params = {"channel": channel, "oldest": oldest, "limit": page_size}
+        mark = paging.HighestId("ts", oldest, _ts_key)
+        pager = paging.NextToken("cursor", _next_cursor)
+        streams.append(
+            paging.Stream(
+                channel, "conversations.history", params, mark, pager, _messages(channel, bots)
+            )
+        )
+    yield from paging.paginate(
+        ctx,
+        cursor,
+        streams,
+        lambda method, params: _call(ctx, client, method, **params),
+        lambda e, at: _message(ctx, e.record[0], e.record[1], at),
+    )
 
 
-def _ts_key(ts: str) -> float:
+def _ts_key(ts: Any) -> float | None:
     try:
-        return float(ts)
+        return float(ts) if isinstance(ts, str) else None
     except ValueError:
-        return -1.0
+        return None

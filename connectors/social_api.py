@@ -12,7 +12,6 @@ import html
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
@@ -20,7 +19,6 @@ import httpx
 
 from connectors import http
 from connectors.base import ConnectorError, SourceContext
-from triage.models import Rejected, cap_raw, raw_text
 
 DEFAULT_BACKFILL_DAYS = 7.0
 DEFAULT_MAX_PAGES = 50
@@ -103,74 +101,6 @@ def as_list(ctx: SourceContext, key: str) -> list[str]:
     if isinstance(value, list):
         return [str(v) for v in value if str(v).strip()]
     raise ConnectorError(f"source '{ctx.name}': {key} must be a list")
-
-
-def secret(ctx: SourceContext, key: str, default_env: str) -> str:
-    """Read a required credential; the env var name may be overridden per source (``<key>_env``)."""
-    env = str(ctx.settings.get(f"{key}_env") or default_env)
-    value = ctx.secret(env)
-    if not value:
-        block = env.lower().replace("_", "-")
-        raise ConnectorError(
-            f"source '{ctx.name}': credential missing: set the {env} environment variable "
-            f"or a Prefect Secret block named '{block}'"
-        )
-    return value
-
-
-def reject(ctx: SourceContext, reason: str, record: Any, external_id: Any = None) -> Rejected:
-    """Quarantine one record the connector could not read, keeping a bounded copy for audit."""
-    ext = None if external_id in (None, "") else str(external_id)[:500]
-    return Rejected(source=ctx.name, reason=reason, raw=cap_raw(raw_text(record)), external_id=ext)
-
-
-@dataclass
-class Watermark:
-    """Where a newest-first stream was left: the newest creation time seen and the ids at it.
-
-    Items strictly newer than ``since`` are new; items at exactly ``since`` are new unless their id
-    was already taken, so two posts in the same second are neither lost nor fetched twice.
-    """
-
-    since: datetime
-    ids: set[str] = field(default_factory=set)
-    newest: datetime | None = None
-    newest_ids: set[str] = field(default_factory=set)
-
-    @classmethod
-    def load(cls, cursor: Any, start: datetime) -> Watermark:
-        """Rebuild from a stored cursor entry, or start at the backfill bound."""
-        if isinstance(cursor, dict) and cursor.get("since"):
-            since = datetime.fromisoformat(str(cursor["since"]))
-            return cls(since=since, ids={str(i) for i in cursor.get("ids") or []})
-        return cls(since=start)
-
-    def is_new(self, created: datetime, external_id: str) -> bool:
-        """True when an item was not taken by an earlier run."""
-        if created > self.since:
-            return True
-        return created == self.since and external_id not in self.ids
-
-    def older(self, created: datetime) -> bool:
-        """True when a newest-first stream has gone past the watermark: stop paging."""
-        return created < self.since
-
-    def take(self, created: datetime, external_id: str) -> None:
-        """Remember an item that is being stored in this run."""
-        if self.newest is None or created > self.newest:
-            self.newest, self.newest_ids = created, {external_id}
-        elif created == self.newest:
-            self.newest_ids.add(external_id)
-
-    def dump(self) -> dict[str, Any]:
-        """The cursor entry to store once this run's items are durable."""
-        if self.newest is None:
-            return {"since": self.since.isoformat(), "ids": sorted(self.ids)}
-        if self.newest == self.since:
-            ids = self.ids | self.newest_ids
-        else:
-            ids = self.newest_ids
-        return {"since": self.newest.isoformat(), "ids": sorted(ids)}
 
 
 class Api:
@@ -260,6 +190,10 @@ class Api:
             )
         self._respect_quota(resp)
         return resp
+
+    def get(self, path: str, params: dict[str, Any]) -> Any:
+        """GET ``path`` with ``params`` and decode the JSON answer (the paginator's request)."""
+        return self.json("GET", path, params=params)
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Like :meth:`call`, decoding the JSON body."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
@@ -35,7 +36,7 @@ FIELDS = {
 
 
 def _api(ctx: SourceContext) -> sa.Api:
-    token = sa.secret(ctx, "token", "X_BEARER_TOKEN")
+    token = ctx.require_credential("token_env", "X_BEARER_TOKEN")
     return sa.Api(
         ctx,
         DEFAULT_BASE,
@@ -96,6 +97,29 @@ def check(ctx: SourceContext) -> str:
     return f"token accepted; query '{query}' matches {count} recent posts on the first page"
 
 
+def _digits(value: Any) -> int | None:
+    # Post ids are decimal strings that grow with time.
+    return int(value) if value and str(value).isdigit() else None
+
+
+def _tweets(data: Any) -> list[paging.Entry]:
+    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
+        raise paging.BadAnswer("the answer has no 'meta'")
+    tweets = data.get("data") or []
+    users = {
+        str(u.get("id")): u
+        for u in (data.get("includes") or {}).get("users") or []
+        if isinstance(u, dict)
+    }
+    # Every post's id moves the cursor, a rejected one's too: a bad post is not refetched forever.
+    entries = []
+    for tweet in tweets if isinstance(tweets, list) else [tweets]:
+        tid = sa.obj(tweet).get("id")
+        position = str(tid) if tid else None
+        entries.append(paging.Entry((tweet, users), id=tid, position=position, raw=tweet))
+    return entries
+
+
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     """Yield posts newer than the stored ``since_id``, following ``next_token`` pages.
 
@@ -109,7 +133,6 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     """
     query = str(ctx.require("query"))
     page_size = sa.int_setting(ctx, "page_size", 100, low=10, high=100)
-    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
     since_id = cursor.get("since_id") if isinstance(cursor, dict) else None
     params: dict[str, Any] = {"query": query, "max_results": page_size, **FIELDS}
     if since_id:
@@ -119,35 +142,10 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         floor = datetime.now(UTC) - timedelta(days=7) + timedelta(minutes=1)
         start = max(sa.backfill_start(ctx), floor)
         params["start_time"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
-    newest: int | None = int(since_id) if since_id else None
+    mark = paging.HighestId("since_id", since_id or None, _digits)
+    token = paging.NextToken("next_token", lambda data: data["meta"].get("next_token"))
+    stream = paging.Stream(None, SEARCH, params, mark, token, _tweets)
     with _api(ctx) as api:
-        for _ in range(max_pages):
-            data = api.json("GET", SEARCH, params=params)
-            if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
-                raise ConnectorError(f"source '{ctx.name}': recent search answer has no 'meta'")
-            tweets = data.get("data") or []
-            users = {
-                str(u.get("id")): u
-                for u in (data.get("includes") or {}).get("users") or []
-                if isinstance(u, dict)
-            }
-            batch = FetchBatch(cursor=cursor)
-            fetched_at = datetime.now(UTC)
-            for tweet in tweets if isinstance(tweets, list) else [tweets]:
-                try:
-                    mention = _tweet(ctx, tweet, users, fetched_at)
-                except InvalidRecord as exc:
-                    ext = tweet.get("id") if isinstance(tweet, dict) else None
-                    batch.rejected.append(sa.reject(ctx, str(exc), tweet, ext))
-                    continue
-                batch.mentions.append(mention)
-            # meta.newest_id covers rejected posts too, so a bad post is not refetched forever.
-            top = data["meta"].get("newest_id")
-            if top and str(top).isdigit() and (newest is None or int(top) > newest):
-                newest = int(top)
-            yield batch
-            token = data["meta"].get("next_token")
-            if not token:
-                break
-            params["next_token"] = token
-    yield FetchBatch(cursor={"since_id": str(newest)} if newest else cursor)
+        yield from paging.paginate(
+            ctx, cursor, [stream], api.get, lambda e, at: _tweet(ctx, e.record[0], e.record[1], at)
+        )

@@ -9,9 +9,10 @@ in a URL that an error message or a proxy log could echo.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
@@ -35,7 +36,7 @@ AUTH_HINT = (
 
 
 def _api(ctx: SourceContext) -> sa.Api:
-    key = sa.secret(ctx, "key", "YOUTUBE_API_KEY")
+    key = ctx.require_credential("key_env", "YOUTUBE_API_KEY")
     return sa.Api(ctx, DEFAULT_BASE, headers={"X-Goog-Api-Key": key}, auth_hint=AUTH_HINT)
 
 
@@ -101,6 +102,32 @@ def check(ctx: SourceContext) -> str:
     return f"API key accepted; {len(streams)} streams ({', '.join(s[0] for s in streams)})"
 
 
+def _threads(data: Any) -> list[paging.Entry]:
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise paging.BadAnswer("the answer has no items")
+    entries = []
+    for thread in items:
+        tid = thread.get("id") if isinstance(thread, dict) else None
+        snip = thread.get("snippet") if isinstance(thread, dict) else None
+        top = snip.get("topLevelComment") if isinstance(snip, dict) else None
+        replies = sa.obj(sa.obj(thread).get("replies")).get("comments") if tid else []
+        if not isinstance(replies, list):
+            replies = []  # an odd shape: read the top-level comment, do not crash
+        for comment in [top, *replies]:
+            is_top = comment is top
+            entries.append(
+                paging.Entry(
+                    (comment, str(tid)),
+                    id=comment.get("id") if isinstance(comment, dict) else tid,
+                    raw=thread if comment is None or is_top else comment,
+                    # Threads are ordered by their top comment: an old reply does not end paging.
+                    ends=is_top,
+                )
+            )
+    return entries
+
+
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     """Yield new comments (top-level and the replies included in each thread), newest first.
 
@@ -111,55 +138,31 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     Yields:
         One batch per page with the old cursor, then an empty batch with the new one.
     """
-    streams = _streams(ctx)
-    state: dict[str, Any] = dict(cursor) if isinstance(cursor, dict) else {}
+    state = cursor if isinstance(cursor, dict) else {}
     start = sa.backfill_start(ctx)
     page_size = sa.int_setting(ctx, "page_size", 100, high=100)
-    max_pages = sa.int_setting(ctx, "max_pages", sa.DEFAULT_MAX_PAGES)
-    with _api(ctx) as api:
-        for key, ids in streams:
-            mark = sa.Watermark.load(state.get(key), start)
-            # Threads order by their top comment's time, so replies are checked one by one.
-            params: dict[str, Any] = {
+    streams = [
+        paging.Stream(
+            key,
+            "/commentThreads",
+            {
                 "part": "snippet,replies",
                 "order": "time",
                 "textFormat": "plainText",
                 "maxResults": page_size,
                 **ids,
-            }
-            for _ in range(max_pages):
-                data = _get(api, params)
-                items = data.get("items") if isinstance(data, dict) else None
-                if not isinstance(items, list):
-                    raise ConnectorError(f"source '{ctx.name}': commentThreads answer has no items")
-                batch = FetchBatch(cursor=cursor)
-                fetched_at = datetime.now(UTC)
-                past_mark = False
-                for thread in items:
-                    tid = thread.get("id") if isinstance(thread, dict) else None
-                    snip = thread.get("snippet") if isinstance(thread, dict) else None
-                    top = snip.get("topLevelComment") if isinstance(snip, dict) else None
-                    replies = sa.obj(sa.obj(thread).get("replies")).get("comments") if tid else []
-                    if not isinstance(replies, list):
-                        replies = []  # an odd shape: read the top-level comment, do not crash
-                    for comment in [top, *replies]:
-                        try:
-                            mention = _comment(ctx, comment, str(tid), fetched_at)
-                        except InvalidRecord as exc:
-                            ext = comment.get("id") if isinstance(comment, dict) else tid
-                            record = thread if comment is None or comment is top else comment
-                            batch.rejected.append(sa.reject(ctx, str(exc), record, ext))
-                            continue
-                        if mark.older(mention.created_at):
-                            past_mark = past_mark or comment is top
-                            continue
-                        if mark.is_new(mention.created_at, mention.external_id):
-                            mark.take(mention.created_at, mention.external_id)
-                            batch.mentions.append(mention)
-                yield batch
-                token = data.get("nextPageToken")
-                if past_mark or not token:
-                    break
-                params["pageToken"] = token
-            state[key] = mark.dump()
-    yield FetchBatch(cursor=state)
+            },
+            paging.Watermark.load(state.get(key), start),
+            paging.NextToken("pageToken", lambda data: data.get("nextPageToken")),
+            _threads,
+        )
+        for key, ids in _streams(ctx)
+    ]
+    with _api(ctx) as api:
+        yield from paging.paginate(
+            ctx,
+            cursor,
+            streams,
+            lambda _, params: _get(api, params),
+            lambda e, at: _comment(ctx, e.record[0], e.record[1], at),
+        )

@@ -22,13 +22,15 @@ from prefect.states import Failed
 
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
-from flows.progress import Event, emit
-from triage.config import Config, SourceConfig, load_config
-from triage.delivery import build_destinations, drain
+from flows.progress import Event, Stage, emit
+from flows.settings import load_config
+from triage.config import Config, SourceConfig
+from triage.delivery import drain
+from triage.destinations import after_drain, build_destinations
 from triage.models import LABELS
+from triage.review import process_pending
 from triage.routing import route_batch
 from triage.secrets import get_secret
-from triage.slack.decisions import process_pending
 from triage.store import Store, StoreError, open_store
 
 log = logging.getLogger("triage")
@@ -45,7 +47,7 @@ class BackgroundWriter:
 
     def __init__(self, store: Store) -> None:
         """Prepare a writer next to ``store`` (use it as a context manager)."""
-        self._store = Store(store.con.cursor(), store.path)
+        self._store = store.writer()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-writer")
         self._pending: Future[Any] | None = None
 
@@ -70,7 +72,7 @@ class BackgroundWriter:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
-            self._store.con.close()
+            self._store.close()
 
 
 @lru_cache(maxsize=4)
@@ -85,6 +87,13 @@ def classifier_for(config: Config) -> Classifier:
     if config.thresholds or config.margin is not None:
         clf = clf.with_overrides(config.thresholds, config.margin)
     return clf
+
+
+def finished(stage: Stage, started: float, **counts: Any) -> float:
+    """Report a stage's end (with its counts) to the progress display; return its seconds."""
+    seconds = round(time.monotonic() - started, 3)
+    emit(Event(stage, "finish", seconds=seconds, **counts))
+    return seconds
 
 
 def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict[str, Any]:
@@ -114,8 +123,7 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
             stored += new_items
             quarantined += new_q
             emit(Event("fetch", "batch", source=source.name, batch=n, done=fetched, new=stored))
-    seconds = round(time.monotonic() - started, 3)
-    emit(Event("fetch", "finish", source=source.name, done=fetched, new=stored, seconds=seconds))
+    seconds = finished("fetch", started, done=fetched, source=source.name, new=stored)
     return {
         "fetched": fetched,
         "stored": stored,
@@ -172,8 +180,7 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
             by_label.update(table.column("label").to_pylist())
             needs_review += pc.sum(table.column("needs_review")).as_py() or 0
             emit(Event("classify", "batch", batch=n, done=by_label.total()))
-    seconds = round(time.monotonic() - started, 3)
-    emit(Event("classify", "finish", done=by_label.total(), seconds=seconds))
+    seconds = finished("classify", started, done=by_label.total())
     return {
         "classified": by_label.total(),
         "by_label": dict(sorted(by_label.items())),
@@ -197,8 +204,7 @@ def route_pending(config: Config, batch_size: int = 20_000) -> dict[str, Any]:
             by_department.update(d or "none" for d in routes.column("department").to_pylist())
             enqueued += outbox.num_rows
             emit(Event("route", "batch", batch=n, done=by_department.total()))
-    seconds = round(time.monotonic() - started, 3)
-    emit(Event("route", "finish", done=by_department.total(), seconds=seconds))
+    seconds = finished("route", started, done=by_department.total())
     return {
         "routed": by_department.total(),
         "by_department": dict(sorted(by_department.items())),
@@ -214,11 +220,12 @@ def deliver_pending(config: Config, limit: int = 10_000) -> dict[str, Any]:
     destinations = build_destinations(config)
     with open_store(config.database) as store:
         report = drain(store, config, destinations, limit=limit)
+        # Thread notes that waited for their review message, then dead-letter alerts.
+        after_drain(store, config, destinations)
     # Only destinations that wrote a preview in this drain: nothing previewed, no preview note.
     previews = sorted(report.previewed_by)
-    seconds = round(time.monotonic() - started, 3)
     done = report.as_dict()
-    emit(Event("deliver", "finish", done=done["sent"] + done["previewed"], seconds=seconds))
+    seconds = finished("deliver", started, done=done["sent"] + done["previewed"])
     return {
         **done,
         "preview_destinations": previews,

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -59,3 +64,54 @@ def test_bench_reports_every_field(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # The second run over the same input is everything-already-seen: it creates nothing.
     assert report["second_run"]["created"] == 0
     assert report["drain"]["messages"] == sent == 50 and report["drain"]["messages_per_s"] > 0
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a wheel is built from: the project's own files, without local state or caches.
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "tests", "__pycache__", "*.egg-info", ".*_cache",
+    ".hypothesis", "outbox", "reports", "models", "*.duckdb*", "*.wal",
+)  # fmt: skip
+
+
+def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        args, check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=900
+    )
+    assert done.returncode == 0, f"{args[:3]}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.mark.slow
+def test_bench_installed_from_a_wheel_measures_delivery(tmp_path: Path) -> None:
+    # Built and installed like a user's `pip install`: no source checkout, no tests package.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=NOT_SOURCES)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(src)],
+        cwd=src,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("feedback_triage-*.whl")
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    python = venv / "bin" / "python"
+    # The dependencies come from this environment's site-packages (offline, and fast); the
+    # project itself only from the wheel (the editable install's finder is not loaded this way).
+    site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+    deps = sysconfig.get_paths()["purelib"]
+    (Path(site.stdout.strip()) / "_dependencies.pth").write_text(deps + "\n", encoding="utf-8")
+    _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)])
+    where = _run([str(python), "-c", "import triage.cli.bench as b; print(b.__file__)"], tmp_path)
+    assert where.stdout.strip().startswith(str(venv))
+
+    bench = _run(
+        [str(venv / "bin" / "triage"), "bench", "--n", "500", "--json", "--drain-messages", "50"],
+        cwd=tmp_path,
+    )
+
+    report = json.loads(bench.stdout[bench.stdout.index("{") :])
+    assert report["n"] == 500
+    assert "skipped" not in report["drain"]
+    assert report["drain"]["messages"] == 50 and report["drain"]["messages_per_s"] > 0

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from classifiers.corpus_stats import near_duplicates
 from classifiers.data import STARTER_DIR, load_examples
 from classifiers.model import Classifier
-from classifiers.normalize import normalize
 from tests.decision_oracle import reason_matches, reference_decision
 from triage.cli import app
 from triage.models import LABELS, primary_label
+from triage.normalize import normalize
 
 from .conftest import SHARED_DATASETS
 

@@ -23,10 +23,11 @@ import yaml
 
 from classifiers.model import Classifier, Policy, decide_columns
 from connectors import SourceContext, file
-from connectors.records import item_rows, mention_from_record
+from connectors.columns import item_rows
+from connectors.records import mention_from_record
+from flows.settings import load_config
 from flows.triage import ingest, prediction_table
 from tests.decision_oracle import reason_matches, reference_decision
-from triage.config import load_config
 from triage.models import LABELS, InvalidRecord, item_id
 from triage.routing import (
     ARCHIVED,

@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from connectors import CONNECTORS
+from flows.settings import load_config
 from triage.cli import app
-from triage.cli_config import SCHEMA_FILE, schema_text
-from triage.config import ConfigError, load_config
-from triage.config_models import DESTINATION_MODELS
-from triage.delivery import DESTINATION_TYPES
+from triage.cli.config import SCHEMA_FILE, schema_text
+from triage.config import ConfigError
+from triage.config.models import DESTINATION_MODELS
+from triage.destinations import DESTINATION_TYPES
 
 DEMO = Path(__file__).resolve().parents[1] / "triage" / "demo" / "triage.yaml"
 DEMO_DATA: dict[str, Any] = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
@@ -224,7 +225,6 @@ def test_connector_settings_come_from_the_connectors_own_description(tmp_path: P
 
 
 def test_every_destination_type_the_outbox_knows_is_validated() -> None:
-    import triage.handoffs  # noqa: F401 - registers the handoff destination types
 
     assert set(DESTINATION_MODELS) == set(DESTINATION_TYPES)
 

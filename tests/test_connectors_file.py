@@ -24,10 +24,11 @@ import yaml
 from typer.testing import CliRunner
 
 from connectors import SourceContext, file
+from flows.settings import load_config
 from flows.triage import ingest
 from triage.cli import app
-from triage.cli_sources import mostly_quarantined
-from triage.config import ConfigError, load_config
+from triage.cli.sources import mostly_quarantined
+from triage.config import ConfigError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

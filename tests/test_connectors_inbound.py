@@ -25,14 +25,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from connectors import ConnectorError, SourceContext, appstore, imap, webhook
+from connectors import ConnectorError, SourceContext, appstore, email_text, imap, webhook
+from flows.settings import load_config
 from flows.triage import ingest, triage
-from tests.fakes.appstore import FakeAppStore, review, reviews_every_hour, start_fake_appstore
+from tests.fakes.appstore import FakeAppStore, review, reviews_every_hour
 from tests.fakes.dovecot import ImapServer, find_dovecot, start_dovecot
 from triage.cli import app
-from triage.config import load_config
-from triage.intake import IntakeSettings, make_server, sign
 from triage.models import TRUNCATION_MARKER
+from triage.servers.intake import IntakeSettings, make_server, sign
 
 SECRET = "test-intake-secret-2f9c"
 
@@ -366,11 +366,11 @@ def test_email_starttls_verifies_the_certificate(
 
 def test_strip_reply_and_html_to_text() -> None:
     text = "Thanks for the quick fix yesterday!\nIt works now.\n\n-- \nSam\nSent from my phone"
-    assert imap.strip_reply(text) == "Thanks for the quick fix yesterday!\nIt works now."
+    assert email_text.strip_reply(text) == "Thanks for the quick fix yesterday!\nIt works now."
     outlook = "Pricing for 20 seats?\n\n-----Original Message-----\nFrom: sales@x\nOld text"
-    assert imap.strip_reply(outlook) == "Pricing for 20 seats?"
-    assert imap.strip_reply("> only a quote\nMy answer\n\nBest regards,\nKim") == "My answer"
-    assert imap.html_to_text("<p>A &amp; B</p><p>C<br>D</p>") == "A & B\n\nC\nD"
+    assert email_text.strip_reply(outlook) == "Pricing for 20 seats?"
+    assert email_text.strip_reply("> only a quote\nMy answer\n\nBest regards,\nKim") == "My answer"
+    assert email_text.html_to_text("<p>A &amp; B</p><p>C<br>D</p>") == "A & B\n\nC\nD"
 
 
 # ----------------------------------------------------------------------------- web-form intake
@@ -534,12 +534,8 @@ def test_intake_serve_needs_a_secret_and_webhook_check(
 # ----------------------------------------------------------------------------- App Store
 @pytest.fixture
 def fake_store() -> Iterator[FakeAppStore]:
-    state, server = start_fake_appstore()
-    try:
+    with FakeAppStore() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def store_source(fake: FakeAppStore, **extra: Any) -> dict[str, Any]:
@@ -565,7 +561,7 @@ def test_appstore_pages_cursor_and_incremental(fake_store: FakeAppStore, tmp_pat
 
     assert first["fetched"] == 120 and first["stored"] == 120
     assert fake_store.pages_requested() == [1, 2, 3, 4]
-    assert all(c.user_agent and "feedback-triage" in c.user_agent for c in fake_store.calls)
+    assert all("feedback-triage" in c.headers.get("user-agent", "") for c in fake_store.calls)
     db = tmp_path / "t.duckdb"
     (text, url, author, raw, stype) = rows(
         db,

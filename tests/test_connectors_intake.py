@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import SourceContext, webhook
-from connectors.records import item_rows
-from triage.intake import IntakeError, IntakeSettings, make_server, spool_line, validate
+from connectors.columns import item_rows
+from triage.servers.intake import IntakeError, IntakeSettings, make_server, spool_line, validate
 
 SECRET = "oracle-secret-7d1e"
 # The servers' injected clock, fixed for the module: signatures, windows and replays are decided
@@ -39,7 +39,7 @@ ANSWER_WITHIN = 20.0
 
 
 def oracle_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature as the README documents it, written independently of triage.intake.sign."""
+    """The signature as the README documents it, written independently of triage.signing.sign."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
 

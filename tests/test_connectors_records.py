@@ -23,10 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import SourceContext, file, hackernews
-from connectors.records import ALIASES, item_rows, mention_from_record
+from connectors.columns import item_rows
+from connectors.records import ALIASES, mention_from_record
+from flows.settings import load_config
 from flows.triage import ingest
 from tests.fakes.hackernews import FakeHackerNews
-from triage.config import load_config
 from triage.models import ITEM_SCHEMA, MAX_RAW_CHARS, InvalidRecord, Mention, parse_timestamp
 
 FETCHED = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)

@@ -18,10 +18,10 @@ import yaml
 from typer.testing import CliRunner
 
 from connectors import ConnectorError
+from flows.settings import load_config
 from flows.triage import ingest
 from tests.fakes.feed import FeedServer
 from triage.cli import app
-from triage.config import load_config
 from triage.store import open_store
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -7,6 +7,7 @@ credentials, malformed records to quarantine, oversize text truncated, and ``che
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from connectors import CONNECTORS, ConnectorError, SourceContext
+from connectors import CONNECTORS, ConnectorError, SourceContext, paging
 from connectors import bluesky as bluesky_mod
 from connectors import discourse as discourse_mod
 from connectors import hackernews as hackernews_mod
@@ -315,6 +316,43 @@ def test_pagination_backfill_and_cursor(spec: Spec, fake: Any) -> None:
     assert nothing == []
 
 
+def _watermark(entry: Any) -> bool:
+    return (
+        set(entry) == {"since", "ids"}
+        and datetime.fromisoformat(entry["since"]).tzinfo is not None
+        and all(isinstance(i, str) for i in entry["ids"])
+    )
+
+
+# The cursor entries as databases already store them (one stream, or one entry per stream).
+CURSOR_SHAPES: dict[str, Callable[[Any], bool]] = {
+    "hackernews": _watermark,
+    "x": lambda c: set(c) == {"since_id"} and c["since_id"].isdigit(),
+    "discourse": lambda c: set(c) == {"last_id"} and type(c["last_id"]) is int,
+    "reddit": lambda c: all(_watermark(v) for v in c.values()),
+    "bluesky": lambda c: all(_watermark(v) for v in c.values()),
+    "youtube": lambda c: all(_watermark(v) for v in c.values()),
+    "mastodon": lambda c: all(
+        set(v) == {"since_id"} and v["since_id"].isdigit() for v in c.values()
+    ),
+    "slack_community": lambda c: all(set(v) == {"ts"} and float(v["ts"]) > 0 for v in c.values()),
+}
+
+
+def test_cursor_keeps_the_stored_shape(spec: Spec, fake: Any) -> None:
+    for i in range(3):
+        spec.add(fake, f"post {i}", _now(3 + i))
+    ctx = _ctx(spec, fake)
+    _, _, cursor = _fetch(spec, ctx, None)
+    assert cursor and CURSOR_SHAPES[spec.name](cursor), cursor
+    # As the store keeps it (JSON), and read back: nothing is fetched again, nothing is lost.
+    stored = json.loads(json.dumps(cursor))
+    assert _fetch(spec, ctx, stored)[0] == []
+    new = spec.add(fake, "one more", _now(1))
+    again, _, cursor2 = _fetch(spec, ctx, stored)
+    assert [m.external_id for m in again] == [new] and CURSOR_SHAPES[spec.name](cursor2)
+
+
 def test_rate_limit_then_success(spec: Spec, fake: Any) -> None:
     expected = {spec.add(fake, f"post {i}", _now(3 + i)) for i in range(3)}
     fake.fail_next(429, retry_after=0, times=2)
@@ -516,11 +554,11 @@ def test_sources_list_shows_the_social_connectors(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- connector specifics
 def test_watermark_keeps_same_second_items_and_skips_taken_ones() -> None:
     t = _now(10)
-    mark = sa.Watermark.load(None, t)
+    mark = paging.Watermark.load(None, t)
     assert mark.is_new(t, "a") and not mark.older(t)
     mark.take(t, "a")
     mark.take(t, "b")
-    again = sa.Watermark.load(mark.dump(), t - timedelta(days=9))
+    again = paging.Watermark.load(mark.dump(), t - timedelta(days=9))
     assert not again.is_new(t, "a") and not again.is_new(t, "b")
     assert again.is_new(t, "c") and again.is_new(t + timedelta(seconds=1), "a")
     assert again.older(t - timedelta(seconds=1))

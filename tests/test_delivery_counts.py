@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from flows.triage import triage
 from tests.fakes.slack import FakeSlack
-from triage.cli import _print_summary
 from triage.cli import app as cli_app
+from triage.cli.pipeline import print_summary as _print_summary
 
 
 def status(config: Path, db: Path) -> dict[str, int]:

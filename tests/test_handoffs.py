@@ -23,6 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows import triage as flow_mod
+from flows.settings import load_config
 from tests.fakes.github import FakeGitHub, start_fake_github
 from tests.fakes.hubspot import FakeHubSpot, start_fake_hubspot
 from tests.fakes.slack_threads import FakeSlackThreads, start_fake_slack_threads
@@ -30,11 +31,11 @@ from tests.fakes.webhook import FakeWebhookReceiver, start_fake_webhook
 from tests.fakes.zendesk import FakeZendesk, start_fake_zendesk
 from triage import store as store_mod
 from triage.cli import app
-from triage.config import ConfigError, load_config
-from triage.handoffs.similarity import FEATURE_THRESHOLD, jaccard, signature
-from triage.handoffs.zendesk import urgency
+from triage.config import ConfigError
+from triage.destinations.zendesk import urgency
 from triage.models import item_id
 from triage.routing import AUTO_HANDOFF, AWAITING_REVIEW, delivery_key, route_batch
+from triage.similarity import FEATURE_THRESHOLD, jaccard, signature
 from triage.store import open_store
 
 SOURCE = "social"
@@ -315,13 +316,13 @@ def test_repeated_complaints_join_only_within_the_window_and_the_problem(world: 
 # ------------------------------------------------------------------ failures and crashes
 def test_rate_limits_server_errors_and_timeouts_create_nothing_twice(world: World) -> None:
     zd, gh, hs = world.zendesk, world.github, world.hubspot
-    zd.fail_next("POST", "/api/v2/tickets.json", status=429, retry_after=1)
-    zd.fail_next("POST", "/api/v2/tickets.json", status=500)
+    zd.fail_next(429, retry_after=1, path="/api/v2/tickets.json", method="POST")
+    zd.fail_next(500, path="/api/v2/tickets.json", method="POST")
     # The server creates the ticket but answers after the client's 0.5 s timeout.
-    zd.fail_next("POST", "/api/v2/tickets.json", status=0, retry_after=1.0)
-    gh.fail_next("POST", f"/repos/{gh.repo}/issues", status=503)
-    gh.fail_next("POST", f"/repos/{gh.repo}/issues", status=0, retry_after=1.0)
-    hs.fail_next("POST", "/crm/v3/objects/contacts/search", status=429, retry_after=1)
+    zd.fail_next(0, retry_after=1.0, path="/api/v2/tickets.json", method="POST")
+    gh.fail_next(503, path=f"/repos/{gh.repo}/issues", method="POST")
+    gh.fail_next(0, retry_after=1.0, path=f"/repos/{gh.repo}/issues", method="POST")
+    hs.fail_next(429, retry_after=1, path="/crm/v3/objects/contacts/search", method="POST")
     world.add(FEED)
 
     first = world.run()
@@ -450,7 +451,7 @@ def test_dead_letters_are_announced_once_and_retried_by_the_command(
 
 def test_server_errors_dead_letter_after_max_attempts(world: World) -> None:
     world.add([FEED[0]])
-    world.zendesk.fail_next("POST", "/api/v2/tickets.json", status=500, times=100)
+    world.zendesk.fail_next(500, times=100, path="/api/v2/tickets.json", method="POST")
 
     assert world.run()["failed"] == 1
     assert world.slack.messages["C0ALERTS"] == []
@@ -627,10 +628,10 @@ def test_review_thread_note_waits_for_the_review_message(world: World) -> None:
 
 
 def test_ticket_priority_comes_from_words_and_reach() -> None:
-    assert urgency({"text": "Total outage since 9am, nothing loads"})[0] == "urgent"
-    assert urgency({"text": "It keeps crashing when I open a notebook"})[0] == "high"
-    assert urgency({"text": "cannot download my export"})[0] == "normal"  # not "down"
-    assert urgency({"text": "sync is slow", "author_followers": 50_000})[0] == "high"
+    assert urgency("Total outage since 9am, nothing loads")[0] == "urgent"
+    assert urgency("It keeps crashing when I open a notebook")[0] == "high"
+    assert urgency("cannot download my export")[0] == "normal"  # not "down"
+    assert urgency("sync is slow", 50_000)[0] == "high"
 
 
 def test_sales_leads_without_an_email_share_one_contact_by_handle(world: World) -> None:
@@ -878,7 +879,7 @@ def test_dead_letters_are_announced_to_a_webhook_alerts_destination(
 def test_alerts_to_a_destination_that_cannot_carry_them_are_a_clear_error(
     world: World,
 ) -> None:
-    from triage.delivery import check_destinations
+    from triage.destinations import check_destinations
 
     data = world.settings()
     data["alerts"]["destination"] = "zendesk"

@@ -27,16 +27,20 @@ from slack_sdk import WebClient
 from typer.testing import CliRunner
 
 from classifiers.data import load_examples
+from flows.settings import load_config
 from flows.triage import triage
 from tests.conftest import DEMO_DIR
 from tests.fakes.slack import FakeSlack, start_fake_slack
 from tests.fakes.slack_payloads import slash_command, text_objects
 from triage.cli import app as cli_app
-from triage.config import Config, load_config
-from triage.slack import decisions as decisions_mod
-from triage.slack.app import EVENTS_PATH, ReviewApp, ReviewWorker, build_app, serve
+from triage.config import Config
+from triage.models import DeliveryItem
+from triage.review import STORE_LOCK, DecisionSpool, process_pending, resurface
+from triage.review import apply as apply_mod
+from triage.review import clicks as clicks_mod
+from triage.review import upkeep as upkeep_mod
+from triage.servers.slack_app import EVENTS_PATH, ReviewApp, ReviewWorker, build_app, serve
 from triage.slack.client import make_client
-from triage.slack.decisions import STORE_LOCK, ReviewSettings, Spool, process_pending, resurface
 from triage.slack.messages import (
     ACTION_CONFIRM,
     ACTION_RELABEL,
@@ -112,8 +116,8 @@ class Env:
             return store.con.execute(sql, params or []).fetchall()
 
     @property
-    def spool(self) -> Spool:
-        return Spool(ReviewSettings.from_config(self.config).spool)
+    def spool(self) -> DecisionSpool:
+        return DecisionSpool(self.config.review.spool)
 
 
 @pytest.fixture
@@ -493,7 +497,7 @@ def test_decision_is_kept_while_another_process_holds_the_store(
 
     assert summary["review"]["applied"] == 1
     assert len(env.spool) == 0
-    from triage.cli import _print_summary
+    from triage.cli.pipeline import print_summary as _print_summary
 
     _print_summary(summary)
     assert "review decisions: applied 1, superseded 0" in capsys.readouterr().out
@@ -515,11 +519,11 @@ def test_crash_between_recording_and_message_update_recovers_once(
 
     # The process dies after the decision is committed, before the spool is trimmed and the
     # message updated.
-    def crash(self: Spool, ids: set[str]) -> None:
+    def crash(self: DecisionSpool, ids: set[str]) -> None:
         raise SystemExit("simulated crash")
 
     with monkeypatch.context() as mp:
-        mp.setattr(Spool, "remove", crash)
+        mp.setattr(DecisionSpool, "remove", crash)
         with pytest.raises(SystemExit):
             process_pending(env.config)
     assert env.rows("SELECT count(*) FROM review_decisions WHERE message_updated_at IS NULL") == [
@@ -542,13 +546,13 @@ def test_crash_between_recording_and_message_update_recovers_once(
 def test_message_update_failing_at_slack_is_retried_later(env: Env) -> None:
     item = waiting_item(env)
     channel, ts = review_ref(env, item)
-    env.spool.append(decisions_mod.parse_actions(block_actions(env, item, ACTION_CONFIRM)))
+    env.spool.append(clicks_mod.parse_actions(block_actions(env, item, ACTION_CONFIRM)))
     client = make_client(env.fake.token, max_retries=0)  # fail fast; the next pass retries
     env.fake.fail_next("chat.update", status=500, times=1)
 
-    applied = decisions_mod.apply_spool(env.config, env.spool)
-    first = decisions_mod.announce(env.config, client)
-    second = decisions_mod.announce(env.config, client)
+    applied = apply_mod.apply_spool(env.config, env.spool)
+    first = upkeep_mod.announce(env.config, client)
+    second = upkeep_mod.announce(env.config, client)
 
     assert applied.applied == 1
     assert (first.updated, first.failed) == (0, 1)
@@ -559,12 +563,12 @@ def test_message_update_failing_at_slack_is_retried_later(env: Env) -> None:
 def test_rate_limited_message_update_waits_for_retry_after(env: Env) -> None:
     item = waiting_item(env)
     _, ts = review_ref(env, item)
-    env.spool.append(decisions_mod.parse_actions(block_actions(env, item, ACTION_CONFIRM)))
+    env.spool.append(clicks_mod.parse_actions(block_actions(env, item, ACTION_CONFIRM)))
     env.fake.fail_next("chat.update", status=429, retry_after=1, times=1)
 
-    decisions_mod.apply_spool(env.config, env.spool)
+    apply_mod.apply_spool(env.config, env.spool)
     started = time.monotonic()
-    report = decisions_mod.announce(env.config, make_client(env.fake.token))
+    report = upkeep_mod.announce(env.config, make_client(env.fake.token))
 
     assert (report.updated, report.failed) == (1, 0)
     assert time.monotonic() - started >= 1.0  # Retry-After was honoured
@@ -579,17 +583,17 @@ def test_a_decision_that_cannot_be_applied_is_audited_not_stuck(
     import duckdb
 
     broken, fine = waiting_item(env, label="kudos"), waiting_item(env, label="sales_lead")
-    env.spool.append(decisions_mod.parse_actions(block_actions(env, broken, ACTION_CONFIRM)))
-    env.spool.append(decisions_mod.parse_actions(block_actions(env, fine, ACTION_CONFIRM)))
-    real_release = decisions_mod.release_handoffs
+    env.spool.append(clicks_mod.parse_actions(block_actions(env, broken, ACTION_CONFIRM)))
+    env.spool.append(clicks_mod.parse_actions(block_actions(env, fine, ACTION_CONFIRM)))
+    real_release = apply_mod.release_handoffs
 
     def release(config: Any, released: list[tuple[str, str]]) -> Any:
         if any(item_id == broken for item_id, _ in released):
             raise duckdb.ConstraintException("simulated constraint failure")
         return real_release(config, released)
 
-    monkeypatch.setattr(decisions_mod, "release_handoffs", release)
-    report = decisions_mod.apply_spool(env.config, env.spool)
+    monkeypatch.setattr(apply_mod, "release_handoffs", release)
+    report = apply_mod.apply_spool(env.config, env.spool)
 
     assert (report.applied, report.rejected) == (1, 1)
     assert len(env.spool) == 0
@@ -639,7 +643,8 @@ def test_huge_hostile_input_stays_within_block_kit_limits(env: Env) -> None:
             {**item, "routed_at": datetime.now(UTC) - timedelta(days=3)},
         ],
     }
-    messages = [review_message(item), decided_message(item, decision)]
+    delivered = DeliveryItem.from_row(item)
+    messages = [review_message(delivered), decided_message(delivered, decision)]
     home = queue_blocks(queue, now=datetime.now(UTC), overdue_after=timedelta(hours=24))
 
     for blocks in [m["blocks"] for m in messages] + [home]:
@@ -680,7 +685,7 @@ def test_many_items_are_posted_as_one_thread_flagged_first(seeded: Seeded) -> No
 def test_crashed_threaded_post_is_reconciled_in_its_thread(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from triage import delivery
+    from triage import delivery, destinations
 
     # A review delivery left in `sending` (the process died after Slack accepted the reply).
     key, item = env.rows(
@@ -689,7 +694,7 @@ def test_crashed_threaded_post_is_reconciled_in_its_thread(
     with STORE_LOCK, open_store(env.db) as store:
         store.mark_sending(key)
         before = len(env.fake.posted())
-        dests = delivery.build_destinations(env.config)
+        dests = destinations.build_destinations(env.config)
         report = delivery.drain(store, env.config, dests)
     assert report.reconciled == 1 and report.sent == 0
     assert len(env.fake.posted()) == before
@@ -890,7 +895,7 @@ def test_batched_decisions_give_the_same_result_as_one_by_one(
             ).fetchall()
         ]
     targets = rng.sample(waiting, 15) + ["ffffffffffffffffffff"]  # and an unknown item
-    clicks: list[decisions_mod.Decision] = []
+    clicks: list[clicks_mod.Decision] = []
     for n in range(60):
         item = rng.choice(targets)
         action = rng.choice(["confirm", "relabel", "reroute", "spam"])
@@ -898,7 +903,7 @@ def test_batched_decisions_give_the_same_result_as_one_by_one(
             action
         )
         clicks.append(
-            decisions_mod.Decision(
+            clicks_mod.Decision(
                 decision_id=f"d{seed}-{n:04d}",
                 item_id=item,
                 action=action,
@@ -917,9 +922,9 @@ def test_batched_decisions_give_the_same_result_as_one_by_one(
         db = tmp_path / f"batch{batch}.duckdb"
         shutil.copy(seeded.db, db)
         config = load_config(seeded.config_path, database=str(db))
-        spool = Spool(ReviewSettings.from_config(config).spool)
+        spool = DecisionSpool(config.review.spool)
         spool.append(clicks)
-        report = decisions_mod.apply_spool(config, spool, batch=batch)
+        report = apply_mod.apply_spool(config, spool, batch=batch)
         assert len(spool) == 0 and not report.busy
         results[batch] = (_decisions_state(db), report)
 

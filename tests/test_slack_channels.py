@@ -21,9 +21,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from flows import triage as flow_mod
+from flows.settings import load_config
 from tests.fakes.slack import FakeSlack
 from triage import store as store_mod
-from triage.config import load_config
 from triage.slack.channels import forget_channels
 
 BATCH_THRESHOLD = 20

@@ -17,7 +17,8 @@ from slack_sdk.errors import SlackApiError
 
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_payloads import text_objects
-from triage.handoffs import alert_text
+from triage.destinations.alerts import alert_text
+from triage.models import DeliveryItem
 from triage.slack.messages import (
     batch_parent_message,
     decided_message,
@@ -40,7 +41,7 @@ LONG_TEXTS = {
 _BROKEN_ENTITY = re.compile(r"&(?!amp;|lt;|gt;)")
 
 
-def item(text: str, **extra: Any) -> dict[str, Any]:
+def item_row(text: str, **extra: Any) -> dict[str, Any]:
     base = {
         "id": "0123456789abcdef0123",
         "source": "social",
@@ -56,6 +57,7 @@ def item(text: str, **extra: Any) -> dict[str, Any]:
         "department": "marketing",
     }
     return {**base, **extra}
+
 
 
 @pytest.fixture
@@ -87,7 +89,7 @@ def test_quote_at_the_limit_is_not_cut() -> None:
 
 @pytest.mark.parametrize("name", sorted(LONG_TEXTS))
 def test_every_message_with_long_text_is_accepted_by_slack(client: WebClient, name: str) -> None:
-    hostile = item(
+    hostile_row = item_row(
         LONG_TEXTS[name],
         source="&" * 5000,
         author_handle="&<>" * 3000,
@@ -95,6 +97,7 @@ def test_every_message_with_long_text_is_accepted_by_slack(client: WebClient, na
         needs_review=True,
         labels=["kudos", "feature_request"],
     )
+    hostile = DeliveryItem.from_row(hostile_row)
     decision = {
         "action": "relabel",
         "user_id": "U0ALICE",
@@ -121,7 +124,7 @@ def test_every_message_with_long_text_is_accepted_by_slack(client: WebClient, na
         assert texts and all(0 < len(t) <= 3000 for t in texts)
         assert len(msg["text"]) <= 3000
         client.chat_postMessage(channel="C0REVIEW", text=msg["text"], blocks=msg["blocks"])
-    row = {**hostile, "routed_at": datetime.now(UTC) - timedelta(days=2)}
+    row = {**hostile_row, "routed_at": datetime.now(UTC) - timedelta(days=2)}
     queue = {
         "total": 25,
         "groups": [

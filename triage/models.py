@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pyarrow as pa
 
+from triage.keys import stable_key
+
 LABELS: tuple[str, ...] = ("kudos", "sales_lead", "feature_request", "service_issue", "other")
-# The owner who must act first wins the primary label (DESIGN.md); `other` never outranks a real intent.
+# The owner who must act first wins the primary label (README, "Data and the classifier");
+# `other` never outranks a real intent.
 PRIORITY: tuple[str, ...] = ("service_issue", "sales_lead", "feature_request", "kudos", "other")
 DEPARTMENTS: tuple[str, ...] = ("marketing", "sales", "product", "support")
 
@@ -68,9 +71,7 @@ def item_id(source: str, external_id: str) -> str:
     """
     # surrogatepass: a lone surrogate from a lenient JSON decoder must not crash the id (valid
     # text encodes exactly as before, so existing ids do not change).
-    key = f"{source}\x1f{external_id}".encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(key, digest_size=10)
-    return digest.hexdigest()
+    return stable_key(source, external_id, size=10, errors="surrogatepass")
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ class Author:
 
 @dataclass(slots=True)
 class Mention:
-    """One piece of feedback in the shape every connector yields (DESIGN.md, the mention record)."""
+    """One piece of feedback in the shape every connector yields (README, "Architecture")."""
 
     source: str
     external_id: str
@@ -130,6 +131,80 @@ class Mention:
             "source_type": storable(self.source_type),
             "raw": cap_raw(raw_text(self.raw)),
         }
+
+
+@dataclass(slots=True, frozen=True)
+class DeliveryItem:
+    """An item as the outbox delivers it: the mention, its prediction and its route.
+
+    What every message builder and destination reads (:meth:`Store.delivery_context` builds it),
+    so a field is named once and typed, and the current label's score has one definition.
+    """
+
+    id: str
+    source: str
+    text: str
+    label: str
+    # Every label's calibrated score (all of LABELS once classified).
+    scores: Mapping[str, float]
+    author: Author = field(default_factory=Author)
+    external_id: str = ""
+    url: str | None = None
+    created_at: datetime | None = None
+    source_type: str | None = None
+    labels: tuple[str, ...] = ()
+    needs_review: bool = False
+    review_reason: str | None = None
+    model_version: str = ""
+    department: str | None = None
+    route_state: str | None = None
+
+    @property
+    def score(self) -> float:
+        """The score of the item's current label (a reviewer's relabel included)."""
+        return self.score_of(self.label)
+
+    def score_of(self, label: str) -> float:
+        """The calibrated score of ``label`` (0 for a label the model did not score)."""
+        return float(self.scores.get(label, 0.0))
+
+    @property
+    def author_key(self) -> str:
+        """Who wrote the item, as one stable string: the profile url, else source and handle."""
+        if self.author.url:
+            return str(self.author.url).strip().lower()
+        who = self.author.handle or self.author.name or "anonymous"
+        return f"{self.source}:{who}".strip().lower()
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DeliveryItem:
+        """Build the item from a flat row (``author_handle``, ``author_name``, ... columns)."""
+        scores = row.get("scores") or {}
+        if isinstance(scores, str):
+            scores = json.loads(scores)
+        return cls(
+            id=str(row["id"]),
+            source=str(row["source"]),
+            text=str(row["text"]),
+            label=str(row["label"]),
+            scores={str(k): float(v) for k, v in scores.items()},
+            author=Author(
+                handle=row.get("author_handle"),
+                name=row.get("author_name"),
+                url=row.get("author_url"),
+                followers=row.get("author_followers"),
+            ),
+            external_id=str(row.get("external_id") or ""),
+            url=row.get("url"),
+            created_at=row.get("created_at"),
+            source_type=row.get("source_type"),
+            labels=tuple(row.get("labels") or ()),
+            needs_review=bool(row.get("needs_review")),
+            review_reason=row.get("review_reason"),
+            model_version=str(row.get("model_version") or ""),
+            department=row.get("department"),
+            route_state=row.get("route_state"),
+        )
 
 
 @dataclass(slots=True)

@@ -5,7 +5,6 @@ Plain functions over Arrow batches, with no Prefect in sight, so they are tested
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -13,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from triage.config import Config, Rule
+from triage.keys import stable_key
 
 # Route states. Review first is the default: marketing looks before a department is bothered.
 AWAITING_REVIEW = "awaiting_review"
@@ -43,9 +43,7 @@ OUTBOX_SCHEMA = pa.schema(
 
 def delivery_key(item_id: str, destination: str, kind: str) -> str:
     """The idempotency key of one delivery: the same item, destination and kind is sent once."""
-    return hashlib.blake2b(
-        f"{item_id}\x1f{destination}\x1f{kind}".encode(), digest_size=12
-    ).hexdigest()
+    return stable_key(item_id, destination, kind)
 
 
 def match(rule: Rule, source: str, text_lower: str, label: str, score: float) -> bool:
@@ -57,6 +55,19 @@ def match(rule: Rule, source: str, text_lower: str, label: str, score: float) ->
     if rule.min_score is not None and score < rule.min_score:
         return False
     return not rule.keywords or any(k in text_lower for k in rule.keywords)
+
+
+def department_for(config: Config, source: str, text: str, label: str, score: float) -> str | None:
+    """The department the first matching rule gives one item (None: nobody, or no rule matched).
+
+    The per-item form of :func:`route_batch`'s column-wise rule matching (a test checks that the
+    two agree); a reviewer's relabel is routed through it.
+    """
+    text_lower = text.lower()
+    for rule in config.rules:
+        if match(rule, source, text_lower, label, score):
+            return rule.department
+    return None
 
 
 def auto_handoff(

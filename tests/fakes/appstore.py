@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.base import Failure, FakeApi, Reply, Request
 
 PAGE_SIZE = 50
 PACIFIC = timezone(timedelta(hours=-7))
@@ -28,24 +27,10 @@ _PATH = re.compile(
 
 
 @dataclass
-class FakeCall:
-    """One request the fake received."""
-
-    path: str
-    status: int
-    at: float
-    user_agent: str | None
-
-
-@dataclass
-class FakeAppStore:
-    """Reviews per (country, app id), newest first; start with :func:`start_fake_appstore`."""
+class FakeAppStore(FakeApi):
+    """Reviews per (country, app id), newest first; ``FakeAppStore().start()`` serves them."""
 
     reviews: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
-    calls: list[FakeCall] = field(default_factory=list)
-    failures: list[tuple[int, float, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
 
     def add_reviews(self, country: str, app_id: str, entries: list[dict[str, Any]]) -> None:
         """Add entries (any order); the feed serves them most recent first."""
@@ -54,12 +39,11 @@ class FakeAppStore:
             items.extend(entries)
             items.sort(key=lambda e: str(e.get("updated", {}).get("label", "")), reverse=True)
 
-    def fail_next(
-        self, status: int, retry_after: float = 1, times: int = 1, body: str = ""
+    def fail_next(  # type: ignore[override]
+        self, status: int, retry_after: float = 1, times: int = 1
     ) -> None:
         """Answer the next ``times`` requests with ``status`` (0 = a 200 with a non-JSON body)."""
-        with self.lock:
-            self.failures.extend([(status, retry_after, body)] * times)
+        super().fail_next(status, retry_after, times)
 
     def pages_requested(self) -> list[int]:
         """Page numbers of every successful request, in order."""
@@ -69,6 +53,58 @@ class FakeAppStore:
             if m and c.status == 200:
                 out.append(int(m.group("page")))
         return out
+
+    def injected(self, failure: Failure) -> Reply:
+        """Apple's CDN answers: an HTML page with a 200, a bare 429, or a plain error."""
+        if failure.status == 0:
+            html = b"<html><body>Service Unavailable</body></html>"
+            return 200, html, {"Content-Type": "text/html"}
+        if failure.status == 429:
+            headers = {"Content-Type": "text/plain", "Retry-After": str(int(failure.retry_after))}
+            return 429, b"", headers
+        return failure.status, b"error", {"Content-Type": "text/plain"}
+
+    def route(self, req: Request) -> Reply:
+        """One page of the feed."""
+        plain = {"Content-Type": "text/plain"}
+        if req.method != "GET":
+            return 405, b"method not allowed", {**plain, "Allow": "GET"}
+        m = _PATH.match(req.path)
+        if not m:
+            return 404, b"not found", plain
+        page = int(m.group("page"))
+        if not 1 <= page <= MAX_PAGE:
+            # Apple refuses pages beyond its 10-page window.
+            return 400, b"CustomerReviews RSS page depth is limited to 10", plain
+        items = list(self.reviews.get((m.group("country"), m.group("app")), []))
+        chunk = items[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        feed: dict[str, Any] = {
+            "author": {
+                "name": {"label": "iTunes Store"},
+                "uri": {"label": "http://www.apple.com/uk/itunes/"},
+            },
+            "updated": {"label": datetime.now(PACIFIC).replace(microsecond=0).isoformat()},
+            "rights": {"label": "Copyright 2008 Apple Inc."},
+            "title": {"label": "iTunes Store: Customer Reviews"},
+            "icon": {"label": "http://itunes.apple.com/favicon.ico"},
+            "link": [
+                {
+                    "attributes": {
+                        "rel": "alternate",
+                        "type": "text/html",
+                        "href": "https://apps.apple.com/",
+                    }
+                },
+                {"attributes": {"rel": "self", "href": self.url + req.path}},
+            ],
+            "id": {"label": self.url + req.path},
+        }
+        if len(chunk) == 1:
+            feed["entry"] = chunk[0]  # the feed's quirk: one entry is not wrapped in a list
+        elif chunk:
+            feed["entry"] = chunk
+        body = json.dumps({"feed": feed}).encode()
+        return 200, body, {"Content-Type": "text/javascript; charset=utf-8"}
 
 
 def review(
@@ -119,89 +155,3 @@ def reviews_every_hour(first_id: int, count: int, newest: datetime) -> list[dict
         )
         for i in range(count)
     ]
-
-
-def _handler(state: FakeAppStore) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str]) -> None:
-            with state.lock:
-                state.calls.append(
-                    FakeCall(self.path, status, time.monotonic(), self.headers.get("User-Agent"))
-                )
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in extra.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            with state.lock:
-                failure = state.failures.pop(0) if state.failures else None
-            if failure is not None:
-                status, retry_after, body = failure
-                if status == 0:
-                    html = body or "<html><body>Service Unavailable</body></html>"
-                    self._send(200, html.encode(), "text/html", {})
-                elif status == 429:
-                    self._send(429, b"", "text/plain", {"Retry-After": str(int(retry_after))})
-                else:
-                    self._send(status, b"error", "text/plain", {})
-                return
-            m = _PATH.match(self.path)
-            if not m:
-                self._send(404, b"not found", "text/plain", {})
-                return
-            page = int(m.group("page"))
-            if not 1 <= page <= MAX_PAGE:
-                # Apple refuses pages beyond its 10-page window.
-                self._send(
-                    400, b"CustomerReviews RSS page depth is limited to 10", "text/plain", {}
-                )
-                return
-            with state.lock:
-                items = list(state.reviews.get((m.group("country"), m.group("app")), []))
-            chunk = items[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-            feed: dict[str, Any] = {
-                "author": {
-                    "name": {"label": "iTunes Store"},
-                    "uri": {"label": "http://www.apple.com/uk/itunes/"},
-                },
-                "updated": {"label": datetime.now(PACIFIC).replace(microsecond=0).isoformat()},
-                "rights": {"label": "Copyright 2008 Apple Inc."},
-                "title": {"label": "iTunes Store: Customer Reviews"},
-                "icon": {"label": "http://itunes.apple.com/favicon.ico"},
-                "link": [
-                    {
-                        "attributes": {
-                            "rel": "alternate",
-                            "type": "text/html",
-                            "href": "https://apps.apple.com/",
-                        }
-                    },
-                    {"attributes": {"rel": "self", "href": state.url + self.path}},
-                ],
-                "id": {"label": state.url + self.path},
-            }
-            if len(chunk) == 1:
-                feed["entry"] = chunk[0]  # the feed's quirk: one entry is not wrapped in a list
-            elif chunk:
-                feed["entry"] = chunk
-            body = json.dumps({"feed": feed}).encode()
-            self._send(200, body, "text/javascript; charset=utf-8", {})
-
-    return Handler
-
-
-def start_fake_appstore() -> tuple[FakeAppStore, ThreadingHTTPServer]:
-    """Start the fake on 127.0.0.1 with a random port; the caller shuts it down."""
-    state = FakeAppStore()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return state, server

@@ -79,7 +79,7 @@ class FakeBluesky(FakeApi):
 
     def route(self, req: Request) -> Reply:
         if req.path == "/xrpc/com.atproto.server.createSession" and req.method == "POST":
-            body = req.json() or {}
+            body = req.json or {}
             if not body.get("identifier") or not body.get("password"):
                 return (
                     400,

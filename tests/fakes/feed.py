@@ -22,9 +22,11 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from xml.sax.saxutils import escape
+
+from tests.fakes.base import Served
 
 PATHS = {"/comments.rss": "rss", "/forum.atom": "atom"}
 CONTENT_TYPES = {"rss": "application/rss+xml; charset=utf-8", "atom": "application/atom+xml"}
@@ -52,7 +54,7 @@ class Call:
 
 
 @dataclass
-class FeedServer:
+class FeedServer(Served):
     """The publisher's state; add entries with :meth:`add` and start it with :meth:`start`."""
 
     entries: list[Entry] = field(default_factory=list)
@@ -64,9 +66,7 @@ class FeedServer:
     # While True, requests wait for ``release`` and get no answer: a publisher that hangs.
     stalled: bool = False
     release: threading.Event = field(default_factory=threading.Event)
-    url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ content
     def add(self, guid: str, text: str, published: datetime | None, **kw: Any) -> Entry:
@@ -150,22 +150,13 @@ class FeedServer:
             return 304, validators, b""
         return 200, {"Content-Type": CONTENT_TYPES[kind], **validators}, body
 
-    def start(self) -> FeedServer:
-        """Serve on 127.0.0.1 at a random port in a daemon thread."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        self._server = server
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        return self
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        """The publisher's request handler."""
+        return _handler(self)
 
-    def stop(self) -> None:
-        """Let stalled requests go and shut the server down."""
+    def end_stalls(self) -> None:
+        """Let stalled requests go."""
         self.release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 def _newest_first(e: Entry) -> float:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http_api import FakeAPI, Reply, Request
+from tests.fakes.base import FakeApi, Reply, Request
 
 DOCS = "https://docs.github.com/rest"
 # GitHub refuses an issue or comment body over 65,536 characters, and a title over 256.
@@ -21,7 +21,7 @@ MAX_TITLE = 256
 
 
 @dataclass
-class FakeGitHub(FakeAPI):
+class FakeGitHub(FakeApi):
     """State of the fake: one repository's issues and comments."""
 
     token: str = "ghp_testtoken"
@@ -39,7 +39,7 @@ class FakeGitHub(FakeAPI):
         """GitHub's answer to a bad token."""
         return 401, {"message": "Bad credentials", "documentation_url": DOCS}, {}
 
-    def handle(self, req: Request) -> Reply:
+    def route(self, req: Request) -> Reply:
         """Route one request."""
         prefix = f"/repos/{self.repo}/issues"
         if not req.path.startswith(prefix):
@@ -48,7 +48,7 @@ class FakeGitHub(FakeAPI):
         if rest == "" and req.method == "POST":
             return self._create(req.json or {})
         if rest == "" and req.method == "GET":
-            return self._list(req.query)
+            return self._list(req.params)
         m = re.fullmatch(r"/(\d+)(/comments)?", rest)
         if not m or int(m.group(1)) not in self.issues:
             return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
@@ -69,7 +69,7 @@ class FakeGitHub(FakeAPI):
             self.issues[number]["comments"] = len(self.comments[number])
             return 201, comment, {}
         if m.group(2) and req.method == "GET":
-            return 200, self._page(self.comments[number], req.query), {}
+            return 200, self._page(self.comments[number], req.params), {}
         if req.method == "PATCH":
             patch = req.json or {}
             if (too_long := self._too_long(patch)) is not None:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http_api import FakeAPI, Reply, Request
+from tests.fakes.base import FakeApi, Reply, Request
 
 DEFINED = {
     "contacts": {
@@ -34,7 +34,7 @@ MAX_NOTE_BODY = 65_536
 
 
 @dataclass
-class FakeHubSpot(FakeAPI):
+class FakeHubSpot(FakeApi):
     """State of the fake portal."""
 
     token: str = "pat-na1-test-token"
@@ -64,7 +64,7 @@ class FakeHubSpot(FakeAPI):
     def _error(status: int, message: str, category: str) -> Reply:
         return status, {"status": "error", "message": message, "category": category}, {}
 
-    def handle(self, req: Request) -> Reply:
+    def route(self, req: Request) -> Reply:
         """Route one request."""
         m = re.fullmatch(r"/crm/v3/objects/(contacts|notes)(/search)?", req.path)
         if not m or req.method != "POST":

@@ -23,9 +23,11 @@ import json
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.fakes.base import LocalServer
 
 # Slack's documented limits (Block Kit reference; chat.postMessage; conversations.list).
 MAX_BLOCKS = 50
@@ -602,27 +604,19 @@ def _make_handler(state: FakeSlack) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class FakeServer(ThreadingHTTPServer):
-    """The fake's HTTP server; shutting it down also ends any stalled request."""
-
-    daemon_threads = True
+class FakeServer(LocalServer):
+    """The fake's HTTP server (the shared plumbing); shutting it down ends any stalled request."""
 
     def __init__(self, state: FakeSlack) -> None:
-        """Bind 127.0.0.1 at a random port."""
-        super().__init__(("127.0.0.1", 0), _make_handler(state))
+        """Bind 127.0.0.1 at a random port and serve in a daemon thread."""
+        super().__init__(_make_handler(state), state.unstall.set)
         self.state = state
-
-    def shutdown(self) -> None:
-        """Stop serving and release stalled requests."""
-        self.state.unstall.set()
-        super().shutdown()
 
 
 def serve_fake(state: FakeSlack) -> FakeServer:
     """Serve ``state`` on a random local port in a daemon thread; set ``state.url``."""
     server = FakeServer(state)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/api/"
+    state.url = f"{server.url}/api/"
     return server
 
 

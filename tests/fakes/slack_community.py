@@ -8,12 +8,11 @@ up to 999, cursor paging with ``has_more`` and ``response_metadata.next_cursor``
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes.base import LocalServer
 from tests.fakes.slack import FakeSlack, _make_handler
 
 
@@ -82,24 +81,20 @@ class CommunitySlackServer:
     def __init__(self) -> None:
         self.state = FakeCommunitySlack(token="xoxb-community")
         self.state.channels = {"#community": "C0COMMUNITY", "#help": "C0HELP"}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LocalServer | None = None
         self.url = ""
 
     def start(self) -> CommunitySlackServer:
-        """Serve in a daemon thread."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self.state))
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        self._server = server
-        self.url = f"http://127.0.0.1:{server.server_address[1]}/api/"
-        self.state.url = self.url
+        """Serve in a daemon thread (the shared plumbing of tests/fakes/base.py)."""
+        self._server = LocalServer(_make_handler(self.state), self.state.unstall.set)
+        self.url = self.state.url = f"{self._server.url}/api/"
         return self
 
     def stop(self) -> None:
         """Shut the server down."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
+            self._server = None
 
     # The generic connector tests drive every fake through the same few names.
     def add(self, text: str, created: datetime) -> str:

@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http_api import FakeAPI, Reply, Request
+from tests.fakes.base import FakeApi, Reply, Request
 
 MAX_SKEW_S = 300
 
 
 @dataclass
-class FakeWebhookReceiver(FakeAPI):
+class FakeWebhookReceiver(FakeApi):
     """State of the receiver: the handoffs it accepted, by idempotency key."""
 
     secret: str = "whsec-test"
@@ -40,7 +40,7 @@ class FakeWebhookReceiver(FakeAPI):
         """Bad or stale signature."""
         return 401, {"error": "invalid signature"}, {}
 
-    def handle(self, req: Request) -> Reply:
+    def route(self, req: Request) -> Reply:
         """Accept a handoff once per key; answer status queries."""
         if req.method == "GET" and req.path.startswith("/status/"):
             key = req.path.rsplit("/", 1)[-1]

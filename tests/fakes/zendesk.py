@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http_api import FakeAPI, Reply, Request
+from tests.fakes.base import FakeApi, Reply, Request
 
 PRIORITIES = {"low", "normal", "high", "urgent"}
 # A comment is limited by size (64 KB) and a ticket holds at most 5,000 comments (then 422).
@@ -26,7 +26,7 @@ TYPES = {"problem", "incident", "question", "task"}
 
 
 @dataclass
-class FakeZendesk(FakeAPI):
+class FakeZendesk(FakeApi):
     """State of the fake account."""
 
     email: str = "agent@example.test"
@@ -52,7 +52,7 @@ class FakeZendesk(FakeAPI):
         t = self.tickets[tid]
         return {**t, "url": f"{self.url}/api/v2/tickets/{tid}.json"}
 
-    def handle(self, req: Request) -> Reply:
+    def route(self, req: Request) -> Reply:
         """Route one request."""
         path = req.path
         if req.method == "POST" and path == "/api/v2/tickets.json":
@@ -62,7 +62,7 @@ class FakeZendesk(FakeAPI):
                 self._ticket_json(t)
                 for t in sorted(self.tickets)
                 if "external_id" not in req.query
-                or self.tickets[t]["external_id"] == req.query["external_id"]
+                or self.tickets[t]["external_id"] == req.arg("external_id")
             ]
             return 200, {"tickets": found, "count": len(found), "next_page": None}, {}
         m = re.fullmatch(r"/api/v2/tickets/(\d+)\.json", path)

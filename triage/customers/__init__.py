@@ -1,4 +1,6 @@
-"""Customers behind the mentions: profiles, lifecycle stages, bonds and handoff timing (issue 16).
+"""Customers behind the mentions: profiles, lifecycle stages, bonds and handoff timing.
+
+README, "Customers, lifecycle and reports".
 
 Pure engines over plain records, not yet wired into the store, flows or CLI. The calls the
 pipeline will make::
@@ -14,23 +16,15 @@ pipeline will make::
     timing_stats(outcomes, mentions)  # median / p90 hours per department and source
 
 See :mod:`triage.customers.profiles` (merge rules and stable ids),
-:mod:`triage.customers.lifecycle` (stages, the rule table and its configuration) and
+:mod:`triage.customers.lifecycle` (deriving stages and bonds), :mod:`triage.customers.stages`
+(the stages, the rule table and its configuration) and
 :mod:`triage.customers.timing` (the three durations).
 """
 
 from triage.customers.lifecycle import (
-    DEFAULT_RULES,
-    DEFAULT_SIGNAL_RULES,
-    SIGNALS,
-    STAGE_DESCRIPTIONS,
-    STAGE_TITLES,
-    STAGES,
     FollowUp,
     Lifecycle,
-    LifecycleConfig,
-    SignalRule,
     StageChange,
-    StageRule,
     assign_stages,
     classify_signals,
     derive_lifecycle,
@@ -46,6 +40,17 @@ from triage.customers.profiles import (
     normalize_handle,
     resolve_profiles,
     resolve_reference,
+)
+from triage.customers.stages import (
+    DEFAULT_RULES,
+    DEFAULT_SIGNAL_RULES,
+    SIGNALS,
+    STAGE_DESCRIPTIONS,
+    STAGE_TITLES,
+    STAGES,
+    LifecycleConfig,
+    SignalRule,
+    StageRule,
 )
 from triage.customers.timing import MEASURES, TimingStat, percentile, timing_stats
 

@@ -1,4 +1,4 @@
-"""Privacy engines: redaction of personal data and language detection (issue 18).
+"""Privacy engines: redaction of personal data and language detection (README, "Privacy").
 
 Self-contained and not yet wired into the store, delivery or flows. The calls the pipeline will
 make::

@@ -1,4 +1,4 @@
-"""The marketing report and the weekly Slack digest (issue 16).
+"""The marketing report and the weekly Slack digest (README, "Customers, lifecycle and reports").
 
 Standalone renderers over one typed input, :class:`ReportData`; not yet wired into the CLI or a
 deployment. The calls ``triage report`` and ``triage digest`` will make::

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from triage.customers.lifecycle import STAGE_TITLES, STAGES
+from triage.customers.stages import STAGE_TITLES, STAGES
 from triage.customers.timing import MEASURES
 from triage.report.data import AGE_BUCKETS, FOLLOW_UP_OUTCOMES, ReportData
 from triage.slack.messages import LABEL_TITLES

@@ -18,10 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from triage.customers.lifecycle import STAGES, Lifecycle
+from triage.customers.lifecycle import Lifecycle
 from triage.customers.models import HandoffOutcome, Mention, Profile, require_utc
+from triage.customers.stages import STAGES
 from triage.customers.timing import TimingStat, timing_stats
-from triage.handoffs.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
+from triage.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
 
 # Backlog age buckets: (upper bound, title). Reviews older than a week are the ones to chase.
 AGE_BUCKETS: tuple[tuple[timedelta | None, str], ...] = (
@@ -207,7 +208,7 @@ def feature_groups(mentions: Iterable[Mention], top: int = 10) -> tuple[FeatureG
     """Group feature requests that ask for the same thing; the ``top`` largest, largest first.
 
     Uses the same content-word signature and threshold as the tracker handoff's grouping
-    (:mod:`triage.handoffs.similarity`), so a group here is what a tracker issue collects.
+    (:mod:`triage.similarity`), so a group here is what a tracker issue collects.
     """
     index = SignatureIndex()
     members: dict[str, list[Mention]] = {}

@@ -43,7 +43,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from triage.customers.lifecycle import STAGE_TITLES, STAGES
+from triage.customers.stages import STAGE_TITLES, STAGES
 from triage.report.charts import Chart
 from triage.report.data import ReportData
 from triage.report.html import hours, safe_url, waited

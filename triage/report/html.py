@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from triage.customers.lifecycle import STAGE_DESCRIPTIONS, STAGE_TITLES, STAGES
+from triage.customers.stages import STAGE_DESCRIPTIONS, STAGE_TITLES, STAGES
 from triage.customers.timing import MEASURES
 from triage.report.charts import Chart, write_charts
 from triage.report.data import FOLLOW_UP_OUTCOMES, Quote, ReportData

@@ -17,6 +17,8 @@ import threading
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from triage.slack.client import CREDENTIAL_ERRORS
+
 # Conversation IDs: C (channels), G (older private channels), D (direct messages); upper case.
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 # A workspace with more channels than this should configure IDs rather than names.
@@ -102,7 +104,7 @@ def resolve_channel(client: WebClient, channel: str, *, destination: str = "") -
                         "manifest`) and reinstall the app, or configure the channel ID (C…).",
                         permanent=True,
                     ) from exc
-                permanent = error in {"invalid_auth", "not_authed", "account_inactive"}
+                permanent = error in CREDENTIAL_ERRORS
                 raise ChannelError(
                     f"{where}cannot look up channel '{value}': {error}", permanent=permanent
                 ) from exc

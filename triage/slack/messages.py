@@ -19,7 +19,7 @@ from slack_sdk.models.blocks import (
 )
 
 from triage.limits import SLACK_FALLBACK_TEXT, SLACK_TEXT, clip, fit
-from triage.models import DEPARTMENTS, LABELS
+from triage.models import DEPARTMENTS, LABELS, DeliveryItem
 
 # Action ids are shared by the message builder and the interactivity handlers.
 ACTION_CONFIRM = "triage_confirm"
@@ -75,37 +75,31 @@ def _safe_url(url: str | None) -> str | None:
     return url
 
 
-def review_message(item: dict[str, Any]) -> dict[str, Any]:
+def review_message(item: DeliveryItem) -> dict[str, Any]:
     """Build the chat.postMessage arguments (text and blocks) for one routed item.
 
     Args:
-        item: A row of :meth:`Store.delivery_context`.
+        item: From :meth:`Store.delivery_context`.
 
     Returns:
         ``{"text": ..., "blocks": [...]}`` ready for ``chat_postMessage``.
     """
-    label = item["label"]
-    scores = item["scores"]
-    score = float(scores.get(label, item.get("score", 0.0)))
-    dept = item.get("department") or "nobody"
-    flag = (
-        ":warning: *needs review*" if item.get("needs_review") else ":white_check_mark: confident"
-    )
-    secondary = [lab for lab in item.get("labels") or [] if lab != label]
+    label = item.label
+    dept = item.department or "nobody"
+    flag = ":warning: *needs review*" if item.needs_review else ":white_check_mark: confident"
+    secondary = [lab for lab in item.labels if lab != label]
     title = LABEL_TITLES.get(label) or escape(str(label))
-    headline = f"*{title}* {score:.0%} → *{escape(dept)}*   {flag}"
+    headline = f"*{title}* {item.score:.0%} → *{escape(dept)}*   {flag}"
     if secondary:
         headline += "   also: " + ", ".join(LABEL_TITLES.get(s, s) for s in secondary)
     # Authors and sources come from the public too: bounded so the context block stays valid.
-    author = inert(
-        str(item.get("author_handle") or item.get("author_name") or "unknown author"), 200
-    )
-    created = item.get("created_at")
+    author = inert(str(item.author.handle or item.author.name or "unknown author"), 200)
+    created = item.created_at
     when = created.strftime("%Y-%m-%d %H:%M UTC") if isinstance(created, datetime) else str(created)
-    context = f"{inert(str(item['source']), 200)} · {author} · {inert(when, 40)}"
-    if item.get("review_reason"):
-        context += f" · {inert(str(item['review_reason']), 300)}"
-    item_id = str(item["id"])
+    context = f"{inert(item.source, 200)} · {author} · {inert(when, 40)}"
+    if item.review_reason:
+        context += f" · {inert(item.review_reason, 300)}"
+    item_id = item.id
     elements: list[Any] = [
         ButtonElement(text="Confirm", action_id=ACTION_CONFIRM, value=item_id, style="primary"),
         StaticSelectElement(
@@ -120,22 +114,22 @@ def review_message(item: dict[str, Any]) -> dict[str, Any]:
         ),
         ButtonElement(text="Spam", action_id=ACTION_SPAM, value=item_id, style="danger"),
     ]
-    url = _safe_url(item.get("url"))
+    url = _safe_url(item.url)
     if url:
         elements.append(
             ButtonElement(text="Open source", action_id=ACTION_OPEN, url=url, value=item_id)
         )
     blocks = [
         SectionBlock(text=_inert(clip(headline, SLACK_TEXT))),
-        SectionBlock(text=_inert(quote(str(item["text"])))),
+        SectionBlock(text=_inert(quote(item.text))),
         ContextBlock(elements=[_inert(clip(context, SLACK_TEXT))]),
         ActionsBlock(block_id=f"triage:{item_id}", elements=elements),
     ]
-    fallback = f"{LABEL_TITLES.get(label, label)} → {escape(dept)}: {inert(str(item['text']), 300)}"
+    fallback = f"{LABEL_TITLES.get(label, label)} → {escape(dept)}: {inert(item.text, 300)}"
     return {"text": fallback, "blocks": [b.to_dict() for b in blocks]}
 
 
-def handoff_message(item: dict[str, Any], department: str) -> dict[str, Any]:
+def handoff_message(item: DeliveryItem, department: str) -> dict[str, Any]:
     """Build the message a department channel receives for an item handed to it."""
     msg = review_message(item)
     # A department's channel gets the context but not marketing's review controls.
@@ -146,7 +140,7 @@ def handoff_message(item: dict[str, Any], department: str) -> dict[str, Any]:
     return {"text": clip(text, SLACK_FALLBACK_TEXT), "blocks": blocks}
 
 
-# ----------------------------------------------------------- review decisions (issue 5)
+# ----------------------------------------------------------- review decisions
 ACTION_VERBS = {
     "confirm": "Confirmed",
     "relabel": "Relabelled",
@@ -178,11 +172,11 @@ def decision_line(decision: dict[str, Any]) -> str:
     return f":ballot_box_with_check: {verb} by {who} at {stamp}: {outcome}"
 
 
-def decided_message(item: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+def decided_message(item: DeliveryItem, decision: dict[str, Any]) -> dict[str, Any]:
     """The review message after a decision: the item as before, the buttons replaced by the outcome.
 
     Args:
-        item: A row of :meth:`Store.delivery_context` (after the decision was applied).
+        item: From :meth:`Store.delivery_context` (after the decision was applied).
         decision: A row of the ``review_decisions`` table.
 
     Returns:

@@ -1,0 +1,382 @@
+"""Reading one drop file of the ``file`` source: JSONL lines and CSV records, into batches.
+
+Each record is at most ``max_record_bytes``: a longer line is skipped unread, a quote that is never
+closed cannot swallow the rest of the file. A line that is not JSON, a CSV row with the wrong
+number of columns and a record that does not validate go to quarantine with the file, the line
+(counted from the start of the file) and the reason; the records around them are stored. Valid
+records become item rows column by column (``connectors/columns.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import pyarrow as pa
+
+from connectors.base import FetchBatch, SourceContext
+from connectors.columns import item_rows
+from connectors.records import decode_json
+from triage.models import InvalidRecord, Rejected
+
+# Long enough for any real feedback record (texts are cut at 20,000 characters anyway), short
+# enough that one runaway line never has to be held in memory or parsed.
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+# Reading past an oversized line happens in chunks of this size.
+_SKIP_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFormat:
+    """How a source's records are read: the settings that shape a record, checked once."""
+
+    mapping: dict[str, str] | None = None
+    source_type: str | None = None
+    date_format: str | None = None
+    tz: tzinfo = UTC
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+
+def read(
+    ctx: SourceContext,
+    fmt: RecordFormat,
+    path: Path,
+    offset: int,
+    line: int,
+    fetched_at: datetime,
+) -> Iterator[tuple[FetchBatch, int, int]]:
+    """Batches of the complete lines (CSV: records) of one file from ``offset``, each with the
+    position and line count after it."""
+    reader = _read_csv if path.suffix.lower() == ".csv" else _read_jsonl
+    yield from reader(ctx, fmt, path, offset, line, fetched_at)
+
+
+def count_lines(path: Path, offset: int) -> int:
+    """Lines before ``offset``: for cursors stored before they counted lines (read once)."""
+    count = 0
+    with path.open("rb") as fh:
+        remaining = offset
+        while remaining > 0:
+            chunk = fh.read(min(_SKIP_CHUNK, remaining))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return count
+
+
+class _TooLong(Exception):
+    """The record being read grew past ``max_record_bytes``."""
+
+
+class _Lines:
+    """Complete lines of a file from an offset, each at most ``limit`` bytes, with positions.
+
+    A line over the limit is never held in memory: it is skipped in chunks up to its newline and
+    reported in ``oversized``. A last line without its newline is not read (its writer may still
+    be appending): iteration stops before it.
+    """
+
+    def __init__(self, fh: IO[bytes], offset: int, line: int, limit: int) -> None:
+        self.fh = fh
+        self.limit = limit
+        self.pos = offset  # after the last line handed out
+        self.line = line  # lines before ``pos``
+        self.oversized: list[tuple[int, int, bytes]] = []  # (line number, size, head)
+        fh.seek(offset)
+
+    def seek(self, pos: int, line: int) -> None:
+        """Continue from ``pos`` (the start of line ``line + 1``)."""
+        self.fh.seek(pos)
+        self.pos, self.line = pos, line
+
+    def next_line(self) -> bytes | None:
+        """The next complete line (newline included); None at the end of the complete lines.
+
+        Oversized lines are skipped (and listed in ``oversized``), so the result is never longer
+        than ``limit``.
+        """
+        while True:
+            data = self.fh.readline(self.limit)
+            if data.endswith(b"\n"):
+                self.pos += len(data)
+                self.line += 1
+                return data
+            if len(data) < self.limit:
+                self.fh.seek(self.pos)  # a partial last line: it waits for the next run
+                return None
+            if not self._skip(data):
+                return None
+
+    def _skip(self, head: bytes) -> bool:
+        # Find the end of an oversized line without keeping it; False when it has no end yet.
+        size = len(head)
+        while True:
+            chunk = self.fh.read(_SKIP_CHUNK)
+            if not chunk:
+                self.fh.seek(self.pos)
+                return False
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                size += cut + 1
+                self.line += 1
+                self.oversized.append((self.line, size, head[:200]))
+                self.pos += size
+                self.fh.seek(self.pos)
+                return True
+            size += len(chunk)
+
+
+@dataclass
+class _Batch:
+    """One batch being filled: the rejects so far and the parsed records with their lines."""
+
+    out: FetchBatch = field(default_factory=FetchBatch)
+    records: list[Any] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    raws: list[str] = field(default_factory=list)
+
+
+def _batches(
+    ctx: SourceContext,
+    fmt: RecordFormat,
+    path: Path,
+    src: _Lines,
+    fetched_at: datetime,
+    step: Callable[[_Batch], bool],
+) -> Iterator[tuple[FetchBatch, int, int]]:
+    """Fill batches of ``ctx.batch_size`` lines (CSV: records) with ``step``; yield each with the
+    position after it. ``step`` reads one line or record into the batch, False at the end."""
+    offset = src.pos
+    while True:
+        current = _Batch()
+        count = 0
+        while count < ctx.batch_size and step(current):
+            count += 1
+        batch = current.out
+        _add_items(
+            ctx, fmt, path, batch, current.records, current.numbers, fetched_at, current.raws
+        )
+        if batch.size or count or src.pos == offset:
+            yield batch, src.pos, src.line
+        if count < ctx.batch_size:
+            return
+        offset = src.pos
+
+
+def _read_jsonl(
+    ctx: SourceContext,
+    fmt: RecordFormat,
+    path: Path,
+    offset: int,
+    line: int,
+    fetched_at: datetime,
+) -> Iterator[tuple[FetchBatch, int, int]]:
+    with path.open("rb") as fh:
+        src = _Lines(fh, offset, line, fmt.max_record_bytes)
+
+        def step(into: _Batch) -> bool:
+            data = src.next_line()
+            _oversized(ctx, fmt, path, src, into.out)
+            if data is None:
+                return False
+            if not data.strip():
+                return True
+            try:
+                record = decode_json(data)
+            except InvalidRecord as exc:
+                into.out.rejected.append(_reject(ctx, path, src.line, str(exc), data))
+                return True
+            into.records.append(record)
+            # decode_json accepted the line, so it is valid UTF-8.
+            into.raws.append(data.decode("utf-8").rstrip("\r\n"))
+            into.numbers.append(src.line)
+            return True
+
+        yield from _batches(ctx, fmt, path, src, fetched_at, step)
+
+
+def _oversized(
+    ctx: SourceContext, fmt: RecordFormat, path: Path, src: _Lines, batch: FetchBatch
+) -> None:
+    for number, size, head in src.oversized:
+        reason = (
+            f"line is {size:,} bytes, over max_record_bytes ({fmt.max_record_bytes:,}); "
+            "not read (raise max_record_bytes to read it)"
+        )
+        batch.rejected.append(_reject(ctx, path, number, reason, head + b"..."))
+    src.oversized.clear()
+
+
+def item_rows_for(
+    ctx: SourceContext,
+    fmt: RecordFormat,
+    records: list[Any],
+    fetched_at: datetime,
+    raws: list[str] | None,
+) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Records validated and laid out as item rows with the source's record format."""
+    return item_rows(
+        ctx.name,
+        records,
+        fetched_at=fetched_at,
+        raws=raws or None,  # none (CSV): each record is kept as itself
+        mapping=fmt.mapping,
+        default_source_type=fmt.source_type,
+        date_format=fmt.date_format,
+        tz=fmt.tz,
+    )
+
+
+def _add_items(
+    ctx: SourceContext,
+    fmt: RecordFormat,
+    path: Path,
+    batch: FetchBatch,
+    records: list[Any],
+    numbers: list[int],
+    fetched_at: datetime,
+    raws: list[str] | None = None,
+) -> None:
+    """Turn a batch's parsed records into item rows; quarantine the invalid ones with a reason.
+
+    Valid records become item rows column by column (no Mention per record); the invalid ones
+    come back with mention_from_record's reason and are kept as their raw line (JSONL) or row.
+    """
+    batch.items, invalid = item_rows_for(ctx, fmt, records, fetched_at, raws)
+    id_key = (fmt.mapping or {}).get("external_id", "id")
+    for i, reason in invalid:
+        record = records[i]
+        ext = record.get(id_key) if isinstance(record, dict) else None
+        raw = raws[i] if raws else record
+        batch.rejected.append(_reject(ctx, path, numbers[i], reason, raw, ext))
+
+
+class _CsvLines:
+    """Feeds decoded lines to ``csv.reader`` and bounds each record to ``max_record_bytes``.
+
+    The csv module decides where a record ends (quoted fields may span lines); this only counts
+    what the current record has taken, so a quote that is never closed cannot swallow the rest of
+    the file: past the limit it raises :class:`_TooLong`, and the reader starts afresh.
+    """
+
+    def __init__(self, src: _Lines) -> None:
+        self.src = src
+        self.start = (src.pos, src.line)
+        self.taken = 0
+        self.ended = False
+        self.first = b""
+
+    def begin(self) -> None:
+        """Start a record at the current position."""
+        self.start = (self.src.pos, self.src.line)
+        self.taken = 0
+        self.ended = False
+        self.first = b""
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        data = self.src.next_line()
+        if data is None:
+            self.ended = True
+            raise StopIteration
+        if not self.taken:
+            # The record starts at this line (an oversized line skipped before it is not part).
+            self.start = (self.src.pos - len(data), self.src.line - 1)
+            self.first = data
+        self.taken += len(data)
+        if self.taken > self.src.limit:
+            raise _TooLong
+        return data.decode("utf-8", errors="replace")
+
+
+def _read_csv(
+    ctx: SourceContext,
+    fmt: RecordFormat,
+    path: Path,
+    offset: int,
+    line: int,
+    fetched_at: datetime,
+) -> Iterator[tuple[FetchBatch, int, int]]:
+    # The csv module refuses fields over its own limit (128 KiB); our record limit is the bound.
+    csv.field_size_limit(max(csv.field_size_limit(), fmt.max_record_bytes))
+    with path.open("rb") as fh:
+        src = _Lines(fh, 0, 0, fmt.max_record_bytes)
+        header_line = src.next_line()
+        if header_line is None:
+            if src.oversized:
+                batch = FetchBatch()
+                _oversized(ctx, fmt, path, src, batch)
+                yield batch, src.pos, src.line
+            return
+        header = next(csv.reader([header_line.decode("utf-8-sig", errors="replace")]), [])
+        if not header:
+            return
+        if offset > src.pos:
+            src.seek(offset, line)
+        lines = _CsvLines(src)
+        reader = csv.reader(lines)
+
+        def broken(into: _Batch, reason: str) -> None:
+            # Quarantine the line that opened the record and read on from the line after it.
+            start_pos, start_line = lines.start
+            into.out.rejected.append(_reject(ctx, path, start_line + 1, reason, lines.first))
+            src.seek(start_pos + len(lines.first), start_line + 1)
+
+        def step(into: _Batch) -> bool:
+            lines.begin()
+            try:
+                row = next(reader, None)
+            except _TooLong:
+                _oversized(ctx, fmt, path, src, into.out)
+                broken(
+                    into,
+                    f"record runs past max_record_bytes ({fmt.max_record_bytes:,}): "
+                    "a quoted field that opens on this line is never closed",
+                )
+                return True
+            except csv.Error as exc:
+                _oversized(ctx, fmt, path, src, into.out)
+                number = lines.start[1] + 1
+                into.out.rejected.append(
+                    _reject(ctx, path, number, f"unreadable CSV: {exc}", lines.first)
+                )
+                return True
+            _oversized(ctx, fmt, path, src, into.out)
+            if row is None:
+                return False
+            if lines.ended:
+                # The file ended inside a quoted field: the quote that opened it is broken.
+                broken(into, "a quoted field that opens on this line is never closed")
+                return True
+            if not row:
+                return True
+            number = lines.start[1] + 1
+            if len(row) != len(header):
+                reason = f"{len(row)} columns, header has {len(header)}"
+                into.out.rejected.append(_reject(ctx, path, number, reason, row))
+                return True
+            into.records.append(dict(zip(header, row, strict=True)))
+            into.numbers.append(number)
+            return True
+
+        yield from _batches(ctx, fmt, path, src, fetched_at, step)
+
+
+def _reject(
+    ctx: SourceContext, path: Path, lineno: int, reason: str, raw: Any, ext: Any = None
+) -> Rejected:
+    if isinstance(raw, bytes):
+        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        text = orjson.dumps(raw, default=str).decode()
+    return ctx.reject(f"{path.name} line {lineno}: {reason}", text, ext)

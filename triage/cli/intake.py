@@ -1,0 +1,76 @@
+"""``triage intake serve``: the web-form intake endpoint (see triage/servers/intake.py)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+intake_app = typer.Typer(no_args_is_help=True, help="Receive web-form posts (signed JSON).")
+
+
+@intake_app.command("serve")
+def serve(
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8085,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; keep loopback behind a TLS proxy.")
+    ] = "127.0.0.1",
+    spool_dir: Annotated[
+        Path,
+        typer.Option("--spool-dir", help="Where accepted posts are spooled (the webhook source)."),
+    ] = Path("intake-spool"),
+    max_bytes: Annotated[
+        int, typer.Option("--max-bytes", help="Largest accepted body; larger ones get 413.")
+    ] = 64 * 1024,
+    source_type: Annotated[
+        str, typer.Option("--source-type", help="source_type for posts that do not say.")
+    ] = "web_form",
+    max_connections: Annotated[
+        int,
+        typer.Option("--max-connections", help="Connections served at once; more get 429.", min=1),
+    ] = 64,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout", help="Seconds a client has to send a request; then 408.", min=0.1
+        ),
+    ] = 10.0,
+) -> None:
+    """Serve POST /intake until interrupted; each accepted post is fsynced before the 202."""
+    from triage.secrets import get_secret
+    from triage.servers.intake import SECRET_BLOCK, SECRET_ENV, IntakeSettings, make_server
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    secret = get_secret(SECRET_ENV, SECRET_BLOCK)
+    if not secret:
+        typer.secho(
+            f"error: no intake secret: set {SECRET_ENV} or create the Prefect Secret block "
+            f"'{SECRET_BLOCK}'",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    settings = IntakeSettings(
+        secret=secret,
+        spool_dir=spool_dir,
+        max_bytes=max_bytes,
+        source_type=source_type,
+        max_connections=max_connections,
+        request_timeout=request_timeout,
+    )
+    server = make_server(settings, host, port)
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+    typer.echo(
+        f"intake listening on http://{bound_host}:{bound_port}/intake, spooling to {spool_dir}"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,242 @@
+"""``triage classify``, ``triage train`` and ``triage evaluate``: the classifier's commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from triage.cli.options import fail as _fail
+
+
+def classify(
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="CSV (text column) or JSONL (text field).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model folder (default: shipped).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per nlp.pipe batch.")] = 2000,
+    text_column: Annotated[
+        str, typer.Option("--text-column", help="CSV column / JSON field with the text.")
+    ] = "text",
+    id_column: Annotated[
+        str, typer.Option("--id-column", help="Column / field copied to the output as 'id'.")
+    ] = "id",
+) -> None:
+    """Classify every row of a file; one JSON object per input row, in input order."""
+    from triage.cli.classify_io import classify_file
+
+    try:
+        counts = classify_file(input, output, model, batch_size, text_column, id_column)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc), 2)
+        return
+    typer.echo(
+        f"classified {counts['ok']} rows, {counts['errors']} row errors -> {output}", err=True
+    )
+
+
+def _config_for(arch: str) -> Path:
+    from classifiers.train import CONFIG_DIR
+
+    cfg = CONFIG_DIR / f"textcat_{arch}.cfg"
+    if not cfg.exists():
+        names = sorted(p.stem.removeprefix("textcat_") for p in CONFIG_DIR.glob("textcat_*.cfg"))
+        _fail(f"unknown architecture '{arch}' ({', '.join(names)})", 2)
+    return cfg
+
+
+ARCH_HELP = "Architecture config classifiers/configs/textcat_ARCH.cfg: vectors, bow, cnn, ensemble."
+
+
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the trained model to.")],
+    data: Annotated[
+        list[Path] | None, typer.Option("--data", help="CSV/JSONL files or folders (text, label).")
+    ] = None,
+    with_starter: Annotated[
+        bool, typer.Option("--with-starter", help="Add the shipped starter corpus.")
+    ] = False,
+    starter_only: Annotated[
+        bool, typer.Option("--starter-only", help="Train on the starter corpus only.")
+    ] = False,
+    arch: Annotated[str, typer.Option(help=ARCH_HELP)] = "vectors",
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Largest epoch count (default: the config's).")
+    ] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="Cross-source folds for calibration (default: config's).")
+    ] = None,
+) -> None:
+    """Train a model from labelled CSV/JSONL data and write a loadable spaCy pipeline."""
+    from classifiers.data import DataError, load_examples, load_starter
+    from classifiers.train import train as run_train
+
+    paths = [str(p) for p in data or []]
+    if not paths and not (with_starter or starter_only):
+        _fail("give --data PATH (and/or --with-starter), or --starter-only", 2)
+    cfg = _config_for(arch)
+    try:
+        examples = [] if starter_only else load_examples(paths)
+        if with_starter or starter_only:
+            examples += load_starter()
+    except DataError as exc:
+        _fail(str(exc), 2)
+        return
+    if len({ex.label for ex in examples}) < 2:
+        _fail("training needs examples of at least two labels", 2)
+    run_train(
+        examples,
+        out,
+        config_path=cfg,
+        seed=seed,
+        epochs=epochs,
+        folds=folds,
+        data_description={
+            "paths": [] if starter_only else [str(Path(p).resolve()) for p in paths],
+            "with_starter": with_starter or starter_only,
+        },
+        log=lambda msg: typer.echo(msg, err=True),
+    )
+
+
+def evaluate(
+    data: Annotated[
+        list[Path] | None, typer.Option("--data", help="Labelled CSV/JSONL files or folders.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model folder (default: shipped).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    baseline: Annotated[
+        bool, typer.Option(help="Also train and score a TF-IDF + LR baseline.")
+    ] = True,
+    balanced: Annotated[
+        int | None, typer.Option(help="Score a label-balanced sample of N per label.")
+    ] = None,
+    only_labels: Annotated[
+        str | None,
+        typer.Option(help="Score only rows with these gold labels (comma-separated)."),
+    ] = None,
+    errors: Annotated[
+        bool, typer.Option("--errors", help="List the misclassified rows (text, gold, predicted).")
+    ] = False,
+    report_dir: Annotated[Path, typer.Option(help="Where the confusion-matrix PNG goes.")] = Path(
+        "reports"
+    ),
+    record_as: Annotated[
+        str | None, typer.Option("--record", help="Save the result in the model card under NAME.")
+    ] = None,
+    loso: Annotated[
+        bool,
+        typer.Option(
+            "--leave-one-source-out",
+            help="Train without each source family in turn and score the one left out.",
+        ),
+    ] = False,
+    with_starter: Annotated[
+        bool,
+        typer.Option("--with-starter", help="Leave-one-source-out: train on --data + starter."),
+    ] = False,
+    starter_only: Annotated[
+        bool,
+        typer.Option(
+            "--starter-only",
+            help="Leave-one-source-out: train on the starter corpus only; --data is never "
+            "trained on, each file is scored as a new source.",
+        ),
+    ] = False,
+    test_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--test-data", help="Leave-one-source-out: score a left-out file on these rows."
+        ),
+    ] = None,
+    leave_out: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--leave-out",
+            help="Leave-one-source-out: leave out only this family (repeatable; default all).",
+        ),
+    ] = None,
+    arch: Annotated[str, typer.Option(help=ARCH_HELP)] = "vectors",
+    seed: Annotated[int | None, typer.Option(help="Leave-one-source-out: seed.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Leave-one-source-out: epochs.")] = None,
+    folds: Annotated[int | None, typer.Option(help="Leave-one-source-out: inner folds.")] = None,
+) -> None:
+    """Per-label precision/recall/F1, macro-F1 and confusion matrix, per file and overall.
+
+    With --leave-one-source-out: the cross-source evaluation (README, "Data and the classifier").
+    """
+    from classifiers.data import DataError, load_examples, load_starter
+    from triage.models import LABELS
+
+    labels = [s.strip() for s in (only_labels or "").split(",") if s.strip()]
+    unknown = [lab for lab in labels if lab not in LABELS]
+    if unknown:
+        _fail(f"unknown label(s) {', '.join(unknown)} (labels: {', '.join(LABELS)})", 2)
+    if loso:
+        from classifiers.crosseval import leave_one_source_out, render
+
+        try:
+            given = load_examples([str(p) for p in data or []])
+            tests = load_examples([str(p) for p in test_data or []])
+        except DataError as exc:
+            _fail(str(exc), 2)
+            return
+        if starter_only:
+            train_data, unseen = load_starter(), given
+        else:
+            train_data, unseen = given + (load_starter() if with_starter or not data else []), []
+        try:
+            result = leave_one_source_out(
+                train_data,
+                unseen,
+                test_data=tests,
+                only_labels=labels,
+                leave_out=leave_out or [],
+                config_path=_config_for(arch),
+                seed=seed,
+                epochs=epochs,
+                folds=folds,
+                baseline=baseline,
+                log=lambda msg: typer.echo(msg, err=True),
+            )
+        except ValueError as exc:
+            _fail(str(exc), 2)
+            return
+        typer.echo(json.dumps(result, indent=2) if as_json else render(result))
+        if record_as:
+            from classifiers.evaluate import record
+
+            typer.echo(f"recorded in {record(result, record_as, model)}", err=True)
+        return
+    if not data:
+        _fail("give --data PATH (labelled CSV/JSONL files or folders)", 2)
+        return
+    from classifiers.evaluate import evaluate_model, render_text
+
+    try:
+        result = evaluate_model(
+            [str(p) for p in data],
+            model,
+            baseline=baseline,
+            balanced=balanced,
+            only_labels=labels,
+            report_dir=report_dir,
+        )
+    except DataError as exc:
+        _fail(str(exc), 2)
+        return
+    if not errors:
+        result.pop("errors", None)
+    typer.echo(json.dumps(result, indent=2) if as_json else render_text(result))
+    if record_as:
+        from classifiers.evaluate import record
+
+        typer.echo(f"recorded in {record(result, record_as)}", err=True)

@@ -1,0 +1,66 @@
+"""Options, error exits and the store-opening path shared by the ``triage`` sub-commands."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from triage.config import Config
+    from triage.store import Store
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config", "-c", help="Configuration file (default: TRIAGE_CONFIG, ./triage.yaml, demo)."
+    ),
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="DuckDB file (default: TRIAGE_DB or the config's).")
+]
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``error: message`` in red on stderr and exit with ``code``."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def load_config_or_exit(config: str | None, db: str | None = None) -> Config:
+    """The validated configuration, or exit 2 with the problems (file, line and key of each)."""
+    from flows.settings import load_config
+    from triage.config import ConfigError
+
+    try:
+        return load_config(config, database=db)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+        raise  # unreachable: fail() exits
+
+
+@contextmanager
+def store_or_exit(
+    cfg: Config, *, read_only: bool = False, must_exist: bool | None = None
+) -> Iterator[Store]:
+    """Open the configuration's store, or exit with one line saying why it cannot be used.
+
+    A missing store exits 1 (run ``triage run`` first), a locked one 1 after waiting
+    ``TRIAGE_LOCK_WAIT`` seconds (default 30; try again later), a damaged one, a newer schema or
+    a file that is not a triage store 2. ``must_exist`` (default: ``read_only``) refuses to
+    create a missing store.
+    """
+    from triage.store import StoreError, open_store
+
+    if (read_only if must_exist is None else must_exist) and not cfg.database.exists():
+        fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
+    # How long to wait for a running flow to release the file (seconds); 30 by default.
+    wait_s = float(os.environ.get("TRIAGE_LOCK_WAIT") or 30)
+    try:
+        with open_store(cfg.database, read_only=read_only, wait_s=wait_s) as store:
+            yield store
+    except StoreError as exc:
+        fail(str(exc), exc.exit_code)

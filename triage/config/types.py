@@ -1,0 +1,106 @@
+"""The validated configuration as the pipeline reads it: plain typed records."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or inconsistent; the message says where."""
+
+
+@dataclass(slots=True)
+class SourceConfig:
+    """One configured source: a connector type plus its settings."""
+
+    name: str
+    type: str
+    settings: dict[str, Any]
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class Rule:
+    """A routing rule: when every given condition holds, the item goes to ``department``.
+
+    ``department`` may be None: the item is kept and audited but handed to nobody.
+    """
+
+    department: str | None
+    label: str | None = None
+    source: str | None = None
+    min_score: float | None = None
+    keywords: tuple[str, ...] = ()
+    name: str = ""
+
+
+@dataclass(slots=True)
+class DestinationConfig:
+    """Where deliveries go: a Slack channel, a helpdesk, a CRM, a tracker or a webhook."""
+
+    name: str
+    type: str
+    settings: dict[str, Any]
+
+
+@dataclass(slots=True)
+class DepartmentConfig:
+    """How a department receives its items."""
+
+    name: str
+    destination: str | None
+    # Auto handoff skips marketing's review for confident items (README, "Department handoffs").
+    auto_handoff: bool = False
+    # Further destinations that receive every handoff too (e.g. the CRM plus the sales channel).
+    also: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class ReviewConfig:
+    """The ``review:`` section: read once, at load, with the defaults the README documents."""
+
+    # The decision spool; by default beside the database (``<database>.decisions.jsonl``), so
+    # the review server and every flow run find the same file.
+    spool: Path
+    destination: str | None = None
+    # None: never thread the review messages (README, "Marketing review in Slack").
+    batch_threshold: int | None = None
+    resurface_after: timedelta = timedelta(hours=24)
+
+
+@dataclass(slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    database: Path
+    sources: list[SourceConfig]
+    rules: list[Rule]
+    departments: dict[str, DepartmentConfig]
+    destinations: dict[str, DestinationConfig]
+    review: ReviewConfig
+    thresholds: dict[str, float]
+    # None: use the thresholds and margin the model was calibrated with.
+    margin: float | None
+    model: Path | None
+    outbox_dir: Path
+    max_attempts: int = 5
+    # The Slack destination where dead-lettered deliveries are announced (``alerts.destination``).
+    alerts_destination: str | None = None
+    # Per label: True/False, or a minimum score, for handing off without marketing's review.
+    # A label not listed falls back to its department's ``auto_handoff``.
+    auto_handoff: dict[str, bool | float] = field(default_factory=dict)
+
+    @property
+    def review_destination(self) -> str | None:
+        """Where marketing reviews every routed item (``review.destination``)."""
+        return self.review.destination
+
+    def resolve(self, value: str | os.PathLike[str]) -> Path:
+        """Resolve a path from the configuration relative to the configuration file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p)

@@ -1,0 +1,314 @@
+"""The bounded HTTP server of both endpoints: every connection gets an answer, in bounded time.
+
+The standard library's ``ThreadingHTTPServer`` is enough for our two endpoints (the web-form
+intake, the Slack review app) but, as it comes, a slow client holds a thread for as long as it
+likes, any number of connections start a thread each, a read timeout drops the connection without
+an answer, a bad ``Content-Length`` gets a traceback or nothing, and an exception in a handler
+closes the socket silently. This module adds, for any handler built on :class:`BoundedHandler`:
+
+* one deadline per request (request line, headers and body together), answered ``408``;
+* a cap on concurrent connections; the ones over it get the handler's ``busy_status`` (429 for
+  the intake, 503 for Slack) with ``Retry-After`` from a small pool of refusers, and beyond that
+  are closed at once;
+* strict ``Content-Length`` handling (:meth:`BoundedHandler.read_body`) with 411/400/413 answers;
+* protocol errors the standard library answers with 5xx (unknown method, HTTP version) as 4xx,
+  and an unexpected exception as a logged ``500`` instead of a dropped connection;
+* a lingering close, so a client that is still sending when it is refused reads the answer
+  instead of a connection reset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger("triage.servers")
+
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_REQUEST_TIMEOUT = 10.0
+# After answering, what a client still sends is read and dropped for at most this long (and this
+# much), so that closing the socket does not reset the connection before the answer is read.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
+# At most 18 digits: a longer number is no length at all (400), a shorter one too large is 413.
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class RequestError(Exception):
+    """A request to refuse: the HTTP status and a reason for the client."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        """Keep the status and the reason."""
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _DeadlineReader:
+    """``rfile`` with one deadline for the whole request: each read gets only the time left."""
+
+    def __init__(self, raw: Any, sock: socket.socket, deadline: float, handler: BoundedHandler):
+        self._raw = raw
+        self._sock = sock
+        self._deadline = deadline
+        self._handler = handler
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            self._handler.timed_out = True
+            raise TimeoutError("the request was not received in time")
+        self._sock.settimeout(left)
+
+    def _timed(self, read: Callable[[int], bytes], size: int) -> bytes:
+        self._arm()
+        try:
+            return bytes(read(size))
+        except TimeoutError:
+            self._handler.timed_out = True
+            raise
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._timed(self._raw.readline, limit)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._timed(self._raw.read, n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class BoundedHandler(BaseHTTPRequestHandler):
+    """A request handler whose reads share one deadline and whose every request gets an answer.
+
+    Subclasses implement ``do_GET``/``do_POST`` as usual and read bodies with :meth:`read_body`.
+    """
+
+    # Set per server by BoundedHTTPServer; the class default is for handlers used elsewhere.
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    timeout = DEFAULT_REQUEST_TIMEOUT
+    # The answer to a connection over the server's cap (with Retry-After: 1).
+    busy_status = 429
+    # False: a request without Content-Length has an empty body (Slack always sends one).
+    length_required = True
+
+    def setup(self) -> None:
+        """Wrap the input stream with the request's deadline."""
+        super().setup()
+        self.timed_out = False
+        self.answered = False
+        budget = getattr(self.server, "request_timeout", self.request_timeout)
+        self.request_timeout = float(budget)
+        deadline = time.monotonic() + self.request_timeout
+        self.rfile = _DeadlineReader(self.rfile, self.connection, deadline, self)  # type: ignore[assignment]
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Start the answer; writes get their own timeout (the read deadline may be spent)."""
+        self.answered = True
+        # The standard library answers an unparsable request line HTTP/0.9-style, without a
+        # status line; no client of ours speaks 0.9, so every answer gets one.
+        self.request_version = "HTTP/1.0"
+        self.connection.settimeout(self.request_timeout)
+        super().send_response(code, message)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer protocol errors as 4xx: an unknown method is 405, a bad HTTP version 400."""
+        if code == 501:
+            code, message = 405, message or "method not allowed"
+        elif code >= 500:
+            code = 400
+        super().send_error(code, message, explain)
+
+    def handle_one_request(self) -> None:
+        """Handle one request; a timeout is answered 408 and an unexpected error 500."""
+        try:
+            super().handle_one_request()
+        except Exception:
+            log.exception(
+                "unexpected error answering %s", getattr(self, "requestline", "") or "a request"
+            )
+            self.close_connection = True
+            if not self.answered:
+                self._answer_plain(500, "internal error")
+            return
+        if self.timed_out and not self.answered:
+            self._answer_plain(408, "request not received in time")
+
+    def _answer_plain(self, status: int, reason: str) -> None:
+        self.reply_json(status, {"error": reason})
+
+    def reply_json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        """Send a JSON answer and close the connection after it."""
+        self.answer(status, json.dumps(payload), {"Content-Type": "application/json", **(headers or {})})
+
+    def answer(
+        self, status: int, body: str | bytes, headers: dict[str, Any] | None = None
+    ) -> None:
+        """Send a complete answer (``text/plain`` unless a Content-Type is given) and close.
+
+        Header values may be lists (Bolt's responses carry them so).
+        """
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self.close_connection = True
+        try:
+            self.send_response(status)
+            has_type = False
+            for name, value in (headers or {}).items():
+                if name.lower() == "content-length":
+                    continue
+                has_type = has_type or name.lower() == "content-type"
+                for v in value if isinstance(value, list | tuple) else [value]:
+                    self.send_header(name, str(v))
+            if not has_type:
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except OSError:
+            pass  # the client went away: nothing to answer to
+
+    def read_body(self, max_bytes: int) -> bytes:
+        """Read the request body announced by ``Content-Length``, strictly.
+
+        Args:
+            max_bytes: The largest body accepted; a larger one is refused before it is read.
+
+        Returns:
+            Exactly the body bytes.
+
+        Raises:
+            RequestError: 411 without a length, 400 for a malformed, repeated or contradicted
+                length or a short body, 413 over ``max_bytes``.
+        """
+        values = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding"):
+            # Both framings in one request is how requests are smuggled past proxies.
+            if values:
+                raise RequestError(400, "Content-Length and Transfer-Encoding together")
+            raise RequestError(411, "Content-Length is required (chunked bodies are not accepted)")
+        if not values:
+            if not self.length_required:
+                return b""
+            raise RequestError(411, "Content-Length is required")
+        if len({v.strip() for v in values}) > 1:
+            raise RequestError(400, "conflicting Content-Length headers")
+        text = values[0].strip()
+        # Only ASCII digits: int() would also take "+5", "1_000", " ٣" or "-1".
+        if not _DIGITS.fullmatch(text):
+            raise RequestError(400, "Content-Length is not a non-negative whole number")
+        length = int(text)
+        if length > max_bytes:
+            raise RequestError(413, f"body larger than {max_bytes} bytes")
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            raise RequestError(400, "body shorter than Content-Length")
+        return body
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a connection cap, a request deadline and a lingering close."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BoundedHandler],
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        """Bind the server.
+
+        Args:
+            address: ``(host, port)``; port 0 picks a free one.
+            handler: The request handler class.
+            max_connections: Connections served at once; more get the handler's
+                ``busy_status`` (Retry-After: 1).
+            request_timeout: Seconds a client has to send one whole request; then 408.
+        """
+        if max_connections < 1 or request_timeout <= 0:
+            raise ValueError("max_connections must be >= 1 and request_timeout > 0")
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.busy_status = handler.busy_status
+        self._slots = threading.BoundedSemaphore(max_connections)
+        # Refusing politely takes a thread too (read the head, answer, linger); bound those as well.
+        self._refusers = threading.BoundedSemaphore(max(2, max_connections // 4))
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread if there is a free slot; else refuse it."""
+        if self._slots.acquire(blocking=False):
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self._slots.release()
+                raise
+        elif self._refusers.acquire(blocking=False):
+            threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
+        else:
+            # Far over the cap: no thread to spare, close at once.
+            self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        try:
+            request.settimeout(min(1.0, self.request_timeout))
+            head = b""
+            try:
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    chunk = request.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+            except OSError:
+                pass
+            body = b'{"error": "too many connections; retry shortly"}'
+            status = self.busy_status
+            reason = HTTPStatus(status).phrase
+            request.sendall(
+                f"HTTP/1.0 {status} {reason}\r\nRetry-After: 1\r\n".encode()
+                + b"Content-Type: application/json\r\nConnection: close\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+            self._refusers.release()
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close after the answer without resetting a client that is still sending."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+            request.settimeout(LINGER_SECONDS)
+            deadline = time.monotonic() + LINGER_SECONDS
+            drained = 0
+            while drained < LINGER_BYTES and time.monotonic() < deadline:
+                data = request.recv(65536)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
+        self.close_request(request)

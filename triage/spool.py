@@ -1,0 +1,100 @@
+"""Spools: append-only JSON Lines files that make a request durable before it is acknowledged.
+
+Both long-running servers write to one instead of the store: the web-form intake spools each post
+for the ``webhook`` source, the Slack review app each click for the review worker. A server must
+never hold the DuckDB file (one writing process per file), and a spool append is fast whatever
+the store is doing. The protocol, the same for both (README, "Reliability"):
+
+* an append is written and fsynced before the caller answers its client; a new file's directory
+  entry is fsynced too, or the file could vanish in a crash;
+* a line torn by a crash mid-append (never acknowledged) is ended before the next append, so the
+  next record is not glued onto it; the reader then sets the torn line aside with a reason;
+* rewrites (dropping applied lines) go through a temporary file and an atomic rename.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a new or renamed file's directory entry durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class JsonlSpool:
+    """One append-only JSON Lines file.
+
+    Args:
+        path: The file (created, with its folder, on the first append).
+        shared: True when other processes append or rewrite too (the review spool: the server
+            and every flow run): a lock file (``flock``) then serialises them. It is held only
+            for file operations, never while waiting for anything else.
+    """
+
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
+        """Use ``path``; see the class docstring."""
+        self.path = path
+        self.shared = shared
+        self._lock_path = path.with_name(path.name + ".lock")
+        self._thread_lock = threading.Lock()
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the spool against other threads (and, when shared, other processes)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._thread_lock:
+            if not self.shared:
+                yield
+                return
+            with open(self._lock_path, "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def append(self, data: bytes) -> None:
+        """Durably append complete lines (each ending in a newline); call under :meth:`locked`."""
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                # A crash mid-write can leave a last line without its newline; end it first so
+                # this record is not glued onto it (the torn line is then set aside by a reader).
+                with open(self.path, "rb") as fh:
+                    fh.seek(size - 1)
+                    if fh.read(1) != b"\n":
+                        data = b"\n" + data
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.path.parent)
+
+    def lines(self) -> list[str]:
+        """Every non-blank line, oldest first; call under :meth:`locked`."""
+        if not self.path.exists():
+            return []
+        return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def rewrite(self, lines: list[str]) -> None:
+        """Replace the file's lines atomically (a crash leaves the old or the new file whole)."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)

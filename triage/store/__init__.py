@@ -1,0 +1,30 @@
+"""The store: every SQL statement the project runs, in one package, behind one interface.
+
+* :mod:`~triage.store.schema`: the migrations (the schema, table by table) and state names;
+* :mod:`~triage.store.opening`: opening a file (damaged-file, lock and newer-schema checks);
+* :mod:`~triage.store.base`: the primitives each section is written against, with the one insert
+  helper (``_insert``) and the one read helper (``_rows``);
+* one module per section: ``ingest`` (items, cursors, quarantine), ``classify``, ``route``,
+  ``outbox``, ``review``, ``handoffs``, ``status``;
+* :mod:`~triage.store.duckdb`: the embedded DuckDB backend that implements the primitives.
+
+Callers only ever see :func:`open_store` and :class:`Store`.
+"""
+
+from __future__ import annotations
+
+from triage.store.duckdb import Store
+from triage.store.opening import StoreBusy, StoreCorrupt, StoreError, StoreTooNew, open_store
+from triage.store.schema import MIGRATIONS, OUTBOX_STATES, SCHEMA_VERSION
+
+__all__ = [
+    "MIGRATIONS",
+    "OUTBOX_STATES",
+    "SCHEMA_VERSION",
+    "Store",
+    "StoreBusy",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreTooNew",
+    "open_store",
+]

@@ -1,0 +1,50 @@
+"""Classification: stream the items without a prediction, store predictions in batches.
+
+Dialect: ``ANTI JOIN`` and DuckDB's ``printf`` (the scores JSON) are DuckDB's; a server backend
+writes ``NOT EXISTS`` and builds the JSON text in Arrow (see the PostgreSQL design note).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from triage.models import LABELS
+from triage.store.base import StoreBase
+
+# Predictions' scores as JSON text, formatted by DuckDB's printf: the same digits as Python's
+# "%.5f" (checked against it), and no Python string building per row.
+SCORE_COLUMNS = ", ".join(f"score_{lab}" for lab in LABELS)
+SCORES_JSON_SQL = (
+    "printf('{" + ", ".join(f'"{lab}": %.5f' for lab in LABELS) + "}', " + SCORE_COLUMNS + ")"
+)
+
+
+class ClassifySection(StoreBase):
+    """Items waiting for a prediction, and the predictions."""
+
+    def unclassified(self, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Stream ``(id, text)`` of items without a prediction, in Arrow batches."""
+        # No ORDER BY: sorting would hold every pending text in memory before the first batch.
+        return self._stream(
+            "SELECT i.id, i.text FROM items i ANTI JOIN predictions p ON p.item_id = i.id",
+            batch_size,
+        )
+
+    def insert_predictions(self, table: pa.Table) -> int:
+        """Store a batch of predictions.
+
+        Args:
+            table: The ``predictions`` columns, except that ``scores`` comes as one DOUBLE column
+                per label, ``score_<label>``; the JSON text is formatted here.
+
+        Returns:
+            How many predictions were new.
+        """
+        return self._insert(
+            "predictions",
+            table,
+            select=f"SELECT * EXCLUDE ({SCORE_COLUMNS}), {SCORES_JSON_SQL} AS scores FROM "
+            "{rows}",
+        )

@@ -1,0 +1,216 @@
+"""The store's schema: its migrations, in order, and the names of the states it keeps."""
+
+from __future__ import annotations
+
+# Each migration runs once, in order, inside one transaction with its bookkeeping row.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial schema",
+        """
+        CREATE SEQUENCE item_seq;
+        CREATE TABLE items (
+            id VARCHAR PRIMARY KEY,
+            seq BIGINT NOT NULL DEFAULT nextval('item_seq'),
+            source VARCHAR NOT NULL,
+            external_id VARCHAR NOT NULL,
+            url VARCHAR,
+            author_handle VARCHAR,
+            author_name VARCHAR,
+            author_url VARCHAR,
+            author_followers BIGINT,
+            text VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            fetched_at TIMESTAMPTZ NOT NULL,
+            thread VARCHAR,
+            in_reply_to VARCHAR,
+            language VARCHAR,
+            source_type VARCHAR,
+            raw VARCHAR,
+            stored_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE quarantine (
+            key VARCHAR PRIMARY KEY,
+            source VARCHAR NOT NULL,
+            external_id VARCHAR,
+            reason VARCHAR NOT NULL,
+            raw VARCHAR,
+            received_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE connector_state (
+            connector VARCHAR PRIMARY KEY,
+            cursor VARCHAR,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE predictions (
+            item_id VARCHAR PRIMARY KEY,
+            label VARCHAR NOT NULL,
+            labels VARCHAR[] NOT NULL,
+            score DOUBLE NOT NULL,
+            scores VARCHAR NOT NULL,
+            needs_review BOOLEAN NOT NULL,
+            review_reason VARCHAR,
+            model_version VARCHAR NOT NULL,
+            classified_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE routes (
+            item_id VARCHAR PRIMARY KEY,
+            department VARCHAR,
+            rule VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            routed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE outbox (
+            key VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            destination VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            state VARCHAR NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error VARCHAR,
+            next_attempt_at TIMESTAMPTZ,
+            external_ref VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            sent_at TIMESTAMPTZ
+        );
+        """,
+    ),
+    (
+        2,
+        "slack review decisions",
+        """
+        -- One row per item: the first decision applied wins, later clicks lose to it.
+        CREATE TABLE review_decisions (
+            item_id VARCHAR PRIMARY KEY,
+            decision_id VARCHAR NOT NULL UNIQUE,
+            action VARCHAR NOT NULL,
+            value VARCHAR,
+            user_id VARCHAR NOT NULL,
+            user_name VARCHAR,
+            decided_at TIMESTAMPTZ NOT NULL,
+            before_label VARCHAR,
+            before_department VARCHAR,
+            before_state VARCHAR,
+            after_label VARCHAR,
+            after_department VARCHAR,
+            after_state VARCHAR NOT NULL,
+            channel VARCHAR,
+            message_ts VARCHAR,
+            message_updated_at TIMESTAMPTZ,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        -- Every click, winning or not: who, when, what, before and after.
+        CREATE TABLE review_audit (
+            decision_id VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            value VARCHAR,
+            user_id VARCHAR NOT NULL,
+            user_name VARCHAR,
+            decided_at TIMESTAMPTZ NOT NULL,
+            outcome VARCHAR NOT NULL,
+            before VARCHAR,
+            after VARCHAR,
+            response_url VARCHAR,
+            notified_at TIMESTAMPTZ,
+            recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE training_examples (
+            item_id VARCHAR PRIMARY KEY,
+            text VARCHAR NOT NULL,
+            label VARCHAR NOT NULL,
+            previous_label VARCHAR,
+            decided_by VARCHAR NOT NULL,
+            decided_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE review_reminders (
+            item_id VARCHAR NOT NULL,
+            period BIGINT NOT NULL,
+            sent_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (item_id, period)
+        );
+        CREATE TABLE review_batches (
+            key VARCHAR PRIMARY KEY,
+            destination VARCHAR NOT NULL,
+            channel VARCHAR NOT NULL,
+            ts VARCHAR NOT NULL,
+            items INTEGER NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    (
+        3,
+        "department handoffs",
+        """
+        -- One row per handoff delivery to an external system: what was created or joined there.
+        CREATE TABLE handoff_refs (
+            key VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            destination VARCHAR NOT NULL,
+            system VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            target_id VARCHAR,
+            url VARCHAR,
+            author_key VARCHAR,
+            state VARCHAR NOT NULL,
+            note_state VARCHAR NOT NULL DEFAULT 'none',
+            note_ref VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            done_at TIMESTAMPTZ
+        );
+        CREATE TABLE feature_groups (
+            id VARCHAR PRIMARY KEY,
+            destination VARCHAR NOT NULL,
+            title VARCHAR NOT NULL,
+            signature VARCHAR NOT NULL,
+            mentions INTEGER NOT NULL DEFAULT 0,
+            issue_number BIGINT,
+            issue_url VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE feature_mentions (
+            key VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            group_id VARCHAR NOT NULL,
+            similarity DOUBLE NOT NULL,
+            signature VARCHAR NOT NULL,
+            added_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE testimonials (
+            item_id VARCHAR PRIMARY KEY,
+            key VARCHAR NOT NULL,
+            author_key VARCHAR NOT NULL,
+            author_handle VARCHAR,
+            author_name VARCHAR,
+            author_url VARCHAR,
+            source VARCHAR NOT NULL,
+            url VARCHAR,
+            text VARCHAR NOT NULL,
+            score DOUBLE,
+            said_at TIMESTAMPTZ NOT NULL,
+            recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        -- died_at is the dead-lettering moment, so a delivery that dies again after a retry is
+        -- announced again.
+        CREATE TABLE dead_letter_alerts (
+            key VARCHAR NOT NULL,
+            died_at TIMESTAMPTZ NOT NULL,
+            ref VARCHAR,
+            announced_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (key, died_at)
+        );
+        """,
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+# "previewed": written as a JSON preview (no credentials), not posted anywhere; counted apart from
+# "sent" so `triage status` never reports previews as sends.
+OUTBOX_STATES = ("pending", "sending", "sent", "previewed", "failed", "dead")
+# The tables :meth:`Store.count` answers for (the benchmark and tests count rows).
+COUNTED_TABLES = frozenset(
+    {"items", "quarantine", "predictions", "routes", "outbox", "connector_state"}
+)
