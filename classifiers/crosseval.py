@@ -64,6 +64,11 @@ def score_group(
         "accuracy_when_not_flagged": (
             round(float(correct[~flagged].mean()), 4) if (~flagged).any() else None
         ),
+        "flagged_by_margin_only": (
+            round(float(np.mean([bool(d[3] and d[3].startswith("top two")) for d in decisions])), 4)
+            if len(test)
+            else 0.0
+        ),
         "recall": {lab: m["recall"] for lab, m in metrics["per_label"].items() if m["support"]},
         f"macro_f1_{other_rule}_rule": evaluate_labels(gold, alt_pred)["macro_f1"],
         "confusion": metrics["confusion"]["matrix"],
@@ -83,6 +88,7 @@ def _mean(rows: Sequence[dict[str, Any]], key: str) -> float | None:
 def summarise(groups: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Means over groups (each group counts once, whatever its size)."""
     keys = ["macro_f1", "accuracy", "needs_review_rate", "accuracy_when_not_flagged"]
+    keys += ["flagged_by_margin_only"]
     keys += [k for k in next(iter(groups.values()), {}) if k.startswith("macro_f1_")]
     keys += ["baseline_macro_f1", "baseline_accuracy"]
     rows = list(groups.values())

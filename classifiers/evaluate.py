@@ -232,6 +232,7 @@ def record(result: dict[str, Any], name: str, model_dir: Path | None = None) -> 
             "accuracy_when_not_flagged",
             "recall",
             "baseline_macro_f1",
+            "flagged_by_margin_only",
         )
         meta.setdefault("cross_source_evaluations", {})[name] = {
             "mode": result["mode"],

@@ -144,6 +144,123 @@ def _fit_thresholds(scores: np.ndarray, gold: np.ndarray, rule: str) -> np.ndarr
     return thresholds
 
 
+def _isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Increasing isotonic fit of 0/1 outcomes ``y`` on scores ``x`` (pool adjacent violators).
+
+    Returns:
+        The scores sorted ascending and the fitted rate at each: the share of right answers
+        among items scored about that high ("local precision"), never falling as scores rise.
+    """
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order].astype(np.float64)
+    values: list[float] = []
+    weights: list[int] = []
+    for v in ys.tolist():
+        values.append(v)
+        weights.append(1)
+        while len(values) > 1 and values[-2] > values[-1]:
+            w = weights[-2] + weights[-1]
+            merged = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w
+            values.pop()
+            weights.pop()
+            values[-1], weights[-1] = merged, w
+    return xs, np.repeat(np.array(values), np.array(weights, dtype=np.int64))
+
+
+def wilson_lower(right: int, n: int, z: float) -> float:
+    """One-sided lower confidence bound of a success rate (Wilson score interval)."""
+    if n == 0:
+        return 0.0
+    p = right / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - spread) / (1 + z * z / n))
+
+
+def fit_review(
+    scores: np.ndarray,
+    gold_idx: np.ndarray,
+    thresholds: np.ndarray,
+    rule: str,
+    accuracy: float,
+    margins: Sequence[float] = (0.1,),
+    z: float = 1.645,
+    margin_tolerance: float = 0.01,
+) -> tuple[dict[str, float], float, dict[str, float]]:
+    """Review thresholds and margin that hand off the most items at ``accuracy`` overall.
+
+    What a user needs is that the items handed off without review are right at least
+    ``accuracy`` of the time overall, with as few flagged as possible. A precision floor per
+    label (the items given each label at least that often right) is stricter than needed and
+    flags more. So: for each label, an isotonic fit of "right or wrong" on the label's score gives
+    the local precision at every score; one cutoff ``c`` on that local precision, shared by all
+    labels, sets each label's review threshold where its local precision reaches ``c``. Equal
+    marginal precision across labels is what maximises the items kept for a given overall
+    accuracy, and one number fitted instead of five overfits less. ``c`` (and the margin between
+    the top two scores, from ``margins``) is the lowest that still keeps the unflagged items at
+    least ``accuracy`` right on these (out-of-source) scores; ties go to the larger margin.
+
+    Args:
+        scores: Calibrated (n, labels) out-of-source scores.
+        gold_idx: Gold label index per row.
+        thresholds: The per-label decision thresholds.
+        rule: The primary-label rule.
+        accuracy: Overall accuracy of unflagged rows to hold (its lower confidence bound).
+        margins: Candidate widths of the "top two too close" flag (each must be > 0: DESIGN.md).
+        z: Normal quantile of the lower confidence bound; 0 holds the point estimate.
+        margin_tolerance: Coverage (share of rows) given up at most for a wider margin.
+
+    Returns:
+        ``(review_thresholds, margin, info)``; info has the local-precision cutoff and the
+        share kept and accuracy it gave on these rows. When no cutoff reaches ``accuracy``, every
+        review threshold is 1.0 (everything is reviewed).
+    """
+    n = len(gold_idx)
+    preds = primary_indices(scores, thresholds, rule)
+    right = preds == gold_idx
+    own = scores[np.arange(n), preds]
+    any_above = (scores >= thresholds).any(axis=1)
+    ranked = np.sort(scores, axis=1)
+    gap = ranked[:, -1] - ranked[:, -2] if scores.shape[1] > 1 else np.ones(n)
+    found: dict[float, tuple[int, float, np.ndarray, float, float]] = {}
+    for margin in sorted(margins):
+        eligible = any_above & (gap >= margin)
+        curves = [
+            _isotonic(scores[eligible & (preds == j), j], right[eligible & (preds == j)])
+            for j in range(len(LABELS))
+        ]
+        for c in np.round(np.arange(0.995, 0.499, -0.005), 3).tolist():
+            cut = np.ones(len(LABELS))
+            for j, (xs, fitted) in enumerate(curves):
+                ok = np.flatnonzero(fitted >= c)
+                if len(ok):
+                    # Stored to 4 decimals, rounded down so the item at the cutoff stays in;
+                    # the accuracy is measured with the stored value.
+                    cut[j] = max(float(thresholds[j]), np.floor(xs[ok[0]] * 1e4) / 1e4)
+            kept = eligible & (own >= cut[preds])
+            count = int(kept.sum())
+            if wilson_lower(int(right[kept].sum()), count, z) < accuracy:
+                continue
+            if margin not in found or count >= found[margin][0]:
+                found[margin] = (count, margin, cut, c, float(right[kept].mean()))
+    # The widest margin that keeps within ``margin_tolerance`` of the most items: a close call
+    # between two labels is what transfers worst to a new source, so a wider margin is worth a
+    # little coverage on these rows.
+    most = max((v[0] for v in found.values()), default=0)
+    wide = [v for v in found.values() if v[0] >= most - margin_tolerance * n]
+    best = max(wide, key=lambda v: v[1]) if found else None
+    if best is None:
+        return (
+            dict.fromkeys(LABELS, 1.0),
+            float(max(margins)),
+            {"local_precision": 1.0, "kept": 0.0, "accuracy_kept": 0.0},
+        )
+    count, margin, cut, c, acc = best
+    review = {lab: float(v) for lab, v in zip(LABELS, cut, strict=True)}
+    info = {"local_precision": c, "kept": round(count / n, 4), "accuracy_kept": round(acc, 4)}
+    return review, float(margin), info
+
+
 def tune_policy(
     scores: np.ndarray,
     gold: Sequence[str],
@@ -152,7 +269,10 @@ def tune_policy(
     seed: int = 13,
     rule: str = "priority",
     precision: float = 0.95,
-) -> tuple[Policy, dict[str, float]]:
+    accuracy: float | None = None,
+    margins: Sequence[float] = (0.1,),
+    z: float = 1.645,
+) -> tuple[Policy, dict[str, float], dict[str, float]]:
     """Choose per-label thresholds and review thresholds on out-of-source scores.
 
     The primary rule is the label contract's ``priority`` unless the config says otherwise. Both rules are
@@ -160,11 +280,15 @@ def tune_policy(
     the k-th: thresholds scored on the rows they were tuned on flatter the rule that has more of
     them), and the estimates are recorded so the choice can be revisited with numbers.
 
-    Review thresholds: for each label, the lowest score from which the items given that label are
-    at least ``precision`` correct; a label that never gets there is always reviewed.
+    Review thresholds: with ``accuracy`` (the shipped recipe), :func:`fit_review`: the thresholds
+    and margin that flag the fewest items while the unflagged ones stay at least ``accuracy``
+    right overall. Without it, for each label the lowest score from which the items given that
+    label are at least ``precision`` correct (a stricter rule that flags more; a label that never
+    gets there is always reviewed), and the margin stays the first of ``margins``.
 
     Returns:
-        The policy, and each rule's cross-validated macro-F1 (recorded in the model's metadata).
+        The policy, each rule's cross-validated macro-F1, and what the review fit found (empty
+        for the per-label rule).
     """
     gold_idx = np.array([LABELS.index(g) for g in gold], dtype=np.int64)
     fold_of = np.random.default_rng(seed).permutation(len(gold_idx)) % max(2, folds)
@@ -184,8 +308,15 @@ def tune_policy(
     policy = Policy(
         calibration=calibration,
         thresholds={lab: float(t) for lab, t in zip(LABELS, fitted, strict=True)},
+        margin=float(margins[0]),
         primary_rule=rule,
     )
+    info: dict[str, float] = {}
+    if accuracy is not None:
+        policy.review_thresholds, policy.margin, info = fit_review(
+            scores, gold_idx, fitted, rule, accuracy, margins, z
+        )
+        return policy, {r: round(v, 4) for r, v in estimates.items()}, info
     preds = primary_indices(scores, fitted, rule)
     review: dict[str, float] = {}
     for j, label in enumerate(LABELS):
@@ -198,7 +329,7 @@ def tune_policy(
         cutoff = float(ranked[ok[-1]]) if len(ok) else 1.0
         review[label] = round(max(policy.thresholds[label], cutoff), 4)
     policy.review_thresholds = review
-    return policy, {r: round(v, 4) for r, v in estimates.items()}
+    return policy, {r: round(v, 4) for r, v in estimates.items()}, info
 
 
 def _start(
@@ -473,24 +604,43 @@ def fit_policy(
                 a, b = fit_platt(raw[:, j], y)
                 calibration[label] = (round(a, 6), round(b, 6))
     scores = calibrate(raw, calibration)
-    policy, rule_estimates = tune_policy(
+    accuracy = settings.get("review_accuracy")
+    policy, rule_estimates, review_fit = tune_policy(
         scores,
         gold,
         calibration,
         seed=seed,
         rule=str(settings.get("primary_rule", "priority")),
         precision=float(settings.get("review_precision", 0.95)),
+        accuracy=float(accuracy) if accuracy is not None else None,
+        margins=[float(m) for m in settings.get("review_margins", [0.1])],
+        z=float(settings.get("review_confidence_z", 1.645)),
     )
     decisions = decide(scores, policy)
     metrics = evaluate_labels(gold, [d[0] for d in decisions])
     flagged = np.array([d[2] for d in decisions])
     correct = np.array([g == d[0] for g, d in zip(gold, decisions, strict=True)])
     unflagged = correct[~flagged]
+    # Flagged only because the top two scores were within the margin (the reason with the lowest
+    # precedence): what the margin flag costs in coverage.
+    margin_only = np.array([bool(d[3] and d[3].startswith("top two")) for d in decisions])
+
+    def folds_of(values: np.ndarray, within: np.ndarray) -> dict[str, float]:
+        return {
+            str(j): round(float(values[(fold == j) & within].mean()), 4)
+            for j in sorted(set(fold.tolist()))
+            if ((fold == j) & within).any()
+        }
+
     return policy, {
         **metrics,
         "rule_macro_f1": rule_estimates,
+        "review_fit": review_fit,
         "needs_review_rate": round(float(flagged.mean()) if len(flagged) else 0.0, 4),
         "accuracy_when_not_flagged": round(float(unflagged.mean()) if len(unflagged) else 0.0, 4),
+        "flagged_by_margin_only": round(float(margin_only.mean()) if len(flagged) else 0.0, 4),
+        "per_fold_needs_review_rate": folds_of(flagged.astype(float), np.ones_like(flagged)),
+        "per_fold_accuracy_when_not_flagged": folds_of(correct.astype(float), ~flagged),
         "per_fold_macro_f1": {
             str(j): _macro_f1(
                 np.array([LABELS.index(g) for g in np.array(gold)[fold == j]], dtype=np.int64),
@@ -501,6 +651,21 @@ def fit_policy(
             )
             for j in sorted(set(fold.tolist()))
         },
+    }
+
+
+def review_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """How a config asks for review thresholds (recorded in the metadata and the model card)."""
+    if settings.get("review_accuracy") is not None:
+        return {
+            "rule": "overall accuracy",
+            "accuracy": float(settings["review_accuracy"]),
+            "confidence_z": float(settings.get("review_confidence_z", 1.645)),
+            "margins": [float(m) for m in settings.get("review_margins", [0.1])],
+        }
+    return {
+        "rule": "per-label precision",
+        "precision": float(settings.get("review_precision", 0.95)),
     }
 
 
@@ -576,7 +741,7 @@ def fit_classifier(
         or f"{int(fold.max()) + 1} label-stratified splits (one source only: in-source scores)",
         "macro_f1_by_epoch": by_epoch,
         "cross_source": measured,
-        "review_precision": float(nlp_settings.get("review_precision", 0.95)),
+        "review": review_settings(nlp_settings),
     }
     return nlp, policy, fit
 
@@ -633,7 +798,7 @@ def train(
         "created_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "architecture": config_path.name,
         "labels": list(LABELS),
-        **{k: fit[k] for k in ("seed", "epochs", "best_epoch", "review_precision")},
+        **{k: fit[k] for k in ("seed", "epochs", "best_epoch", "review")},
         "policy": policy.to_json(),
         "vectors": vectors_meta,
         "data": {
@@ -652,6 +817,26 @@ def train(
     (out_dir / "MODEL_CARD.md").write_text(model_card(meta), encoding="utf-8")
     log(f"wrote {out_dir} (version {meta['version']})")
     return meta
+
+
+def review_card_line(review: dict[str, Any], found: dict[str, Any]) -> str:
+    """The model card's sentence on how the review thresholds were chosen."""
+    if review.get("rule") == "overall accuracy":
+        return (
+            "- Review thresholds: one cutoff on each label's local precision (isotonic fit of "
+            "right/wrong on its out-of-source scores), the lowest at which the items not flagged "
+            f"stay at least {review['accuracy']:.0%} right overall (one-sided lower confidence "
+            f"bound, z {review['confidence_z']}): local precision {found.get('local_precision')}, "
+            f"{found.get('kept', 0):.1%} of the out-of-source rows kept at "
+            f"{found.get('accuracy_kept', 0):.1%} right. Margin chosen from "
+            f"{review['margins']}. Below its review threshold, with no label over its threshold "
+            "or with the top two scores closer than the margin, an item is flagged for review."
+        )
+    return (
+        "- Review threshold: the lowest score from which a label's items were at least "
+        f"{review.get('precision', 0.95):.0%} right out of source; below it, or with no "
+        "label over its threshold, an item is flagged for review."
+    )
 
 
 def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) -> str:
@@ -714,11 +899,7 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
             "feature_request > kudos among the labels whose calibrated score clears its threshold)"
             f"; margin between the top two scores: {policy['margin']}."
         ),
-        (
-            "- Review threshold: the lowest score from which a label's items were at least "
-            f"{meta.get('review_precision', 0.95):.0%} right out of source; below it, or with no "
-            "label over its threshold, an item is flagged for review."
-        ),
+        review_card_line(meta.get("review", {}), cross.get("review_fit", {})),
         "",
         "| label | decision threshold | review threshold | calibration (a, b) |",
         "|---|---|---|---|",
