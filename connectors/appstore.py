@@ -21,6 +21,7 @@ import httpx
 from connectors import http
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
+from triage.http import Backoff
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 SETTINGS = {
@@ -75,7 +76,7 @@ def _get_page(ctx: SourceContext, client: httpx.Client, page: int) -> list[Any]:
     except (TypeError, ValueError):
         raise ConnectorError(f"source '{ctx.name}': retries must be a number") from None
     try:
-        resp = http.request(client, "GET", url, retries=retries)
+        resp = http.request(client, "GET", url, Backoff(retries=retries))
     except ConnectorError as exc:
         refused = re.search(r"HTTP 40[13]", str(exc))
         if refused:

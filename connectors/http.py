@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,15 +13,7 @@ __all__ = ["USER_AGENT", "request"]
 
 
 def request(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    *,
-    retries: int = 4,
-    backoff: float = 0.5,
-    max_wait: float = 60.0,
-    sleep: Callable[[float], None] = time.sleep,
-    **kwargs: Any,
+    client: httpx.Client, method: str, url: str, backoff: Backoff | None = None, **kwargs: Any
 ) -> httpx.Response:
     """Send a request, retrying 429/5xx and transport errors with backoff (``triage.http``).
 
@@ -31,10 +21,8 @@ def request(
         client: The httpx client (carries base URL, auth headers and timeouts).
         method: HTTP method.
         url: URL or path relative to the client's base URL.
-        retries: Extra attempts after the first.
-        backoff: First backoff in seconds; doubles each attempt, with jitter.
-        max_wait: Upper bound of any single wait, including a server's Retry-After.
-        sleep: Injected for tests.
+        backoff: Retries and waits (default: 4 retries from 0.5 s, doubling, with up to 50%
+            jitter, no wait over 60 s, a server's Retry-After included).
         **kwargs: Passed to ``client.request``.
 
     Returns:
@@ -43,9 +31,8 @@ def request(
     Raises:
         ConnectorError: When retries run out or the credentials are refused.
     """
-    policy = Backoff(retries=retries, first=backoff, cap=max_wait, jitter=0.5, sleep=sleep)
     try:
-        response = send(client, method, url, policy, **kwargs)
+        response = send(client, method, url, backoff or Backoff(), **kwargs)
     except GaveUp as exc:
         raise ConnectorError(f"{method} {url}: gave up after {exc}") from None
     if response.status_code in (401, 403):

@@ -334,10 +334,9 @@ def _pages(
     max_pages: int,
     seen: set[str],
 ) -> Iterator[FetchBatch]:
-    params: dict[str, Any] | None = stream.params
+    params = stream.params
     mark = stream.mark
     for _ in range(max_pages):
-        assert params is not None
         data = get(stream.path, params)
         try:
             entries = stream.entries(data)
@@ -368,6 +367,7 @@ def _pages(
             seen.add(mention.external_id)
             batch.mentions.append(mention)
         yield batch
-        params = None if done else stream.pager.next(params, data, entries)
-        if params is None:
+        following = None if done else stream.pager.next(params, data, entries)
+        if following is None:
             return
+        params = following

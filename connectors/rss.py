@@ -21,6 +21,7 @@ from connectors import http
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
 from triage.config import ConfigError
+from triage.http import Backoff
 from triage.models import (
     Author,
     InvalidRecord,
@@ -82,9 +83,8 @@ def _download(ctx: SourceContext, cursor: dict[str, Any]) -> tuple[bytes | None,
         ) from None
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
         try:
-            resp = http.request(
-                client, "GET", url, headers=headers, retries=retries, backoff=backoff
-            )
+            policy = Backoff(retries=retries, first=backoff)
+            resp = http.request(client, "GET", url, policy, headers=headers)
         except ConnectorError as exc:
             raise ConnectorError(f"source '{ctx.name}': {exc}") from None
     if resp.status_code == 304:

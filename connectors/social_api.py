@@ -19,6 +19,7 @@ import httpx
 
 from connectors import http
 from connectors.base import ConnectorError, SourceContext
+from triage.http import Backoff
 
 DEFAULT_BACKFILL_DAYS = 7.0
 DEFAULT_MAX_PAGES = 50
@@ -139,6 +140,7 @@ class Api:
             raise ConnectorError(
                 f"source '{ctx.name}': timeout and retry_backoff must be numbers"
             ) from None
+        self.policy = Backoff(retries=self.retries, first=self.backoff, sleep=sleep)
         self.client = httpx.Client(
             base_url=self.base,
             timeout=timeout,
@@ -170,15 +172,7 @@ class Api:
         """
         name = self.ctx.name
         try:
-            resp = http.request(
-                self.client,
-                method,
-                path,
-                retries=self.retries,
-                backoff=self.backoff,
-                sleep=self.sleep,
-                **kwargs,
-            )
+            resp = http.request(self.client, method, path, self.policy, **kwargs)
         except ConnectorError as exc:
             hint = f"; {self.auth_hint}" if "credentials refused" in str(exc) else ""
             raise ConnectorError(f"source '{name}': {exc}{hint}") from None

@@ -41,7 +41,7 @@ from tests.fakes.slack_community import CommunitySlackServer
 from tests.fakes.x import FakeX
 from tests.fakes.youtube import FakeYouTube
 from triage.cli import app
-from triage.models import TRUNCATION_MARKER, Mention, Rejected
+from triage.models import TRUNCATION_MARKER, InvalidRecord, Mention, Rejected
 from triage.store import open_store
 
 
@@ -710,3 +710,41 @@ def test_a_stalled_request_times_out_and_is_retried() -> None:
         mentions, _, _ = _fetch(spec, _ctx(spec, fake, timeout=1), None)
     assert [m.external_id for m in mentions] == [expected]
     assert fake.statuses()[0] == 599 and fake.statuses()[-1] == 200
+
+
+def test_paginator_stops_at_the_stored_id_and_quarantines_what_it_cannot_read() -> None:
+    # Two id-ordered streams over the same posts, newest first, two per page (as Discourse pages).
+    posts = [{"id": i, "text": f"post {i}"} for i in (9, 8, 7, 6, 5)] + [{"id": "bad"}]
+    pages = {None: posts[:2], 8: posts[2:4], 6: posts[4:], 5: []}
+
+    def get(path: str, params: dict[str, Any]) -> Any:
+        return pages[params.get("before")]
+
+    def entries(data: Any) -> list[paging.Entry]:
+        return [paging.Entry(p, id=p["id"] if isinstance(p["id"], int) else None) for p in data]
+
+    def parse(entry: paging.Entry, at: datetime) -> Mention:
+        if entry.id is None:
+            raise InvalidRecord("post has no numeric id")
+        return Mention(
+            source="s", external_id=str(entry.id), text=entry.record["text"], created_at=at
+        )
+
+    def order(value: Any) -> int | None:
+        return value if isinstance(value, int) else None
+
+    def stream(key: str, stored: int | None) -> paging.Stream:
+        mark = paging.HighestId("last_id", stored, order)
+        return paging.Stream(key, "/posts", {}, mark, paging.BeforeLowest("before", order), entries)
+
+    ctx = SourceContext(name="s", settings={}, base_dir=Path("."))
+    batches = list(paging.paginate(ctx, None, [stream("a", 6), stream("b", None)], get, parse))
+    mentions = [m.external_id for b in batches for m in b.mentions]
+    rejected = [r for b in batches for r in b.rejected]
+    # Stream a stops at id 6 (stored) and never reads the third page; stream b reads them all,
+    # and returns only what stream a did not (6 and 5), each post once.
+    assert mentions == ["9", "8", "7", "6", "5"]
+    assert [len(b.mentions) for b in batches] == [2, 1, 0, 1, 1, 0, 0]
+    assert [(r.reason, r.external_id) for r in rejected] == [("post has no numeric id", None)]
+    assert all(b.cursor is None for b in batches[:-1])
+    assert batches[-1].cursor == {"a": {"last_id": 9}, "b": {"last_id": 9}}

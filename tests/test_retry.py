@@ -72,7 +72,7 @@ def test_connectors_fail_at_once_on_refused_credentials() -> None:
     refused = pytest.raises(ConnectorError, match="HTTP 401: credentials refused")
     fake = Scripted(script=[(401, {"error": "bad token"}, {})])
     with fake, httpx.Client(base_url=fake.start().url) as client, refused:
-        request(client, "GET", "/x", sleep=lambda _: None)
+        request(client, "GET", "/x", Backoff(sleep=lambda _: None))
     assert len(fake.calls) == 1
 
 
