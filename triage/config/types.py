@@ -72,6 +72,20 @@ class ReviewConfig:
     resurface_after: timedelta = timedelta(hours=24)
 
 
+@dataclass(slots=True, frozen=True)
+class PrivacyConfig:
+    """The ``privacy:`` section (README, "Privacy")."""
+
+    # Order/account formats: mappings with name, pattern and ignore_case.
+    patterns: tuple[dict[str, Any], ...] = ()
+    # Languages the classifier was trained on; other languages (and unknown) go to review.
+    languages: tuple[str, ...] = ("en",)
+    # Language code (or "unknown") -> destination that receives those items instead.
+    language_destinations: dict[str, str] = field(default_factory=dict)
+    # Table -> how long raw text and author details are kept.
+    retention: dict[str, timedelta] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Config:
     """The whole validated configuration."""
@@ -94,11 +108,17 @@ class Config:
     # Per label: True/False, or a minimum score, for handing off without marketing's review.
     # A label not listed falls back to its department's ``auto_handoff``.
     auto_handoff: dict[str, bool | float] = field(default_factory=dict)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def review_destination(self) -> str | None:
         """Where marketing reviews every routed item (``review.destination``)."""
         return self.review.destination
+
+    def keep_in_clear(self, destination: str) -> tuple[str, ...]:
+        """The kinds of personal data a destination sees in clear (none when unset)."""
+        dest = self.destinations.get(destination)
+        return tuple(dest.settings.get("keep_in_clear") or ()) if dest is not None else ()
 
     def resolve(self, value: str | os.PathLike[str]) -> Path:
         """Resolve a path from the configuration relative to the configuration file's folder."""
