@@ -213,3 +213,60 @@ def test_languages_are_detected_at_ingest_unless_the_source_gave_one() -> None:
         }
     )
     assert with_languages(table).column("language").to_pylist() == ["fr", "unknown", "en"]
+
+
+# ------------------------------------------------------------------------ languages
+LANG_FEED: list[tuple[str, str, str]] = [
+    ("l1", "@jo", "The app crashes on login every time, I cannot get to my notes"),
+    ("l2", "@fr", "L'application plante à chaque connexion, je ne peux plus ouvrir mes notes"),
+    ("l3", "@es", "La aplicación se cierra cada vez que intento iniciar sesión, ayuda por favor"),
+    ("l4", "@x", "ok 👍"),
+]
+
+
+def test_unsupported_languages_go_to_review_or_their_own_destination(
+    world: World,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from triage.models import item_id
+
+    monkeypatch.setenv("TRIAGE_OUTBOX_DIR", str(tmp_path / "outbox"))
+    data = world.settings()
+    data["destinations"]["soporte"] = {"type": "preview", "channel": "#soporte"}
+    data["privacy"] = {"languages": ["en"], "language_destinations": {"es": "soporte"}}
+    world.write(data)
+    world.add(LANG_FEED)
+    world.run()
+
+    with duckdb.connect(str(world.db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT i.external_id, i.language, p.needs_review, p.review_reason, r.state, r.rule "
+            "FROM items i JOIN predictions p ON p.item_id = i.id JOIN routes r ON r.item_id = i.id"
+        ).fetchall()
+        outbox = con.execute("SELECT item_id, destination, kind FROM outbox").fetchall()
+    by_ext = {r[0]: r[1:] for r in rows}
+    assert by_ext["l1"][0] == "en" and by_ext["l1"][4] == "service_issue"
+    assert by_ext["l2"] == (
+        "fr",
+        True,
+        "language 'fr': the model was not trained on it",
+        "awaiting_review",
+        "language:fr",
+    )
+    assert by_ext["l3"][0] == "es" and by_ext["l3"][3:] == ("auto_handoff", "language:es")
+    assert by_ext["l4"][0] == "unknown" and by_ext["l4"][3] == "awaiting_review"
+    sent = {(i, d, k) for i, d, k in outbox}
+    es, fr = item_id("social", "l3"), item_id("social", "l2")
+    # The Spanish complaint goes to the Spanish team alone, not to the English helpdesk.
+    assert {(d, k) for i, d, k in sent if i == es} == {("soporte", "handoff")}
+    assert {(d, k) for i, d, k in sent if i == fr} == {("review-channel", "review")}
+    review = json.dumps([c.args for c in world.slack.calls_to("chat.postMessage")])
+    assert "the model was not trained on it" in review
+    assert (tmp_path / "outbox" / "soporte").is_dir()
+
+    result = CliRunner().invoke(
+        app, ["status", "--json", "--config", str(world.config), "--db", str(world.db)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["by_language"] == {"en": 1, "es": 1, "fr": 1, "unknown": 1}

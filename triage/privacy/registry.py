@@ -65,7 +65,9 @@ PERSONAL_TABLES: list[PersonalTable] = [
         author_columns=("author_handle", "author_name", "author_url"),
         text_columns=("text",),
         detail_columns=("raw", "url"),
-        time_column="created_at",
+        # Kept for the period from when we collected it (a backfill of old posts is not
+        # expired before anyone has seen it).
+        time_column="stored_at",
     ),
     # Linked to an item: its label and scores are aggregates, but they describe the person.
     PersonalTable("predictions", retention=False),

@@ -20,6 +20,7 @@ from triage.store.classify import ClassifySection
 from triage.store.handoffs import HandoffSection
 from triage.store.ingest import IngestSection
 from triage.store.outbox import OutboxSection
+from triage.store.privacy import PrivacySection
 from triage.store.review import ReviewSection
 from triage.store.route import RouteSection
 from triage.store.schema import MIGRATIONS
@@ -37,6 +38,7 @@ class Store(
     ReviewSection,
     HandoffSection,
     StatusSection,
+    PrivacySection,
     StoreBase,
 ):
     """A connection to the triage database with the project's queries as methods.
