@@ -8,11 +8,12 @@ A feature that adds a table holding text from the public or details of its autho
 
     PERSONAL_TABLES.append(
         PersonalTable("customer_profiles", item_column=None, author_columns=("author_key",),
-                      text_columns=("notes",), time_column="updated_at")
+                      key_columns=("author_key",), text_columns=("notes",),
+                      time_column="updated_at")
     )
 
 A table is reached in one of two ways: rows whose ``item_column`` is one of the person's items
-(found in ``items`` by author), or rows whose ``author_columns`` equal one of the person's
+(found in ``items`` by author), or rows whose ``key_columns`` equal one of the person's
 identifiers (their handle, e-mail, profile URL or author key). Erasure deletes those rows
 (``erase="delete"``) or blanks their ``text_columns`` and nulls their ``author_columns`` and
 ``detail_columns`` (``erase="anonymise"``). Retention, past the table's configured period,
@@ -37,7 +38,11 @@ class PersonalTable:
     Attributes:
         table: The table name.
         item_column: Column holding an ``items.id`` (None: not linked to items).
-        author_columns: Columns that identify the author (handle, name, URL, author key).
+        author_columns: Columns with details of the author (handle, name, URL, author key):
+            nulled (or set to ``[erased]`` when NOT NULL) on erasure and expiry.
+        key_columns: Columns compared exactly with the person's identifiers (handle, e-mail,
+            author key) to find their rows when ``item_column`` does not link them. Never a
+            display name: two people share names.
         text_columns: Free text from the public (blanked to ``[erased]`` on expiry).
         detail_columns: Further personal columns nulled with the author's (raw payloads, URLs).
         time_column: When the row was written; retention compares it with the period.
@@ -48,6 +53,7 @@ class PersonalTable:
     table: str
     item_column: str | None = "item_id"
     author_columns: tuple[str, ...] = ()
+    key_columns: tuple[str, ...] = ()
     text_columns: tuple[str, ...] = ()
     detail_columns: tuple[str, ...] = ()
     time_column: str | None = None
@@ -63,6 +69,7 @@ PERSONAL_TABLES: list[PersonalTable] = [
         "items",
         item_column="id",
         author_columns=("author_handle", "author_name", "author_url"),
+        key_columns=("author_handle",),
         text_columns=("text",),
         detail_columns=("raw", "url"),
         # Kept for the period from when we collected it (a backfill of old posts is not
@@ -79,11 +86,17 @@ PERSONAL_TABLES: list[PersonalTable] = [
     PersonalTable(
         "training_examples", text_columns=("text",), time_column="decided_at", expire="delete"
     ),
-    PersonalTable("handoff_refs", author_columns=("author_key",), time_column="created_at"),
+    PersonalTable(
+        "handoff_refs",
+        author_columns=("author_key",),
+        key_columns=("author_key",),
+        time_column="created_at",
+    ),
     PersonalTable("feature_mentions", retention=False),
     PersonalTable(
         "testimonials",
         author_columns=("author_key", "author_handle", "author_name", "author_url"),
+        key_columns=("author_key", "author_handle"),
         text_columns=("text",),
         detail_columns=("url",),
         time_column="recorded_at",

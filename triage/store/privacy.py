@@ -88,7 +88,7 @@ class PrivacySection(StoreBase):
             if entry.item_column and entry.item_column in cols:
                 conds.append((f"{entry.item_column} IN ({marks(chunk)})", chunk))
         for chunk in chunks(keys):
-            for col in entry.author_columns:
+            for col in entry.key_columns:
                 if col in cols:
                     conds.append((f"lower({col}) IN ({marks(chunk)})", chunk))
         total = 0
@@ -106,8 +106,8 @@ class PrivacySection(StoreBase):
 
         A text column mentioning one of ``needles`` (the person's handle or e-mail, lower case)
         has it replaced by ``[erased]``; a text column equal to or part of one of the person's
-        own ``texts`` (a group titled by their request) is blanked; an author or detail column
-        containing a needle is nulled.
+        own ``texts`` is blanked; an author or detail column containing ``@handle`` or the
+        address is nulled.
 
         Returns:
             How many rows changed.
@@ -144,7 +144,9 @@ class PrivacySection(StoreBase):
             if col not in cols:
                 continue
             value = "NULL" if cols[col] else f"'{ERASED}'"
-            for needle in needles:
+            # Only "@handle" and addresses here: a bare "jane.doe" is also part of the
+            # address "jane.doe@example.org", which may be someone to erase on their own.
+            for needle in (n for n in needles if "@" in n):
                 changed += self._execute(
                     f"UPDATE {entry.table} SET {col} = {value} WHERE strpos(lower({col}), ?) > 0",
                     [needle],
@@ -152,11 +154,14 @@ class PrivacySection(StoreBase):
         return changed
 
     def blank_group_titles(self, item_ids: Sequence[str]) -> int:
-        """Blank the titles of feature groups whose first request is one of the items."""
+        """Blank title and word signature of feature groups whose first request is one of the items.
+
+        Both are that request's words; the group (its issue, its count) stays.
+        """
         changed = 0
         for chunk in chunks(item_ids):
             changed += self._execute(
-                f"UPDATE feature_groups SET title = '{ERASED}' WHERE id IN ("
+                f"UPDATE feature_groups SET title = '{ERASED}', signature = '' WHERE id IN ("
                 "SELECT m.group_id FROM feature_mentions m "
                 f"WHERE m.item_id IN ({marks(chunk)}) AND NOT EXISTS ("
                 "SELECT 1 FROM feature_mentions f WHERE f.group_id = m.group_id "
