@@ -54,7 +54,10 @@ def forget(
     sources = ", ".join(f"{s} {n}" for s, n in sorted(report.by_source.items()))
     typer.echo(f"{verb} {report.items} items" + (f" ({sources})" if sources else ""))
     typer.echo(_lines(f"rows {verb}", report.removed))
-    typer.echo(_lines("rows anonymised" + (" (would be)" if dry_run else ""), report.anonymised))
+    # Counted per statement: a row whose text and raw payload both named them counts twice.
+    typer.echo(
+        _lines("updates anonymising" + (" (would be)" if dry_run else ""), report.anonymised)
+    )
     typer.echo(
         f"outbox previews: {report.previews_deleted} deleted, "
         f"{report.previews_scrubbed} scrubbed" + (" (would be)" if dry_run else "")
