@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote_plus
 
@@ -86,6 +87,26 @@ def _configure(w: World, zendesk_keeps: list[str]) -> None:
     w.write(data)
 
 
+Collect = Callable[[list[str]], dict[str, str]]
+
+
+@pytest.fixture
+def collect(
+    world: World,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> Collect:
+    """Run the PII feed with Zendesk keeping the given kinds; return everything that went out."""
+
+    def run(zendesk_keeps: list[str]) -> dict[str, str]:
+        monkeypatch.setenv("TRIAGE_OUTBOX_DIR", str(tmp_path / "outbox"))
+        _configure(world, zendesk_keeps)
+        return _run_and_collect(world, tmp_path, caplog)
+
+    return run
+
+
 def _run_and_collect(w: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> dict[str, str]:
     caplog.set_level(logging.DEBUG)
     w.add(PII_FEED)
@@ -106,13 +127,9 @@ def _run_and_collect(w: World, tmp_path: Path, caplog: pytest.LogCaptureFixture)
 
 def test_no_card_email_or_phone_leaves_the_store_after_a_full_run(
     world: World,  # noqa: F811
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    collect: Collect,
 ) -> None:
-    monkeypatch.setenv("TRIAGE_OUTBOX_DIR", str(tmp_path / "outbox"))
-    _configure(world, zendesk_keeps=[])
-    found = _run_and_collect(world, tmp_path, caplog)
+    found = collect([])
 
     # Every kind of destination was exercised: otherwise "no leak" would prove nothing.
     assert any(k.startswith("slack chat.postMessage") for k in found)
@@ -147,14 +164,9 @@ def test_no_card_email_or_phone_leaves_the_store_after_a_full_run(
 
 
 def test_a_helpdesk_may_keep_the_email_when_configured_and_nobody_else_gets_it(
-    world: World,  # noqa: F811
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    collect: Collect,
 ) -> None:
-    monkeypatch.setenv("TRIAGE_OUTBOX_DIR", str(tmp_path / "outbox"))
-    _configure(world, zendesk_keeps=["email"])
-    found = _run_and_collect(world, tmp_path, caplog)
+    found = collect(["email"])
     email = _needles()["email"]
     with_email = {where.split(" ")[0] for where, text in found.items() if email.search(text)}
     assert with_email == {"FakeZendesk"}

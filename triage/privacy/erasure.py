@@ -26,7 +26,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,17 +57,7 @@ class ErasureReport:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for ``--json``."""
-        return {
-            "dry_run": self.dry_run,
-            "erasure_id": self.erasure_id,
-            "items": self.items,
-            "by_source": self.by_source,
-            "removed": self.removed,
-            "anonymised": self.anonymised,
-            "deliveries": self.deliveries,
-            "previews_deleted": self.previews_deleted,
-            "previews_scrubbed": self.previews_scrubbed,
-        }
+        return asdict(self)
 
 
 class _DryRun(Exception):
