@@ -227,6 +227,18 @@ def test_languages_are_detected_at_ingest_unless_the_source_gave_one() -> None:
     assert with_languages(table).column("language").to_pylist() == ["fr", "unknown", "en"]
 
 
+def test_ingest_tells_apart_common_languages_only() -> None:
+    import pyarrow as pa
+
+    from triage.privacy.language import LanguageDetector
+
+    # Short English posts the unrestricted model reads as Nigerian Pidgin or Welsh.
+    texts = ["Good app 👍👍👍👍 no ads", "@nimbus add a timer ⏲️ pls"]
+    assert [g.language for g in LanguageDetector().detect_many(texts)] == ["pcm", "cy"]
+    table = pa.table({"text": texts, "language": pa.array([None, None], pa.string())})
+    assert with_languages(table).column("language").to_pylist() == ["en", "en"]
+
+
 # ------------------------------------------------------------------------ languages
 LANG_FEED: list[tuple[str, str, str]] = [
     ("l1", "@jo", "The app crashes on login every time, I cannot get to my notes"),
