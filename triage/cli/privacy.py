@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import duckdb
 import typer
 
 from triage.cli.options import ConfigOpt, DbOpt, fail, load_config_or_exit, store_or_exit
@@ -43,9 +44,17 @@ def forget(
     cfg = load_config_or_exit(config, db)
     with store_or_exit(cfg, must_exist=True) as store:
         report = erase(store, cfg, author, dry_run=dry_run)
-    if not dry_run and report.items + sum(report.anonymised.values()):
+    if not dry_run:
         # Deleted rows may survive as bytes in the file's free blocks until it is rewritten.
-        compact(cfg.database)
+        # Always, so running the command again finishes a rewrite that could not run.
+        try:
+            compact(cfg.database)
+        except duckdb.Error as exc:
+            fail(
+                f"the erasure is done and recorded, but {cfg.database} could not be rewritten "
+                f"({exc}); run the same command again when no other process uses the store",
+                1,
+            )
     result: dict[str, Any] = report.as_dict()
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
