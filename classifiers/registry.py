@@ -431,7 +431,7 @@ class Registry:
 
 def _rewrite_card(model_dir: Path, meta: dict[str, Any]) -> None:
     """Regenerate the model card under the registry version (and any policy kept from a champion)."""
-    from classifiers.train import model_card
+    from classifiers.card import model_card
 
     try:
         card = model_card(meta)

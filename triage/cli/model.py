@@ -41,7 +41,7 @@ def classify(
 
 
 def _config_for(arch: str) -> Path:
-    from classifiers.train import CONFIG_DIR
+    from classifiers.fitting import CONFIG_DIR
 
     cfg = CONFIG_DIR / f"textcat_{arch}.cfg"
     if not cfg.exists():
