@@ -19,7 +19,7 @@ import pytest
 
 from tests.clirun import clean_env, run_cli
 
-DEMO_VALID_ITEMS = 233
+DEMO_VALID_ITEMS = 233 + 158  # expected_labels.csv and expected_customer_labels.csv
 
 
 @pytest.fixture
