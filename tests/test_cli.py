@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.clirun import clean_env, run_cli
+from triage.customers.stages import STAGES
 
 DEMO_VALID_ITEMS = 233 + 158  # expected_labels.csv and expected_customer_labels.csv
 
@@ -67,6 +68,12 @@ def test_a_clean_run_exits_0_with_its_summary_and_both_times(work: Path) -> None
     assert "bulk-import        fetched      6  new      2  quarantined    4" in done.stdout
     assert "FAILED" not in done.stdout
     assert (work / "triage.duckdb").exists()
+    # The demo's recurring customers reach every lifecycle stage (issue 16).
+    customers = next(line for line in done.stdout.splitlines() if line.startswith("customers "))
+    counts = dict(re.findall(r"(\w[\w ]*?) (\d+)(?:,|$| \()", customers.split(": ", 1)[1]))
+    assert set(counts) == {s.replace("_", " ") for s in STAGES} and all(
+        int(n) > 0 for n in counts.values()
+    ), customers
 
     # Again, as JSON, against a running server: nothing new, no server started.
     again = run_cli("run", "--json", cwd=work)

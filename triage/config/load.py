@@ -398,7 +398,7 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
             for label, v in model.routing.auto_handoff.items()
         },
     )
-    config.customers = _customers(config, model.customers)
+    config.customers = _customers(config, model.customers, model.model_fields_set)
     if os.environ.get("TRIAGE_MODEL"):
         config.model = Path(os.environ["TRIAGE_MODEL"])
     elif model.model:
@@ -406,7 +406,7 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
     return config
 
 
-def _customers(config: Config, section: Any) -> types.CustomersConfig:
+def _customers(config: Config, section: Any, config_fields: set[str]) -> types.CustomersConfig:
     """The ``customers:`` section with its paths resolved and its durations parsed."""
     outcomes = section.outcomes_file
     return types.CustomersConfig(
@@ -416,6 +416,7 @@ def _customers(config: Config, section: Any) -> types.CustomersConfig:
         report_since=parse_duration(section.report_since),
         digest_destination=section.digest.destination,
         digest_period=parse_duration(section.digest.period),
+        configured="customers" in config_fields,
     )
 
 

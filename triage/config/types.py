@@ -86,6 +86,8 @@ class CustomersConfig:
     report_since: timedelta = timedelta(days=30)
     digest_destination: str | None = None
     digest_period: timedelta = timedelta(days=7)
+    # The file has a ``customers:`` section: `triage run` then ends with the customers per stage.
+    configured: bool = False
 
 
 @dataclass(slots=True)

@@ -80,7 +80,9 @@ def load_outcomes_for(
     return stored, errors
 
 
-def load_view(store: Store, customers: CustomersConfig, now: datetime | None = None) -> CustomerView:
+def load_view(
+    store: Store, customers: CustomersConfig, now: datetime | None = None
+) -> CustomerView:
     """Resolve every profile and derive its lifecycle from what the store holds at ``now``."""
     now = now or datetime.now(UTC)
     mentions = [
@@ -90,9 +92,7 @@ def load_view(store: Store, customers: CustomersConfig, now: datetime | None = N
     merges = [ManualMerge(a, b) for a, b in store.customer_merges()]
     resolution = resolve_profiles(mentions, merges)
     outcomes, errors = load_outcomes_for(store, customers)
-    lifecycles = assign_stages(
-        resolution.profiles, outcomes, config=customers.lifecycle, now=now
-    )
+    lifecycles = assign_stages(resolution.profiles, outcomes, config=customers.lifecycle, now=now)
     return CustomerView(mentions, resolution, lifecycles, outcomes, errors, now)
 
 
@@ -189,7 +189,13 @@ def profile_detail(view: CustomerView, profile: Profile) -> dict[str, Any]:
             for m in profile.mentions
         ],
         "changes": [
-            {"at": c.at, "from": c.previous, "to": c.stage, "signal": c.signal, "item_id": c.item_id}
+            {
+                "at": c.at,
+                "from": c.previous,
+                "to": c.stage,
+                "signal": c.signal,
+                "item_id": c.item_id,
+            }
             for c in lc.changes
         ],
         "follow_ups": [

@@ -102,4 +102,3 @@ class CustomerSection(StoreBase):
     def handoff_outcomes(self) -> list[dict[str, Any]]:
         """Every stored outcome."""
         return self._rows("SELECT * FROM handoff_outcomes ORDER BY handed_at, key")
-
