@@ -10,19 +10,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from tests.conftest import DEMO_DIR
 from tests.fakes.slack import FakeSlack
-from tests.test_report import CHROMIUM
+from tests.test_report import CHROMIUM, render_in_chromium
 from triage.cli.app import app
 from triage.customers.stages import STAGE_TITLES, STAGES
 from triage.report.digest import check_blocks
@@ -120,36 +117,7 @@ def test_report_command_renders_in_headless_chromium(
     index = out / "index.html"
     assert index.exists() and "open it in a browser" in result.output
     assert len(list(out.rglob("*.png"))) >= 6 and len(list(out.rglob("*.csv"))) >= 6
-    width, height = 1280, 2400
-    flags = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--window-size={width},{height}",
-    ]
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [*flags, f"--screenshot={shot}", index.as_uri()],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    dom = subprocess.run(
-        [*flags, "--dump-dom", index.as_uri()],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    with Image.open(shot) as im:
-        assert im.size == (width, height)
-        pixels = np.asarray(im.convert("RGB"), dtype=np.int32)
+    pixels, dom, _ = render_in_chromium(index, tmp_path, 1280, 2400)
     assert float((pixels.sum(axis=2) < 720).mean()) > 0.05  # not a blank page
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
     for stage in STAGES:

@@ -75,6 +75,21 @@ def _gone(what: str) -> Read:
     return Read("unknown", note=f"{what} not found (deleted, merged or no longer visible)")
 
 
+def _each(
+    targets: Sequence[Target],
+    records: dict[str, dict[str, Any]],
+    what: str,
+    read: Callable[[Target, dict[str, Any]], Read],
+) -> dict[str, Read]:
+    """Each handoff's outcome from its target's record; ``unknown`` when the tool has none."""
+    out: dict[str, Read] = {}
+    for t in targets:
+        tid = str(t["target_id"])
+        record = records.get(tid)
+        out[t["key"]] = _gone(f"{what} {tid}") if record is None else read(t, record)
+    return out
+
+
 # ---------------------------------------------------------------------------------- zendesk
 def read_zendesk(dest: ZendeskDestination, targets: Sequence[Target]) -> dict[str, Read]:
     """Ticket status, first public reply and solve time of each handoff's ticket."""
@@ -91,27 +106,23 @@ def read_zendesk(dest: ZendeskDestination, targets: Sequence[Target]) -> dict[st
         body = resp.json()
         tickets.update({str(t["id"]): t for t in body.get("tickets") or []})
         metrics.update({str(m["ticket_id"]): m for m in body.get("metric_sets") or []})
-    out: dict[str, Read] = {}
-    for t in targets:
-        tid = str(t["target_id"])
-        ticket = tickets.get(tid)
-        if ticket is None:
-            out[t["key"]] = _gone(f"ticket {tid}")
-            continue
+
+    def read(ticket: dict[str, Any]) -> Read:
         status = str(ticket.get("status"))
-        metric = metrics.get(tid) or {}
+        metric = metrics.get(str(ticket["id"])) or {}
         reply = (metric.get("reply_time_in_minutes") or {}).get("calendar")
         created = _time(ticket.get("created_at"))
         first = created + timedelta(minutes=int(reply)) if created and reply is not None else None
         solved = _time(metric.get("solved_at")) if status in ("solved", "closed") else None
-        out[t["key"]] = Read(
+        return Read(
             state="open" if status in OPEN_TICKET else "resolved" if solved else "unknown",
             external_state=status,
             first_response_at=first,
             resolved_at=solved,
             note=None if status in OPEN_TICKET or solved else f"status {status} without solved_at",
         )
-    return out
+
+    return _each(targets, tickets, "ticket", lambda _t, ticket: read(ticket))
 
 
 # ----------------------------------------------------------------------------------- github
@@ -132,15 +143,11 @@ def read_github(dest: GitHubDestination, targets: Sequence[Target]) -> dict[str,
     # The destination's own listing of the tracker's issues (its label, 100 a page, bounded).
     issues = {str(i["number"]): i for i in dest._issues()}
     firsts: dict[str, datetime | None] = {}
-    out: dict[str, Read] = {}
-    for t in targets:
-        number = str(t["target_id"])
-        issue = issues.get(number)
-        if issue is None:
-            out[t["key"]] = _gone(f"issue #{number}")
-            continue
+
+    def read(target: Target, issue: dict[str, Any]) -> Read:
+        number = str(issue["number"])
         comments = int(issue.get("comments") or 0)
-        first = t.get("first_response_at")
+        first = target.get("first_response_at")
         if first is None and comments:
             if number not in firsts:
                 firsts[number] = _first_reply(dest, number)
@@ -148,14 +155,15 @@ def read_github(dest: GitHubDestination, targets: Sequence[Target]) -> dict[str,
         closed = issue.get("state") == "closed"
         reason = issue.get("state_reason")
         state = "open" if not closed else "rejected" if reason == "not_planned" else "resolved"
-        out[t["key"]] = Read(
+        return Read(
             state=state,
             external_state=f"{issue.get('state')}:{reason}" if reason else str(issue.get("state")),
             first_response_at=first,
             resolved_at=_time(issue.get("closed_at")) if closed else None,
             comments=comments,
         )
-    return out
+
+    return _each(targets, issues, "issue", read)
 
 
 # ---------------------------------------------------------------------------------- hubspot
