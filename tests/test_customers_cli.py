@@ -185,3 +185,29 @@ def test_the_fake_refuses_an_image_of_a_file_never_uploaded(fake_slack: FakeSlac
         client.chat_postMessage(channel="#marketing-kudos", text="x", blocks=[block])
     with pytest.raises(SlackApiError, match="invalid_arguments"):
         client.files_getUploadURLExternal(filename="x.png", length=0)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("customers:\n  lifecycle: {product_name: [x]}\n", "product_name"),
+        ("customers:\n  digest: {destination: nowhere}\n", "'nowhere' is not a configured"),
+        ("customers:\n  digest: {period: weekly}\n", "expected a duration"),
+        ("customers:\n  report_since: 30\n", "customers.report_since"),
+        ("customers:\n  outcomes_file: {path: x.jsonl}\n", "source"),
+        ("customers:\n  lifecycle: {rules: [{signal: churn, to: at_risk}]}\n", "unknown signal"),
+    ],
+)
+def test_customers_configuration_is_checked_at_load(
+    tmp_path: Path, section: str, message: str
+) -> None:
+    from flows.settings import load_config
+    from triage.config import ConfigError
+
+    config = tmp_path / "demo"
+    shutil.copytree(DEMO_DIR, config)
+    text = (config / "triage.yaml").read_text(encoding="utf-8")
+    text = text[: text.index("\ncustomers:")] + "\n" + section
+    (config / "triage.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(config / "triage.yaml")
