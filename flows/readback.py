@@ -1,6 +1,6 @@
 """The read-back flow: what became of each handoff, then every customer's stage; and the digest.
 
-``readback`` (deployment ``readback-hourly``): the confirmed handoffs of the last
+``readback`` (deployment ``readback-hourly``, entrypoint ``flows/triage.py:readback``: see there): the confirmed handoffs of the last
 ``customers.readback_days`` are read back from their tools, one task per destination (each task
 reads all of its destination's handoffs in batched API calls: never a task per item), stored as
 ``handoff_outcomes``, and the customers' profiles and stages are refreshed. An API that is down
@@ -24,8 +24,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.settings import load_config
-from flows.triage import settings_at_run_time
+from flows.settings import load_config, settings_at_run_time
 from triage.config import Config
 from triage.customers.view import load_view, snapshot_rows
 from triage.destinations import build_destinations
