@@ -90,10 +90,13 @@ def test_manual_merge_joins_two_profiles_and_is_kept(demo: tuple[Path, Path]) ->
     a, b = profile("app_store:sam_ortiz_77"), profile("twitter:@samortiz")
     assert a["id"] != b["id"]  # look-alikes stay apart until someone says otherwise
     before = len(json.loads(cli(demo, "customers", "list", "--json").output))
-    merged = cli(demo, "customers", "merge", a["id"], "twitter:@samortiz")
+    assert a["first_seen"] < b["first_seen"]
+    # Named by the newer profile's id, which the merge retires: the older id survives.
+    merged = cli(demo, "customers", "merge", b["id"], "app_store:sam_ortiz_77")
     assert merged.exit_code == 0, merged.output
+    assert merged.output.startswith(f"merged: {a['id']} now has 2 identities")
     after = profile("twitter:@samortiz")
-    assert after == profile("app_store:sam_ortiz_77")
+    assert after == profile("app_store:sam_ortiz_77") and after["id"] == a["id"]
     assert len(after["mentions"]) == len(a["mentions"]) + len(b["mentions"])
     assert after["merged_by"] == ["manual"]
     assert len(json.loads(cli(demo, "customers", "list", "--json").output)) == before - 1

@@ -164,7 +164,8 @@ def merge(
             typer.echo(f"{a} and {b} are already one customer ({pa.id})")
             return
         store.add_customer_merge(str(found[a]), str(found[b]), merged_by="cli")
-        merged = load_view(store, cfg.customers).resolution.get(a)
+        # By identity key: an id may be the newer profile's, which the merge retires.
+        merged = load_view(store, cfg.customers).resolution.get(str(found[a]))
     assert merged is not None
     typer.echo(
         f"merged: {merged.id} now has {len(merged.identities)} identities and "

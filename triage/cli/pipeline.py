@@ -175,7 +175,10 @@ def run(
     summary["wall_seconds"] = round(time.monotonic() - STARTED, 3)
     if cfg.customers.configured:
         # After the run's wall time: deriving every customer's stage is reported on its own line.
-        summary["customers"], summary["customers_seconds"] = _customer_stages(cfg)
+        try:
+            summary["customers"], summary["customers_seconds"] = _customer_stages(cfg)
+        except StoreError as exc:  # busy again already: the run itself succeeded
+            typer.secho(f"customers per stage skipped: {exc}", fg=typer.colors.YELLOW, err=True)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
