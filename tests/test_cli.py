@@ -129,7 +129,9 @@ def test_status_and_quarantine_after_a_run(work: Path) -> None:
 
     status = run_cli("status", cwd=work)
     assert status.returncode == 0, status.stderr
-    assert status.stdout.splitlines()[1].startswith(f"items {DEMO_VALID_ITEMS}, classified 233")
+    assert status.stdout.splitlines()[1].startswith(
+        f"items {DEMO_VALID_ITEMS}, classified {DEMO_VALID_ITEMS}"
+    )
     as_json = json.loads(run_cli("status", "--json", cwd=work).stdout)
     assert as_json["items_total"] == DEMO_VALID_ITEMS and as_json["quarantined"] == 4
 

@@ -267,7 +267,7 @@ def test_a_failed_source_fails_the_run_after_the_others_are_done(
 
     assert state.is_failed()
     assert state.message is not None
-    assert state.message.startswith("1 of 7 sources failed: reddit-brand (ConnectorError: ")
+    assert state.message.startswith("1 of 8 sources failed: reddit-brand (ConnectorError: ")
     assert "REDDIT_CLIENT_ID" in state.message
     failed = state.result(raise_on_failure=False)
     assert isinstance(failed, SourcesFailed)
