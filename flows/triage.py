@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from prefect.states import Failed
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
 from flows.progress import Event, Stage, emit
-from flows.settings import load_config
+from flows.settings import load_config, settings_at_run_time
 from triage.config import Config, SourceConfig
 from triage.delivery import drain
 from triage.destinations import after_drain, build_destinations
@@ -272,31 +271,6 @@ class SourcesFailed(Exception):
         return str(self.args[0])
 
 
-def settings_at_run_time(
-    config_path: str | None, database: str | None
-) -> tuple[str | None, str | None]:
-    """The configuration and database a run uses, read when the run starts.
-
-    An explicit parameter wins, then the environment (``TRIAGE_CONFIG``, ``TRIAGE_DB``), then the
-    Prefect variables ``triage_config`` and ``triage_db``. The variables are read here, at run
-    time, so ``prefect variable set triage_db … --overwrite`` applies to the next scheduled run
-    without a redeploy.
-    """
-    from prefect.variables import Variable
-
-    def pick(given: str | None, env: str, variable: str) -> str | None:
-        if given:
-            return given
-        if os.environ.get(env):
-            return os.environ[env]
-        value = Variable.get(variable, default=None)
-        return str(value) if value else None
-
-    return pick(config_path, "TRIAGE_CONFIG", "triage_config"), pick(
-        database, "TRIAGE_DB", "triage_db"
-    )
-
-
 def failure_message(failures: dict[str, str], total: int) -> str:
     """``2 of 6 sources failed: reddit-brand (ConnectorError: …); x (…)``."""
     parts = "; ".join(f"{name} ({err[:300]})" for name, err in failures.items())
@@ -374,6 +348,14 @@ def run_triage(**parameters: Any) -> dict[str, Any]:
     except SourcesFailed as exc:
         return exc.summary
     return summary
+
+
+# The read-back and weekly-digest flows, importable from this file as deployment entrypoints
+# (flows/triage.py:readback): a worker loads a flow file with flows/ first on sys.path, where any
+# other file's `import triage` would find this module instead of the package.
+from flows.readback import readback, weekly_digest
+
+__all__ = ["readback", "run_triage", "triage", "weekly_digest"]
 
 
 if __name__ == "__main__":

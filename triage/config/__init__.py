@@ -21,6 +21,7 @@ from triage.config.models import SourceSettings, json_schema, parse_duration
 from triage.config.types import (
     Config,
     ConfigError,
+    CustomersConfig,
     DepartmentConfig,
     DestinationConfig,
     ReviewConfig,
@@ -33,6 +34,7 @@ __all__ = [
     "DEMO_CONFIG",
     "Config",
     "ConfigError",
+    "CustomersConfig",
     "DepartmentConfig",
     "DestinationConfig",
     "ReviewConfig",

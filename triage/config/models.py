@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
 )
 
+from triage.customers.stages import LifecycleConfig
 from triage.models import LABELS
 
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -297,6 +298,48 @@ class Delivery(Strict):
     )
 
 
+class OutcomesFile(Strict):
+    """Handoff outcomes from an export (JSON Lines), for handoffs no API reads back."""
+
+    path: NonEmpty = Field(description="JSON Lines file, relative to this configuration file")
+    source: NonEmpty = Field(description="the configured source whose items it describes")
+
+
+class Digest(Strict):
+    """The weekly digest in Slack."""
+
+    destination: NonEmpty | None = Field(
+        default=None, description="Slack destination it is posted to (none: no digest)"
+    )
+    period: str = Field(default="7d", description="the span it covers: 7d, 14d")
+
+    _period = field_validator("period", mode="before")(lambda value: _checked_duration(value))
+
+
+def _checked_duration(value: Any) -> Any:
+    if isinstance(value, str):
+        parse_duration(value)  # raises ValueError with the reason
+    return value
+
+
+class Customers(Strict):
+    """Customer profiles, lifecycle rules, read-back of handoffs, report and digest."""
+
+    lifecycle: LifecycleConfig = Field(
+        default_factory=LifecycleConfig, description="stage rules (README, Customers)"
+    )
+    outcomes_file: OutcomesFile | None = Field(
+        default=None, description="handoff outcomes from a file instead of an API"
+    )
+    readback_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        default=90, description="read back handoffs made in the last this many days"
+    )
+    report_since: str = Field(default="30d", description="default period of `triage report`")
+    digest: Digest = Field(default_factory=Digest)
+
+    _since = field_validator("report_since", mode="before")(lambda value: _checked_duration(value))
+
+
 def _sources_type(sources: _Frozen) -> Any:
     members = tuple(Annotated[m, Tag(kind)] for kind, m in _source_models(sources).items())
     union = members[0]
@@ -330,6 +373,7 @@ def _config_file_model(sources: _Frozen) -> type[Strict]:
         "classification": (Classification, Classification()),
         "delivery": (Delivery, Delivery()),
         "alerts": (Alerts, Alerts()),
+        "customers": (Customers, Customers()),
     }
     model: type[Strict] = create_model(
         "TriageConfig",

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from triage.store.base import StoreBase
 from triage.store.classify import ClassifySection
+from triage.store.customers import CustomerSection
 from triage.store.handoffs import HandoffSection
 from triage.store.ingest import IngestSection
 from triage.store.outbox import OutboxSection
@@ -36,6 +37,7 @@ class Store(
     OutboxSection,
     ReviewSection,
     HandoffSection,
+    CustomerSection,
     StatusSection,
     StoreBase,
 ):

@@ -203,6 +203,55 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        5,
+        "customers and handoff outcomes",
+        """
+        -- Manual merges (`triage customers merge A B`), kept as identity keys: a customer id can
+        -- change when profiles merge, the keys never do.
+        CREATE TABLE customer_merges (
+            a_key VARCHAR NOT NULL,
+            b_key VARCHAR NOT NULL,
+            merged_by VARCHAR,
+            merged_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (a_key, b_key)
+        );
+        -- The latest derived profiles and stages (refreshed by the read-back flow), so `triage
+        -- customers list` and the digest can say who moved since the last refresh.
+        CREATE TABLE customer_profiles (
+            id VARCHAR PRIMARY KEY,
+            display_name VARCHAR NOT NULL,
+            stage VARCHAR NOT NULL,
+            stage_since TIMESTAMPTZ,
+            identities VARCHAR NOT NULL,
+            mentions BIGINT NOT NULL,
+            reach BIGINT NOT NULL DEFAULT 0,
+            first_seen TIMESTAMPTZ NOT NULL,
+            last_seen TIMESTAMPTZ NOT NULL,
+            previous_stage VARCHAR,
+            refreshed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        -- What became of each handoff, read back from its tool (or an export). A failed read
+        -- keeps the last known state and records the error: nothing read before is lost.
+        CREATE TABLE handoff_outcomes (
+            key VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            department VARCHAR NOT NULL,
+            system VARCHAR NOT NULL,
+            destination VARCHAR,
+            target_id VARCHAR,
+            state VARCHAR NOT NULL,
+            external_state VARCHAR,
+            handed_at TIMESTAMPTZ NOT NULL,
+            first_response_at TIMESTAMPTZ,
+            resolved_at TIMESTAMPTZ,
+            comments BIGINT,
+            checked_at TIMESTAMPTZ,
+            last_error VARCHAR,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
