@@ -318,6 +318,7 @@ def _cross_references(
             problems.append((("routing", "rules", i, "department"), msg))
     destination(("review", "destination"), model.review.destination)
     destination(("alerts", "destination"), model.alerts.destination)
+    destination(("models", "destination"), model.models.destination)
     return problems
 
 
@@ -395,6 +396,17 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
             label: (v if isinstance(v, bool) else float(v))
             for label, v in model.routing.auto_handoff.items()
         },
+    )
+    m = model.models
+    config.models = types.ModelsConfig(
+        # Beside the database by default, like the decision spool: every command finds it.
+        registry=config.resolve(m.registry) if m.registry else db_path.parent / "models",
+        keep_versions=m.keep_versions,
+        min_new_corrections=m.min_new_corrections,
+        destination=m.destination,
+        retrain=m.retrain.model_dump(),
+        gate=m.gate.model_dump(),
+        drift=m.drift.model_dump(),
     )
     if os.environ.get("TRIAGE_MODEL"):
         config.model = Path(os.environ["TRIAGE_MODEL"])
