@@ -22,6 +22,7 @@ from prefect.states import Failed
 
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
+from flows.learning import active_model
 from flows.progress import Event, Stage, emit
 from flows.settings import load_config
 from triage.config import Config, SourceConfig
@@ -82,8 +83,12 @@ def _classifier(path: str | None) -> Classifier:
 
 
 def classifier_for(config: Config) -> Classifier:
-    """The model the configuration asks for, with its review thresholds overridden by config."""
-    clf = _classifier(str(config.model) if config.model else None)
+    """The active model (README, "Learning from corrections"), with the config's thresholds.
+
+    The registry's pointer is read on every call and the cache is keyed by the model's folder,
+    so a promotion or rollback applies to the next run of a long-lived worker.
+    """
+    clf = _classifier(str(active_model(config).path))
     if config.thresholds or config.margin is not None:
         clf = clf.with_overrides(config.thresholds, config.margin)
     return clf
