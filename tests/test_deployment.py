@@ -27,6 +27,8 @@ from tests.clirun import BIN, REPO, clean_env, run_cli
 
 DEPLOYMENT = "triage/triage-every-15-min"
 POOL = "triage-pool"  # the work pool prefect.yaml names
+# Every scheduled deployment in prefect.yaml (their schedules are removed for the test).
+SCHEDULED = (DEPLOYMENT, "retrain/retrain-weekly", "retrain/retrain-when-due")
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +56,14 @@ def deployment() -> Iterator[None]:
     async def unschedule() -> None:
         # The cron schedule would add runs of its own during the test; only ours should run.
         async with get_client() as client:
-            dep = await client.read_deployment_by_name(DEPLOYMENT)
-            for schedule in await client.read_deployment_schedules(dep.id):
-                await client.delete_deployment_schedule(dep.id, schedule.id)
+            deps = [await client.read_deployment_by_name(name) for name in SCHEDULED]
+            for dep in deps:
+                for schedule in await client.read_deployment_schedules(dep.id):
+                    await client.delete_deployment_schedule(dep.id, schedule.id)
+            ids = {dep.id for dep in deps}
             runs = await client.read_flow_runs()
             for run in runs:
-                if run.deployment_id == dep.id and run.state and run.state.is_scheduled():
+                if run.deployment_id in ids and run.state and run.state.is_scheduled():
                     await client.delete_flow_run(run.id)
 
     import asyncio
