@@ -22,6 +22,7 @@ from prefect.states import Failed
 
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
+from flows.drift import watch_drift
 from flows.learning import active_model
 from flows.progress import Event, Stage, emit
 from flows.settings import load_config
@@ -258,6 +259,7 @@ classify_task = _stage(classify_pending, "classify")
 route_task = _stage(route_pending, "route")
 review_task = _stage(process_pending, "apply-review-decisions")
 deliver_task = _stage(deliver_pending, "deliver", retries=2, retry_delay_seconds=[5, 15])
+drift_task = _stage(watch_drift, "drift-watch")
 
 
 class SourcesFailed(Exception):
@@ -308,6 +310,18 @@ def failure_message(failures: dict[str, str], total: int) -> str:
     return f"{len(failures)} of {total} sources failed: {parts}"
 
 
+def _drift(config: Config) -> dict[str, Any]:
+    """The drift watch; its failure (e.g. Slack down) is reported, never fails the run."""
+    try:
+        result: dict[str, Any] = drift_task(config)
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - alerts are retried by the next run
+        log.warning("drift watch failed: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return result
+
+
 @flow(name="triage", log_prints=True)
 def triage(
     config_path: str | None = None,
@@ -355,6 +369,7 @@ def triage(
     classified = classify_task(config, batch_size)
     routed = route_task(config)
     delivered = deliver_task(config) if deliver else None
+    drift = _drift(config) if deliver else None
     summary = {
         "database": str(config.database),
         "config": str(config.path),
@@ -364,6 +379,7 @@ def triage(
         "route": routed,
         "deliver": delivered,
         "review": review,
+        "drift": drift,
         "seconds": round(time.monotonic() - started, 3),
     }
     if failures:
