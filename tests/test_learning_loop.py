@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -25,25 +25,12 @@ from flows.retrain import retrain as retrain_flow
 from flows.settings import load_config
 from flows.triage import prediction_table, run_triage
 from tests.clirun import clean_env, run_cli
-from tests.fakes.slack import FakeSlack, start_fake_slack
+from tests.fakes.slack import FakeSlack
 from tests.learning_domain import domain_rows, write_csv
 from triage.models import LABELS, Mention
 from triage.store import open_store
 
 REVIEW_CHANNEL = "C0REVIEW"  # the fake's id of #feedback-review
-
-
-@pytest.fixture
-def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
-    """The strict local Slack fake, the client pointed at it (in this process and commands')."""
-    state, server = start_fake_slack()
-    monkeypatch.setenv("SLACK_BOT_TOKEN", state.token)
-    monkeypatch.setenv("SLACK_API_URL", state.url)
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _workspace(tmp_path: Path, **models: Any) -> Path:
@@ -94,11 +81,8 @@ def _predictions(cfg: Path, gold: dict[str, str]) -> tuple[set[str], float]:
     return {v for _, v, _ in mine}, sum(lab == g for lab, _, g in mine) / len(mine)
 
 
-def _cli(cfg: Path, *args: str, slack: FakeSlack | None = None) -> Any:
-    env = clean_env(
-        **({"SLACK_BOT_TOKEN": slack.token, "SLACK_API_URL": slack.url} if slack else {})
-    )
-    done = run_cli(*args, "--config", cfg, cwd=cfg.parent, env=env)
+def _cli(cfg: Path, *args: str) -> Any:
+    done = run_cli(*args, "--config", cfg, cwd=cfg.parent, env=clean_env())
     assert done.returncode == 0, f"triage {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -151,7 +135,7 @@ def test_domain_corrections_promote_a_better_model_that_runs_use_and_rollback_re
 
 @pytest.mark.slow
 def test_a_poisoned_import_is_refused_by_the_scheduled_flow_and_announced(
-    tmp_path: Path, slack: FakeSlack
+    tmp_path: Path, fake_slack: FakeSlack
 ) -> None:
     cfg = _workspace(tmp_path)
     rows = domain_rows(300, seed=1)
@@ -169,7 +153,7 @@ def test_a_poisoned_import_is_refused_by_the_scheduled_flow_and_announced(
     listed = json.loads(_cli(cfg, "models", "list", "--json").stdout)["models"]
     assert [m["version"] for m in listed if m["active"]] == [SHIPPED]
     # Announced once in the review channel, with the comparison and the reason.
-    posts = slack.messages[REVIEW_CHANNEL]
+    posts = fake_slack.messages[REVIEW_CHANNEL]
     assert len(posts) == 1
     text = posts[0]["text"]
     assert "kept `shipped`" in text and "refused" in text
@@ -177,7 +161,9 @@ def test_a_poisoned_import_is_refused_by_the_scheduled_flow_and_announced(
     assert result["announced"] == f"{REVIEW_CHANNEL}:{posts[0]['ts']}"
 
 
-def test_a_tiny_import_is_refused_and_the_due_check_waits(tmp_path: Path, slack: FakeSlack) -> None:
+def test_a_tiny_import_is_refused_and_the_due_check_waits(
+    tmp_path: Path, fake_slack: FakeSlack
+) -> None:
     cfg = _workspace(tmp_path, min_new_corrections=50)
     tiny = write_csv(tmp_path / "tiny.csv", domain_rows(30, seed=2))
     _cli(cfg, "corrections", "import", "--input", str(tiny))
@@ -193,7 +179,7 @@ def test_a_tiny_import_is_refused_and_the_due_check_waits(tmp_path: Path, slack:
         "skipped": True,
         "reason": "0 new corrections since the last decision; a retrain needs 50",
     }
-    assert slack.messages[REVIEW_CHANNEL] == []
+    assert fake_slack.messages[REVIEW_CHANNEL] == []
 
 
 def _history(cfg: Path, days: int, per_day: int, now: datetime) -> None:
@@ -216,13 +202,11 @@ def _history(cfg: Path, days: int, per_day: int, now: datetime) -> None:
             ]
             store.insert_items(mentions)
             ids = [m.id for m in mentions]
-            import pyarrow as pa
-
             store.insert_predictions(prediction_table(pa.array(ids), scores, clf, when))
 
 
 def test_drift_after_a_run_is_announced_once_with_examples(
-    tmp_path: Path, slack: FakeSlack
+    tmp_path: Path, fake_slack: FakeSlack
 ) -> None:
     cfg = _workspace(tmp_path)
     _history(cfg, days=8, per_day=25, now=datetime.now(UTC))
@@ -230,7 +214,7 @@ def test_drift_after_a_run_is_announced_once_with_examples(
     _drop(cfg, "today.jsonl", domain_rows(40, seed=5))
     summary = run_triage(config_path=str(cfg))
     assert summary["drift"]["alerts"] >= 1 and summary["drift"]["announced"] >= 1
-    posts = slack.messages[REVIEW_CHANNEL]
+    posts = fake_slack.messages[REVIEW_CHANNEL]
     assert len(posts) == 1
     text = posts[0]["text"]
     today = datetime.now(UTC).date().isoformat()
@@ -239,7 +223,7 @@ def test_drift_after_a_run_is_announced_once_with_examples(
     # The next run sees the same day outside its band: no second alert.
     summary = run_triage(config_path=str(cfg))
     assert summary["drift"] == {"alerts": 0, "announced": 0, "ref": None}
-    assert len(slack.messages[REVIEW_CHANNEL]) == 1
+    assert len(fake_slack.messages[REVIEW_CHANNEL]) == 1
     with duckdb.connect(str(tmp_path / "triage.duckdb"), read_only=True) as con:
         rows = con.execute(
             "SELECT count(*), count(announced_at) FROM drift_alerts WHERE source = 'keyboard-forum'"
