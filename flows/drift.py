@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from classifiers.drift import DriftAlert, DriftSettings, daily_stats, detect_drift
+from classifiers.drift import DailyStats, DriftAlert, DriftSettings, daily_stats, detect_drift
 from flows.learning import announcer, models_config
 from triage.config import Config
 from triage.destinations.alerts import notify
 from triage.keys import stable_key
+from triage.models import LABELS
 from triage.slack.messages import inert
 from triage.store import open_store
 
@@ -43,6 +44,19 @@ def drift_settings(config: Config) -> DriftSettings:
             "mean_top_score": float(d.get("mean_top_score_floor", 0.03)),
             "label_share:": float(d.get("label_share_floor", 0.05)),
         },
+    )
+
+
+def _baseline_day(row: dict[str, Any]) -> DailyStats:
+    """A baseline day from :meth:`Store.drift_daily` (rounded as :func:`daily_stats` rounds)."""
+    return DailyStats(
+        source=str(row["source"]),
+        day=row["day"],
+        items=int(row["items"]),
+        review_rate=round(float(row["review_rate"]), 4),
+        mean_top_score=round(float(row["mean_top_score"]), 4),
+        top_score_sd=round(float(row["top_score_sd"] or 0.0), 4),
+        label_share={lab: round(float(row[f"share_{lab}"]), 4) for lab in LABELS},
     )
 
 
@@ -97,8 +111,11 @@ def watch_drift(config: Config, now: datetime | None = None) -> dict[str, Any]:
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
     since = today - timedelta(days=1)
     start = datetime.combine(since - timedelta(days=settings.window), datetime.min.time(), UTC)
+    recent = datetime.combine(since, datetime.min.time(), UTC)
     with open_store(config.database) as store:
-        stats = daily_stats(store.drift_predictions(start), examples=_EXAMPLES)
+        # The baseline days summed in SQL; the days judged item by item (for their examples).
+        baseline = [_baseline_day(r) for r in store.drift_daily(start, recent, LABELS)]
+        stats = baseline + daily_stats(store.drift_predictions(recent), examples=_EXAMPLES)
         alerts = detect_drift(stats, settings, since=since)
         new = store.record_drift_alerts([alert_row(a) for a in alerts])
         pending = store.unannounced_drift_alerts()

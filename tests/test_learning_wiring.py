@@ -277,3 +277,42 @@ def test_models_commands_and_the_active_model_everywhere(tmp_path: Path) -> None
         "classify", "-i", texts, "-o", out_file, "--model", registry.version_path(version)
     )
     assert code == 0 and json.loads(out_file.read_text())["model_version"] == version
+
+
+def test_the_drift_baseline_summed_in_sql_equals_the_engines_daily_stats(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from classifiers.drift import daily_stats
+    from flows.drift import _baseline_day
+    from flows.triage import prediction_table
+    from triage.models import LABELS
+
+    config = load_config(_config(tmp_path))
+    clf = Classifier.load(DEFAULT_MODEL_DIR)
+    rng = np.random.default_rng(3)
+    with open_store(config.database) as store:
+        for day in range(4):
+            for source in ("forum", "mail"):
+                n = 15 + 7 * day
+                when = T0 + timedelta(days=day, hours=23, minutes=59)  # late: the UTC day counts
+                mentions = [
+                    Mention(source=source, external_id=f"{day}-{k}", text=f"t {k}", created_at=when)
+                    for k in range(n)
+                ]
+                store.insert_items(mentions)
+                scores = rng.dirichlet(np.ones(len(LABELS)), size=n)
+                ids = pa.array([m.id for m in mentions])
+                store.insert_predictions(prediction_table(ids, scores, clf, when))
+        start, end = T0 - timedelta(days=1), T0 + timedelta(days=10)
+        engine = daily_stats(store.drift_predictions(start))
+        summed = [_baseline_day(r) for r in store.drift_daily(start, end, LABELS)]
+    assert len(engine) == len(summed) == 8
+    for a, b in zip(engine, summed, strict=True):
+        assert (a.source, a.day, a.items) == (b.source, b.day, b.items)
+        assert (a.review_rate, a.mean_top_score, a.top_score_sd) == (
+            b.review_rate,
+            b.mean_top_score,
+            b.top_score_sd,
+        )
+        assert a.label_share == b.label_share

@@ -89,6 +89,29 @@ class LearningSection(StoreBase):
             )
         return pa.Table.from_batches(batches)
 
+    def drift_daily(
+        self, start: datetime, before: datetime, labels: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Per source and UTC day in [start, before): the drift signals, aggregated in SQL.
+
+        The baseline of the drift watch: a month of a busy store is hundreds of thousands of
+        predictions, summed here instead of read row by row. Columns: ``source``, ``day``,
+        ``items``, ``review_rate``, ``mean_top_score``, ``top_score_sd`` and ``share_<label>``.
+        """
+        shares = ", ".join(
+            f"avg(CASE WHEN p.label = '{label}' THEN 1.0 ELSE 0.0 END) AS share_{label}"
+            for label in labels
+            if label.isidentifier()  # labels are the contract's names; never quoted input
+        )
+        return self._rows(
+            "SELECT i.source, CAST(timezone('UTC', p.classified_at) AS DATE) AS day, "
+            "count(*) AS items, avg(CASE WHEN p.needs_review THEN 1.0 ELSE 0.0 END) AS review_rate, "
+            f"avg(p.score) AS mean_top_score, stddev_pop(p.score) AS top_score_sd, {shares} "
+            "FROM predictions p JOIN items i ON i.id = p.item_id "
+            "WHERE p.classified_at >= ? AND p.classified_at < ? GROUP BY 1, 2 ORDER BY 1, 2",
+            [start, before],
+        )
+
     def item_links(self, item_ids: Sequence[str]) -> dict[str, str | None]:
         """The original post's URL of each item (None when it has none)."""
         out: dict[str, str | None] = {}
