@@ -145,6 +145,7 @@ def test_a_failed_source_fails_the_deployment_run_and_variables_apply_without_re
         "classify",
         "route",
         "deliver",
+        "drift-watch",
     }
     # The other sources were fetched, classified and routed all the same.
     assert _items(first_db) == 233
