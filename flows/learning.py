@@ -135,13 +135,18 @@ def load_corrections(config: Config) -> list[Correction]:
 
 
 def run_retrain(
-    config: Config, *, promote: bool = True, log: Callable[[str], None] = print
+    config: Config,
+    *,
+    promote: bool = True,
+    log: Callable[[str], None] = print,
+    corrections: list[Correction] | None = None,
 ) -> Decision:
-    """Retrain from every stored correction, gate, and promote when better.
+    """Retrain from every stored correction (or those given), gate, and promote when better.
 
     The store is closed before training starts: a triage run may write meanwhile.
     """
-    corrections = load_corrections(config)
+    if corrections is None:
+        corrections = load_corrections(config)
     return retrain(
         corrections, registry_for(config), retrain_settings(config, promote=promote), log=log
     )

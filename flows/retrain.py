@@ -16,8 +16,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from classifiers.corrections import Correction
 from classifiers.retrain import render
-from flows.learning import announcer, models_config, retrain_due, run_retrain
+from flows.learning import announcer, load_corrections, models_config, retrain_due, run_retrain
 from flows.settings import load_config
 from flows.triage import settings_at_run_time
 from triage.config import Config
@@ -50,8 +51,8 @@ def decision_message(decision: dict[str, Any]) -> dict[str, Any]:
     return {"text": text}
 
 
-def _retrain(config: Config, promote: bool) -> dict[str, Any]:
-    decision = run_retrain(config, promote=promote, log=log.info)
+def _retrain(config: Config, corrections: list[Correction], promote: bool) -> dict[str, Any]:
+    decision = run_retrain(config, promote=promote, log=log.info, corrections=corrections)
     return decision.to_json()
 
 
@@ -66,6 +67,10 @@ def _announce(config: Config, decision: dict[str, Any]) -> str | None:
     )
 
 
+# Reading waits up to 30 s for a triage run's write lock; a long backfill may hold it longer.
+load_task = task(
+    name="read-corrections", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[60, 300, 900]
+)(load_corrections)
 retrain_task = task(name="train-and-gate", cache_policy=NO_CACHE)(_retrain)
 announce_task = task(
     name="announce-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30]
@@ -102,7 +107,7 @@ def retrain(
             reason = f"{new} new corrections since the last decision; a retrain needs {need}"
             log.info(reason)
             return {"skipped": True, "reason": reason}
-    decision = retrain_task(config, promote)
+    decision = retrain_task(config, load_task(config), promote)
     decision["announced"] = announce_task(config, decision)
     return decision
 
