@@ -450,3 +450,16 @@ def resolve_active_model(registry_dir: str | Path | None) -> ActiveModel:
     if registry_dir is None:
         return ActiveModel(DEFAULT_MODEL_DIR, SHIPPED)
     return Registry(registry_dir).active()
+
+
+def active_model_for(model: str | Path | None, registry_dir: str | Path | None) -> ActiveModel:
+    """The model a configuration classifies with: a pinned ``model`` folder, else the active one.
+
+    Args:
+        model: The configuration's ``model:`` (or ``TRIAGE_MODEL``); it wins when set (version
+            ``configured``).
+        registry_dir: The configured registry folder (see :func:`resolve_active_model`).
+    """
+    if model is not None:
+        return ActiveModel(Path(model), "configured")
+    return resolve_active_model(registry_dir)

@@ -32,7 +32,7 @@ from classifiers.corrections import (
 )
 from classifiers.gate import GatePolicy
 from classifiers.model import DEFAULT_MODEL_DIR
-from classifiers.registry import SHIPPED, ActiveModel, Registry
+from classifiers.registry import SHIPPED, ActiveModel, Registry, active_model_for
 from classifiers.retrain import Decision, RetrainSettings, new_corrections_since_last, retrain
 from triage.config import Config, ModelsConfig
 from triage.destinations import Destination
@@ -58,9 +58,7 @@ def active_model(config: Config) -> ActiveModel:
     Raises:
         classifiers.registry.RegistryError: When the active version's folder is gone.
     """
-    if config.model is not None:
-        return ActiveModel(Path(config.model), "configured")
-    return registry_for(config).active()
+    return active_model_for(config.model, models_config(config).registry)
 
 
 def retrain_settings(config: Config, *, promote: bool = True) -> RetrainSettings:

@@ -32,6 +32,7 @@ from tests.learning_domain import domain_rows, write_csv
 from triage.cli import app
 from triage.config import ConfigError
 from triage.models import Mention
+from triage.servers.slack_app import _queue_view
 from triage.store import SCHEMA_VERSION, open_store
 
 runner = CliRunner()
@@ -267,11 +268,16 @@ def test_models_commands_and_the_active_model_everywhere(tmp_path: Path) -> None
     assert active_model(config).version == version
     assert classified_by() == version
     assert classifier_for(config).version == version
+    # The Slack app's App Home and /triage say which model classifies.
+    with open_store(config.database):
+        pass
+    assert f"model `{version}`" in _queue_view(config)[-1]["elements"][0]["text"]
     code, out = _cli("models", "rollback", "--config", cfg)
     assert code == 0 and "shipped" in out
     shipped = Classifier.load(DEFAULT_MODEL_DIR).version
     assert classified_by() == shipped
     assert classifier_for(config).version == shipped
+    assert f"model `{SHIPPED}`" in _queue_view(config)[-1]["elements"][0]["text"]
     # An explicit --model still wins.
     code, out = _cli(
         "classify", "-i", texts, "-o", out_file, "--model", registry.version_path(version)
