@@ -22,12 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from classifiers.correction_files import ImportReport, import_file
 from classifiers.corrections import (
     Correction,
-    ImportReport,
     from_arrow,
     from_reviews,
-    import_file,
     to_arrow,
 )
 from classifiers.gate import GatePolicy
@@ -113,7 +112,7 @@ def import_corrections(
     """Read a corrections file and store what it changes (latest wins; counts in the report).
 
     Raises:
-        classifiers.corrections.CorrectionsFileError: The file cannot be read at all.
+        classifiers.correction_files.CorrectionsFileError: The file cannot be read at all.
     """
     with open_store(config.database) as store, store.transaction():
         report = import_file(

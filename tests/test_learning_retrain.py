@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from classifiers.corrections import Correction, import_file
+from classifiers.correction_files import import_file
+from classifiers.corrections import Correction
 from classifiers.model import DEFAULT_MODEL_DIR, META_FILE, Classifier
 from classifiers.registry import SHIPPED, Registry, resolve_active_model
 from classifiers.retrain import (

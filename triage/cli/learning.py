@@ -37,7 +37,7 @@ def corrections_import(
     Bad rows are reported by line and skipped. Exit codes: 0 imported (even partly), 1 no row
     was usable, 2 the file cannot be read (missing, no text/label column, not UTF-8).
     """
-    from classifiers.corrections import CorrectionsFileError
+    from classifiers.correction_files import CorrectionsFileError
     from flows.learning import import_corrections
     from triage.store import StoreError
 
