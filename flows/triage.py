@@ -21,6 +21,8 @@ from prefect.states import Failed
 
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
+from flows.drift import watch_drift
+from flows.learning import active_model
 from flows.progress import Event, Stage, emit
 from flows.settings import load_config, settings_at_run_time
 from triage.config import Config, SourceConfig
@@ -81,8 +83,12 @@ def _classifier(path: str | None) -> Classifier:
 
 
 def classifier_for(config: Config) -> Classifier:
-    """The model the configuration asks for, with its review thresholds overridden by config."""
-    clf = _classifier(str(config.model) if config.model else None)
+    """The active model (README, "Learning from corrections"), with the config's thresholds.
+
+    The registry's pointer is read on every call and the cache is keyed by the model's folder,
+    so a promotion or rollback applies to the next run of a long-lived worker.
+    """
+    clf = _classifier(str(active_model(config).path))
     if config.thresholds or config.margin is not None:
         clf = clf.with_overrides(config.thresholds, config.margin)
     return clf
@@ -252,6 +258,7 @@ classify_task = _stage(classify_pending, "classify")
 route_task = _stage(route_pending, "route")
 review_task = _stage(process_pending, "apply-review-decisions")
 deliver_task = _stage(deliver_pending, "deliver", retries=2, retry_delay_seconds=[5, 15])
+drift_task = _stage(watch_drift, "drift-watch")
 
 
 class SourcesFailed(Exception):
@@ -275,6 +282,18 @@ def failure_message(failures: dict[str, str], total: int) -> str:
     """``2 of 6 sources failed: reddit-brand (ConnectorError: …); x (…)``."""
     parts = "; ".join(f"{name} ({err[:300]})" for name, err in failures.items())
     return f"{len(failures)} of {total} sources failed: {parts}"
+
+
+def _drift(config: Config) -> dict[str, Any]:
+    """The drift watch; its failure (e.g. Slack down) is reported, never fails the run."""
+    try:
+        result: dict[str, Any] = drift_task(config)
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - alerts are retried by the next run
+        log.warning("drift watch failed: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return result
 
 
 @flow(name="triage", log_prints=True)
@@ -324,6 +343,7 @@ def triage(
     classified = classify_task(config, batch_size)
     routed = route_task(config)
     delivered = deliver_task(config) if deliver else None
+    drift = _drift(config) if deliver else None
     summary = {
         "database": str(config.database),
         "config": str(config.path),
@@ -333,6 +353,7 @@ def triage(
         "route": routed,
         "deliver": delivered,
         "review": review,
+        "drift": drift,
         "seconds": round(time.monotonic() - started, 3),
     }
     if failures:
@@ -350,12 +371,13 @@ def run_triage(**parameters: Any) -> dict[str, Any]:
     return summary
 
 
-# The read-back and weekly-digest flows, importable from this file as deployment entrypoints
+# The read-back, weekly-digest and retrain flows, importable from this file as deployment entrypoints
 # (flows/triage.py:readback): a worker loads a flow file with flows/ first on sys.path, where any
 # other file's `import triage` would find this module instead of the package.
 from flows.readback import readback, weekly_digest
+from flows.retrain import retrain
 
-__all__ = ["readback", "run_triage", "triage", "weekly_digest"]
+__all__ = ["readback", "retrain", "run_triage", "triage", "weekly_digest"]
 
 
 if __name__ == "__main__":

@@ -29,6 +29,13 @@ DEPLOYMENT = "triage/triage-every-15-min"
 # The read-back and the weekly digest (issue 16), deployed from the same prefect.yaml.
 OTHER_DEPLOYMENTS = ("readback/readback-hourly", "weekly-digest/weekly-digest")
 POOL = "triage-pool"  # the work pool prefect.yaml names
+# Every scheduled deployment in prefect.yaml (their schedules are removed for the test).
+SCHEDULED = (
+    DEPLOYMENT,
+    *OTHER_DEPLOYMENTS,
+    "retrain/retrain-weekly",
+    "retrain/retrain-when-due",
+)
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +63,15 @@ def deployment() -> Iterator[None]:
     async def unschedule() -> None:
         # The cron schedules would add runs of their own during the test; only ours should run.
         async with get_client() as client:
-            for name in (DEPLOYMENT, *OTHER_DEPLOYMENTS):
-                dep = await client.read_deployment_by_name(name)
+            deps = [await client.read_deployment_by_name(name) for name in SCHEDULED]
+            for dep in deps:
                 for schedule in await client.read_deployment_schedules(dep.id):
                     await client.delete_deployment_schedule(dep.id, schedule.id)
-                runs = await client.read_flow_runs()
-                for run in runs:
-                    if run.deployment_id == dep.id and run.state and run.state.is_scheduled():
-                        await client.delete_flow_run(run.id)
+            ids = {dep.id for dep in deps}
+            runs = await client.read_flow_runs()
+            for run in runs:
+                if run.deployment_id in ids and run.state and run.state.is_scheduled():
+                    await client.delete_flow_run(run.id)
 
     import asyncio
 
@@ -144,6 +152,7 @@ def test_a_failed_source_fails_the_deployment_run_and_variables_apply_without_re
         "classify",
         "route",
         "deliver",
+        "drift-watch",
     }
     # The other sources were fetched, classified and routed all the same.
     assert _items(first_db) == 233 + 158  # the demo feeds and its recurring customers

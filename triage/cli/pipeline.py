@@ -111,6 +111,13 @@ def print_summary(summary: dict[str, Any]) -> None:
             + ", ".join(f"{stage.replace('_', ' ')} {n}" for stage, n in stages.items())
             + " (`triage customers list`, `triage report --out report`)"
         )
+    dr = summary.get("drift") or {}
+    if dr.get("announced") or dr.get("error"):
+        out.append(
+            f"drift watch: {dr['error']}"
+            if dr.get("error")
+            else f"drift watch: {dr['announced']} signal(s) outside their band, announced"
+        )
     if summary["failed_sources"]:
         failed = ", ".join(summary["failed_sources"])
         out.append(f"FAILED sources: {failed} (the other sources were triaged; exit code 1)")

@@ -320,6 +320,7 @@ def _cross_references(
     destination(("review", "destination"), model.review.destination)
     destination(("alerts", "destination"), model.alerts.destination)
     destination(("customers", "digest", "destination"), model.customers.digest.destination)
+    destination(("models", "destination"), model.models.destination)
     return problems
 
 
@@ -399,6 +400,17 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
         },
     )
     config.customers = _customers(config, model.customers, model.model_fields_set)
+    m = model.models
+    config.models = types.ModelsConfig(
+        # Beside the database by default, like the decision spool: every command finds it.
+        registry=config.resolve(m.registry) if m.registry else db_path.parent / "models",
+        keep_versions=m.keep_versions,
+        min_new_corrections=m.min_new_corrections,
+        destination=m.destination,
+        retrain=m.retrain.model_dump(),
+        gate=m.gate.model_dump(),
+        drift=m.drift.model_dump(),
+    )
     if os.environ.get("TRIAGE_MODEL"):
         config.model = Path(os.environ["TRIAGE_MODEL"])
     elif model.model:

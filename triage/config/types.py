@@ -90,6 +90,24 @@ class CustomersConfig:
     configured: bool = False
 
 
+@dataclass(slots=True, frozen=True)
+class ModelsConfig:
+    """The ``models:`` section: the registry folder and the learning loop's settings.
+
+    ``retrain``, ``gate`` and ``drift`` are the validated sub-sections as plain dicts (the
+    learning modules turn them into their settings objects).
+    """
+
+    registry: Path
+    keep_versions: int = 10
+    min_new_corrections: int = 200
+    # The Slack destination for retrain decisions and drift alerts (None: review.destination).
+    destination: str | None = None
+    retrain: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Config:
     """The whole validated configuration."""
@@ -113,6 +131,8 @@ class Config:
     # A label not listed falls back to its department's ``auto_handoff``.
     auto_handoff: dict[str, bool | float] = field(default_factory=dict)
     customers: CustomersConfig = field(default_factory=CustomersConfig)
+    # None only for hand-built configurations; read_config always fills it in.
+    models: ModelsConfig | None = None
 
     @property
     def review_destination(self) -> str | None:

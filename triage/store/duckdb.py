@@ -20,6 +20,7 @@ from triage.store.classify import ClassifySection
 from triage.store.customers import CustomerSection
 from triage.store.handoffs import HandoffSection
 from triage.store.ingest import IngestSection
+from triage.store.learning import LearningSection
 from triage.store.outbox import OutboxSection
 from triage.store.review import ReviewSection
 from triage.store.route import RouteSection
@@ -38,6 +39,7 @@ class Store(
     ReviewSection,
     HandoffSection,
     CustomerSection,
+    LearningSection,
     StatusSection,
     StoreBase,
 ):

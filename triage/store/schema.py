@@ -204,6 +204,49 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        4,
+        "learning loop: corrections and drift alerts",
+        """
+        -- Corrections imported from files (classifiers/corrections.py describes the rows).
+        -- Reviewers' Slack decisions stay in training_examples / review_decisions and are read
+        -- from there. Append-only: the current label of a text is its latest row.
+        CREATE SEQUENCE correction_seq;
+        CREATE TABLE corrections (
+            id VARCHAR PRIMARY KEY,
+            seq BIGINT NOT NULL DEFAULT nextval('correction_seq'),
+            text_key VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            label VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            provenance_kind VARCHAR NOT NULL,
+            provenance VARCHAR NOT NULL,
+            line BIGINT,
+            item_id VARCHAR,
+            previous_label VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            stored_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX corrections_text_key ON corrections (text_key);
+        -- One row per (source, day, signal) that left its band: announced once.
+        CREATE TABLE drift_alerts (
+            key VARCHAR PRIMARY KEY,
+            source VARCHAR NOT NULL,
+            day DATE NOT NULL,
+            metric VARCHAR NOT NULL,
+            value DOUBLE NOT NULL,
+            low DOUBLE NOT NULL,
+            high DOUBLE NOT NULL,
+            median DOUBLE NOT NULL,
+            items BIGINT NOT NULL,
+            example_ids VARCHAR NOT NULL,
+            summary VARCHAR NOT NULL,
+            ref VARCHAR,
+            detected_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            announced_at TIMESTAMPTZ
+        );
+        """,
+    ),
+    (
         5,
         "customers and handoff outcomes",
         """
