@@ -154,6 +154,28 @@ def test_forget_leaves_no_trace_in_the_database_file_or_the_outbox(
             "SELECT id, text, 'service_issue', 'U1', now() FROM items WHERE id = ?",
             [j1],
         )
+        # Issue 15's corrections and issue 16's profiles, merges and read-back, as they write them.
+        con.execute(
+            "INSERT INTO corrections (id, text_key, text, label, source, provenance_kind, "
+            "provenance, item_id, created_at) SELECT 'c-j1', 'k', text, 'service_issue', "
+            "'social', 'file', 'fixes.csv', id, now() FROM items WHERE id = ?",
+            [j1],
+        )
+        con.execute(
+            "INSERT INTO customer_profiles (id, display_name, stage, identities, mentions, "
+            "first_seen, last_seen) VALUES ('p1', 'Jane.Doe', 'customer', "
+            '\'["handle:social:jane.doe", "email:jane.doe@example.org"]\', 4, now(), now()), '
+            "('p2', 'Sam', 'customer', '[\"handle:social:sam\"]', 1, now(), now())"
+        )
+        con.execute(
+            "INSERT INTO customer_merges (a_key, b_key) VALUES "
+            "('handle:social:jane.doe', 'email:jane.doe@example.org')"
+        )
+        con.execute(
+            "INSERT INTO handoff_outcomes (key, item_id, department, system, state, handed_at) "
+            "VALUES ('h-j1', ?, 'support', 'zendesk', 'open', now())",
+            [j1],
+        )
         quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()
     assert quarantined == (1,)
     # Before: she is everywhere, and the byte search can see her (it is not compressed away).
@@ -191,6 +213,13 @@ def test_forget_leaves_no_trace_in_the_database_file_or_the_outbox(
     assert _found(json.dumps([list(map(str, a)) for a in audits]).encode()) == []
     assert all(n == (0,) for n in gone.values()), gone
     assert sam is not None and "[erased]" in sam[0] and "crashes on login" in sam[0]
+    with duckdb.connect(str(world.db), read_only=True) as con:
+        profiles = con.execute("SELECT id FROM customer_profiles").fetchall()
+        left = [
+            con.execute(f"SELECT count(*) FROM {t}").fetchone()
+            for t in ("corrections", "customer_merges", "handoff_outcomes")
+        ]
+    assert profiles == [("p2",)] and left == [(0,), (0,), (0,)]
     # The rewritten file is a working store: the next run adds to it.
     world.add([("n1", "@new", "The app crashes on login, please fix it")], day=22)
     world.run()

@@ -84,6 +84,19 @@ def identifiers(author: str) -> tuple[list[str], list[str], list[str]]:
     return handles, [f"/{bare}", f"/@{bare}", f"/{bare}/", f"/@{bare}/"], needles
 
 
+def identity_patterns(author: str) -> list[str]:
+    """SQL ``LIKE`` patterns of the person's customer identity keys (issue 16's profiles).
+
+    ``email:<address>``, or ``handle:<platform>:<handle>`` on any platform, alone in a column or
+    inside a JSON list.
+    """
+    bare = author.strip().lower().lstrip("@")
+    escaped = bare.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if _EMAIL.match(bare):
+        return [f"email:{escaped}", f'%"email:{escaped}"%']
+    return [f"handle:%:{escaped}", f'%"handle:%:{escaped}"%']
+
+
 def _author_keys(rows: list[dict[str, Any]]) -> list[str]:
     # The keys destinations stored (testimonials, tickets): as DeliveryItem.author_key builds
     # them, and the pseudonym used where the author was redacted.
@@ -132,8 +145,9 @@ def forget(store: Store, config: Config, author: str, *, dry_run: bool = False) 
             titled = store.blank_group_titles(ids)
             if titled:
                 report.anonymised["feature_groups"] = titled
+            patterns = identity_patterns(author)
             for entry in PERSONAL_TABLES:
-                n = store.erase_linked(entry, ids, keys)
+                n = store.erase_linked(entry, ids, keys, patterns)
                 if n:
                     report.removed[entry.table] = n
             for entry in PERSONAL_TABLES:

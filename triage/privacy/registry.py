@@ -54,6 +54,9 @@ class PersonalTable:
     item_column: str | None = "item_id"
     author_columns: tuple[str, ...] = ()
     key_columns: tuple[str, ...] = ()
+    # Columns holding customer identity keys (``handle:<platform>:<handle>``,
+    # ``email:<address>``), alone or in a JSON list: rows naming the person are erased.
+    identity_columns: tuple[str, ...] = ()
     text_columns: tuple[str, ...] = ()
     detail_columns: tuple[str, ...] = ()
     time_column: str | None = None
@@ -101,6 +104,20 @@ PERSONAL_TABLES: list[PersonalTable] = [
         detail_columns=("url",),
         time_column="recorded_at",
     ),
+    # Issue 15: corrections imported from files or kept from reviews (training data).
+    PersonalTable("corrections", text_columns=("text",), time_column="created_at", expire="delete"),
+    # Issue 16: derived customer profiles and manual merges (identity keys), handoff read-back.
+    PersonalTable(
+        "customer_profiles",
+        item_column=None,
+        identity_columns=("identities",),
+        author_columns=("display_name",),
+        retention=False,
+    ),
+    PersonalTable(
+        "customer_merges", item_column=None, identity_columns=("a_key", "b_key"), retention=False
+    ),
+    PersonalTable("handoff_outcomes", retention=False),
     # A group's title is the first request's text; the group itself is an aggregate.
     PersonalTable(
         "feature_groups",

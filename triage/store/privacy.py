@@ -73,9 +73,15 @@ class PrivacySection(StoreBase):
         return out
 
     def erase_linked(
-        self, entry: PersonalTable, item_ids: Sequence[str], keys: Sequence[str]
+        self,
+        entry: PersonalTable,
+        item_ids: Sequence[str],
+        keys: Sequence[str],
+        identity_patterns: Sequence[str] = (),
     ) -> int:
-        """Delete (or blank) the entry's rows of the person: by item, or by author key.
+        """Delete (or blank) the entry's rows of the person: by item, author key or identity.
+
+        ``identity_patterns`` are SQL ``LIKE`` patterns of their customer identity keys.
 
         Returns:
             How many rows were removed or blanked.
@@ -91,6 +97,10 @@ class PrivacySection(StoreBase):
             for col in entry.key_columns:
                 if col in cols:
                     conds.append((f"lower({col}) IN ({marks(chunk)})", chunk))
+        for col in entry.identity_columns:
+            if col in cols:
+                for pattern in identity_patterns:
+                    conds.append((f"lower({col}) LIKE ? ESCAPE '\\'", [pattern]))
         total = 0
         for cond, params in conds:
             if entry.erase == "delete":
