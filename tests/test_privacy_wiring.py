@@ -294,3 +294,20 @@ def test_unsupported_languages_go_to_review_or_their_own_destination(
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["by_language"] == {"en": 1, "es": 1, "fr": 1, "unknown": 1}
+
+
+def test_reports_and_the_digest_get_redacted_figures(world: World) -> None:  # noqa: F811
+    from datetime import UTC, datetime
+
+    from flows.settings import load_config
+    from triage.report.data import Quote
+
+    policy = PrivacyPolicy(load_config(world.config, database=str(world.db)))
+    at = datetime(2026, 11, 20, tzinfo=UTC)
+    figures = {"quotes": (Quote(f"love it, write me at {EMAIL} or {PHONE}", None, at),), "n": 3}
+    redacted = policy.tree(figures, None)
+    assert redacted["quotes"][0].text == "love it, write me at [email] or [phone]"
+    assert redacted["quotes"][0].at == at and redacted["n"] == 3
+    # A destination keeping e-mail sees it; nobody sees the phone.
+    kept = policy.tree(figures, "zendesk")["quotes"][0].text
+    assert EMAIL in kept and PHONE not in kept

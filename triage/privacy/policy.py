@@ -11,6 +11,7 @@ destination can keep them.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from triage.config import Config
 from triage.keys import stable_key
@@ -89,3 +90,27 @@ class PrivacyPolicy:
             url=self.link(item.url, destination),
             author_ref=ref,
         )
+
+    def tree(self, value: Any, destination: str | None) -> Any:
+        """``value`` with every string in it redacted for ``destination``: for built reports.
+
+        Walks dataclasses (rebuilt with :func:`dataclasses.replace`), tuples, lists and dicts
+        (values only); anything else is returned as is. Strings without personal data come back
+        unchanged, so identifiers, labels and URLs without e-mail addresses are untouched.
+        """
+        if isinstance(value, str):
+            return self.text(value, destination)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes = {
+                f.name: self.tree(getattr(value, f.name), destination)
+                for f in dataclasses.fields(value)
+                if f.init
+            }
+            return dataclasses.replace(value, **changes)
+        if isinstance(value, tuple):
+            return tuple(self.tree(v, destination) for v in value)
+        if isinstance(value, list):
+            return [self.tree(v, destination) for v in value]
+        if isinstance(value, dict):
+            return {k: self.tree(v, destination) for k, v in value.items()}
+        return value
