@@ -1,0 +1,156 @@
+"""The cursor advance, from the README's contract (not from the code).
+
+README, "How it works": the cursor advances in the same transaction that stores the batch, so a
+crash never skips or loses items. "Social and community sources": each stream keeps the newest id,
+or the newest time plus the ids seen at that time, so two posts in the same second are neither lost
+nor stored twice; pages are stored with the *old* cursor and the new one is written only after the
+last page; the first run goes back ``backfill_days``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from connectors.paging import HighestId, Verdict, Watermark
+from triage.models import Mention, Rejected
+from triage.store import open_store
+
+T0 = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
+
+
+def mention(ext: str, at: datetime = T0) -> Mention:
+    return Mention(source="feed", external_id=ext, text=f"post {ext}", created_at=at)
+
+
+# ------------------------------------------------------------------ the store's half
+
+
+def test_a_source_has_no_cursor_before_its_first_batch(tmp_path: Path) -> None:
+    with open_store(tmp_path / "t.duckdb") as store:
+        assert store.get_cursor("feed") is None
+        assert store.reset_cursor("feed") is False
+
+
+def test_each_batch_stores_its_items_and_its_cursor(tmp_path: Path) -> None:
+    with open_store(tmp_path / "t.duckdb") as store:
+        bad = Rejected(source="feed", reason="no text", raw='{"id": 3}', external_id="3")
+        assert store.ingest("feed", [mention("1"), mention("2")], [bad], {"since": 1}) == (2, 1)
+        assert store.get_cursor("feed") == {"since": 1}
+        assert store.get_cursor("other") is None
+        # A repeat of the same batch (a re-read after a crash) stores nothing new.
+        assert store.ingest("feed", [mention("2"), mention("3")], [bad], {"since": 2}) == (1, 0)
+        assert store.get_cursor("feed") == {"since": 2}
+        # Stored as JSON, whatever the cursor's shape; dates as text.
+        store.ingest("feed", [], [], {"at": T0, "ids": ["a", "b"]})
+        assert store.get_cursor("feed") == {"at": str(T0), "ids": ["a", "b"]}
+        # advance_cursor=False stores the batch and leaves the cursor where it was.
+        assert store.ingest("feed", [mention("4")], [], {"since": 99}, advance_cursor=False) == (
+            1,
+            0,
+        )
+        assert store.get_cursor("feed") == {"at": str(T0), "ids": ["a", "b"]}
+        assert store.reset_cursor("feed") is True
+        assert store.get_cursor("feed") is None
+
+
+def test_a_batch_that_fails_to_store_leaves_items_and_cursor_as_they_were(tmp_path: Path) -> None:
+    with open_store(tmp_path / "t.duckdb") as store:
+        store.ingest("feed", [mention("1")], [], {"since": 1})
+        broken = pa.table({"not_a_column": [1]})  # fails after the mentions were inserted
+        with pytest.raises(Exception):  # noqa: B017 - whatever the backend raises
+            store.ingest("feed", [mention("2")], [], {"since": 2}, items=broken)
+        assert store.get_cursor("feed") == {"since": 1}
+        assert store.ingest("feed", [mention("2")], [], {"since": 2}) == (1, 0)
+
+
+# ------------------------------------------------------------------ time-ordered streams
+
+
+def test_watermark_first_run_takes_everything_since_the_backfill_bound() -> None:
+    mark = Watermark.load(None, T0)
+    assert mark.admit(T0 + timedelta(seconds=1), "new") is Verdict.NEW
+    assert mark.admit(T0, "at-the-bound") is Verdict.NEW
+    assert mark.admit(T0 - timedelta(seconds=1), "older") is Verdict.PAST
+    assert mark.dump() == {"since": (T0 + timedelta(seconds=1)).isoformat(), "ids": ["new"]}
+
+
+def test_watermark_keeps_every_post_of_the_newest_second() -> None:
+    mark = Watermark.load(None, T0 - timedelta(days=7))
+    late = T0 + timedelta(minutes=5)
+    for ext, at in [("b", late), ("a", late), ("x", T0), ("c", late)]:
+        assert mark.admit(at, ext) is Verdict.NEW
+    cursor = mark.dump()
+    assert cursor == {"since": late.isoformat(), "ids": ["a", "b", "c"]}
+
+    # The next run: the same second again holds one more post, which alone is new.
+    again = Watermark.load(cursor, T0 - timedelta(days=7))
+    for ext in ("a", "b", "c"):
+        assert again.admit(late, ext) is Verdict.SEEN
+    assert again.admit(late, "d") is Verdict.NEW
+    assert again.admit(T0, "x") is Verdict.PAST
+    # Still the same newest second: the ids taken before stay remembered with the new one.
+    assert again.dump() == {"since": late.isoformat(), "ids": ["a", "b", "c", "d"]}
+
+
+def test_watermark_moves_on_to_a_newer_second_and_forgets_older_ids() -> None:
+    cursor = {"since": T0.isoformat(), "ids": ["a"]}
+    mark = Watermark.load(cursor, T0 - timedelta(days=7))
+    newer = T0 + timedelta(seconds=1)
+    assert mark.admit(newer, "n1") is Verdict.NEW
+    assert mark.admit(T0, "a") is Verdict.SEEN
+    assert mark.admit(T0, "b") is Verdict.NEW
+    assert mark.dump() == {"since": newer.isoformat(), "ids": ["n1"]}
+
+
+def test_watermark_with_nothing_new_keeps_its_cursor() -> None:
+    cursor = {"since": T0.isoformat(), "ids": ["a", "b"]}
+    mark = Watermark.load(cursor, T0 - timedelta(days=7))
+    assert mark.admit(T0, "b") is Verdict.SEEN
+    assert mark.admit(T0 - timedelta(hours=1), "z") is Verdict.PAST
+    assert mark.dump() == cursor
+    # Time-ordered streams learn nothing before a record is read.
+    mark.see("anything")
+    assert mark.behind("anything") is False
+    assert mark.dump() == cursor
+
+
+# ------------------------------------------------------------------ id-ordered streams
+
+
+def order(x: object) -> int | None:
+    return int(str(x)) if str(x).isdigit() else None
+
+
+def test_highest_id_moves_only_upwards_and_ignores_unorderable_ids() -> None:
+    mark = HighestId("since_id", stored=None, order=order)
+    assert mark.dump() is None  # nothing seen: the cursor entry is left as it was
+    for position in ["5", "12", "9", None, "abc", "11"]:
+        mark.see(position)
+    assert mark.dump() == {"since_id": "12"}
+
+
+def test_highest_id_ends_a_stream_at_or_below_the_stored_id() -> None:
+    mark = HighestId("since_id", stored="10", order=order)
+    assert mark.dump() == {"since_id": "10"}
+    assert mark.behind("9") and mark.behind("10")
+    assert not mark.behind("11")
+    assert not mark.behind(None) and not mark.behind("abc")
+    mark.see("9")
+    assert mark.dump() == {"since_id": "10"}
+    mark.see("11")
+    assert mark.dump() == {"since_id": "11"}
+    # With a stored id, the backfill bound no longer applies: the id decides.
+    bounded = HighestId("since_id", stored="10", order=order, start=T0)
+    assert bounded.admit(T0 - timedelta(days=30), "old") is Verdict.NEW
+
+
+def test_highest_id_first_run_reaches_back_only_to_the_backfill_bound() -> None:
+    mark = HighestId("since_id", stored=None, order=order, start=T0)
+    assert not mark.behind("1")
+    assert mark.admit(T0, "at") is Verdict.NEW
+    assert mark.admit(T0 - timedelta(seconds=1), "before") is Verdict.PAST
+    assert HighestId("ts", stored=None, order=order).admit(T0, "x") is Verdict.NEW
