@@ -12,6 +12,8 @@ per item, destination and kind.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +24,13 @@ import yaml
 
 from flows.settings import load_config
 from triage.config import Config
-from triage.routing import delivery_key, department_for, release_handoffs, route_batch
+from triage.routing import (
+    auto_handoff,
+    delivery_key,
+    department_for,
+    release_handoffs,
+    route_batch,
+)
 
 CONFIG = {
     "sources": [],
@@ -36,6 +44,7 @@ CONFIG = {
                 "min_score": 0.8,
                 "department": "sales",
             },
+            {"name": "partners", "source": "partners", "department": "sales"},
             {"name": "si", "label": "service_issue", "department": "support"},
             {"name": "sl", "label": "sales_lead", "department": "sales"},
             {"name": "fr", "label": "feature_request", "department": "product"},
@@ -106,6 +115,15 @@ TABLE = [
     # Nothing matches (kudos under its min_score) or a rule for nobody: kept, handed to nobody.
     Row("o", "social", "love it", "kudos", 0.29, False, None, "unmatched", KEPT, ()),
     Row("p", "social", "buy followers", "other", 0.99, False, None, "spam", KEPT, ()),
+    # A source-only rule takes every label of its source, and only of its source; a rule's source
+    # alone does not make it match (vip also wants a sales lead).
+    Row("q", "partners", "app crashes", "service_issue", 0.9, False, "sales", "partners", REVIEW,
+        ()),
+    Row("r", "forms", "app crashes", "service_issue", 0.9, False, "support", "si", AUTO,
+        ("support-desk", "product-desk")),
+    # An earlier rule keeps what it matched, even when a later rule would match too.
+    Row("s", "partners", "we were hacked", "sales_lead", 0.95, False, "support", "security", AUTO,
+        ("support-desk", "product-desk")),
 ]
 # fmt: on
 
@@ -167,6 +185,45 @@ def test_each_row_alone_routes_the_same(config: Config, row: Row) -> None:
     deliveries = outbox.select(["item_id", "destination", "kind"]).to_pylist()
     assert {tuple(d.values()) for d in deliveries} == expected_deliveries([row])
     assert department_for(config, row.source, row.text, row.label, row.score) == row.department
+    if row.department is not None:
+        auto = auto_handoff(config, row.department, row.label, row.score, row.flagged)
+        assert auto is (row.state == AUTO)
+
+
+def test_a_record_batch_routes_like_a_table(config: Config) -> None:
+    # The flow routes the store's Arrow record batches, not tables.
+    (record_batch,) = batch(TABLE).to_batches()
+    routes, outbox = route_batch(config, record_batch)
+    got = routes.select(["item_id", "department", "rule", "state"]).to_pylist()
+    assert [tuple(g.values()) for g in got] == [
+        (r.item, r.department, r.rule, r.state) for r in TABLE
+    ]
+    deliveries = outbox.select(["item_id", "destination", "kind"]).to_pylist()
+    assert {tuple(d.values()) for d in deliveries} == expected_deliveries(TABLE)
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone set far from UTC (and back afterwards)."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14 all year
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_from_utc")
+def test_routes_and_deliveries_are_stamped_in_utc_whatever_the_local_zone(config: Config) -> None:
+    before = datetime.now(UTC)
+    routes, outbox = route_batch(config, batch(TABLE[:3]))
+    released = release_handoffs(config, [("x", "support")])
+    after = datetime.now(UTC)
+    for stamps in (
+        routes.column("routed_at"),
+        outbox.column("created_at"),
+        released.column("created_at"),
+    ):
+        assert all(before <= t <= after for t in stamps.to_pylist())
 
 
 def test_an_empty_batch_routes_nothing(config: Config) -> None:
