@@ -282,3 +282,38 @@ def test_a_drain_sends_no_more_than_its_limit(desk: Desk) -> None:
     assert desk.drain(limit=2).sent == 2
     assert sorted(desk.row(k)["state"] for k in keys) == ["pending", "sent", "sent"]
     assert desk.drain().sent == 1
+
+
+def test_each_death_is_announced_once(desk: Desk) -> None:
+    key = desk.queue(item("a"))
+    desk.hook.fail_next(401, times=2, path="/hooks")
+    desk.drain()
+    (dead,) = desk.store.unannounced_dead()
+    assert (dead["key"], dead["destination"], dead["attempts"]) == (key, "hook", 1)
+    assert "401" in dead["last_error"]
+    desk.store.mark_dead_announced(key, dead["died_at"], "alert-1")
+    assert desk.store.unannounced_dead() == []
+    # Requeued, dead again: a new death, announced again.
+    desk.store.retry_dead()
+    desk.drain()
+    (again,) = desk.store.unannounced_dead()
+    assert again["key"] == key and again["died_at"] != dead["died_at"]
+    assert desk.store.unannounced_dead(limit=0) == []
+
+
+def test_a_delivery_missing_from_the_outbox_is_reported_dead(desk: Desk) -> None:
+    """Marking a key the outbox does not hold creates nothing and reports it dead (never "failed",
+    which would promise a retry that cannot happen)."""
+    assert desk.store.mark_failed("no-such-key", "boom", 60, MAX_ATTEMPTS) == "dead"
+    assert desk.store.mark_lookup_failed("no-such-key", "boom", 60, MAX_ATTEMPTS) == "dead"
+    assert desk.store._rows("SELECT key FROM outbox", []) == []
+
+
+def test_long_errors_are_stored_cut_to_2000_characters(desk: Desk) -> None:
+    key = desk.queue(item("a"))
+    error = "x" * 1999 + "yz" + "!" * 3000
+    assert desk.store.mark_failed(key, error, 60, MAX_ATTEMPTS) == "failed"
+    assert desk.row(key)["last_error"] == error[:2000]
+    desk.store.mark_sending(key)
+    assert desk.store.mark_lookup_failed(key, error, 60, MAX_ATTEMPTS) == "sending"
+    assert desk.row(key)["last_error"] == error[:2000]
