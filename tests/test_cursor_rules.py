@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from connectors.paging import HighestId, Verdict, Watermark
-from triage.models import Mention, Rejected
+from triage.models import ITEM_SCHEMA, Mention, Rejected
 from triage.store import open_store
 
 T0 = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
@@ -55,6 +55,18 @@ def test_each_batch_stores_its_items_and_its_cursor(tmp_path: Path) -> None:
         assert store.get_cursor("feed") == {"at": str(T0), "ids": ["a", "b"]}
         assert store.reset_cursor("feed") is True
         assert store.get_cursor("feed") is None
+
+
+def test_mentions_and_columnar_rows_of_one_batch_are_counted_together(tmp_path: Path) -> None:
+    # The file connector hands over most of a batch as ITEM_SCHEMA rows, the rest as mentions.
+    rows = pa.Table.from_pylist([mention(x).to_row() for x in ("3", "4", "5")], schema=ITEM_SCHEMA)
+    with open_store(tmp_path / "t.duckdb") as store:
+        assert store.ingest("feed", [mention("1"), mention("2")], [], {"n": 5}, items=rows) == (
+            5,
+            0,
+        )
+        assert store.ingest("feed", [mention("6")], [], {"n": 6}, items=rows) == (1, 0)
+        assert store.get_cursor("feed") == {"n": 6}
 
 
 def test_a_batch_that_fails_to_store_leaves_items_and_cursor_as_they_were(tmp_path: Path) -> None:

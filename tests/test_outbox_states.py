@@ -207,9 +207,18 @@ def test_a_destination_no_longer_configured_is_dead_at_once_with_the_fix(desk: D
     report = desk.drain()
     assert (report.dead, report.sent) == (1, 0)
     row = desk.row(key)
-    assert row["state"] == "dead"
+    assert row["state"] == "dead" and row["next_attempt_at"] <= datetime.now(UTC)
     assert "renamed-hook" in row["last_error"]
     assert "triage outbox retry --destination renamed-hook" in row["last_error"]
+
+
+def test_a_delivery_whose_item_is_gone_is_dead_at_once(desk: Desk) -> None:
+    key = desk.queue("no-such-item")
+    report = desk.drain()
+    assert (report.dead, report.sent) == (1, 0)
+    row = desk.row(key)
+    assert row["state"] == "dead" and row["last_error"] == "item not found"
+    assert desk.hook.received == {}
 
 
 def test_a_delivery_left_sending_is_looked_up_not_sent_again(desk: Desk) -> None:
@@ -317,3 +326,21 @@ def test_long_errors_are_stored_cut_to_2000_characters(desk: Desk) -> None:
     desk.store.mark_sending(key)
     assert desk.store.mark_lookup_failed(key, error, 60, MAX_ATTEMPTS) == "sending"
     assert desk.row(key)["last_error"] == error[:2000]
+
+
+def test_a_small_page_reaches_past_failures_and_the_limit_holds(desk: Desk) -> None:
+    seed(desk.store, [("d", False), ("e", False)])
+    keys = sorted(desk.queue(item(x)) for x in ("a", "b", "c", "d", "e"))
+    desk.hook.fail_next(500, times=2, path="/hooks")
+    report = drain(desk.store, desk.config, build_destinations(desk.config), limit=3, batch=2)
+    # Two failed and stay out of the way; one more was sent; the rest wait for the next drain.
+    assert (report.failed, report.sent) == (2, 1)
+    assert sorted(desk.row(k)["state"] for k in keys) == [
+        "failed",
+        "failed",
+        "pending",
+        "pending",
+        "sent",
+    ]
+    report = drain(desk.store, desk.config, build_destinations(desk.config), batch=1)
+    assert (report.sent, report.failed) == (2, 0)
