@@ -138,6 +138,8 @@ def test_a_delivery_is_sent_once_and_recorded(desk: Desk) -> None:
     assert row["state"] == "sent" and row["attempts"] == 1 and row["last_error"] is None
     assert row["sent_at"] >= before and row["external_ref"]
     assert list(desk.hook.received) == [key]
+    doc = desk.hook.received[key]["doc"]
+    assert (doc["idempotency_key"], doc["kind"], doc["item"]["id"]) == (key, "handoff", item("a"))
     # Nothing is due any more: a second drain sends nothing.
     assert desk.drain().as_dict()["sent"] == 0
     assert len(desk.hook.requests("POST")) == 1
@@ -249,7 +251,7 @@ def test_a_failed_lookup_stays_sending_until_max_attempts(desk: Desk) -> None:
     assert (report.failed, report.dead, report.sent) == (1, 0, 0)
     row = desk.row(key)
     assert row["state"] == "sending" and row["attempts"] == 2
-    assert row["last_error"].startswith("lookup: ") and "500" in row["last_error"]
+    assert row["last_error"].startswith("lookup: DeliveryError: ") and "500" in row["last_error"]
     assert row["next_attempt_at"] > before + timedelta(seconds=1)
     assert desk.store.due_deliveries(10) == []
     desk.make_due()
@@ -344,3 +346,24 @@ def test_a_small_page_reaches_past_failures_and_the_limit_holds(desk: Desk) -> N
     ]
     report = drain(desk.store, desk.config, build_destinations(desk.config), batch=1)
     assert (report.sent, report.failed) == (2, 0)
+
+
+def test_every_outcome_is_counted_per_delivery(desk: Desk) -> None:
+    previews = [desk.queue(item(x), "files") for x in ("a", "b")]
+    assert desk.drain().previewed == 2
+    hooks = [desk.queue(item(x)) for x in ("a", "b", "c")]
+    assert desk.drain().sent == 3
+    for k in hooks[:2]:
+        desk.store.mark_sending(k)  # two crashes after the receiver had them
+    report = desk.drain()
+    assert (report.reconciled, report.sent) == (2, 0)
+    # Reconciled deliveries keep a reference to what the receiver holds.
+    assert all(desk.row(k)["external_ref"] for k in hooks)
+    fresh = [desk.queue(item(x), kind="note") for x in ("a", "b", "c")]
+    for k in fresh:
+        desk.store.mark_sending(k)  # crashed mid-send, and the receiver cannot be asked now
+    desk.hook.fail_next(500, times=3, path="/status")
+    report = desk.drain()
+    assert (report.failed, report.dead) == (3, 0)
+    assert {desk.row(k)["state"] for k in fresh} == {"sending"}
+    assert {desk.row(k)["state"] for k in previews} == {"previewed"}
