@@ -17,8 +17,10 @@ import pyarrow as pa
 
 from triage.store.base import StoreBase
 from triage.store.classify import ClassifySection
+from triage.store.customers import CustomerSection
 from triage.store.handoffs import HandoffSection
 from triage.store.ingest import IngestSection
+from triage.store.learning import LearningSection
 from triage.store.outbox import OutboxSection
 from triage.store.review import ReviewSection
 from triage.store.route import RouteSection
@@ -36,6 +38,8 @@ class Store(
     OutboxSection,
     ReviewSection,
     HandoffSection,
+    CustomerSection,
+    LearningSection,
     StatusSection,
     StoreBase,
 ):
