@@ -8,13 +8,14 @@ MODEL  := classifiers/model/triage_meta.json
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: run test setup model lint typecheck bench clean imap-server chromium
+.PHONY: run test setup model lint typecheck bench mutation clean imap-server chromium
 
 # setuptools and wheel too: a test builds the project's wheel offline (tests/test_bench.py).
+# mutmut is for `make mutation` only (a dev tool, not a runtime dependency).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,pgserver]' 'setuptools>=77' wheel pytest pytest-timeout 'hypothesis>=6.100' ruff mypy types-PyYAML
+	$(BIN)/pip install --quiet -e '.[train,pgserver]' 'setuptools>=77' wheel pytest pytest-timeout 'hypothesis>=6.100' ruff mypy types-PyYAML 'mutmut>=3.8,<4'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -55,5 +56,10 @@ lint: $(STAMP)
 bench: $(STAMP) $(MODEL)
 	$(BIN)/triage bench
 
+# Mutation testing of the rule modules with the fast tests that cover them (README, "Mutation
+# testing"); not part of `make test`. Ends with `mutation score: NN% (killed K of N)`.
+mutation: $(STAMP) $(MODEL)
+	$(BIN)/python -m tests.mutation
+
 clean:
-	rm -rf $(VENV) outbox triage.duckdb
+	rm -rf $(VENV) outbox triage.duckdb mutants

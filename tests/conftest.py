@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,14 @@ SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server() -> Iterator[None]:
-    """A temporary Prefect API for the whole session: flows run for real, once per test."""
+    """A temporary Prefect API for the whole session: flows run for real, once per test.
+
+    ``make mutation`` sets TRIAGE_TESTS_WITHOUT_PREFECT: it runs only tests that never touch
+    Prefect, hundreds of times over, and a harness per run would cost more than the tests.
+    """
+    if os.environ.get("TRIAGE_TESTS_WITHOUT_PREFECT"):
+        yield
+        return
     with prefect_test_harness(server_startup_timeout=120):
         yield
 

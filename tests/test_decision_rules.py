@@ -314,3 +314,19 @@ def test_columns_equal_the_reference_on_a_coarse_grid(rule: str) -> None:
                 _check(per_record[i], want)
             except AssertionError as exc:
                 raise AssertionError(f"{pol}: {row.tolist()}: got {got}, want {want}") from exc
+
+
+def test_a_policy_without_thresholds_uses_one_half_for_every_label() -> None:
+    """A model whose metadata names no thresholds decides as the default policy says: 0.5 each
+    (``Policy``'s documented default), for clearing a label and for its review."""
+    bare = Policy.from_json({"margin": 0.0})
+    rows = {
+        "clears at 0.5": {K: 0.5},
+        "just under 0.5": {K: 0.5 - E},
+        "a second label at 0.5": {SI: 0.75, F: 0.5},
+    }
+    scores = np.array([[r.get(lab, LOW) for lab in LABELS] for r in rows.values()])
+    got = decide(scores, bare)
+    assert got[0] == (K, [K], False, None)
+    assert got[1][0] == K and got[1][2] and got[1][3] == NO_LABEL
+    assert got[2] == (SI, [SI, F], False, None)
