@@ -338,12 +338,40 @@ def bench(
     drain_messages: Annotated[
         int, typer.Option(help="Outbox messages to drain to the local Slack sink.")
     ] = 1000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Scale-out benchmark: 1 then this many workers on PostgreSQL (see --database).",
+        ),
+    ] = None,
+    database: Annotated[
+        str,
+        typer.Option(
+            "--database",
+            help="With --workers: a postgresql:// URL (a role that may create databases), or "
+            "`postgres` for a throwaway local server.",
+        ),
+    ] = "postgres",
 ) -> None:
-    """Benchmark the pipeline end to end against the bare classifier (see README, Performance)."""
+    """Benchmark the pipeline end to end against the bare classifier (see README, Performance).
+
+    With ``--workers W``: the scale-out benchmark (README, "Scaling out").
+    """
     quiet_prefect(verbose=False)
 
     def progress(msg: str) -> None:
         typer.echo(msg, err=True)
+
+    if workers is not None:
+        from triage.cli.bench_scale import render_scale, run_scale_bench
+
+        if workers < 2:
+            typer.secho("error: --workers must be at least 2", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        scale = run_scale_bench(n, workers, database, log=progress)
+        typer.echo(json.dumps(scale, indent=2) if as_json else render_scale(scale))
+        return
 
     report = run_bench(
         n,

@@ -17,11 +17,18 @@ Callers only ever see :func:`open_store` and :class:`Store`.
 
 from __future__ import annotations
 
+from duckdb import Error as _DuckDBError
+from psycopg import Error as _PsycopgError
+
 from triage.store.interface import Store
 from triage.store.opening import StoreBusy, StoreCorrupt, StoreError, StoreTooNew, open_store
 from triage.store.schema import MIGRATIONS, OUTBOX_STATES, SCHEMA_VERSION
 
+# What a statement of either backend raises when the database refuses it.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (_DuckDBError, _PsycopgError)
+
 __all__ = [
+    "DATABASE_ERRORS",
     "MIGRATIONS",
     "OUTBOX_STATES",
     "SCHEMA_VERSION",

@@ -234,7 +234,7 @@ def _open_server(url: str, *, read_only: bool, wait_s: float) -> Iterator[Store]
     deadline = time.monotonic() + min(wait_s, 10.0)
     while True:
         try:
-            con = connect(url)
+            con = connect(url, timeout_s=min(wait_s, 5.0))
             break
         except psycopg.OperationalError as exc:
             first = location.shown(str(exc).strip().splitlines()[0] if str(exc) else "")

@@ -147,6 +147,7 @@ class PgStore(Store):
             "FOR UPDATE OF i SKIP LOCKED",
             batch_size,
             "id",
+            "predictions",
         )
 
     def unrouted(self, batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -158,9 +159,12 @@ class PgStore(Store):
             "LIMIT %s FOR UPDATE OF p SKIP LOCKED",
             batch_size,
             "item_id",
+            "routes",
         )
 
-    def _claims(self, sql: str, batch_size: int, id_column: str) -> Iterator[pa.RecordBatch]:
+    def _claims(
+        self, sql: str, batch_size: int, id_column: str, results: str
+    ) -> Iterator[pa.RecordBatch]:
         # One sweep in item order, then one more from the start for rows that were locked by a
         # worker that has died since; a row this call already handed out ends the sweep (its
         # caller did not store it, and handing it out again would loop).
@@ -177,7 +181,13 @@ class PgStore(Store):
                 if rows and not seen.intersection(ids):
                     seen.update(ids)
                     after = max(int(r.pop("seq")) for r in rows)
-                    yield pa.RecordBatch.from_pylist(rows)
+                    # A row whose lock we got the moment another worker committed its results
+                    # still passed the claim's NOT EXISTS (read before that commit): a second
+                    # statement sees the commit, and the row is left out.
+                    done = self._present(results, "item_id", ids)
+                    rows = [r for r in rows if str(r[id_column]) not in done]
+                    if rows:
+                        yield pa.RecordBatch.from_pylist(rows)
                     continue
             if sweeps == 0 and rows == [] and after >= 0:
                 after, sweeps = -1, 1
@@ -243,6 +253,18 @@ class PgStore(Store):
         self._claimed = []
 
     # ------------------------------------------------------------ server only
+    # Indexes the claims and the due-deliveries scan need on a server shared by several workers
+    # (the embedded file scans instead); created after the migrations, idempotently.
+    SERVER_INDEXES = (
+        "CREATE INDEX IF NOT EXISTS items_seq ON items (seq)",
+        (
+            "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (created_at) "
+            "WHERE state IN ('pending', 'sending', 'failed')"
+        ),
+        "CREATE INDEX IF NOT EXISTS outbox_item ON outbox (item_id)",
+        "CREATE INDEX IF NOT EXISTS routes_state ON routes (state)",
+    )
+
     def migrate(self) -> int:
         """Apply pending migrations (one process at a time); return the schema version."""
         with self.con.transaction():
@@ -259,6 +281,8 @@ class PgStore(Store):
                     self.con.execute(pgsql.migration(sql).encode())
                     self._insert("schema_migrations", [{"version": version, "name": name}])
                 current = version
+            for index in self.SERVER_INDEXES:
+                self.con.execute(index)
         return current
 
     def defer_checkpoint(self) -> None:
@@ -286,7 +310,7 @@ _CONNECT: dict[str, Any] = {
 }
 
 
-def connect(url: str) -> psycopg.Connection[Any]:
+def connect(url: str, timeout_s: float = 5.0) -> psycopg.Connection[Any]:
     """An autocommit connection in UTC that interpolates parameters on the client.
 
     Client-side binding lets the sections' SQL pass None and lists where PostgreSQL's
@@ -297,6 +321,6 @@ def connect(url: str) -> psycopg.Connection[Any]:
         autocommit=True,
         cursor_factory=psycopg.ClientCursor,
         options="-c timezone=UTC -c idle_in_transaction_session_timeout=600000",
-        **_CONNECT,
+        **{**_CONNECT, "connect_timeout": max(1, round(timeout_s))},
     )
     return con
