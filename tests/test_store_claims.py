@@ -23,9 +23,7 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def fill(url: str, n: int) -> list[str]:
-    batch = [
-        Mention("social", f"p{i}", f"text {i}", T0 + timedelta(seconds=i)) for i in range(n)
-    ]
+    batch = [Mention("social", f"p{i}", f"text {i}", T0 + timedelta(seconds=i)) for i in range(n)]
     with open_store(url) as s:
         s.ingest("social", batch, [], None)
     return [m.id for m in batch]

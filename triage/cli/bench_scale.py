@@ -24,7 +24,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from triage.cli.bench import DESTINATIONS, generate, write_config
 from triage.cli.bench_sink import SlackSink
@@ -121,6 +121,37 @@ def worker(config_path: str, deliver_limit: int) -> None:
     print(json.dumps({**done, "seconds": {k: round(v, 2) for k, v in seconds.items()}}), flush=True)
 
 
+# The stderr file of each process started by ``spawn``, by pid.
+_ERRORS: dict[int, IO[str]] = {}
+
+
+def spawn(args: list[str], env: dict[str, str] | None, count: int) -> list[subprocess.Popen[str]]:
+    """Start ``count`` processes of this module and wait until each has said ``ready``."""
+    started = []
+    for _ in range(count):
+        # Its stderr is kept in a file (closed with the process), so a failure says why (``_why``).
+        log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - outlives this function
+        p = subprocess.Popen(
+            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+        _ERRORS[p.pid] = log
+        started.append(p)
+    for p in started:
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a bench process failed to start (exit {p.wait()}){_why(p)}")
+    return started
+
+
+def _why(p: subprocess.Popen[str]) -> str:
+    """The last lines a failed process wrote to stderr."""
+    err = _ERRORS.get(p.pid)
+    if err is None:
+        return ""
+    err.seek(0)
+    return ":\n" + "\n".join(err.read().splitlines()[-15:])
+
+
 class Workers:
     """Worker processes over one store: started, released together, killed, waited for."""
 
@@ -133,21 +164,7 @@ class Workers:
 
     def start(self, count: int) -> list[subprocess.Popen[str]]:
         """Start ``count`` workers and wait until each has loaded its model."""
-        started = [
-            subprocess.Popen(
-                self.args,
-                env=self.env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            for _ in range(count)
-        ]
-        for p in started:
-            assert p.stdout is not None
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"a bench worker failed to start (exit {p.wait()})")
+        started = spawn(self.args, self.env, count)
         self.procs += started
         return started
 
@@ -168,7 +185,7 @@ class Workers:
         for p in self.procs:
             out = p.communicate()[0] if p.stdout is not None else ""
             if p.returncode not in (0, -signal.SIGKILL):
-                raise RuntimeError(f"a bench worker failed with exit code {p.returncode}")
+                raise RuntimeError(f"a bench worker failed with exit code {p.returncode}{_why(p)}")
             lines = [line for line in (out or "").splitlines() if line.startswith("{")]
             if lines:
                 reports.append(json.loads(lines[-1]))
@@ -371,19 +388,9 @@ def classifier_ceiling(count: int) -> float:
     """
     rates = []
     for procs in (1, count):
-        started = [
-            subprocess.Popen(
-                [sys.executable, "-m", "triage.cli.bench_scale", "--classifier"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            for _ in range(procs)
-        ]
-        for p in started:
-            assert p.stdout is not None
-            p.stdout.readline()
+        started = spawn(
+            [sys.executable, "-m", "triage.cli.bench_scale", "--classifier"], None, procs
+        )
         Workers.go(started)
         rates.append(sum(float(p.communicate()[0].strip() or 0) for p in started))
     return round(rates[1] / rates[0], 3) if rates[0] else 0.0

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pyarrow as pa
@@ -31,7 +31,7 @@ from triage.models import LABELS
 from triage.store import pgsql
 from triage.store.classify import SCORE_COLUMNS
 from triage.store.interface import Store
-from triage.store.schema import MIGRATIONS
+from triage.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 _STAGE_IDS = count()
 # Advisory lock namespaces (the first of the two int4 keys): one per kind of claim.
@@ -255,18 +255,31 @@ class PgStore(Store):
     # ------------------------------------------------------------ server only
     # Indexes the claims and the due-deliveries scan need on a server shared by several workers
     # (the embedded file scans instead); created after the migrations, idempotently.
-    SERVER_INDEXES = (
-        "CREATE INDEX IF NOT EXISTS items_seq ON items (seq)",
-        (
-            "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (created_at) "
-            "WHERE state IN ('pending', 'sending', 'failed')"
-        ),
-        "CREATE INDEX IF NOT EXISTS outbox_item ON outbox (item_id)",
-        "CREATE INDEX IF NOT EXISTS routes_state ON routes (state)",
-    )
+    SERVER_INDEXES: ClassVar[dict[str, str]] = {
+        "items_seq": "items (seq)",
+        "outbox_due": "outbox (created_at) WHERE state IN ('pending', 'sending', 'failed')",
+        "outbox_item": "outbox (item_id)",
+        "routes_state": "routes (state)",
+    }
+
+    def _up_to_date(self) -> bool:
+        # Plain reads: every worker and every click opens the store, and taking the migration
+        # path (DDL locks a table even when there is nothing to create) would make them queue
+        # behind, or deadlock with, the writers.
+        if not self._scalar("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            return False
+        version = int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+        indexes = self._scalar(
+            "SELECT count(*) FROM pg_class WHERE relkind = 'i' AND relname = ANY(?) "
+            "AND relnamespace = current_schema()::regnamespace",
+            [list(self.SERVER_INDEXES)],
+        )
+        return version >= SCHEMA_VERSION and int(indexes) == len(self.SERVER_INDEXES)
 
     def migrate(self) -> int:
         """Apply pending migrations (one process at a time); return the schema version."""
+        if self._up_to_date():
+            return SCHEMA_VERSION
         with self.con.transaction():
             self.con.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_MIGRATE])
             self.con.execute(
@@ -281,8 +294,9 @@ class PgStore(Store):
                     self.con.execute(pgsql.migration(sql).encode())
                     self._insert("schema_migrations", [{"version": version, "name": name}])
                 current = version
-            for index in self.SERVER_INDEXES:
-                self.con.execute(index)
+            for name, spec in self.SERVER_INDEXES.items():
+                if not self._scalar("SELECT to_regclass(?) IS NOT NULL", [name]):
+                    self.con.execute(f"CREATE INDEX {name} ON {spec}")
         return current
 
     def defer_checkpoint(self) -> None:
