@@ -166,7 +166,7 @@ def test_clicks_are_written_within_slacks_3s_while_two_workers_write(
     # finish well inside Slack's 3 seconds.
     import os
 
-    from triage.cli.bench import generate, write_config
+    from triage.cli.bench_data import generate, write_config
     from triage.cli.bench_scale import Workers
 
     data = tmp_path / "backlog"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from triage.cli.bench import DESTINATIONS, generate, write_config
+from triage.cli.bench_data import DESTINATIONS, generate, write_config
 from triage.cli.bench_sink import SlackSink
 
 # Deliveries drained per worker in the kill run (a real channel takes about one message a second;
