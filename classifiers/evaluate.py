@@ -217,8 +217,8 @@ def record(result: dict[str, Any], name: str, model_dir: Path | None = None) -> 
         model_dir: The model folder (default: the evaluated model's; for leave-one-source-out,
             which trains its own models, the shipped model).
     """
+    from classifiers.card import model_card
     from classifiers.model import DEFAULT_MODEL_DIR, META_FILE
-    from classifiers.train import model_card
 
     model_dir = model_dir or Path(result.get("model_path") or DEFAULT_MODEL_DIR)
     meta_path = model_dir / META_FILE

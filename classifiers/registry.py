@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.model import COMPONENT, DEFAULT_MODEL_DIR, META_FILE
+from triage.spool import fsync_dir, write_json_atomic
 
 ACTIVE_FILE = "active.json"
 VERSION_FILE = "registry.json"
@@ -51,32 +52,6 @@ class RegistryError(RuntimeError):
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON so that a crash leaves the old file or the new one.
-
-    Temp file in the same folder, fsync, rename over the target, fsync the folder (the rename
-    itself must reach the disk before we report success).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    payload = (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(slots=True)
@@ -337,7 +312,7 @@ class Registry:
                 copy = tmp / "model"
                 shutil.copytree(model_dir, copy)
                 os.rename(copy, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return info
 
     def _name(self, model_dir: Path, when: datetime) -> str:
@@ -431,7 +406,7 @@ class Registry:
 
 def _rewrite_card(model_dir: Path, meta: dict[str, Any]) -> None:
     """Regenerate the model card under the registry version (and any policy kept from a champion)."""
-    from classifiers.train import model_card
+    from classifiers.card import model_card
 
     try:
         card = model_card(meta)
@@ -450,3 +425,16 @@ def resolve_active_model(registry_dir: str | Path | None) -> ActiveModel:
     if registry_dir is None:
         return ActiveModel(DEFAULT_MODEL_DIR, SHIPPED)
     return Registry(registry_dir).active()
+
+
+def active_model_for(model: str | Path | None, registry_dir: str | Path | None) -> ActiveModel:
+    """The model a configuration classifies with: a pinned ``model`` folder, else the active one.
+
+    Args:
+        model: The configuration's ``model:`` (or ``TRIAGE_MODEL``); it wins when set (version
+            ``configured``).
+        registry_dir: The configured registry folder (see :func:`resolve_active_model`).
+    """
+    if model is not None:
+        return ActiveModel(Path(model), "configured")
+    return resolve_active_model(registry_dir)

@@ -40,3 +40,28 @@ def load_config(
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the configuration file (``triage config schema``)."""
     return core.json_schema(SOURCE_SETTINGS)
+
+
+def settings_at_run_time(
+    config_path: str | None, database: str | None
+) -> tuple[str | None, str | None]:
+    """The configuration and database a run uses, read when the run starts.
+
+    An explicit parameter wins, then the environment (``TRIAGE_CONFIG``, ``TRIAGE_DB``), then the
+    Prefect variables ``triage_config`` and ``triage_db``. The variables are read here, at run
+    time, so ``prefect variable set triage_db … --overwrite`` applies to the next scheduled run
+    without a redeploy.
+    """
+    from prefect.variables import Variable
+
+    def pick(given: str | None, env: str, variable: str) -> str | None:
+        if given:
+            return given
+        if os.environ.get(env):
+            return os.environ[env]
+        value = Variable.get(variable, default=None)
+        return str(value) if value else None
+
+    return pick(config_path, "TRIAGE_CONFIG", "triage_config"), pick(
+        database, "TRIAGE_DB", "triage_db"
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,8 +21,10 @@ from prefect.states import Failed
 
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
+from flows.drift import watch_drift
+from flows.learning import active_model
 from flows.progress import Event, Stage, emit
-from flows.settings import load_config
+from flows.settings import load_config, settings_at_run_time
 from triage.config import Config, SourceConfig
 from triage.delivery import drain
 from triage.destinations import after_drain, build_destinations
@@ -95,8 +96,12 @@ def _classifier(path: str | None) -> Classifier:
 
 
 def classifier_for(config: Config) -> Classifier:
-    """The model the configuration asks for, with its review thresholds overridden by config."""
-    clf = _classifier(str(config.model) if config.model else None)
+    """The active model (README, "Learning from corrections"), with the config's thresholds.
+
+    The registry's pointer is read on every call and the cache is keyed by the model's folder,
+    so a promotion or rollback applies to the next run of a long-lived worker.
+    """
+    clf = _classifier(str(active_model(config).path))
     if config.thresholds or config.margin is not None:
         clf = clf.with_overrides(config.thresholds, config.margin)
     return clf
@@ -271,6 +276,7 @@ classify_task = _stage(classify_pending, "classify")
 route_task = _stage(route_pending, "route")
 review_task = _stage(process_pending, "apply-review-decisions")
 deliver_task = _stage(deliver_pending, "deliver", retries=2, retry_delay_seconds=[5, 15])
+drift_task = _stage(watch_drift, "drift-watch")
 
 
 class SourcesFailed(Exception):
@@ -290,35 +296,22 @@ class SourcesFailed(Exception):
         return str(self.args[0])
 
 
-def settings_at_run_time(
-    config_path: str | None, database: str | None
-) -> tuple[str | None, str | None]:
-    """The configuration and database a run uses, read when the run starts.
-
-    An explicit parameter wins, then the environment (``TRIAGE_CONFIG``, ``TRIAGE_DB``), then the
-    Prefect variables ``triage_config`` and ``triage_db``. The variables are read here, at run
-    time, so ``prefect variable set triage_db … --overwrite`` applies to the next scheduled run
-    without a redeploy.
-    """
-    from prefect.variables import Variable
-
-    def pick(given: str | None, env: str, variable: str) -> str | None:
-        if given:
-            return given
-        if os.environ.get(env):
-            return os.environ[env]
-        value = Variable.get(variable, default=None)
-        return str(value) if value else None
-
-    return pick(config_path, "TRIAGE_CONFIG", "triage_config"), pick(
-        database, "TRIAGE_DB", "triage_db"
-    )
-
-
 def failure_message(failures: dict[str, str], total: int) -> str:
     """``2 of 6 sources failed: reddit-brand (ConnectorError: …); x (…)``."""
     parts = "; ".join(f"{name} ({err[:300]})" for name, err in failures.items())
     return f"{len(failures)} of {total} sources failed: {parts}"
+
+
+def _drift(config: Config) -> dict[str, Any]:
+    """The drift watch; its failure (e.g. Slack down) is reported, never fails the run."""
+    try:
+        result: dict[str, Any] = drift_task(config)
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - alerts are retried by the next run
+        log.warning("drift watch failed: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return result
 
 
 @flow(name="triage", log_prints=True)
@@ -368,6 +361,7 @@ def triage(
     classified = classify_task(config, batch_size)
     routed = route_task(config)
     delivered = deliver_task(config) if deliver else None
+    drift = _drift(config) if deliver else None
     summary = {
         "database": location.shown(config.database),
         "config": str(config.path),
@@ -377,6 +371,7 @@ def triage(
         "route": routed,
         "deliver": delivered,
         "review": review,
+        "drift": drift,
         "seconds": round(time.monotonic() - started, 3),
     }
     if failures:
@@ -392,6 +387,15 @@ def run_triage(**parameters: Any) -> dict[str, Any]:
     except SourcesFailed as exc:
         return exc.summary
     return summary
+
+
+# The read-back, weekly-digest and retrain flows, importable from this file as deployment entrypoints
+# (flows/triage.py:readback): a worker loads a flow file with flows/ first on sys.path, where any
+# other file's `import triage` would find this module instead of the package.
+from flows.readback import readback, weekly_digest
+from flows.retrain import retrain
+
+__all__ = ["readback", "retrain", "run_triage", "triage", "weekly_digest"]
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ these posts poorly, which is what the retrain loop is for.
 
 from __future__ import annotations
 
+import csv
 import random
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from classifiers.corrections import Correction
 
@@ -168,3 +170,12 @@ def as_corrections(
         )
         for i, r in enumerate(rows)
     ]
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    """Write rows as a corrections CSV (``text``, ``label``, ``source``); return the path."""
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "label", "source"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -520,7 +520,7 @@ def test_leave_one_source_out_starter_only_mode_never_trains_on_the_given_files(
 ) -> None:
     """Starter-only: the given files are scored by a model that never saw them (new sources)."""
     from classifiers.crosseval import leave_one_source_out
-    from classifiers.train import CONFIG_DIR
+    from classifiers.fitting import CONFIG_DIR
 
     tweets, reviews, forums = (load_examples([f]) for f in _source_files(tmp_path))
     # Stand-in for the starter corpus: two families (their group names are their files).
@@ -635,8 +635,8 @@ def test_review_thresholds_hold_the_precision_they_were_fitted_for() -> None:
     """On the out-of-source scores it is fitted on, what is not flagged is >= precision right."""
     import numpy as np
 
+    from classifiers.calibration import tune_policy
     from classifiers.model import decide
-    from classifiers.train import tune_policy
 
     rng = np.random.default_rng(0)
     gold = rng.integers(0, len(LABELS), 3000)
@@ -676,8 +676,8 @@ def test_review_fit_flags_fewest_items_at_the_overall_accuracy_it_was_fitted_for
     """
     import numpy as np
 
+    from classifiers.calibration import tune_policy
     from classifiers.model import decide_columns
-    from classifiers.train import tune_policy
 
     scores, gold = _noisy_scores(6000, 1)
     gold_idx = np.array([LABELS.index(g) for g in gold])

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.clirun import clean_env, run_cli
+from triage.customers.stages import STAGES
 
-DEMO_VALID_ITEMS = 233
+DEMO_VALID_ITEMS = 233 + 158  # expected_labels.csv and expected_customer_labels.csv
 
 
 @pytest.fixture
@@ -67,6 +68,12 @@ def test_a_clean_run_exits_0_with_its_summary_and_both_times(work: Path) -> None
     assert "bulk-import        fetched      6  new      2  quarantined    4" in done.stdout
     assert "FAILED" not in done.stdout
     assert (work / "triage.duckdb").exists()
+    # The demo's recurring customers reach every lifecycle stage (issue 16).
+    customers = next(line for line in done.stdout.splitlines() if line.startswith("customers "))
+    counts = dict(re.findall(r"(\w[\w ]*?) (\d+)(?:,|$| \()", customers.split(": ", 1)[1]))
+    assert set(counts) == {s.replace("_", " ") for s in STAGES} and all(
+        int(n) > 0 for n in counts.values()
+    ), customers
 
     # Again, as JSON, against a running server: nothing new, no server started.
     again = run_cli("run", "--json", cwd=work)
@@ -122,7 +129,9 @@ def test_status_and_quarantine_after_a_run(work: Path) -> None:
 
     status = run_cli("status", cwd=work)
     assert status.returncode == 0, status.stderr
-    assert status.stdout.splitlines()[1].startswith(f"items {DEMO_VALID_ITEMS}, classified 233")
+    assert status.stdout.splitlines()[1].startswith(
+        f"items {DEMO_VALID_ITEMS}, classified {DEMO_VALID_ITEMS}"
+    )
     as_json = json.loads(run_cli("status", "--json", cwd=work).stdout)
     assert as_json["items_total"] == DEMO_VALID_ITEMS and as_json["quarantined"] == 4
 

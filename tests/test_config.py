@@ -241,7 +241,7 @@ def test_the_committed_json_schema_is_up_to_date() -> None:
 def test_config_check_and_schema_commands(tmp_path: Path) -> None:
     runner = CliRunner()
     ok = runner.invoke(app, ["config", "check", "--config", str(DEMO)])
-    assert ok.exit_code == 0 and "OK (6 sources" in ok.output
+    assert ok.exit_code == 0 and "OK (7 sources" in ok.output
     bad = runner.invoke(app, ["config", "check", "--config", str(_write(tmp_path, "sourcs: []\n"))])
     assert bad.exit_code == 2
     assert "sourcs: unknown key (did you mean 'sources'?)" in bad.output

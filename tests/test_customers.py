@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -628,7 +627,7 @@ def _demo_stages(labels: dict[str, str]):
     return res, lifecycles, found
 
 
-def test_demo_feed_has_recurring_customers_and_is_not_read_by_todays_demo_sources() -> None:
+def test_demo_feed_has_recurring_customers_and_the_demo_configuration_reads_it() -> None:
     records = _demo_records()
     answer = _demo_answer()
     assert 150 <= len(records) <= 250
@@ -639,15 +638,24 @@ def test_demo_feed_has_recurring_customers_and_is_not_read_by_todays_demo_source
     assert sum(1 for n in per_author.values() if n >= 3) >= 20  # people who write several times
     days = sorted(r["created_at"] for r in records)
     assert (datetime.fromisoformat(days[-1][:10]) - datetime.fromisoformat(days[0][:10])).days >= 42
-    # Adding the file must not change `make run`: no configured source reads it yet.
-    config = yaml.safe_load((DEMO / "triage.yaml").read_text(encoding="utf-8"))
-    for source in config["sources"]:
-        if source["type"] != "file":
-            continue
-        target = DEMO / source["path"]
-        assert target != DEMO / "drops" / "customers.jsonl"
-        if target.is_dir():
-            assert not fnmatch.fnmatch("customers.jsonl", source.get("pattern", "*.jsonl")), source
+    # `make run` reads it as the source the outcomes file names, with the product's names.
+    from flows.settings import load_config
+
+    config = load_config(DEMO / "triage.yaml")
+    readers = [
+        s.name
+        for s in config.sources
+        if s.type == "file"
+        and (DEMO / s.settings["path"]).resolve() == (DEMO / "drops" / "customers.jsonl").resolve()
+    ]
+    assert readers == [DEMO_SOURCE]
+    for source in config.sources:  # and no folder drop reads it a second time
+        target = DEMO / source.settings.get("path", "")
+        if source.type == "file" and target.is_dir():
+            assert not fnmatch.fnmatch("customers.jsonl", source.settings.get("pattern", "*.jsonl"))
+    assert config.customers.outcomes_file == (DEMO / "handoff_outcomes.jsonl", DEMO_SOURCE)
+    assert config.customers.lifecycle == DEMO_CONFIG
+    assert config.customers.digest_destination == "marketing-channel"
 
 
 def test_demo_stages_match_the_answer_key() -> None:

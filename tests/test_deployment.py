@@ -26,7 +26,17 @@ from prefect.variables import Variable
 from tests.clirun import BIN, REPO, clean_env, run_cli
 
 DEPLOYMENT = "triage/triage-every-15-min"
+# The read-back and the weekly digest (issue 16), deployed from the same prefect.yaml.
+OTHER_DEPLOYMENTS = ("readback/readback-hourly", "weekly-digest/weekly-digest")
 POOL = "triage-pool"  # the work pool prefect.yaml names
+# Every scheduled deployment in prefect.yaml (their schedules are removed for the test).
+SCHEDULED = (
+    DEPLOYMENT,
+    *OTHER_DEPLOYMENTS,
+    "retrain/retrain-weekly",
+    "retrain/retrain-when-due",
+    "triage/triage-parallel",
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,14 +62,16 @@ def deployment() -> Iterator[None]:
     _prefect("--no-prompt", "deploy", "--all")
 
     async def unschedule() -> None:
-        # The cron schedule would add runs of its own during the test; only ours should run.
+        # The cron schedules would add runs of their own during the test; only ours should run.
         async with get_client() as client:
-            dep = await client.read_deployment_by_name(DEPLOYMENT)
-            for schedule in await client.read_deployment_schedules(dep.id):
-                await client.delete_deployment_schedule(dep.id, schedule.id)
+            deps = [await client.read_deployment_by_name(name) for name in SCHEDULED]
+            for dep in deps:
+                for schedule in await client.read_deployment_schedules(dep.id):
+                    await client.delete_deployment_schedule(dep.id, schedule.id)
+            ids = {dep.id for dep in deps}
             runs = await client.read_flow_runs()
             for run in runs:
-                if run.deployment_id == dep.id and run.state and run.state.is_scheduled():
+                if run.deployment_id in ids and run.state and run.state.is_scheduled():
                     await client.delete_flow_run(run.id)
 
     import asyncio
@@ -86,8 +98,8 @@ def deployment() -> Iterator[None]:
             worker.wait()
 
 
-def _run_and_wait(timeout_s: float = 600) -> FlowRun:
-    run = run_deployment(DEPLOYMENT, timeout=0)
+def _run_and_wait(timeout_s: float = 600, name: str = DEPLOYMENT) -> FlowRun:
+    run = run_deployment(name, timeout=0)
     assert isinstance(run, FlowRun)
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
@@ -132,22 +144,53 @@ def test_a_failed_source_fails_the_deployment_run_and_variables_apply_without_re
 
     assert run.state is not None and run.state.is_failed(), run.state
     assert "reddit-brand" in (run.state.message or "")
-    assert "1 of 7 sources failed" in (run.state.message or "")
+    assert "1 of 8 sources failed" in (run.state.message or "")
     names = _task_run_names(run.id)
     sources = ["reddit-brand", "social", "app-reviews", "web-form", "bulk-import"]
-    sources += ["blog-comments", "community-forum"]
+    sources += ["blog-comments", "community-forum", "customers"]
     assert names == {f"fetch-and-store[{s}]" for s in sources} | {
         "apply-review-decisions",
         "classify",
         "route",
         "deliver",
+        "drift-watch",
     }
     # The other sources were fetched, classified and routed all the same.
-    assert _items(first_db) == 233
+    assert _items(first_db) == 233 + 158  # the demo feeds and its recurring customers
 
     # Change the variable the way the README says (overwrite) and run again, with no redeploy.
     Variable.set("triage_db", str(second_db), overwrite=True)
     again = _run_and_wait()
 
     assert again.state is not None and again.state.is_failed()
-    assert _items(second_db) == 233  # the new value was read when the run started
+    assert _items(second_db) == 233 + 158  # the new value was read when the run started
+
+
+def test_readback_and_weekly_digest_deployments_run_from_prefect_yaml(
+    deployment: None, demo_config: Path, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox"
+    text = demo_config.read_text(encoding="utf-8").replace(
+        "outbox_dir: outbox", f"outbox_dir: {outbox}", 1
+    )
+    demo_config.write_text(text, encoding="utf-8")
+    db = tmp_path / "customers.duckdb"
+    Variable.set("triage_config", str(demo_config), overwrite=True)
+    Variable.set("triage_db", str(db), overwrite=True)
+    assert _run_and_wait().state.is_completed()  # type: ignore[union-attr]
+
+    readback = _run_and_wait(name=OTHER_DEPLOYMENTS[0])
+
+    assert readback.state is not None and readback.state.is_completed(), readback.state
+    with duckdb.connect(str(db), read_only=True) as con:
+        stages = dict(
+            con.execute("SELECT stage, count(*) FROM customer_profiles GROUP BY 1").fetchall()
+        )
+    assert len(stages) == 7 and all(stages.values())  # every lifecycle stage, refreshed
+
+    digest = _run_and_wait(name=OTHER_DEPLOYMENTS[1])
+
+    assert digest.state is not None and digest.state.is_completed(), digest.state
+    # No Slack token in the worker's environment: the digest is a preview in the outbox.
+    previews = list((outbox / "marketing-channel").glob("digest-*.json"))
+    assert len(previews) == 1 and previews[0].stat().st_size > 1000

@@ -16,7 +16,9 @@ from tests.fakes.slack import FakeSlack
 from triage import store as store_mod
 from triage.cli import app
 
-DEMO_VALID_ITEMS = 233  # every valid record in the demo files (see triage/demo/expected_labels.csv)
+# Every valid record in the demo files: triage/demo/expected_labels.csv (233) and the recurring
+# customers of expected_customer_labels.csv (158).
+DEMO_VALID_ITEMS = 233 + 158
 DEMO_MALFORMED = 4
 
 
@@ -265,7 +267,7 @@ def test_a_failed_source_fails_the_run_after_the_others_are_done(
 
     assert state.is_failed()
     assert state.message is not None
-    assert state.message.startswith("1 of 7 sources failed: reddit-brand (ConnectorError: ")
+    assert state.message.startswith("1 of 8 sources failed: reddit-brand (ConnectorError: ")
     assert "REDDIT_CLIENT_ID" in state.message
     failed = state.result(raise_on_failure=False)
     assert isinstance(failed, SourcesFailed)

@@ -10,15 +10,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from classifiers.correction_files import CorrectionsFileError, import_file, read_corrections
 from classifiers.corrections import (
     CORRECTIONS_SCHEMA,
     Correction,
-    CorrectionsFileError,
     from_arrow,
     from_reviews,
-    import_file,
     in_eval_slice,
-    read_corrections,
     resolve_latest,
     split_corrections,
     text_key,

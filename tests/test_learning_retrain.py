@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from collections.abc import Iterator
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from classifiers.corrections import Correction, import_file
+from classifiers.correction_files import import_file
+from classifiers.corrections import Correction
 from classifiers.model import DEFAULT_MODEL_DIR, META_FILE, Classifier
 from classifiers.registry import SHIPPED, Registry, resolve_active_model
 from classifiers.retrain import (
@@ -23,7 +23,7 @@ from classifiers.retrain import (
     render,
     retrain,
 )
-from tests.learning_domain import as_corrections, domain_rows
+from tests.learning_domain import as_corrections, domain_rows, write_csv
 
 # Fast training for tests: three epochs, two cross-source folds (the recipe is otherwise the
 # shipped one). About 20 s per retrain on the shared machine.
@@ -35,14 +35,6 @@ T0 = datetime(2026, 6, 1, tzinfo=UTC)
 def prefect_server() -> Iterator[None]:
     """These engines do not touch Prefect: no test server for this module (overrides conftest)."""
     yield
-
-
-def _csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "label", "source"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def _imported(path: Path, now: datetime = T0) -> list[Correction]:
@@ -58,7 +50,7 @@ def _accuracy(clf: Classifier, rows: list[dict[str, str]]) -> float:
 
 def test_a_tiny_import_is_refused_and_no_model_is_trained(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "models")
-    corrections = _imported(_csv(tmp_path / "tiny.csv", domain_rows(30, seed=1)))
+    corrections = _imported(write_csv(tmp_path / "tiny.csv", domain_rows(30, seed=1)))
     decision = retrain(corrections, registry, FAST, log=lambda _m: None)
     assert not decision.promoted
     assert decision.challenger is None
@@ -80,7 +72,7 @@ def test_a_tiny_import_is_refused_and_no_model_is_trained(tmp_path: Path) -> Non
 def domain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Decision, list[Correction]]:
     """300 corrections from the keyboard-shop domain imported, then one retrain."""
     tmp = tmp_path_factory.mktemp("domain")
-    corrections = _imported(_csv(tmp / "keyboards.csv", domain_rows(300, seed=1)))
+    corrections = _imported(write_csv(tmp / "keyboards.csv", domain_rows(300, seed=1)))
     registry = Registry(tmp / "models")
     return registry, retrain(corrections, registry, FAST, log=lambda _m: None), corrections
 
@@ -146,7 +138,7 @@ def test_a_poisoned_import_is_refused_with_the_reason(tmp_path: Path) -> None:
     random.Random(4).shuffle(labels)
     poisoned = [{**r, "label": lab} for r, lab in zip(rows, labels, strict=True)]
     registry = Registry(tmp_path / "models")
-    corrections = _imported(_csv(tmp_path / "poisoned.csv", poisoned))
+    corrections = _imported(write_csv(tmp_path / "poisoned.csv", poisoned))
     decision = retrain(corrections, registry, FAST, log=lambda _m: None)
     assert not decision.promoted, render(decision)
     assert decision.reason.startswith("kept the champion:")

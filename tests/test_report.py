@@ -227,16 +227,10 @@ def test_report_escapes_public_text_and_unsafe_links(written: ReportResult) -> N
         assert src and (written.index.parent / src).exists()  # relative PNGs next to the page
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Debian's chromium is not installed: run `make chromium` as root (make test does it "
-    "where it can) or `apt-get install chromium`",
-)
-def test_report_renders_in_headless_chromium(
-    data: ReportData, written: ReportResult, tmp_path: Path
-) -> None:
-    index = written.index
-    width, height = 1280, 2400
+def render_in_chromium(
+    index: Path, tmp_path: Path, width: int, height: int
+) -> tuple[np.ndarray, str, Path]:
+    """Open ``index`` in headless Chromium: the screenshot's pixels, the rendered DOM, the PNG."""
     flags = [
         str(CHROMIUM),
         "--headless",
@@ -264,10 +258,23 @@ def test_report_renders_in_headless_chromium(
         text=True,
         timeout=120,
     ).stdout
-
     with Image.open(shot) as im:
         assert im.size == (width, height)
         pixels = np.asarray(im.convert("RGB"), dtype=np.int32)
+    return pixels, dom, shot
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed: run `make chromium` as root (make test does it "
+    "where it can) or `apt-get install chromium`",
+)
+def test_report_renders_in_headless_chromium(
+    data: ReportData, written: ReportResult, tmp_path: Path
+) -> None:
+    width, height = 1280, 2400
+    pixels, dom, shot = render_in_chromium(written.index, tmp_path, width, height)
+
     assert shot.stat().st_size > 40_000
     non_white = float((pixels.sum(axis=2) < 720).mean())
     assert non_white > 0.05, f"the page looks blank ({non_white:.1%} non-white)"

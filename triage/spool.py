@@ -10,16 +10,22 @@ the store is doing. The protocol, the same for both (README, "Reliability"):
 * a line torn by a crash mid-append (never acknowledged) is ended before the next append, so the
   next record is not glued onto it; the reader then sets the torn line aside with a reason;
 * rewrites (dropping applied lines) go through a temporary file and an atomic rename.
+
+:func:`write_json_atomic` replaces a whole JSON file the same crash-safe way (the model
+registry's pointer).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(folder: Path) -> None:
@@ -29,6 +35,24 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace ``path`` with ``data`` as JSON so that a crash leaves the old file or the new one.
+
+    Temp file in the same folder, fsync, rename over the target, fsync the folder (the rename
+    itself must reach the disk before we report success).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    payload = (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, payload)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 class JsonlSpool:

@@ -3,13 +3,17 @@
 Faithful where our code depends on it: ``Authorization: Bearer``/``token`` (401 "Bad credentials"
 otherwise), 404 for an unknown repository, 422 for an issue without a title, issues numbered per
 repository with ``html_url``, label filtering and ``per_page``/``page`` pagination on listings, and
-422 "is too long" for a body over 65,536 characters or a title over 256.
+422 "is too long" for a body over 65,536 characters or a title over 256. Issues carry ``created_at``,
+``closed_at``, ``state_reason`` (``completed`` / ``not_planned`` when closed) and their ``comments``
+count; comments carry ``created_at`` and ``user``. :meth:`FakeGitHub.close` and
+:meth:`FakeGitHub.maintainer_comment` act as the product team.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.fakes.base import FakeApi, Reply, Request
@@ -29,6 +33,27 @@ class FakeGitHub(FakeApi):
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     next_comment: int = 900
+
+    @staticmethod
+    def _iso(at: datetime | None = None) -> str:
+        return (at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def close(self, number: int, at: datetime, reason: str = "completed") -> None:
+        """A maintainer closes the issue as ``completed`` or ``not_planned``."""
+        self.issues[number].update(state="closed", state_reason=reason, closed_at=self._iso(at))
+
+    def maintainer_comment(self, number: int, at: datetime, body: str = "On our roadmap") -> None:
+        """A maintainer's comment on the issue."""
+        self.next_comment += 1
+        self.comments[number].append(
+            {
+                "id": self.next_comment,
+                "body": body,
+                "created_at": self._iso(at),
+                "user": {"login": "maintainer"},
+            }
+        )
+        self.issues[number]["comments"] = len(self.comments[number])
 
     def authorized(self, req: Request) -> bool:
         """A token as ``Bearer`` or ``token``."""
@@ -63,6 +88,8 @@ class FakeGitHub(FakeApi):
             comment = {
                 "id": self.next_comment,
                 "body": body,
+                "created_at": self._iso(),
+                "user": {"login": "triage-bot"},
                 "html_url": f"{self._html(number)}#issuecomment-{self.next_comment}",
             }
             self.comments[number].append(comment)
@@ -77,6 +104,9 @@ class FakeGitHub(FakeApi):
             for key in ("title", "body", "state"):
                 if key in patch:
                     self.issues[number][key] = patch[key]
+            if patch.get("state") == "closed":
+                reason = patch.get("state_reason") or "completed"
+                self.issues[number].update(state_reason=reason, closed_at=self._iso())
             return 200, self.issues[number], {}
         if req.method == "GET":
             return 200, self.issues[number], {}
@@ -121,6 +151,9 @@ class FakeGitHub(FakeApi):
             "state": "open",
             "labels": [{"name": str(n)} for n in data.get("labels") or []],
             "comments": 0,
+            "created_at": self._iso(),
+            "closed_at": None,
+            "state_reason": None,
             "html_url": self._html(number),
             "url": f"{self.url}/repos/{self.repo}/issues/{number}",
         }

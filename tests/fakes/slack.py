@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from tests.fakes.base import LocalServer
+from tests.fakes.slack_files import FakeFiles
 
 # Slack's documented limits (Block Kit reference; chat.postMessage; conversations.list).
 MAX_BLOCKS = 50
@@ -49,6 +50,7 @@ MAX_OPTIONS = 100
 MAX_OPTION_TEXT = 75
 MAX_OPTION_VALUE = 150
 MAX_LIST_LIMIT = 1000
+MAX_IMAGE_TEXT = 2000  # an image block's alt_text and title
 
 ALL_SCOPES = frozenset(
     {
@@ -58,10 +60,16 @@ ALL_SCOPES = frozenset(
         "channels:read",
         "groups:read",
         "commands",
+        "files:write",
     }
 )
 # The scope each method needs (for conversations.* it depends on the channel type: see _needs).
-METHOD_SCOPES = {"chat.postMessage": "chat:write", "chat.update": "chat:write"}
+METHOD_SCOPES = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
+}
 # Methods whose ``channel`` must be a conversation ID; chat.postMessage also takes a name.
 ID_ONLY = {"conversations.history", "conversations.replies", "conversations.info", "chat.update"}
 
@@ -134,6 +142,7 @@ class FakeSlack:
     calls: list[Call] = field(default_factory=list)
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: FakeFiles = field(default_factory=FakeFiles)
     responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
     failures: list[tuple[str, int, float]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -280,6 +289,11 @@ class FakeSlack:
             include_meta = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
             # Oldest first, parent included, as Slack does.
             return self._page(thread, args, include_meta, channel=None, max_limit=1000)
+        if method == "files.getUploadURLExternal":
+            return self.files.get_upload_url(args, self.url)
+        if method == "files.completeUploadExternal":
+            channel_id = str(args.get("channel_id") or "")
+            return self.files.complete(args, channel_id in self.channels.values())
         if method == "views.publish":
             if not args.get("user_id") or not args.get("view"):
                 return {"ok": False, "error": "invalid_arguments"}
@@ -385,7 +399,9 @@ class FakeSlack:
         if len(str(args.get("text", ""))) > MAX_MESSAGE_TEXT:
             return {"ok": False, "error": "msg_too_long"}
         if blocks:
-            problems = check_blocks(blocks, max_blocks=MAX_BLOCKS)
+            problems = check_blocks(blocks, max_blocks=MAX_BLOCKS) + self.files.unknown_images(
+                blocks
+            )
             if problems:
                 return _invalid_blocks(problems)
         return None
@@ -508,8 +524,29 @@ def check_blocks(blocks: Any, *, max_blocks: int) -> list[str]:
                     problems.append(f"{where}.elements: action_id must be unique in the block")
                 for j, el in enumerate(elements):
                     problems += _element(el, f"{where}.elements[{j}]")
+        elif kind == "image":
+            problems += _image(block, where)
         elif kind != "divider":
             problems.append(f"{where}: unsupported block type {kind!r}")
+    return problems
+
+
+def _image(block: dict[str, Any], where: str) -> list[str]:
+    # Block Kit image block: alt_text required (up to 2,000), an optional plain_text title (up to
+    # 2,000), and exactly one of image_url (up to 3,000) or slack_file ({"id"} or {"url"}).
+    problems: list[str] = []
+    alt = block.get("alt_text")
+    if not isinstance(alt, str) or not alt or len(alt) > MAX_IMAGE_TEXT:
+        problems.append(f"{where}.alt_text: required, at most {MAX_IMAGE_TEXT} characters")
+    if "title" in block:
+        problems += _text_object(block["title"], f"{where}.title", MAX_IMAGE_TEXT, plain_only=True)
+    url, ref = block.get("image_url"), block.get("slack_file")
+    if (url is None) == (ref is None):
+        problems.append(f"{where}: exactly one of image_url and slack_file")
+    elif url is not None and (not isinstance(url, str) or len(url) > MAX_URL):
+        problems.append(f"{where}.image_url: a URL of at most {MAX_URL} characters")
+    elif ref is not None and (not isinstance(ref, dict) or not (ref.get("id") or ref.get("url"))):
+        problems.append(f"{where}.slack_file: needs id or url")
     return problems
 
 
@@ -553,6 +590,9 @@ def _make_handler(state: FakeSlack) -> type[BaseHTTPRequestHandler]:
             if urlparse(self.path).path.startswith("/response/"):
                 self._response_url()
                 return
+            if "/upload/v1/" in urlparse(self.path).path:
+                self._upload()
+                return
             method = urlparse(self.path).path.rsplit("/", 1)[-1]
             args = self._args()
             auth = self.headers.get("Authorization", "")
@@ -584,6 +624,21 @@ def _make_handler(state: FakeSlack) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 result = state.handle(method, args)
             self._reply(200, result)
+
+        def _upload(self) -> None:
+            # The upload service: raw bytes (what slack_sdk sends) to the URL files.getUpload-
+            # URLExternal gave; the file id is the URL's last part.
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            file_id = urlparse(self.path).path.rsplit("/", 1)[-1]
+            with state.lock:
+                known = state.files.upload(file_id, body)
+            data = f"OK - {len(body)}".encode() if known else b"not found"
+            self.send_response(200 if known else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _response_url(self) -> None:
             # Interactive payloads' response_url: JSON in, plain "ok" out, no token needed.

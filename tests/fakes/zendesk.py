@@ -5,7 +5,10 @@ Faithful where our code depends on it: basic auth ``{email}/token:{api_token}`` 
 filtering on the ticket list, ``Idempotency-Key`` on creation (the same key and payload returns the
 first ticket with ``x-idempotency-lookup: hit``; the same key with another payload is a 400),
 comments appended by ``PUT``, and 422 for comments on closed tickets, comments over 64 KB and a
-5,001st comment.
+5,001st comment. For the read-back: ``GET /api/v2/tickets/show_many.json?ids=`` (at most 100 ids,
+unknown ids simply absent) with the ``metric_sets`` sideload (``include=metric_sets``): each
+ticket's ``solved_at`` and ``reply_time_in_minutes`` (calendar and business minutes to the first
+public agent reply). :meth:`FakeZendesk.agent_reply` and :meth:`FakeZendesk.solve` act as an agent.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.fakes.base import FakeApi, Reply, Request
@@ -22,6 +26,8 @@ PRIORITIES = {"low", "normal", "high", "urgent"}
 # A comment is limited by size (64 KB) and a ticket holds at most 5,000 comments (then 422).
 MAX_COMMENT_BYTES = 64 * 1024
 MAX_COMMENTS = 5000
+MAX_SHOW_MANY = 100
+AGENT_ID = 7001
 TYPES = {"problem", "incident", "question", "task"}
 
 
@@ -35,6 +41,37 @@ class FakeZendesk(FakeApi):
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     idempotency: dict[str, tuple[str, int]] = field(default_factory=dict)
     next_id: int = 100
+    metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @staticmethod
+    def _iso(at: datetime) -> str:
+        return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def agent_reply(self, tid: int, at: datetime, body: str = "Thanks, looking into it") -> None:
+        """An agent's public reply (the first one sets the reply-time metric)."""
+        n = len(self.comments[tid])
+        self.comments[tid].append(
+            {
+                "id": tid * 1000 + n,
+                "body": body,
+                "public": True,
+                "author_id": AGENT_ID,
+                "created_at": self._iso(at),
+            }
+        )
+        metric = self.metrics[tid]
+        if metric["reply_time_in_minutes"]["calendar"] is None:
+            created = datetime.fromisoformat(self.tickets[tid]["created_at"])
+            minutes = int((at - created).total_seconds() // 60)
+            metric["reply_time_in_minutes"] = {"calendar": minutes, "business": minutes}
+        metric["replies"] += 1
+        if self.tickets[tid]["status"] == "new":
+            self.tickets[tid]["status"] = "open"
+
+    def solve(self, tid: int, at: datetime, status: str = "solved") -> None:
+        """An agent solves (or closes) the ticket."""
+        self.tickets[tid]["status"] = status
+        self.metrics[tid]["solved_at"] = self._iso(at)
 
     def authorized(self, req: Request) -> bool:
         """Basic auth with ``email/token`` and the API token."""
@@ -65,6 +102,8 @@ class FakeZendesk(FakeApi):
                 or self.tickets[t]["external_id"] == req.arg("external_id")
             ]
             return 200, {"tickets": found, "count": len(found), "next_page": None}, {}
+        if req.method == "GET" and path == "/api/v2/tickets/show_many.json":
+            return self._show_many(req)
         m = re.fullmatch(r"/api/v2/tickets/(\d+)\.json", path)
         if m and req.method == "PUT":
             return self._update(int(m.group(1)), req)
@@ -81,6 +120,16 @@ class FakeZendesk(FakeApi):
             items = self.comments[tid]
             return 200, {"comments": items, "count": len(items), "next_page": None}, {}
         return 404, {"error": "InvalidEndpoint", "description": "Not found"}, {}
+
+    def _show_many(self, req: Request) -> Reply:
+        raw = [i for i in (req.arg("ids") or "").split(",") if i]
+        if not raw or len(raw) > MAX_SHOW_MANY or not all(i.isdigit() for i in raw):
+            return 400, {"error": "InvalidValue", "description": "ids: 1 to 100 ticket ids"}, {}
+        ids = [int(i) for i in dict.fromkeys(raw) if int(i) in self.tickets]
+        body: dict[str, Any] = {"tickets": [self._ticket_json(t) for t in ids], "count": len(ids)}
+        if "metric_sets" in (req.arg("include") or "").split(","):
+            body["metric_sets"] = [self.metrics[t] for t in ids]
+        return 200, body, {}
 
     def _invalid(self, details: str) -> Reply:
         return (
@@ -128,7 +177,17 @@ class FakeZendesk(FakeApi):
             return self._invalid("Requester: name is required, email must be an address")
         self.next_id += 1
         tid = self.next_id
+        now = self._iso(datetime.now(UTC))
+        self.metrics[tid] = {
+            "id": tid + 50_000,
+            "ticket_id": tid,
+            "created_at": now,
+            "solved_at": None,
+            "replies": 0,
+            "reply_time_in_minutes": {"calendar": None, "business": None},
+        }
         self.tickets[tid] = {
+            "created_at": now,
             "id": tid,
             "subject": ticket.get("subject"),
             "description": comment.get("body"),

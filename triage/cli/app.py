@@ -6,8 +6,9 @@ import sys
 
 import typer
 
-from triage.cli import bench, model, pipeline
+from triage.cli import bench, learning, model, pipeline, report
 from triage.cli.config import config_app
+from triage.cli.customers import customers_app
 from triage.cli.intake import intake_app
 from triage.cli.slack import corrections_app, slack_app
 from triage.cli.sources import quarantine_app, sources_app
@@ -24,6 +25,9 @@ app.command()(model.classify)
 app.command()(model.train)
 app.command()(model.evaluate)
 app.command()(bench.bench)
+app.command()(report.report)
+app.command()(report.digest)
+app.command()(learning.retrain)
 app.add_typer(sources_app, name="sources")
 app.add_typer(pipeline.outbox_app, name="outbox")
 app.add_typer(slack_app, name="slack")
@@ -32,6 +36,8 @@ app.add_typer(intake_app, name="intake")
 app.add_typer(testimonials_app, name="testimonials")
 app.add_typer(config_app, name="config")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(customers_app, name="customers")
+app.add_typer(learning.models_app, name="models")
 
 
 def main() -> None:

@@ -142,6 +142,8 @@ def classify_file(
                 errors += 1
             else:
                 record.update(next(preds).to_json())
+                # Which model answered: the active one changes when a retrain is promoted.
+                record["model_version"] = clf.version
                 ok += 1
             out.write(orjson.dumps(record) + b"\n")
     return {"ok": ok, "errors": errors}

@@ -8,7 +8,24 @@ from typing import Annotated
 
 import typer
 
+from triage.cli.options import ConfigOpt, DbOpt, load_config_or_exit
 from triage.cli.options import fail as _fail
+
+MODEL_HELP = "Model folder (default: the active model, see `triage models list`)."
+
+
+def _active_model(model: Path | None, config: str | None, db: str | None) -> Path:
+    """``--model`` when given, else the registry's active model (the shipped one at first)."""
+    if model is not None:
+        return model
+    from classifiers.registry import RegistryError
+    from flows.learning import active_model
+
+    try:
+        return active_model(load_config_or_exit(config, db)).path
+    except RegistryError as exc:
+        _fail(str(exc), 2)
+        raise  # unreachable: _fail exits
 
 
 def classify(
@@ -16,9 +33,7 @@ def classify(
         Path, typer.Option("--input", "-i", help="CSV (text column) or JSONL (text field).")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Model folder (default: shipped).")
-    ] = None,
+    model: Annotated[Path | None, typer.Option("--model", help=MODEL_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per nlp.pipe batch.")] = 2000,
     text_column: Annotated[
         str, typer.Option("--text-column", help="CSV column / JSON field with the text.")
@@ -26,10 +41,13 @@ def classify(
     id_column: Annotated[
         str, typer.Option("--id-column", help="Column / field copied to the output as 'id'.")
     ] = "id",
+    config: ConfigOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Classify every row of a file; one JSON object per input row, in input order."""
     from triage.cli.classify_io import classify_file
 
+    model = _active_model(model, config, db)
     try:
         counts = classify_file(input, output, model, batch_size, text_column, id_column)
     except (OSError, ValueError) as exc:
@@ -41,7 +59,7 @@ def classify(
 
 
 def _config_for(arch: str) -> Path:
-    from classifiers.train import CONFIG_DIR
+    from classifiers.fitting import CONFIG_DIR
 
     cfg = CONFIG_DIR / f"textcat_{arch}.cfg"
     if not cfg.exists():
@@ -109,9 +127,7 @@ def evaluate(
     data: Annotated[
         list[Path] | None, typer.Option("--data", help="Labelled CSV/JSONL files or folders.")
     ] = None,
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Model folder (default: shipped).")
-    ] = None,
+    model: Annotated[Path | None, typer.Option("--model", help=MODEL_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     baseline: Annotated[
         bool, typer.Option(help="Also train and score a TF-IDF + LR baseline.")
@@ -168,6 +184,8 @@ def evaluate(
     seed: Annotated[int | None, typer.Option(help="Leave-one-source-out: seed.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Leave-one-source-out: epochs.")] = None,
     folds: Annotated[int | None, typer.Option(help="Leave-one-source-out: inner folds.")] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Per-label precision/recall/F1, macro-F1 and confusion matrix, per file and overall.
 
@@ -221,6 +239,7 @@ def evaluate(
         return
     from classifiers.evaluate import evaluate_model, render_text
 
+    model = _active_model(model, config, db)
     try:
         result = evaluate_model(
             [str(p) for p in data],

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,9 @@ from triage.cli.clock import STARTED
 from triage.cli.options import ConfigOpt, DbOpt, load_config_or_exit, store_or_exit
 from triage.cli.options import fail as _fail
 from triage.cli.sources import mostly_quarantined
+
+if TYPE_CHECKING:
+    from triage.config import Config
 
 outbox_app = typer.Typer(no_args_is_help=True, help="Inspect and retry queued deliveries.")
 
@@ -101,10 +104,35 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{rv.get('superseded', 0)}, still spooled {rv.get('pending', 0)}"
             + (f" ({rv['error']})" if rv.get("error") else "")
         )
+    stages = summary.get("customers")
+    if stages:
+        out.append(
+            f"customers {sum(stages.values())} ({summary['customers_seconds']:.1f}s): "
+            + ", ".join(f"{stage.replace('_', ' ')} {n}" for stage, n in stages.items())
+            + " (`triage customers list`, `triage report --out report`)"
+        )
+    dr = summary.get("drift") or {}
+    if dr.get("announced") or dr.get("error"):
+        out.append(
+            f"drift watch: {dr['error']}"
+            if dr.get("error")
+            else f"drift watch: {dr['announced']} signal(s) outside their band, announced"
+        )
     if summary["failed_sources"]:
         failed = ", ".join(summary["failed_sources"])
         out.append(f"FAILED sources: {failed} (the other sources were triaged; exit code 1)")
     typer.echo("\n".join(out))
+
+
+def _customer_stages(cfg: Config) -> tuple[dict[str, int], float]:
+    """Customers per lifecycle stage now, and the seconds it took to derive them."""
+    from triage.customers.view import load_view
+    from triage.store import open_store
+
+    started = time.monotonic()
+    with open_store(cfg.database, read_only=True) as store:
+        counts = load_view(store, cfg.customers).stage_counts()
+    return counts, round(time.monotonic() - started, 3)
 
 
 def run(
@@ -134,6 +162,7 @@ def run(
     from flows.triage import run_triage
     from triage.cli.progress import show_progress
     from triage.store import StoreError
+
     try:
         server_seconds = _start_temporary_server()
         with show_progress(verbose):
@@ -151,6 +180,12 @@ def run(
         return
     summary["server_start_seconds"] = server_seconds
     summary["wall_seconds"] = round(time.monotonic() - STARTED, 3)
+    if cfg.customers.configured:
+        # After the run's wall time: deriving every customer's stage is reported on its own line.
+        try:
+            summary["customers"], summary["customers_seconds"] = _customer_stages(cfg)
+        except StoreError as exc:  # busy again already: the run itself succeeded
+            typer.secho(f"customers per stage skipped: {exc}", fg=typer.colors.YELLOW, err=True)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,8 @@ def _cross_references(
             problems.append((("routing", "rules", i, "department"), msg))
     destination(("review", "destination"), model.review.destination)
     destination(("alerts", "destination"), model.alerts.destination)
+    destination(("customers", "digest", "destination"), model.customers.digest.destination)
+    destination(("models", "destination"), model.models.destination)
     return problems
 
 
@@ -399,11 +402,37 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
             for label, v in model.routing.auto_handoff.items()
         },
     )
+    config.customers = _customers(config, model.customers, model.model_fields_set)
+    m = model.models
+    config.models = types.ModelsConfig(
+        # Beside the database by default, like the decision spool: every command finds it.
+        registry=config.resolve(m.registry) if m.registry else location.spool_base(db_path).parent / "models",
+        keep_versions=m.keep_versions,
+        min_new_corrections=m.min_new_corrections,
+        destination=m.destination,
+        retrain=m.retrain.model_dump(),
+        gate=m.gate.model_dump(),
+        drift=m.drift.model_dump(),
+    )
     if os.environ.get("TRIAGE_MODEL"):
         config.model = Path(os.environ["TRIAGE_MODEL"])
     elif model.model:
         config.model = config.resolve(model.model)
     return config
+
+
+def _customers(config: Config, section: Any, config_fields: set[str]) -> types.CustomersConfig:
+    """The ``customers:`` section with its paths resolved and its durations parsed."""
+    outcomes = section.outcomes_file
+    return types.CustomersConfig(
+        lifecycle=section.lifecycle,
+        outcomes_file=(config.resolve(outcomes.path), outcomes.source) if outcomes else None,
+        readback_window=timedelta(days=section.readback_days),
+        report_since=parse_duration(section.report_since),
+        digest_destination=section.digest.destination,
+        digest_period=parse_duration(section.digest.period),
+        configured="customers" in config_fields,
+    )
 
 
 def default_rules() -> list[Rule]:

@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from triage.customers.stages import LifecycleConfig
+
 
 class ConfigError(ValueError):
     """The configuration file is missing, unreadable or inconsistent; the message says where."""
@@ -72,6 +74,40 @@ class ReviewConfig:
     resurface_after: timedelta = timedelta(hours=24)
 
 
+@dataclass(slots=True, frozen=True)
+class CustomersConfig:
+    """The ``customers:`` section (README, "Customers, lifecycle and reports")."""
+
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    # Outcomes from an export: (JSON Lines file, the source whose items it describes).
+    outcomes_file: tuple[Path, str] | None = None
+    # Handoffs made longer ago than this are no longer read back.
+    readback_window: timedelta = timedelta(days=90)
+    report_since: timedelta = timedelta(days=30)
+    digest_destination: str | None = None
+    digest_period: timedelta = timedelta(days=7)
+    # The file has a ``customers:`` section: `triage run` then ends with the customers per stage.
+    configured: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class ModelsConfig:
+    """The ``models:`` section: the registry folder and the learning loop's settings.
+
+    ``retrain``, ``gate`` and ``drift`` are the validated sub-sections as plain dicts (the
+    learning modules turn them into their settings objects).
+    """
+
+    registry: Path
+    keep_versions: int = 10
+    min_new_corrections: int = 200
+    # The Slack destination for retrain decisions and drift alerts (None: review.destination).
+    destination: str | None = None
+    retrain: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Config:
     """The whole validated configuration."""
@@ -95,6 +131,9 @@ class Config:
     # Per label: True/False, or a minimum score, for handing off without marketing's review.
     # A label not listed falls back to its department's ``auto_handoff``.
     auto_handoff: dict[str, bool | float] = field(default_factory=dict)
+    customers: CustomersConfig = field(default_factory=CustomersConfig)
+    # None only for hand-built configurations; read_config always fills it in.
+    models: ModelsConfig | None = None
 
     @property
     def review_destination(self) -> str | None:

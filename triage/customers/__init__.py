@@ -2,8 +2,9 @@
 
 README, "Customers, lifecycle and reports".
 
-Pure engines over plain records, not yet wired into the store, flows or CLI. The calls the
-pipeline will make::
+Pure engines over plain records; :mod:`triage.customers.view` runs them over the store for
+``triage customers``, ``triage report``, ``triage digest`` and the read-back flow
+(``flows/readback.py``). The engines' calls::
 
     from triage.customers import (
         HandoffOutcome, LifecycleConfig, ManualMerge, Mention,

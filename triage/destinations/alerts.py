@@ -35,24 +35,52 @@ def alert_text(row: dict[str, Any]) -> str:
     )
 
 
-def _alert(dest: Destination, row: dict[str, Any], text: str) -> str:
-    """Deliver one dead-letter alert to ``dest``; return its reference."""
+def notify(
+    dest: Destination,
+    kind: str,
+    key: str,
+    body: dict[str, Any],
+    payload: dict[str, Any] | None = None,
+) -> str | None:
+    """Post an announcement (``text``, optional ``blocks``) to a Slack or preview destination.
+
+    Args:
+        dest: The destination (a testimonials destination posts to its Slack channel).
+        kind: What is announced (``dead_letter``, ``retrain``, ``drift``): the message metadata's
+            event type is ``triage_<kind>``, the preview file's name starts with it.
+        key: The announcement's key (in the metadata and the preview's name).
+        body: ``text`` (already escaped for Slack) and optionally ``blocks``.
+        payload: More metadata (JSON values), kept with the message or preview.
+
+    Returns:
+        ``channel:ts`` or the preview file; None when ``dest`` carries no announcements.
+    """
     if isinstance(dest, TestimonialsDestination):
         dest = dest.channel  # the marketing channel it posts to
     if isinstance(dest, SlackDestination):
         return post(
             dest.client,
             dest.channel_id,
-            {"text": text},
-            event_type="triage_dead_letter",
-            payload={"key": row["key"], "item_id": row["item_id"]},
+            body,
+            event_type=f"triage_{kind}",
+            payload={"key": key, **(payload or {})},
         )
+    if isinstance(dest, PreviewDestination):
+        return dest.write(f"{kind}-{key}", {"kind": kind, **body, **(payload or {})})
+    return None
+
+
+def _alert(dest: Destination, row: dict[str, Any], text: str) -> str:
+    """Deliver one dead-letter alert to ``dest``; return its reference."""
     if isinstance(dest, WebhookDestination):
         return dest.post_alert(row, text)
     if isinstance(dest, PreviewDestination):
         return dest.write(f"dead-{row['key']}", {"kind": "dead_letter", "text": text, **row})
-    # check_alerts() refuses such a configuration before anything is delivered.
-    raise DeliveryError(f"alerts cannot go to {dest.name}", permanent=True)
+    ref = notify(dest, "dead_letter", row["key"], {"text": text}, {"item_id": row["item_id"]})
+    if ref is None:
+        # check_alerts() refuses such a configuration before anything is delivered.
+        raise DeliveryError(f"alerts cannot go to {dest.name}", permanent=True)
+    return ref
 
 
 def check_alerts(config: Config) -> None:

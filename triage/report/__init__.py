@@ -1,7 +1,7 @@
 """The marketing report and the weekly Slack digest (README, "Customers, lifecycle and reports").
 
-Standalone renderers over one typed input, :class:`ReportData`; not yet wired into the CLI or a
-deployment. The calls ``triage report`` and ``triage digest`` will make::
+Renderers over one typed input, :class:`ReportData`; :mod:`triage.report.publish` fills it from the
+store for ``triage report``, ``triage digest`` and the weekly-digest deployment. The renderers::
 
     from triage.report import build_report_data, write_report, build_digest, write_digest_preview
 

@@ -56,7 +56,7 @@ from triage.servers.http import (
     RequestError,
 )
 from triage.slack.client import api_url, make_client
-from triage.slack.messages import ACTION_OPEN, queue_blocks
+from triage.slack.messages import ACTION_OPEN, inert, queue_blocks
 from triage.slack.payloads import InvalidPayload, check_request, check_socket_mode
 from triage.store import StoreBusy
 
@@ -314,9 +314,22 @@ def _queue_view(config: Config, wait_s: float = QUEUE_WAIT_S) -> list[Any]:
             queue = store.review_queue()
     except StoreBusy:
         return busy
-    return queue_blocks(
-        queue, now=datetime.now(UTC), overdue_after=config.review.resurface_after
-    )
+    blocks = queue_blocks(queue, now=datetime.now(UTC), overdue_after=config.review.resurface_after)
+    return [*blocks, _model_note(config)]
+
+
+def _model_note(config: Config) -> dict[str, Any]:
+    """Which model the runs classify with (the registry's active one), as a context block."""
+    from classifiers.registry import RegistryError, active_model_for
+
+    registry = config.models.registry if config.models else None
+    try:
+        version = active_model_for(config.model, registry).version
+    except RegistryError as exc:
+        text = f":warning: {inert(str(exc), 500)}"
+    else:
+        text = f"Items are classified by model `{inert(version, 100)}` (`triage models list`)"
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
 def _answer_queue(config: Config, response_url: str) -> None:

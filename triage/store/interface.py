@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from triage.store.base import StoreBase
 from triage.store.classify import ClassifySection
+from triage.store.customers import CustomerSection
 from triage.store.handoffs import HandoffSection
 from triage.store.ingest import IngestSection
+from triage.store.learning import LearningSection
 from triage.store.outbox import OutboxSection
 from triage.store.review import ReviewSection
 from triage.store.route import RouteSection
@@ -23,6 +25,8 @@ class Store(
     OutboxSection,
     ReviewSection,
     HandoffSection,
+    CustomerSection,
+    LearningSection,
     StatusSection,
     StoreBase,
 ):

@@ -203,6 +203,98 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "learning loop: corrections and drift alerts",
+        """
+        -- Corrections imported from files (classifiers/corrections.py describes the rows).
+        -- Reviewers' Slack decisions stay in training_examples / review_decisions and are read
+        -- from there. Append-only: the current label of a text is its latest row.
+        CREATE SEQUENCE correction_seq;
+        CREATE TABLE corrections (
+            id VARCHAR PRIMARY KEY,
+            seq BIGINT NOT NULL DEFAULT nextval('correction_seq'),
+            text_key VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            label VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            provenance_kind VARCHAR NOT NULL,
+            provenance VARCHAR NOT NULL,
+            line BIGINT,
+            item_id VARCHAR,
+            previous_label VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            stored_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX corrections_text_key ON corrections (text_key);
+        -- One row per (source, day, signal) that left its band: announced once.
+        CREATE TABLE drift_alerts (
+            key VARCHAR PRIMARY KEY,
+            source VARCHAR NOT NULL,
+            day DATE NOT NULL,
+            metric VARCHAR NOT NULL,
+            value DOUBLE NOT NULL,
+            low DOUBLE NOT NULL,
+            high DOUBLE NOT NULL,
+            median DOUBLE NOT NULL,
+            items BIGINT NOT NULL,
+            example_ids VARCHAR NOT NULL,
+            summary VARCHAR NOT NULL,
+            ref VARCHAR,
+            detected_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            announced_at TIMESTAMPTZ
+        );
+        """,
+    ),
+    (
+        5,
+        "customers and handoff outcomes",
+        """
+        -- Manual merges (`triage customers merge A B`), kept as identity keys: a customer id can
+        -- change when profiles merge, the keys never do.
+        CREATE TABLE customer_merges (
+            a_key VARCHAR NOT NULL,
+            b_key VARCHAR NOT NULL,
+            merged_by VARCHAR,
+            merged_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (a_key, b_key)
+        );
+        -- The latest derived profiles and stages (refreshed by the read-back flow), so `triage
+        -- customers list` and the digest can say who moved since the last refresh.
+        CREATE TABLE customer_profiles (
+            id VARCHAR PRIMARY KEY,
+            display_name VARCHAR NOT NULL,
+            stage VARCHAR NOT NULL,
+            stage_since TIMESTAMPTZ,
+            identities VARCHAR NOT NULL,
+            mentions BIGINT NOT NULL,
+            reach BIGINT NOT NULL DEFAULT 0,
+            first_seen TIMESTAMPTZ NOT NULL,
+            last_seen TIMESTAMPTZ NOT NULL,
+            previous_stage VARCHAR,
+            refreshed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        -- What became of each handoff, read back from its tool (or an export). A failed read
+        -- keeps the last known state and records the error: nothing read before is lost.
+        CREATE TABLE handoff_outcomes (
+            key VARCHAR PRIMARY KEY,
+            item_id VARCHAR NOT NULL,
+            department VARCHAR NOT NULL,
+            system VARCHAR NOT NULL,
+            destination VARCHAR,
+            target_id VARCHAR,
+            state VARCHAR NOT NULL,
+            external_state VARCHAR,
+            handed_at TIMESTAMPTZ NOT NULL,
+            first_response_at TIMESTAMPTZ,
+            resolved_at TIMESTAMPTZ,
+            comments BIGINT,
+            checked_at TIMESTAMPTZ,
+            last_error VARCHAR,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
