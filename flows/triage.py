@@ -29,6 +29,8 @@ from triage.config import Config, SourceConfig
 from triage.delivery import drain
 from triage.destinations import after_drain, build_destinations
 from triage.models import LABELS
+from triage.privacy.retention import expire_personal_data
+from triage.privacy.routing import flag_languages, route_languages
 from triage.review import process_pending
 from triage.routing import route_batch
 from triage.secrets import get_secret
@@ -198,6 +200,8 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
         for n, batch in enumerate(store.unclassified(batch_size), start=1):
             scores = clf.scores(batch.column("text").to_pylist())
             table = prediction_table(batch.column("id"), scores, clf, datetime.now(UTC))
+            # Languages the model was not trained on are flagged for review, with the reason.
+            table = flag_languages(table, batch.column("language").to_pylist(), config.privacy)
             # Stored while the next batch is classified; one batch in flight keeps memory flat.
             writer.submit("insert_predictions", table)
             by_label.update(table.column("label").to_pylist())
@@ -221,7 +225,7 @@ def route_pending(config: Config, batch_size: int = 20_000) -> dict[str, Any]:
     emit(Event("route", "start"))
     with open_store(config.database) as store, BackgroundWriter(store) as writer:
         for n, batch in enumerate(store.unrouted(batch_size), start=1):
-            routes, outbox = route_batch(config, batch)
+            routes, outbox = route_languages(config, batch, *route_batch(config, batch))
             # Routes and their deliveries still commit together, in the writer's transaction.
             writer.submit("insert_routes", routes, outbox)
             by_department.update(d or "none" for d in routes.column("department").to_pylist())
@@ -277,6 +281,7 @@ route_task = _stage(route_pending, "route")
 review_task = _stage(process_pending, "apply-review-decisions")
 deliver_task = _stage(deliver_pending, "deliver", retries=2, retry_delay_seconds=[5, 15])
 drift_task = _stage(watch_drift, "drift-watch")
+retention_task = _stage(expire_personal_data, "retention")
 
 
 class SourcesFailed(Exception):
@@ -362,6 +367,8 @@ def triage(
     routed = route_task(config)
     delivered = deliver_task(config) if deliver else None
     drift = _drift(config) if deliver else None
+    # Raw text and author details past their retention period (README, "Privacy").
+    retention = retention_task(config)
     summary = {
         "database": location.shown(config.database),
         "config": str(config.path),
@@ -372,6 +379,7 @@ def triage(
         "deliver": delivered,
         "review": review,
         "drift": drift,
+        "retention": retention,
         "seconds": round(time.monotonic() - started, 3),
     }
     if failures:

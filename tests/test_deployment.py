@@ -154,6 +154,7 @@ def test_a_failed_source_fails_the_deployment_run_and_variables_apply_without_re
         "route",
         "deliver",
         "drift-watch",
+        "retention",
     }
     # The other sources were fetched, classified and routed all the same.
     assert _items(first_db) == 233 + 158  # the demo feeds and its recurring customers

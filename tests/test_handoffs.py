@@ -169,8 +169,20 @@ def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
             "review-channel": {"type": "slack", "channel": "#feedback-review"},
             "sales-channel": {"type": "slack", "channel": "#sales-leads"},
             "alerts-channel": {"type": "slack", "channel": "#triage-alerts"},
-            "zendesk": {"type": "zendesk", "base_url": zendesk.url, **fast},
-            "hubspot": {"type": "hubspot", "base_url": hubspot.url, "portal_id": 42, **fast},
+            # The helpdesk and the CRM may see the customer's e-mail (README, "Privacy").
+            "zendesk": {
+                "type": "zendesk",
+                "base_url": zendesk.url,
+                "keep_in_clear": ["email"],
+                **fast,
+            },
+            "hubspot": {
+                "type": "hubspot",
+                "base_url": hubspot.url,
+                "portal_id": 42,
+                "keep_in_clear": ["email"],
+                **fast,
+            },
             "github": {"type": "github", "base_url": github.url, "repo": github.repo, **fast},
             "testimonials": {"type": "testimonials", "channel": "#marketing-kudos"},
             "webhook": {

@@ -706,6 +706,11 @@ def test_slash_command_and_app_home_show_the_queue(env: Env, start_server) -> No
     server = start_server()
     waiting = env.rows("SELECT count(*) FROM routes WHERE state = 'awaiting_review'")[0][0]
     assert waiting > 0
+    # The queue lists the oldest items' text: redacted as the review channel sees it.
+    env.rows(
+        "UPDATE items SET text = text || ' mail jane.doe@example.org' WHERE id IN "
+        "(SELECT item_id FROM routes WHERE state = 'awaiting_review')"
+    )
 
     resp = post_form(server.url, slash_command(env.fake.response_url()))
     # Acknowledged at once with an empty body; the queue follows through response_url.
@@ -715,6 +720,7 @@ def test_slash_command_and_app_home_show_the_queue(env: Env, start_server) -> No
     assert body["blocks"][0]["text"]["text"] == f"Review queue: {waiting} waiting"
     groups = body["blocks"][1]["text"]["text"]
     assert "Kudos* → marketing" in groups
+    assert "[email]" in json.dumps(body) and "jane.doe@example.org" not in json.dumps(body)
 
     # Slack checks the request URL once when the app is configured.
     challenge = json.dumps({"token": "legacy", "challenge": "c-123", "type": "url_verification"})

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from triage.config import Config
 from triage.destinations import DeliveryError, Destination
+from triage.privacy.policy import PrivacyPolicy
 from triage.store import Store
 
 log = logging.getLogger("triage.delivery")
@@ -78,6 +79,8 @@ def drain(
         Counts of what happened.
     """
     report = DeliveryReport()
+    # Every item leaves the store redacted for the destination it goes to (README, "Privacy").
+    policy = PrivacyPolicy(config)
     done = 0
     skip: set[str] = set()
     # Handoff destinations keep their own records (tickets, groups, testimonials) in the store.
@@ -104,6 +107,7 @@ def drain(
                 store.mark_failed(key, reason, 0, 0)
                 report.dead += 1
                 continue
+            item = policy.item(item, dest.name)
             if row["state"] == "sending":
                 try:
                     ref = dest.lookup(key, item)

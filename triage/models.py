@@ -158,6 +158,9 @@ class DeliveryItem:
     model_version: str = ""
     department: str | None = None
     route_state: str | None = None
+    # The author key when the author fields were redacted for a destination (see
+    # triage.privacy.policy): stable per person, and no personal data in it.
+    author_ref: str | None = None
 
     @property
     def score(self) -> float:
@@ -171,6 +174,8 @@ class DeliveryItem:
     @property
     def author_key(self) -> str:
         """Who wrote the item, as one stable string: the profile url, else source and handle."""
+        if self.author_ref is not None:
+            return self.author_ref
         if self.author.url:
             return str(self.author.url).strip().lower()
         who = self.author.handle or self.author.name or "anonymous"

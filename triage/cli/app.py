@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from triage.cli import bench, learning, model, pipeline, report
+from triage.cli import bench, learning, model, pipeline, privacy, report
 from triage.cli.config import config_app
 from triage.cli.customers import customers_app
 from triage.cli.intake import intake_app
@@ -28,6 +28,7 @@ app.command()(bench.bench)
 app.command()(report.report)
 app.command()(report.digest)
 app.command()(learning.retrain)
+app.command()(privacy.forget)
 app.add_typer(sources_app, name="sources")
 app.add_typer(pipeline.outbox_app, name="outbox")
 app.add_typer(slack_app, name="slack")

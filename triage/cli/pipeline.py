@@ -217,7 +217,7 @@ def status(
         f"items {result['items_total']}, classified {result['classified']}, "
         f"needs review {result['needs_review']}, quarantined {result['quarantined']}"
     )
-    for key in ("by_label", "by_department", "by_source", "deliveries"):
+    for key in ("by_label", "by_department", "by_source", "by_language", "deliveries"):
         typer.echo(
             f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in result[key].items())
         )

@@ -22,6 +22,8 @@ from triage.config import types
 from triage.config.models import SourceSettings, config_file_model, json_schema, parse_duration
 from triage.config.types import Config, ConfigError, Rule
 from triage.models import DEPARTMENTS
+from triage.privacy.redact import Redactor
+from triage.privacy.registry import retention_tables
 from triage.store import location
 
 DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "triage.yaml"
@@ -322,6 +324,24 @@ def _cross_references(
     destination(("alerts", "destination"), model.alerts.destination)
     destination(("customers", "digest", "destination"), model.customers.digest.destination)
     destination(("models", "destination"), model.models.destination)
+    privacy = model.privacy
+    for lang, dest_name in privacy.language_destinations.items():
+        destination(("privacy", "language_destinations", lang), dest_name)
+    tables = retention_tables()
+    for table in privacy.retention:
+        if table not in tables:
+            msg = f"no retention for table '{table}' (tables: {', '.join(tables)})"
+            problems.append((("privacy", "retention", table), msg))
+    try:
+        redactor = Redactor(custom=[p.model_dump() for p in privacy.patterns])
+    except ValueError as exc:
+        problems.append((("privacy", "patterns"), str(exc)))
+        redactor = Redactor()
+    for name, dest in model.destinations.items():
+        try:
+            redactor.check_keep(dest.keep_in_clear)
+        except ValueError as exc:
+            problems.append((("destinations", name, "keep_in_clear"), str(exc)))
     return problems
 
 
@@ -401,6 +421,12 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
             label: (v if isinstance(v, bool) else float(v))
             for label, v in model.routing.auto_handoff.items()
         },
+        privacy=types.PrivacyConfig(
+            patterns=tuple(p.model_dump() for p in model.privacy.patterns),
+            languages=tuple(model.privacy.languages),
+            language_destinations=dict(model.privacy.language_destinations),
+            retention={t: parse_duration(d) for t, d in model.privacy.retention.items()},
+        ),
     )
     config.customers = _customers(config, model.customers, model.model_fields_set)
     m = model.models

@@ -102,7 +102,17 @@ def _source_models(sources: _Frozen) -> dict[str, type[BaseModel]]:
 
 
 # ------------------------------------------------------------------------------- destinations
-class _Credentials(Strict):
+class _Redaction(Strict):
+    """What every destination may set about the personal data it receives."""
+
+    keep_in_clear: list[NonEmpty] = Field(
+        default_factory=list,
+        description="kinds of personal data this destination sees in clear, e.g. [email] for a "
+        "helpdesk; everything else is replaced by [email], [phone], ... (card never kept)",
+    )
+
+
+class _Credentials(_Redaction):
     token_env: NonEmpty | None = Field(default=None, description="env var holding the token")
     token_secret: NonEmpty | None = Field(
         default=None, description="Prefect Secret block with the token"
@@ -134,7 +144,7 @@ class SlackDestination(_Credentials):
     channel: NonEmpty = Field(description="channel to post to")
 
 
-class PreviewDestination(Strict):
+class PreviewDestination(_Redaction):
     """Always JSON files under ``outbox_dir``."""
 
     type: Literal["preview"]
@@ -168,7 +178,7 @@ class ZendeskDestination(_Credentials, _Http):
     high_keywords: list[str] | None = None
 
 
-class WebhookDestination(_Http):
+class WebhookDestination(_Http, _Redaction):
     """Signed JSON POSTs to any receiver."""
 
     type: Literal["webhook"]
@@ -198,6 +208,13 @@ class GitHubDestination(_Credentials, _Http):
     similarity: Score | None = Field(
         default=None, description="Jaccard to join a group (default 0.4)"
     )
+
+    @field_validator("keep_in_clear")
+    @classmethod
+    def _public(cls, value: list[str]) -> list[str]:
+        if value:
+            raise ValueError("a GitHub issue is public: nothing may be kept in clear")
+        return value
 
 
 DESTINATION_MODELS: dict[str, type[Strict]] = {
@@ -430,6 +447,39 @@ class Models(Strict):
     drift: DriftBands = DriftBands()
 
 
+class RedactionPattern(Strict):
+    """An order or account number format: every match becomes ``[name]``."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = Field(
+        description="kind and placeholder name, e.g. order -> [order]"
+    )
+    pattern: NonEmpty = Field(description="Python regular expression, e.g. '\\bORD-\\d{6}\\b'")
+    ignore_case: StrictBool = False
+
+
+Duration = Annotated[str, Field(pattern=_DURATION.pattern)]
+
+
+class Privacy(Strict):
+    """Redaction patterns, language routing and retention (README, "Privacy")."""
+
+    patterns: list[RedactionPattern] = Field(
+        default_factory=list, description="order/account number formats to redact"
+    )
+    languages: list[NonEmpty] = Field(
+        default_factory=lambda: ["en"],
+        description="languages the classifier was trained on; others go to review",
+    )
+    language_destinations: dict[NonEmpty, NonEmpty] = Field(
+        default_factory=dict,
+        description="language code (or 'unknown') -> destination that gets those items instead",
+    )
+    retention: dict[NonEmpty, Duration] = Field(
+        default_factory=dict,
+        description="table -> how long raw text and author details are kept, e.g. items: 365d",
+    )
+
+
 def _sources_type(sources: _Frozen) -> Any:
     members = tuple(Annotated[m, Tag(kind)] for kind, m in _source_models(sources).items())
     union = members[0]
@@ -467,6 +517,7 @@ def _config_file_model(sources: _Frozen) -> type[Strict]:
         "alerts": (Alerts, Alerts()),
         "customers": (Customers, Customers()),
         "models": (Models, Models()),
+        "privacy": (Privacy, Privacy()),
     }
     model: type[Strict] = create_model(
         "TriageConfig",

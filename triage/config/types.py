@@ -108,6 +108,20 @@ class ModelsConfig:
     drift: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True, frozen=True)
+class PrivacyConfig:
+    """The ``privacy:`` section (README, "Privacy")."""
+
+    # Order/account formats: mappings with name, pattern and ignore_case.
+    patterns: tuple[dict[str, Any], ...] = ()
+    # Languages the classifier was trained on; other languages (and unknown) go to review.
+    languages: tuple[str, ...] = ("en",)
+    # Language code (or "unknown") -> destination that receives those items instead.
+    language_destinations: dict[str, str] = field(default_factory=dict)
+    # Table -> how long raw text and author details are kept.
+    retention: dict[str, timedelta] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Config:
     """The whole validated configuration."""
@@ -134,11 +148,17 @@ class Config:
     customers: CustomersConfig = field(default_factory=CustomersConfig)
     # None only for hand-built configurations; read_config always fills it in.
     models: ModelsConfig | None = None
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def review_destination(self) -> str | None:
         """Where marketing reviews every routed item (``review.destination``)."""
         return self.review.destination
+
+    def keep_in_clear(self, destination: str) -> tuple[str, ...]:
+        """The kinds of personal data a destination sees in clear (none when unset)."""
+        dest = self.destinations.get(destination)
+        return tuple(dest.settings.get("keep_in_clear") or ()) if dest is not None else ()
 
     def resolve(self, value: str | os.PathLike[str]) -> Path:
         """Resolve a path from the configuration relative to the configuration file's folder."""

@@ -136,7 +136,15 @@ class GitHubDestination(HandoffDestination):
 
     def issue_body(self, group: dict[str, Any]) -> str:
         """The issue body: count, the first request, and the linked mentions."""
-        mentions = self.store.group_mentions(group["id"], MAX_LISTED)
+        mentions = [
+            {
+                **m,
+                "text": self.privacy.text(str(m["text"]), self.name),
+                "author_handle": self.privacy.optional(m.get("author_handle"), self.name),
+                "url": self.privacy.link(m.get("url"), self.name),
+            }
+            for m in self.store.group_mentions(group["id"], MAX_LISTED)
+        ]
         count = int(group["mentions"])
         lines = [
             group_marker(group["id"]),

@@ -29,6 +29,7 @@ from triage.destinations.base import DeliveryError, Destination
 from triage.destinations.slack import SlackDestination
 from triage.http import RETRY_STATUS, USER_AGENT, Backoff, GaveUp, send
 from triage.models import DeliveryItem
+from triage.privacy.policy import PrivacyPolicy
 from triage.slack.client import find_by_key, post, thread_root
 from triage.store import Store
 
@@ -144,6 +145,8 @@ class HandoffDestination:
         self.backoff = float(self.settings.get("backoff", 0.5))
         # Thread notes are on unless a destination's settings say `thread_note: false`.
         self.thread_note = bool(self.settings.get("thread_note", True))
+        # For text a destination reads from the store itself (the outbox redacts the item).
+        self.privacy = PrivacyPolicy(config)
         self._store: Store | None = None
         self._destinations: dict[str, Destination] = {}
 

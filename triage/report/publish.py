@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk.errors import SlackApiError, SlackRequestError
 
 from triage.customers.view import CustomerView, load_view
+from triage.privacy.policy import PrivacyPolicy
 from triage.report.data import BacklogItem, ReportData, build_report_data
 from triage.report.digest import Digest, build_digest, write_digest_preview
 from triage.report.html import ReportResult, write_report
@@ -39,9 +40,18 @@ def _utc(value: datetime) -> datetime:
 
 
 def report_data(
-    store: Store, config: Config, *, since: timedelta, now: datetime | None = None
+    store: Store,
+    config: Config,
+    *,
+    since: timedelta,
+    now: datetime | None = None,
+    destination: str | None = None,
 ) -> tuple[ReportData, CustomerView]:
-    """The report's figures for the period ``now - since`` .. ``now``, and the customers behind it."""
+    """The report's figures for the period ``now - since`` .. ``now``, and the customers behind it.
+
+    The figures' texts (quotes, titles, names) are redacted for ``destination``, or entirely
+    when it is None (a report written to files), as README "Privacy" describes.
+    """
     now = now or datetime.now(UTC)
     view = load_view(store, config.customers, now)
     backlog = [
@@ -63,7 +73,7 @@ def report_data(
         since=now - since,
         now=now,
     )
-    return data, view
+    return PrivacyPolicy(config).tree(data, destination), view
 
 
 def make_report(
@@ -132,7 +142,9 @@ def send_digest(
     now = now or datetime.now(UTC)
     dest_cfg = config.destinations[name]
     channel = str(dest_cfg.settings.get("channel") or name)
-    data, _ = report_data(store, config, since=config.customers.digest_period, now=now)
+    data, _ = report_data(
+        store, config, since=config.customers.digest_period, now=now, destination=name
+    )
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         result = write_report(data, Path(tmp))
         digest = build_digest(data, result.charts)

@@ -18,6 +18,7 @@ from slack_sdk.webhook import WebhookClient
 
 from triage.config import Config
 from triage.destinations.slack import slack_token
+from triage.privacy.policy import PrivacyPolicy
 from triage.review.apply import apply_spool, review_store
 from triage.review.spool import DecisionSpool
 from triage.slack.client import CREDENTIAL_ERRORS, PERMANENT_ERRORS, make_client, post, thread_root
@@ -58,7 +59,12 @@ def announce(
         return report
     with review_store(config, wait_s=wait_s) as store:
         decisions = store.unannounced_decisions(limit)
-        items = store.delivery_context([d["item_id"] for d in decisions])
+        # The updated message shows the item as the review channel may see it.
+        policy = PrivacyPolicy(config)
+        items = {
+            k: policy.item(v, config.review_destination)
+            for k, v in store.delivery_context([d["item_id"] for d in decisions]).items()
+        }
         losers = store.unnotified_losers(limit)
     updated: list[str] = []
     for d in decisions:

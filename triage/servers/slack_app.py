@@ -40,6 +40,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.webhook import WebhookClient
 
 from triage.config import Config
+from triage.privacy.policy import PrivacyPolicy
 from triage.review import (
     ACTIONS,
     DecisionSpool,
@@ -314,6 +315,10 @@ def _queue_view(config: Config, wait_s: float = QUEUE_WAIT_S) -> list[Any]:
             queue = store.review_queue()
     except StoreBusy:
         return busy
+    # Shown in Slack: redacted as the review channel sees the items (README, "Privacy").
+    policy = PrivacyPolicy(config)
+    for row in queue["oldest"]:
+        row["text"] = policy.text(str(row["text"]), config.review_destination)
     blocks = queue_blocks(queue, now=datetime.now(UTC), overdue_after=config.review.resurface_after)
     return [*blocks, _model_note(config)]
 

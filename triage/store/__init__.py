@@ -5,7 +5,7 @@
 * :mod:`~triage.store.base`: the primitives each section is written against, with the one insert
   helper (``_insert``) and the one read helper (``_rows``);
 * one module per section: ``ingest`` (items, cursors, quarantine), ``classify``, ``route``,
-  ``outbox``, ``review``, ``handoffs``, ``status``;
+  ``outbox``, ``review``, ``handoffs``, ``status``, ``privacy`` (erasure, retention);
 * :mod:`~triage.store.interface`: :class:`Store`, the one interface over every section;
 * :mod:`~triage.store.duckdb`: the embedded DuckDB backend that implements the primitives;
 * :mod:`~triage.store.postgres`: the PostgreSQL backend, for several workers at once, with its

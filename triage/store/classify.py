@@ -25,10 +25,11 @@ class ClassifySection(StoreBase):
     """Items waiting for a prediction, and the predictions."""
 
     def unclassified(self, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """Stream ``(id, text)`` of items without a prediction, in Arrow batches."""
+        """Stream ``(id, text, language)`` of items without a prediction, in Arrow batches."""
         # No ORDER BY: sorting would hold every pending text in memory before the first batch.
         return self._stream(
-            "SELECT i.id, i.text FROM items i ANTI JOIN predictions p ON p.item_id = i.id",
+            "SELECT i.id, i.text, i.language FROM items i "
+            "ANTI JOIN predictions p ON p.item_id = i.id",
             batch_size,
         )
 

@@ -10,6 +10,8 @@ import pyarrow as pa
 
 from triage.keys import stable_key
 from triage.models import ITEM_SCHEMA, Mention, Rejected, cap_raw, storable
+from triage.privacy.redact import storable as mask_card
+from triage.privacy.storage import mask_cards, with_languages
 from triage.store.base import StoreBase
 
 
@@ -84,16 +86,20 @@ class IngestSection(StoreBase):
         return self.insert_item_table(table)
 
     def insert_item_table(self, table: pa.Table) -> int:
-        """Insert an Arrow table laid out like ``ITEM_SCHEMA``; return how many rows were new."""
-        return self._insert("items", table)
+        """Insert an Arrow table laid out like ``ITEM_SCHEMA``; return how many rows were new.
+
+        Card numbers are masked and the language detected first (README, "Privacy"): a card
+        number is never stored in clear, the raw payload included.
+        """
+        return self._insert("items", with_languages(mask_cards(table)))
 
     def quarantine(self, rejected: Sequence[Rejected]) -> int:
         """Keep malformed records with their reason; the same record twice is kept once."""
         rows = []
         for r in rejected:
             # Bounded and storable whatever the connector kept: quarantine must never fail a batch.
-            raw = cap_raw(r.raw)
-            reason = storable(r.reason[:2000]) or ""
+            raw = mask_card(cap_raw(r.raw))
+            reason = mask_card(storable(r.reason[:2000]) or "")
             rows.append(
                 {
                     "key": quarantine_key(r.source, reason, raw),

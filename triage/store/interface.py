@@ -13,6 +13,7 @@ from triage.store.handoffs import HandoffSection
 from triage.store.ingest import IngestSection
 from triage.store.learning import LearningSection
 from triage.store.outbox import OutboxSection
+from triage.store.privacy import PrivacySection
 from triage.store.review import ReviewSection
 from triage.store.route import RouteSection
 from triage.store.status import StatusSection
@@ -28,6 +29,7 @@ class Store(
     CustomerSection,
     LearningSection,
     StatusSection,
+    PrivacySection,
     StoreBase,
 ):
     """A connection to the triage database with the project's queries as methods."""

@@ -15,7 +15,7 @@ class RouteSection(StoreBase):
     def unrouted(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Stream classified items that have no route yet, with what routing rules look at."""
         return self._stream(
-            "SELECT p.item_id, i.source, i.text, p.label, p.score, p.needs_review "
+            "SELECT p.item_id, i.source, i.text, i.language, p.label, p.score, p.needs_review "
             "FROM predictions p JOIN items i ON i.id = p.item_id "
             "ANTI JOIN routes r ON r.item_id = p.item_id",
             batch_size,

@@ -295,6 +295,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        6,
+        "privacy: erasure audit and retention runs",
+        """
+        -- One row per honoured erasure request (`triage forget`): what was removed and where the
+        -- person's items had already been delivered. Never the person's data or identifiers.
+        CREATE TABLE erasures (
+            id VARCHAR PRIMARY KEY,
+            erased_at TIMESTAMPTZ NOT NULL,
+            requested_by VARCHAR,
+            items BIGINT NOT NULL,
+            removed VARCHAR NOT NULL,
+            deliveries VARCHAR NOT NULL
+        );
+        -- What each retention pass blanked or deleted, per table.
+        CREATE TABLE retention_runs (
+            table_name VARCHAR NOT NULL,
+            ran_at TIMESTAMPTZ NOT NULL,
+            cutoff TIMESTAMPTZ NOT NULL,
+            row_count BIGINT NOT NULL,
+            PRIMARY KEY (table_name, ran_at)
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -36,6 +36,10 @@ class StatusSection(StoreBase):
             "by_source": self._counts(
                 "SELECT source AS k, count(*) AS n FROM items GROUP BY 1 ORDER BY 1"
             ),
+            "by_language": self._counts(
+                "SELECT coalesce(language, 'not detected') AS k, count(*) AS n FROM items "
+                "GROUP BY 1 ORDER BY 2 DESC, 1"
+            ),
             "needs_review": self._count("SELECT count(*) FROM predictions WHERE needs_review"),
             "quarantined": self._count("SELECT count(*) FROM quarantine"),
             "deliveries": deliveries,
