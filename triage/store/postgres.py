@@ -142,7 +142,7 @@ class PgStore(Store):
         this store, and they commit with the claim.
         """
         return self._claims(
-            "SELECT i.seq, i.id, i.text FROM items i WHERE i.seq > %s AND NOT EXISTS "
+            "SELECT i.seq, i.id, i.text, i.language FROM items i WHERE i.seq > %s AND NOT EXISTS "
             "(SELECT 1 FROM predictions p WHERE p.item_id = i.id) ORDER BY i.seq LIMIT %s "
             "FOR UPDATE OF i SKIP LOCKED",
             batch_size,
@@ -153,7 +153,8 @@ class PgStore(Store):
     def unrouted(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Claim classified items without a route, like :meth:`unclassified`."""
         return self._claims(
-            "SELECT i.seq, p.item_id, i.source, i.text, p.label, p.score, p.needs_review "
+            "SELECT i.seq, p.item_id, i.source, i.text, i.language, p.label, p.score, "
+            "p.needs_review "
             "FROM predictions p JOIN items i ON i.id = p.item_id WHERE i.seq > %s AND NOT "
             "EXISTS (SELECT 1 FROM routes r WHERE r.item_id = p.item_id) ORDER BY i.seq "
             "LIMIT %s FOR UPDATE OF p SKIP LOCKED",
@@ -187,7 +188,16 @@ class PgStore(Store):
                     done = self._present(results, "item_id", ids)
                     rows = [r for r in rows if str(r[id_column]) not in done]
                     if rows:
-                        yield pa.RecordBatch.from_pylist(rows)
+                        batch = pa.RecordBatch.from_pylist(rows)
+                        # A column with no value in this batch (e.g. no language detected) is
+                        # text, as it is from the file backend, not Arrow's null type.
+                        yield pa.RecordBatch.from_arrays(
+                            [
+                                c.cast(pa.string()) if pa.types.is_null(c.type) else c
+                                for c in batch.columns
+                            ],
+                            names=batch.schema.names,
+                        )
                     continue
             if sweeps == 0 and rows == [] and after >= 0:
                 after, sweeps = -1, 1
