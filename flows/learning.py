@@ -35,12 +35,14 @@ from classifiers.registry import SHIPPED, ActiveModel, Registry, active_model_fo
 from classifiers.retrain import Decision, RetrainSettings, new_corrections_since_last, retrain
 from triage.config import Config, ModelsConfig
 from triage.destinations import Destination
-from triage.store import Store, open_store
+from triage.store import Store, location, open_store
 
 
 def models_config(config: Config) -> ModelsConfig:
     """The ``models:`` section (defaults when a configuration was built by hand)."""
-    return config.models or ModelsConfig(registry=config.database.parent / "models")
+    return config.models or ModelsConfig(
+        registry=location.spool_base(config.database).parent / "models"
+    )
 
 
 def registry_for(config: Config) -> Registry:

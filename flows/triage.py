@@ -34,7 +34,7 @@ from triage.privacy.routing import flag_languages, route_languages
 from triage.review import process_pending
 from triage.routing import route_batch
 from triage.secrets import get_secret
-from triage.store import Store, StoreError, open_store
+from triage.store import Store, StoreError, location, open_store
 
 log = logging.getLogger("triage")
 
@@ -46,18 +46,30 @@ class BackgroundWriter:
     next one is computed. The writer has its own connection (a cursor of the store's database);
     each write commits on its own, exactly as it would inline, and a failed write is raised by the
     next :meth:`submit` or on exit.
+
+    A store whose reads claim their batches (PostgreSQL, ``claims_work``) is written inline: the
+    batch's results must commit in the claiming transaction, and the server does the work in its
+    own process anyway.
     """
 
     def __init__(self, store: Store) -> None:
         """Prepare a writer next to ``store`` (use it as a context manager)."""
-        self._store = store.writer()
+        self._inline = store.claims_work
+        self._store = store if self._inline else store.writer()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-writer")
         self._pending: Future[Any] | None = None
 
-    def submit(self, write: Callable[..., Any], *args: Any) -> None:
-        """Wait for the previous write, then start ``write(store, *args)`` in the background."""
+    def submit(self, method: str, *args: Any) -> None:
+        """Wait for the previous write, then start ``store.<method>(*args)`` in the background.
+
+        The method is named, not passed, so each backend's own version of it runs.
+        """
         self.wait()
-        self._pending = self._pool.submit(write, self._store, *args)
+        write: Callable[..., Any] = getattr(self._store, method)
+        if self._inline:
+            write(*args)
+            return
+        self._pending = self._pool.submit(write, *args)
 
     def wait(self) -> None:
         """Wait for the write in flight, raising its error if it failed."""
@@ -75,7 +87,8 @@ class BackgroundWriter:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
-            self._store.close()
+            if not self._inline:
+                self._store.close()
 
 
 @lru_cache(maxsize=4)
@@ -120,7 +133,12 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
     )
     fetched = stored = quarantined = 0
     emit(Event("fetch", "start", source=source.name))
-    with open_store(config.database) as store:
+    with open_store(config.database) as store, store.source_lease(source.name) as mine:
+        if not mine:
+            # Another run (another worker) is fetching this source right now: its batches and
+            # cursor are its own; fetching the same pages again would only repeat them.
+            emit(Event("fetch", "finish", source=source.name, done=0, new=0))
+            return {"fetched": 0, "stored": 0, "quarantined": 0, "seconds": 0.0, "leased": False}
         cursor = store.get_cursor(source.name)
         for n, batch in enumerate(connector.fetch(ctx, cursor), start=1):
             new_items, new_q = store.ingest(
@@ -185,7 +203,7 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
             # Languages the model was not trained on are flagged for review, with the reason.
             table = flag_languages(table, batch.column("language").to_pylist(), config.privacy)
             # Stored while the next batch is classified; one batch in flight keeps memory flat.
-            writer.submit(Store.insert_predictions, table)
+            writer.submit("insert_predictions", table)
             by_label.update(table.column("label").to_pylist())
             needs_review += pc.sum(table.column("needs_review")).as_py() or 0
             emit(Event("classify", "batch", batch=n, done=by_label.total()))
@@ -209,7 +227,7 @@ def route_pending(config: Config, batch_size: int = 20_000) -> dict[str, Any]:
         for n, batch in enumerate(store.unrouted(batch_size), start=1):
             routes, outbox = route_languages(config, batch, *route_batch(config, batch))
             # Routes and their deliveries still commit together, in the writer's transaction.
-            writer.submit(Store.insert_routes, routes, outbox)
+            writer.submit("insert_routes", routes, outbox)
             by_department.update(d or "none" for d in routes.column("department").to_pylist())
             enqueued += outbox.num_rows
             emit(Event("route", "batch", batch=n, done=by_department.total()))
@@ -352,7 +370,7 @@ def triage(
     # Raw text and author details past their retention period (README, "Privacy").
     retention = retention_task(config)
     summary = {
-        "database": str(config.database),
+        "database": location.shown(config.database),
         "config": str(config.path),
         "sources": fetched,
         "failed_sources": failures,

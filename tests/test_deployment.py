@@ -35,6 +35,7 @@ SCHEDULED = (
     *OTHER_DEPLOYMENTS,
     "retrain/retrain-weekly",
     "retrain/retrain-when-due",
+    "triage/triage-parallel",
 )
 
 pytestmark = pytest.mark.slow

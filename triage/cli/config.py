@@ -26,11 +26,13 @@ def schema_text() -> str:
 @config_app.command("check")
 def check(config: ConfigOpt = None) -> None:
     """Validate the configuration; exit 2 naming the file, line and key of each problem."""
+    from triage.store import location
+
     cfg = load_config_or_exit(config)
     enabled = sum(s.enabled for s in cfg.sources)
     typer.echo(
         f"{cfg.path}: OK ({len(cfg.sources)} sources, {enabled} enabled; "
-        f"{len(cfg.destinations)} destinations; database {cfg.database})"
+        f"{len(cfg.destinations)} destinations; database {location.shown(cfg.database)})"
     )
 
 

@@ -79,10 +79,10 @@ def retrain(
     from classifiers.registry import RegistryError
     from classifiers.retrain import render
     from flows.learning import run_retrain
-    from triage.store import StoreError
+    from triage.store import StoreError, location
 
     cfg = load_config_or_exit(config, db)
-    if not cfg.database.exists():
+    if not location.exists(cfg.database):
         fail(f"no database at {cfg.database} yet; run `triage run` or `triage corrections import`")
     try:
         decision = run_retrain(cfg, promote=not dry_run, log=_echo_err)

@@ -20,7 +20,10 @@ ConfigOpt = Annotated[
     ),
 ]
 DbOpt = Annotated[
-    str | None, typer.Option("--db", help="DuckDB file (default: TRIAGE_DB or the config's).")
+    str | None,
+    typer.Option(
+        "--db", help="DuckDB file or postgresql:// URL (default: TRIAGE_DB or the config's)."
+    ),
 ]
 
 
@@ -53,9 +56,9 @@ def store_or_exit(
     a file that is not a triage store 2. ``must_exist`` (default: ``read_only``) refuses to
     create a missing store.
     """
-    from triage.store import StoreError, open_store
+    from triage.store import StoreError, location, open_store
 
-    if (read_only if must_exist is None else must_exist) and not cfg.database.exists():
+    if (read_only if must_exist is None else must_exist) and not location.exists(cfg.database):
         fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
     # How long to wait for a running flow to release the file (seconds); 30 by default.
     wait_s = float(os.environ.get("TRIAGE_LOCK_WAIT") or 30)

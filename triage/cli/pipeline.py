@@ -206,7 +206,9 @@ def status(
     cfg = load_config_or_exit(config, db)
     with store_or_exit(cfg, read_only=True) as store:
         result = store.status()
-    result["database"] = str(cfg.database)
+    from triage.store import location
+
+    result["database"] = location.shown(cfg.database)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import duckdb
@@ -44,7 +45,8 @@ def forget(
     cfg = load_config_or_exit(config, db)
     with store_or_exit(cfg, must_exist=True) as store:
         report = erase(store, cfg, author, dry_run=dry_run)
-    if not dry_run:
+    # A PostgreSQL store reclaims deleted rows' space with (auto)vacuum; only a file is rewritten.
+    if not dry_run and isinstance(cfg.database, Path):
         # Deleted rows may survive as bytes in the file's free blocks until it is rewritten.
         # Always, so running the command again finishes a rewrite that could not run.
         try:

@@ -146,10 +146,10 @@ def corrections_export(
 ) -> None:
     """Write reviewers' corrections as JSONL rows usable by `triage train --data`."""
     from flows.settings import load_config
-    from triage.store import open_store
+    from triage.store import location, open_store
 
     cfg = load_config(config, database=db)
-    if not cfg.database.exists():
+    if not location.exists(cfg.database):
         _fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
     # Writable on purpose: opening applies pending migrations, so an older database works too.
     with open_store(cfg.database) as store:

@@ -43,10 +43,10 @@ def export(
 ) -> None:
     """Write every testimonial with its author's praise history (count, first, last) to CSV."""
     from flows.settings import load_config
-    from triage.store import open_store
+    from triage.store import location, open_store
 
     cfg = load_config(config, database=db)
-    if not cfg.database.exists():
+    if not location.exists(cfg.database):
         typer.secho(f"error: no database at {cfg.database} yet", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     # Writable, so a database from before the testimonials table gets its migration first.

@@ -24,6 +24,7 @@ from triage.config.types import Config, ConfigError, Rule
 from triage.models import DEPARTMENTS
 from triage.privacy.redact import Redactor
 from triage.privacy.registry import retention_tables
+from triage.store import location
 
 DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "triage.yaml"
 DEFAULT_DB = "triage.duckdb"
@@ -393,7 +394,7 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
     ] or default_rules()
     review = model.review
     db = database or os.environ.get("TRIAGE_DB") or model.database or DEFAULT_DB
-    db_path = Path(db).expanduser()
+    db_path: Path | str = db if location.is_server(db) else Path(db).expanduser()
     config = Config(
         path=cfg_path.resolve(),
         # The database lives where the user runs the command, not beside a bundled config.
@@ -408,7 +409,9 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
         outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or model.outbox_dir or "outbox"),
         max_attempts=model.delivery.max_attempts,
         review=types.ReviewConfig(
-            spool=Path(review.spool) if review.spool else Path(str(db_path) + ".decisions.jsonl"),
+            spool=Path(review.spool)
+            if review.spool
+            else Path(str(location.spool_base(db_path)) + ".decisions.jsonl"),
             destination=review.destination,
             batch_threshold=review.batch_threshold,
             resurface_after=parse_duration(review.resurface_after),
@@ -429,7 +432,7 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
     m = model.models
     config.models = types.ModelsConfig(
         # Beside the database by default, like the decision spool: every command finds it.
-        registry=config.resolve(m.registry) if m.registry else db_path.parent / "models",
+        registry=config.resolve(m.registry) if m.registry else location.spool_base(db_path).parent / "models",
         keep_versions=m.keep_versions,
         min_new_corrections=m.min_new_corrections,
         destination=m.destination,

@@ -498,7 +498,9 @@ def _config_file_model(sources: _Frozen) -> type[Strict]:
     fields: dict[str, Any] = {
         "database": (
             NonEmpty | None,
-            Field(default=None, description="DuckDB file (TRIAGE_DB overrides)"),
+            Field(
+                default=None, description="DuckDB file or postgresql:// URL (TRIAGE_DB overrides)"
+            ),
         ),
         "outbox_dir": (NonEmpty | None, Field(default=None, description="JSON previews go here")),
         "model": (

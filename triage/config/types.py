@@ -127,7 +127,8 @@ class Config:
     """The whole validated configuration."""
 
     path: Path
-    database: Path
+    # A DuckDB file, or a PostgreSQL URL (``postgresql://…``, see triage.store.location).
+    database: Path | str
     sources: list[SourceConfig]
     rules: list[Rule]
     departments: dict[str, DepartmentConfig]

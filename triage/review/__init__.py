@@ -15,7 +15,14 @@ validated with the rest of the file at load.
 
 from __future__ import annotations
 
-from triage.review.apply import APPLY_BATCH, STORE_LOCK, ApplyReport, apply_spool, review_store
+from triage.review.apply import (
+    APPLY_BATCH,
+    STORE_LOCK,
+    ApplyReport,
+    apply_direct,
+    apply_spool,
+    review_store,
+)
 from triage.review.clicks import ACTIONS, Decision, InvalidAction, parse_actions
 from triage.review.spool import DecisionSpool
 from triage.review.upkeep import announce, process_pending, resurface, review_client
@@ -29,6 +36,7 @@ __all__ = [
     "DecisionSpool",
     "InvalidAction",
     "announce",
+    "apply_direct",
     "apply_spool",
     "parse_actions",
     "process_pending",

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from triage.config import Config
@@ -24,7 +23,7 @@ from triage.models import DeliveryItem
 from triage.review.clicks import Decision
 from triage.review.spool import DecisionSpool
 from triage.routing import ARCHIVED, RELEASED, SUPPRESSED, department_for, release_handoffs
-from triage.store import Store, StoreBusy, open_store
+from triage.store import DATABASE_ERRORS, Store, StoreBusy, StoreError, location, open_store
 
 log = logging.getLogger("triage.review")
 
@@ -251,13 +250,13 @@ def _apply_chunk(store: Store, config: Config, chunk: Sequence[Decision]) -> dic
     """Apply a chunk at once, or one by one when it fails, so one bad decision stops no other."""
     try:
         return apply_batch(store, config, chunk)
-    except duckdb.Error as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("batch of %d decisions failed (%s); applying them one by one", len(chunk), exc)
     outcomes: dict[str, str] = {}
     for d in chunk:
         try:
             outcomes.update(apply_batch(store, config, [d]))
-        except duckdb.Error as exc:
+        except DATABASE_ERRORS as exc:
             # Kept in the audit trail with the reason instead of in the spool, where it would
             # block every later decision.
             log.warning("decision %s failed: %s", d.decision_id, exc)
@@ -305,3 +304,29 @@ def apply_spool(
             report.rejected += outcome == "rejected"
         spool.remove({d.decision_id for d in chunk})
     return report
+
+
+# How long a click may wait for the server before it is spooled instead (Slack allows 3 s in all).
+DIRECT_WAIT_S = 1.0
+
+
+def apply_direct(config: Config, decisions: Sequence[Decision]) -> dict[str, str] | None:
+    """Apply decisions straight to a server store (PostgreSQL), or return None to spool them.
+
+    With PostgreSQL the store takes concurrent writers, so a click is written at once, in one
+    transaction, while flow runs write too; a decision is applied once whoever gets there first
+    (the first decision per item wins, the audit is keyed by decision id). The embedded file
+    admits one writer, so there (and whenever the server is down or slow) the caller spools.
+    """
+    if not location.is_server(config.database):
+        return None
+    try:
+        with open_store(config.database, wait_s=DIRECT_WAIT_S) as store:
+            done = store.audited_decisions([d.decision_id for d in decisions])
+            todo = [d for d in decisions if d.decision_id not in done]
+            return _apply_chunk(store, config, todo) if todo else {}
+    except StoreError as exc:
+        log.warning("store unavailable (%s); %d decisions spooled", exc, len(decisions))
+    except DATABASE_ERRORS as exc:
+        log.warning("store failed (%s); %d decisions spooled", exc, len(decisions))
+    return None

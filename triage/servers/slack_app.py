@@ -45,6 +45,7 @@ from triage.review import (
     ACTIONS,
     DecisionSpool,
     InvalidAction,
+    apply_direct,
     parse_actions,
     process_pending,
     review_store,
@@ -259,9 +260,11 @@ def build_app(
         return next()  # type: ignore[no-any-return]
 
     def on_decision(ack: Any, context: Any) -> None:
-        # Durable first, acknowledged second: an acknowledged click is never lost. The spool's
-        # lock is only ever held for a file operation, never while the store is busy.
-        spool.append(context["triage_decisions"])
+        # Durable first, acknowledged second: an acknowledged click is never lost. A server store
+        # takes the decision at once (bounded wait); otherwise, or when it is down, the spool
+        # does, whose lock is only ever held for a file operation, never while the store is busy.
+        if apply_direct(config, context["triage_decisions"]) is None:
+            spool.append(context["triage_decisions"])
         ack()
         if worker is not None:
             worker.kick()

@@ -6,18 +6,29 @@
   helper (``_insert``) and the one read helper (``_rows``);
 * one module per section: ``ingest`` (items, cursors, quarantine), ``classify``, ``route``,
   ``outbox``, ``review``, ``handoffs``, ``status``, ``privacy`` (erasure, retention);
-* :mod:`~triage.store.duckdb`: the embedded DuckDB backend that implements the primitives.
+* :mod:`~triage.store.interface`: :class:`Store`, the one interface over every section;
+* :mod:`~triage.store.duckdb`: the embedded DuckDB backend that implements the primitives;
+* :mod:`~triage.store.postgres`: the PostgreSQL backend, for several workers at once, with its
+  dialect translated in :mod:`~triage.store.pgsql` and :mod:`~triage.store.location` telling a
+  URL from a file path.
 
 Callers only ever see :func:`open_store` and :class:`Store`.
 """
 
 from __future__ import annotations
 
-from triage.store.duckdb import Store
+from duckdb import Error as _DuckDBError
+from psycopg import Error as _PsycopgError
+
+from triage.store.interface import Store
 from triage.store.opening import StoreBusy, StoreCorrupt, StoreError, StoreTooNew, open_store
 from triage.store.schema import MIGRATIONS, OUTBOX_STATES, SCHEMA_VERSION
 
+# What a statement of either backend raises when the database refuses it.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (_DuckDBError, _PsycopgError)
+
 __all__ = [
+    "DATABASE_ERRORS",
     "MIGRATIONS",
     "OUTBOX_STATES",
     "SCHEMA_VERSION",

@@ -11,7 +11,7 @@ dialect differs (listed in each section's docstring).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -40,6 +40,9 @@ class StoreBase:
     """The primitives a backend provides, and the helpers every section uses on top of them."""
 
     path: Path
+    # True where several processes may work the same backlog at once (a server database): the
+    # pending-work reads then claim what they return, and the flow writes inline, in the claim.
+    claims_work = False
 
     # ------------------------------------------------------------ primitives (per backend)
     def transaction(self) -> AbstractContextManager[None]:
@@ -58,9 +61,26 @@ class StoreBase:
         """A long read as Arrow batches, on its own snapshot (writes may commit meanwhile)."""
         raise NotImplementedError
 
-    def _with_rows(self, rows: pa.Table) -> AbstractContextManager[str]:
-        """Make ``rows`` readable by SQL for the block; yields the name to select from."""
+    def _with_rows(self, rows: pa.Table, like: str | None = None) -> AbstractContextManager[str]:
+        """Make ``rows`` readable by SQL for the block; yields the name to select from.
+
+        ``like`` names the table the rows are meant for: a backend that copies them may give its
+        columns that table's types.
+        """
         raise NotImplementedError
+
+    def _insert_statement(self, table: str, query: str, conflict: str) -> str:
+        """The INSERT of ``query``'s rows into ``table``, columns matched by name."""
+        return f"INSERT INTO {table} BY NAME {query} ON CONFLICT {conflict}"
+
+    @contextmanager
+    def source_lease(self, source: str) -> Iterator[bool]:
+        """Hold the right to fetch ``source`` for the block; yields False when another run has it.
+
+        The embedded file admits one writer, so holding the store is holding every source.
+        """
+        del source
+        yield True
 
     # ------------------------------------------------------------ helpers (shared)
     def _insert(
@@ -87,15 +107,15 @@ class StoreBase:
         table_rows = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
         if table_rows.num_rows == 0:
             return 0
-        with self._with_rows(table_rows) as name:
+        with self._with_rows(table_rows, like=table) as name:
             query = select.replace("{rows}", name)
-            return self._execute(f"INSERT INTO {table} BY NAME {query} ON CONFLICT {conflict}")
+            return self._execute(self._insert_statement(table, query, conflict))
 
-    def _update_from(self, rows: pa.Table, sql: str) -> int:
+    def _update_from(self, rows: pa.Table, sql: str, like: str | None = None) -> int:
         """One set-based statement over a table of changes (``{rows}`` names them)."""
         if rows.num_rows == 0:
             return 0
-        with self._with_rows(rows) as name:
+        with self._with_rows(rows, like=like) as name:
             return self._execute(sql.replace("{rows}", name))
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:

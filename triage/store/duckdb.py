@@ -15,36 +15,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from triage.store.base import StoreBase
-from triage.store.classify import ClassifySection
-from triage.store.customers import CustomerSection
-from triage.store.handoffs import HandoffSection
-from triage.store.ingest import IngestSection
-from triage.store.learning import LearningSection
-from triage.store.outbox import OutboxSection
-from triage.store.privacy import PrivacySection
-from triage.store.review import ReviewSection
-from triage.store.route import RouteSection
+from triage.store.interface import Store
 from triage.store.schema import MIGRATIONS
-from triage.store.status import StatusSection
 
 # View names for registered Arrow tables: unique per registration, so nested ones never clash.
 _VIEW_IDS = count()
 
 
-class Store(
-    IngestSection,
-    ClassifySection,
-    RouteSection,
-    OutboxSection,
-    ReviewSection,
-    HandoffSection,
-    CustomerSection,
-    LearningSection,
-    StatusSection,
-    PrivacySection,
-    StoreBase,
-):
+class DuckDBStore(Store):
     """A connection to the triage database with the project's queries as methods.
 
     Open it briefly with :func:`triage.store.open_store`; long-lived services must not hold the
@@ -83,7 +61,7 @@ class Store(
         yield from self.con.cursor().execute(sql).to_arrow_reader(batch_size)
 
     @contextmanager
-    def _with_rows(self, rows: pa.Table) -> Iterator[str]:
+    def _with_rows(self, rows: pa.Table, like: str | None = None) -> Iterator[str]:
         # DuckDB reads a registered Arrow table in place: no copy, no row-by-row conversion.
         name = f"_incoming_{next(_VIEW_IDS)}"
         self.con.register(name, rows)
@@ -118,9 +96,9 @@ class Store(
         """
         self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
 
-    def writer(self) -> Store:
+    def writer(self) -> DuckDBStore:
         """A second connection to the same database, for a writer thread (close it when done)."""
-        return Store(self.con.cursor(), self.path)
+        return DuckDBStore(self.con.cursor(), self.path)
 
     def close(self) -> None:
         """Close this connection."""

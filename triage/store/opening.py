@@ -1,4 +1,7 @@
-"""Opening the DuckDB file: refuse what is damaged, too new or not a store; wait out a lock.
+"""Opening the store: refuse what is damaged, too new or not a store; wait out a lock.
+
+A ``postgresql://`` URL opens the server backend (:func:`_open_server`); anything else is a
+DuckDB file.
 
 Nothing is written to a file that fails a check (README, "Reliability": database files).
 """
@@ -14,7 +17,9 @@ from pathlib import Path
 
 import duckdb
 
-from triage.store.duckdb import Store
+from triage.store import location
+from triage.store.duckdb import DuckDBStore
+from triage.store.interface import Store
 from triage.store.schema import SCHEMA_VERSION
 
 # Tasks of one flow run open the store from several threads; only one may migrate at a time.
@@ -175,7 +180,7 @@ def open_store(
     that is not a triage store, or one of a newer schema raises before the first statement.
 
     Args:
-        path: The DuckDB file; its folder is created when missing.
+        path: The DuckDB file (its folder is created when missing) or a ``postgresql://`` URL.
         read_only: Open without taking the write lock (fails if the file does not exist yet).
         wait_s: How long to wait for another process's write lock before raising ``StoreBusy``.
 
@@ -186,6 +191,10 @@ def open_store(
         StoreError: ``StoreBusy``, ``StoreCorrupt`` (also for damage found by a later read) or
             ``StoreTooNew``, each with a message for the user.
     """
+    if location.is_server(path):
+        with _open_server(str(path), read_only=read_only, wait_s=wait_s) as server_store:
+            yield server_store
+        return
     p = Path(path)
     if not read_only:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +204,7 @@ def open_store(
             _check_schema(con, p)
         except duckdb.Error as exc:
             raise (_damaged(p, exc) if _is_damage(exc) else exc) from exc
-        store = Store(con, p)
+        store = DuckDBStore(con, p)
         if not read_only:
             with _MIGRATE_LOCK:
                 store.migrate()
@@ -207,3 +216,51 @@ def open_store(
         raise
     finally:
         con.close()
+
+
+@contextmanager
+def _open_server(url: str, *, read_only: bool, wait_s: float) -> Iterator[Store]:
+    """Connect to PostgreSQL, check the schema, migrate (when writable); close afterwards.
+
+    A server that cannot be reached raises ``StoreBusy`` (trying again later may work; the Slack
+    app and the intake server spool meanwhile); a refused login or a missing database is a
+    ``StoreError`` the user must fix. The password never appears in a message.
+    """
+    import psycopg
+
+    from triage.store.postgres import PgStore, connect
+
+    shown = location.shown(url)
+    deadline = time.monotonic() + min(wait_s, 10.0)
+    while True:
+        try:
+            con = connect(url, timeout_s=min(wait_s, 5.0))
+            break
+        except psycopg.OperationalError as exc:
+            first = location.shown(str(exc).strip().splitlines()[0] if str(exc) else "")
+            if "password authentication" in first or "does not exist" in first:
+                raise StoreError(f"cannot open the database {shown}: {first}") from None
+            if time.monotonic() >= deadline:
+                raise StoreBusy(
+                    f"the database server {shown} cannot be reached ({first}); try again when it "
+                    "is up"
+                ) from None
+            time.sleep(0.2)
+    store = PgStore(con, url, shown)
+    try:
+        found = 0
+        if store._scalar("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            found = store._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        if int(found or 0) > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"{shown} has schema version {found}, written by a newer feedback-triage; this "
+                f"one knows versions up to {SCHEMA_VERSION}. Upgrade feedback-triage (nothing "
+                "was changed)"
+            )
+        if read_only:
+            con.execute("SET default_transaction_read_only = on")
+        else:
+            store.migrate()
+        yield store
+    finally:
+        store.close()

@@ -35,6 +35,7 @@ class ReviewSection(StoreBase):
             "UPDATE predictions SET label = c.label, labels = c.labels, needs_review = false, "
             "review_reason = 'relabelled by a reviewer' FROM {rows} c "
             "WHERE predictions.item_id = c.item_id",
+            like="predictions",
         )
 
     def set_routes(self, rows: pa.Table) -> None:
@@ -44,6 +45,7 @@ class ReviewSection(StoreBase):
             rows,
             "UPDATE routes SET department = c.department, state = c.state, rule = c.rule, "
             "routed_at = now() FROM {rows} c WHERE routes.item_id = c.item_id",
+            like="routes",
         )
 
     def add_training_examples(self, rows: pa.Table) -> None:

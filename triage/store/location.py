@@ -1,0 +1,36 @@
+"""Where the store lives: a DuckDB file path, or a PostgreSQL URL (``postgresql://…``).
+
+The same ``database:`` setting, ``TRIAGE_DB`` variable and ``--db`` option take either; this module
+tells them apart and shows a URL without its password.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_server(database: str | Path) -> bool:
+    """True for a PostgreSQL URL, False for a file path."""
+    return isinstance(database, str) and database.lower().startswith(SCHEMES)
+
+
+def shown(database: str | Path) -> str:
+    """The database as it may be printed or logged: a URL loses its password."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", str(database))
+
+
+def exists(database: str | Path) -> bool:
+    """Whether there is a store to read: a server is assumed to be there (connecting will tell)."""
+    return is_server(database) or Path(database).exists()
+
+
+def spool_base(database: str | Path) -> Path:
+    """Where files that belong beside the store go: beside the file, or ``./triage-<db>``."""
+    if not is_server(database):
+        return Path(database)
+    name = urlsplit(str(database)).path.strip("/") or "triage"
+    return Path(f"triage-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}")
