@@ -64,7 +64,7 @@ def drain(
     config: Config,
     destinations: dict[str, Destination],
     *,
-    limit: int = 10_000,
+    limit: int,
     batch: int = 200,
 ) -> DeliveryReport:
     """Send due outbox rows, oldest first, each at most once.
@@ -82,7 +82,8 @@ def drain(
         store: The open store.
         config: Configuration (max attempts).
         destinations: From :func:`triage.destinations.build_destinations`.
-        limit: Upper bound of deliveries this call (default 10,000).
+        limit: Upper bound of deliveries this call (no default here: the caller's, e.g.
+            ``deliver_pending``'s 10,000 per run, is the one that applies).
         batch: Rows fetched from the outbox at a time.
 
     Returns:
