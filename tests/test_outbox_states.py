@@ -483,3 +483,21 @@ def test_a_delivery_reconciled_after_a_crash_keeps_the_receivers_id(desk: Desk) 
     row = desk.row(key)
     assert row["state"] == "sent" and row["external_ref"] == f"webhook:{receiver_id}"
     assert receiver_id != key and desk.hook.duplicates == 0
+
+
+def test_each_destination_gets_the_item_as_its_privacy_settings_allow(
+    desk: Desk, tmp_path: Path
+) -> None:
+    # README, "Privacy": a destination sees in clear only the kinds it lists in `keep_in_clear`.
+    seed(desk.store, [("ann@example.com", False), ("bob@example.com", False)])
+    redacted = desk.queue(item("bob@example.com"))
+    desk.drain()
+    assert "bob@example.com" not in json.dumps(desk.hook.received[redacted]["doc"])
+    path = tmp_path / "triage.yaml"
+    settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    settings["destinations"]["hook"]["keep_in_clear"] = ["email"]
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    config = load_config(path, database=str(tmp_path / "t.duckdb"))
+    kept = desk.queue(item("ann@example.com"))
+    drain(desk.store, config, build_destinations(config), limit=10)
+    assert "ann@example.com" in desk.hook.received[kept]["doc"]["item"]["text"]
