@@ -339,3 +339,14 @@ def test_id_ordered_streams_stop_at_the_stored_id_unless_an_entry_says_otherwise
     # 10 is at the stored id but says it does not end the stream; 9 on page two does.
     assert [ids(b) for b in batches] == [["12", "11"], [], []]
     assert batches[-1].cursor == {"since_id": 12}
+
+
+def test_fetched_at_is_the_moment_of_the_page_in_utc() -> None:
+    # DESIGN.md: times in the mention record are UTC; a naive local time would shift with the host.
+    pages = [[{"id": 2, "at": 2}, {"id": 1, "at": 1}]]
+    before = datetime.now(UTC)
+    (first, _) = run(None, [timed_stream(None, pages, None)], {"/None": pages})
+    after = datetime.now(UTC)
+    for m in first.mentions:
+        assert m.fetched_at.utcoffset() == timedelta(0)
+        assert before <= m.fetched_at <= after

@@ -15,12 +15,17 @@ which verifies signatures and de-duplicates by ``Idempotency-Key``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pytest
 import yaml
@@ -344,7 +349,7 @@ def test_a_small_page_reaches_past_failures_and_the_limit_holds(desk: Desk) -> N
         "pending",
         "sent",
     ]
-    report = drain(desk.store, desk.config, build_destinations(desk.config), batch=1)
+    report = drain(desk.store, desk.config, build_destinations(desk.config), limit=10, batch=1)
     assert (report.sent, report.failed) == (2, 0)
 
 
@@ -367,3 +372,132 @@ def test_every_outcome_is_counted_per_delivery(desk: Desk) -> None:
     assert (report.failed, report.dead) == (3, 0)
     assert {desk.row(k)["state"] for k in fresh} == {"sending"}
     assert {desk.row(k)["state"] for k in previews} == {"previewed"}
+
+
+# ------------------------------------------------------------------ backoff, counts, error text
+# From drain's and backoff_seconds's docstrings: after the n-th failed attempt (a send, or a lookup
+# of a delivery left `sending`) the delivery is due again after 30 s * 2 ** (n - 1), capped at an
+# hour, times a random factor in [0.5, 1). The factor is pinned to its lower bound here, so each
+# delay is exactly half the schedule's: 15 s after the first failure, 30 s after the second.
+
+
+def due_in(desk: Desk, key: str, before: datetime) -> float:
+    """Seconds from ``before`` (taken just before the drain) to the row's next attempt."""
+    return (desk.row(key)["next_attempt_at"] - before).total_seconds()
+
+
+def test_each_failed_send_backs_off_twice_as_long_as_the_one_before(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("triage.delivery.random.random", lambda: 0.0)
+    key = desk.queue(item("a"))
+    desk.hook.fail_next(500, times=2, path="/hooks")
+    for attempt, delay in ((1, 15.0), (2, 30.0)):
+        before = datetime.now(UTC)
+        assert desk.drain().failed == 1
+        assert desk.row(key)["attempts"] == attempt
+        # A few seconds of slack for a loaded machine; the neighbouring delays are 2x away.
+        assert delay <= due_in(desk, key, before) < delay + 5
+        desk.make_due()
+
+
+def test_a_failed_lookup_backs_off_as_the_attempt_it_counts_as(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("triage.delivery.random.random", lambda: 0.0)
+    key = desk.queue(item("a"))
+    desk.store.mark_sending(key)  # attempt 1 crashed mid-send
+    desk.hook.fail_next(500, times=1, path="/status")
+    before = datetime.now(UTC)
+    assert desk.drain().failed == 1
+    # The lookup was attempt 2: 30 s * 2 ** 1 at the lowest jitter.
+    assert desk.row(key)["attempts"] == 2
+    assert 30.0 <= due_in(desk, key, before) < 35.0
+
+
+def test_two_deliveries_dying_in_one_drain_count_two(desk: Desk) -> None:
+    keys = [desk.queue(item("a")), desk.queue(item("b"))]
+    desk.hook.fail_next(401, times=2, path="/hooks")
+    report = desk.drain()
+    assert (report.dead, report.failed, report.sent) == (2, 0, 0)
+    assert [desk.row(k)["state"] for k in keys] == ["dead", "dead"]
+
+
+def test_two_lookups_refused_in_one_drain_count_two_deaths(desk: Desk) -> None:
+    keys = [desk.queue(item("a")), desk.queue(item("b"))]
+    for k in keys:
+        desk.store.mark_sending(k)
+    desk.hook.fail_next(401, times=2, path="/status")
+    report = desk.drain()
+    assert (report.dead, report.failed, report.reconciled) == (2, 0, 0)
+    assert [desk.row(k)["state"] for k in keys] == ["dead", "dead"]
+
+
+def test_a_destination_error_is_stored_as_the_destination_wrote_it(desk: Desk) -> None:
+    key = desk.queue(item("a"))
+    desk.hook.fail_next(500, times=1, path="/hooks")
+    desk.drain()
+    error = desk.row(key)["last_error"]
+    # The webhook's own message names the destination and the status; no exception type in front.
+    assert "500" in error and "hook" in error
+    assert not error.startswith("DeliveryError")
+
+
+def test_any_other_exception_is_stored_with_its_type_name(desk: Desk, tmp_path: Path) -> None:
+    # The preview destination writes into `outbox_dir`; a plain file there makes it raise OSError.
+    blocker = Path(desk.config.outbox_dir)
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder", encoding="utf-8")
+    key = desk.queue(item("a"), "files")
+    report = desk.drain()
+    assert (report.failed, report.previewed) == (1, 0)
+    row = desk.row(key)
+    assert row["state"] == "failed"
+    name, _, message = row["last_error"].partition(": ")
+    assert name in {"FileExistsError", "NotADirectoryError"}, row["last_error"]
+    assert str(blocker) in message
+
+
+def test_a_delivery_reconciled_after_a_crash_keeps_the_receivers_id(desk: Desk) -> None:
+    key = desk.queue(item("a"))
+    desk.store.mark_sending(key)
+    # The crashed run's POST reached the receiver (signed as the README documents), and the
+    # process died before recording the receiver's answer.
+    body = json.dumps({"idempotency_key": key, "kind": "handoff"}).encode()
+    ts = str(int(time.time()))
+    mac = hmac.new(desk.hook.secret.encode(), ts.encode() + b"." + body, hashlib.sha256)
+    answer = httpx.post(
+        f"{desk.hook.url}/hooks/support",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+            "X-Triage-Timestamp": ts,
+            "X-Triage-Signature": "sha256=" + mac.hexdigest(),
+        },
+    )
+    assert answer.status_code == 202
+    receiver_id = answer.json()["id"]
+    report = desk.drain()
+    assert (report.reconciled, report.sent) == (1, 0)
+    row = desk.row(key)
+    assert row["state"] == "sent" and row["external_ref"] == f"webhook:{receiver_id}"
+    assert receiver_id != key and desk.hook.duplicates == 0
+
+
+def test_each_destination_gets_the_item_as_its_privacy_settings_allow(
+    desk: Desk, tmp_path: Path
+) -> None:
+    # README, "Privacy": a destination sees in clear only the kinds it lists in `keep_in_clear`.
+    seed(desk.store, [("ann@example.com", False), ("bob@example.com", False)])
+    redacted = desk.queue(item("bob@example.com"))
+    desk.drain()
+    assert "bob@example.com" not in json.dumps(desk.hook.received[redacted]["doc"])
+    path = tmp_path / "triage.yaml"
+    settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    settings["destinations"]["hook"]["keep_in_clear"] = ["email"]
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    config = load_config(path, database=str(tmp_path / "t.duckdb"))
+    kept = desk.queue(item("ann@example.com"))
+    drain(desk.store, config, build_destinations(config), limit=10)
+    assert "ann@example.com" in desk.hook.received[kept]["doc"]["item"]["text"]

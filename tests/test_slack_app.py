@@ -695,7 +695,7 @@ def test_crashed_threaded_post_is_reconciled_in_its_thread(
         store.mark_sending(key)
         before = len(env.fake.posted())
         dests = destinations.build_destinations(env.config)
-        report = delivery.drain(store, env.config, dests)
+        report = delivery.drain(store, env.config, dests, limit=100)
     assert report.reconciled == 1 and report.sent == 0
     assert len(env.fake.posted()) == before
     assert env.rows("SELECT state FROM outbox WHERE key = ?", [key]) == [("sent",)]

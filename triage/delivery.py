@@ -43,7 +43,12 @@ class DeliveryReport:
 
 
 def backoff_seconds(attempts: int, base: float = 30.0, cap: float = 3600.0) -> float:
-    """Exponential backoff with jitter for the next attempt of a failed delivery."""
+    """Exponential backoff with jitter for the next attempt of a failed delivery.
+
+    After the n-th failed attempt (a send or, for a delivery left ``sending``, a lookup) the
+    delivery is due again after ``base * 2 ** (n - 1)`` seconds, at most ``cap``, times a random
+    factor in [0.5, 1): 15-30 s after the first failure, 30-60 s after the second, and so on.
+    """
     return min(cap, base * 2 ** max(0, attempts - 1)) * (0.5 + random.random() / 2)
 
 
@@ -59,7 +64,7 @@ def drain(
     config: Config,
     destinations: dict[str, Destination],
     *,
-    limit: int = 10_000,
+    limit: int,
     batch: int = 200,
 ) -> DeliveryReport:
     """Send due outbox rows, oldest first, each at most once.
@@ -68,11 +73,17 @@ def drain(
     accepted a message therefore leaves ``sending`` behind, and the next drain asks the destination
     (``lookup``) whether it already has the key instead of sending again.
 
+    A failed delivery keeps its error in ``last_error``: a destination's own
+    :class:`~triage.destinations.DeliveryError` as written, any other exception as
+    ``"<ExceptionType>: <message>"``; a failed lookup as ``"lookup: <ExceptionType>: <message>"``.
+    Each failure backs off as :func:`backoff_seconds` says.
+
     Args:
         store: The open store.
         config: Configuration (max attempts).
         destinations: From :func:`triage.destinations.build_destinations`.
-        limit: Upper bound of deliveries this call.
+        limit: Upper bound of deliveries this call (no default here: the caller's, e.g.
+            ``deliver_pending``'s 10,000 per run, is the one that applies).
         batch: Rows fetched from the outbox at a time.
 
     Returns:

@@ -5,6 +5,7 @@ Plain functions over Arrow batches, with no Prefect in sight, so they are tested
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -79,14 +80,21 @@ def auto_handoff(
     ``false`` or a minimum score), and a label without one follows its department's
     ``auto_handoff``.
     """
-    if needs_review:
-        return False
+    return not needs_review and score >= handoff_min_score(config, department, label)
+
+
+def handoff_min_score(config: Config, department: str, label: str) -> float:
+    """The lowest score at which an unflagged item of ``label`` is handed off on its own.
+
+    ``routing.auto_handoff.<label>`` as a score, ``true`` as minus infinity (always) and ``false``
+    as infinity (never); a label without an entry follows its department's ``auto_handoff``.
+    """
     rule = config.auto_handoff.get(label)
     if rule is None:
-        return config.departments[department].auto_handoff
+        rule = config.departments[department].auto_handoff
     if isinstance(rule, bool):
-        return rule
-    return score >= rule
+        return -math.inf if rule else math.inf
+    return float(rule)
 
 
 def handoff_destinations(config: Config, department: str) -> list[str]:
@@ -163,20 +171,14 @@ def route_batch(config: Config, batch: pa.RecordBatch | pa.Table) -> tuple[pa.Ta
     rule_names = [r.name for r in rules] + ["unmatched"]
     department = np.array(departments, dtype=object)[which]
     routed = np.array([d is not None for d in departments], dtype=bool)[which]
-    # auto_handoff() per distinct (department, label) pair, then a score test where it asks one.
+    # auto_handoff()'s rule, column-wise: one minimum score per distinct (department, label).
     auto = np.zeros(n, dtype=bool)
     candidates = routed & ~needs_review
     if candidates.any():
         pairs = {(department[i], label[i]) for i in np.flatnonzero(candidates).tolist()}
         for dept, lab in pairs:
             rows = candidates & (department == dept) & (label == lab)
-            setting = config.auto_handoff.get(lab)
-            if setting is None:
-                auto[rows] = config.departments[dept].auto_handoff
-            elif isinstance(setting, bool):
-                auto[rows] = setting
-            else:
-                auto[rows] = score[rows] >= setting
+            auto[rows] = score[rows] >= handoff_min_score(config, dept, lab)
     state = np.where(routed, np.where(auto, AUTO_HANDOFF, AWAITING_REVIEW), ARCHIVED)
     routes = pa.table(
         {

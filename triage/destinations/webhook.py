@@ -21,6 +21,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+import httpx
+
 from triage.config import Config, DestinationConfig
 from triage.destinations.base import Destination
 from triage.destinations.handoff import HandoffDestination, fail, http_client
@@ -62,6 +64,13 @@ def payload(key: str, kind: str, item: DeliveryItem, department: str) -> dict[st
     }
 
 
+def _receiver_id(resp: httpx.Response) -> str | None:
+    """The ``id`` a receiver answered in a JSON body, if any."""
+    if resp.headers.get("content-type", "").startswith("application/json"):
+        return str((resp.json() or {}).get("id") or "") or None
+    return None
+
+
 class WebhookDestination(HandoffDestination):
     """POSTs a signed JSON document per handoff."""
 
@@ -94,9 +103,7 @@ class WebhookDestination(HandoffDestination):
         )
         if resp.status_code >= 300:
             raise fail(f"webhook {self.name}", resp)
-        if resp.headers.get("content-type", "").startswith("application/json"):
-            return str((resp.json() or {}).get("id") or "") or None
-        return None
+        return _receiver_id(resp)
 
     def send(self, key: str, kind: str, item: DeliveryItem) -> str:
         """Sign and POST the payload; the receiver's ``id`` (if it answers one) is the reference."""
@@ -146,7 +153,8 @@ class WebhookDestination(HandoffDestination):
             raise fail(f"webhook {self.name}", resp)
         if self.store.handoff_ref(key) is None:
             self.store.begin_handoff(key, item.id, self.name, self.system, "post")
-        return self.finish(key, key, None)
+        # The receiver's own id, as a send would have recorded it; the key only if it names none.
+        return self.finish(key, _receiver_id(resp) or key, None)
 
 
 def build(dest: DestinationConfig, config: Config) -> Destination:
