@@ -138,7 +138,8 @@ class _Batch:
 
     out: FetchBatch = field(default_factory=FetchBatch)
     records: list[Any] = field(default_factory=list)
-    numbers: list[int] = field(default_factory=list)
+    # Per record, where it was read ("intake-20260301.jsonl line 7"), for quarantine reasons.
+    places: list[str] = field(default_factory=list)
     raws: list[str] = field(default_factory=list)
 
 
@@ -159,9 +160,7 @@ def _batches(
         while count < ctx.batch_size and step(current):
             count += 1
         batch = current.out
-        _add_items(
-            ctx, fmt, path, batch, current.records, current.numbers, fetched_at, current.raws
-        )
+        _add_items(ctx, fmt, batch, current.records, current.places, fetched_at, current.raws)
         if batch.size or count or src.pos == offset:
             yield batch, src.pos, src.line
         if count < ctx.batch_size:
@@ -185,32 +184,59 @@ def _read_jsonl(
             _oversized(ctx, fmt, path, src, into.out)
             if data is None:
                 return False
-            if not data.strip():
-                return True
-            try:
-                record = decode_json(data)
-            except InvalidRecord as exc:
-                into.out.rejected.append(_reject(ctx, path, src.line, str(exc), data))
-                return True
-            into.records.append(record)
-            # decode_json accepted the line, so it is valid UTF-8.
-            into.raws.append(data.decode("utf-8").rstrip("\r\n"))
-            into.numbers.append(src.line)
+            _take_line(ctx, into, data, _place(path, src.line))
             return True
 
         yield from _batches(ctx, fmt, path, src, fetched_at, step)
+
+
+def _take_line(ctx: SourceContext, into: _Batch, data: bytes, place: str) -> None:
+    """Decode one JSONL line into the batch: a record, a quarantined line, or (blank) nothing."""
+    if not data.strip():
+        return
+    try:
+        record = decode_json(data)
+    except InvalidRecord as exc:
+        into.out.rejected.append(_reject(ctx, place, str(exc), data))
+        return
+    into.records.append(record)
+    # decode_json accepted the line, so it is valid UTF-8.
+    into.raws.append(data.decode("utf-8").rstrip("\r\n"))
+    into.places.append(place)
+
+
+def line_batch(
+    ctx: SourceContext, fmt: RecordFormat, data: bytes, fetched_at: datetime, place: str
+) -> FetchBatch:
+    """The batch one JSONL line gives when it is read from a file: its item row, or its
+    quarantine row with the same reason (``place`` stands where a file names its line).
+
+    The intake server stores a post this way when it writes to the store directly.
+    """
+    into = _Batch()
+    if len(data) > fmt.max_record_bytes:
+        reason = _too_long(len(data), fmt)
+        into.out.rejected.append(_reject(ctx, place, reason, data[:200] + b"..."))
+    else:
+        _take_line(ctx, into, data, place)
+    _add_items(ctx, fmt, into.out, into.records, into.places, fetched_at, into.raws)
+    return into.out
 
 
 def _oversized(
     ctx: SourceContext, fmt: RecordFormat, path: Path, src: _Lines, batch: FetchBatch
 ) -> None:
     for number, size, head in src.oversized:
-        reason = (
-            f"line is {size:,} bytes, over max_record_bytes ({fmt.max_record_bytes:,}); "
-            "not read (raise max_record_bytes to read it)"
-        )
-        batch.rejected.append(_reject(ctx, path, number, reason, head + b"..."))
+        reason = _too_long(size, fmt)
+        batch.rejected.append(_reject(ctx, _place(path, number), reason, head + b"..."))
     src.oversized.clear()
+
+
+def _too_long(size: int, fmt: RecordFormat) -> str:
+    return (
+        f"line is {size:,} bytes, over max_record_bytes ({fmt.max_record_bytes:,}); "
+        "not read (raise max_record_bytes to read it)"
+    )
 
 
 def item_rows_for(
@@ -236,10 +262,9 @@ def item_rows_for(
 def _add_items(
     ctx: SourceContext,
     fmt: RecordFormat,
-    path: Path,
     batch: FetchBatch,
     records: list[Any],
-    numbers: list[int],
+    places: list[str],
     fetched_at: datetime,
     raws: list[str] | None = None,
 ) -> None:
@@ -254,7 +279,7 @@ def _add_items(
         record = records[i]
         ext = record.get(id_key) if isinstance(record, dict) else None
         raw = raws[i] if raws else record
-        batch.rejected.append(_reject(ctx, path, numbers[i], reason, raw, ext))
+        batch.rejected.append(_reject(ctx, places[i], reason, raw, ext))
 
 
 class _CsvLines:
@@ -327,7 +352,9 @@ def _read_csv(
         def broken(into: _Batch, reason: str) -> None:
             # Quarantine the line that opened the record and read on from the line after it.
             start_pos, start_line = lines.start
-            into.out.rejected.append(_reject(ctx, path, start_line + 1, reason, lines.first))
+            into.out.rejected.append(
+                _reject(ctx, _place(path, start_line + 1), reason, lines.first)
+            )
             src.seek(start_pos + len(lines.first), start_line + 1)
 
         def step(into: _Batch) -> bool:
@@ -346,7 +373,7 @@ def _read_csv(
                 _oversized(ctx, fmt, path, src, into.out)
                 number = lines.start[1] + 1
                 into.out.rejected.append(
-                    _reject(ctx, path, number, f"unreadable CSV: {exc}", lines.first)
+                    _reject(ctx, _place(path, number), f"unreadable CSV: {exc}", lines.first)
                 )
                 return True
             _oversized(ctx, fmt, path, src, into.out)
@@ -361,22 +388,25 @@ def _read_csv(
             number = lines.start[1] + 1
             if len(row) != len(header):
                 reason = f"{len(row)} columns, header has {len(header)}"
-                into.out.rejected.append(_reject(ctx, path, number, reason, row))
+                into.out.rejected.append(_reject(ctx, _place(path, number), reason, row))
                 return True
             into.records.append(dict(zip(header, row, strict=True)))
-            into.numbers.append(number)
+            into.places.append(_place(path, number))
             return True
 
         yield from _batches(ctx, fmt, path, src, fetched_at, step)
 
 
-def _reject(
-    ctx: SourceContext, path: Path, lineno: int, reason: str, raw: Any, ext: Any = None
-) -> Rejected:
+def _place(path: Path, lineno: int) -> str:
+    """Where a record was read, as quarantine reasons name it: ``<file> line <n>``."""
+    return f"{path.name} line {lineno}"
+
+
+def _reject(ctx: SourceContext, place: str, reason: str, raw: Any, ext: Any = None) -> Rejected:
     if isinstance(raw, bytes):
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
     elif isinstance(raw, str):
         text = raw
     else:
         text = orjson.dumps(raw, default=str).decode()
-    return ctx.reject(f"{path.name} line {lineno}: {reason}", text, ext)
+    return ctx.reject(f"{place}: {reason}", text, ext)

@@ -1,19 +1,24 @@
 """Web-form posts received by ``triage intake serve``, read from its append-only spool files.
 
-The intake server only appends fsynced lines to ``intake-YYYYMMDD.jsonl``; this source reads them
-with the file connector's offset cursor, so a post is read once, a torn last line waits (or goes to
+The intake server appends fsynced lines to ``intake-YYYYMMDD.jsonl``; this source reads them with
+the file connector's offset cursor, so a post is read once, a torn last line waits (or goes to
 quarantine once it is followed by newer lines) and odd records are quarantined with the reason.
+
+On a server store (PostgreSQL) the intake writes each post directly instead, as the item this
+source would have read from its spooled line (:func:`post_batch`: the same id, fields and
+quarantine reason); the spool is then the fallback for when the database is down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
-from connectors import file
+from connectors import file, file_reader
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from triage.config import ConfigError
 
@@ -87,3 +92,20 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         # Nothing received yet: the server creates the folder with its first start.
         return
     yield from file.fetch(_file_ctx(ctx), cursor)
+
+
+def post_batch(ctx: SourceContext, line: bytes, received: datetime, record_id: str) -> FetchBatch:
+    """The batch this source would read from one spool line: what the intake stores directly.
+
+    Args:
+        ctx: The configured ``webhook`` source (its ``source_type`` and ``max_record_bytes``).
+        line: The post as the intake would spool it (one JSON line, newline included).
+        received: When the intake accepted it (the item's ``fetched_at``).
+        record_id: The post's id, naming it in a quarantine reason where a file names its line.
+
+    Returns:
+        The item row (id ``item_id(<source name>, <post id>)``, the same as from the spool), or the
+        quarantine row with the reason the source would give.
+    """
+    fmt = file.record_format(ctx.name, _file_settings(ctx.settings))
+    return file_reader.line_batch(ctx, fmt, line, received, f"intake post {record_id}")
