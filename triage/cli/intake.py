@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from triage.cli.options import ConfigOpt, DbOpt, load_config_or_exit
+
 intake_app = typer.Typer(no_args_is_help=True, help="Receive web-form posts (signed JSON).")
 
 
@@ -38,10 +40,19 @@ def serve(
             "--request-timeout", help="Seconds a client has to send a request; then 408.", min=0.1
         ),
     ] = 10.0,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
 ) -> None:
-    """Serve POST /intake until interrupted; each accepted post is fsynced before the 202."""
+    """Serve POST /intake until interrupted; each accepted post is stored or fsynced before the 202.
+
+    With a PostgreSQL store (the configuration's database, TRIAGE_DB or --db) and an enabled
+    webhook source reading --spool-dir, posts are written to the store directly and spooled only
+    while it is unavailable; with the DuckDB file every post is spooled.
+    """
     from triage.secrets import get_secret
     from triage.servers.intake import SECRET_BLOCK, SECRET_ENV, IntakeSettings, make_server
+    from triage.servers.intake_store import direct_writer
+    from triage.store import location
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
@@ -55,6 +66,10 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    cfg = load_config_or_exit(config, db)
+    direct = direct_writer(cfg, spool_dir)
+    if direct is not None:
+        direct.warm_up()
     settings = IntakeSettings(
         secret=secret,
         spool_dir=spool_dir,
@@ -62,12 +77,17 @@ def serve(
         source_type=source_type,
         max_connections=max_connections,
         request_timeout=request_timeout,
+        direct=direct,
     )
     server = make_server(settings, host, port)
     bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-    typer.echo(
-        f"intake listening on http://{bound_host}:{bound_port}/intake, spooling to {spool_dir}"
-    )
+    where = f"spooling to {spool_dir}"
+    if direct is not None:
+        where = (
+            f"writing to {location.shown(cfg.database)} as source '{direct.source.name}' "
+            f"({where} while it is unavailable)"
+        )
+    typer.echo(f"intake listening on http://{bound_host}:{bound_port}/intake, {where}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

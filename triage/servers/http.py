@@ -108,7 +108,12 @@ class BoundedHandler(BaseHTTPRequestHandler):
         budget = getattr(self.server, "request_timeout", self.request_timeout)
         self.request_timeout = float(budget)
         deadline = time.monotonic() + self.request_timeout
+        self.deadline = deadline
         self.rfile = _DeadlineReader(self.rfile, self.connection, deadline, self)  # type: ignore[assignment]
+
+    def time_left(self) -> float:
+        """Seconds left of this request's deadline (negative once it has passed)."""
+        return self.deadline - time.monotonic()
 
     def send_response(self, code: int, message: str | None = None) -> None:
         """Start the answer; writes get their own timeout (the read deadline may be spent)."""

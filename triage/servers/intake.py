@@ -1,9 +1,11 @@
-"""Web-form intake: an HTTP endpoint that accepts signed JSON posts and spools them durably.
+"""Web-form intake: an HTTP endpoint that accepts signed JSON posts and stores or spools them.
 
 The server never opens the DuckDB file: a long-lived process holding it would block every
 ``triage run`` (one writing process per file). Each accepted post is appended as one JSON line to
 ``<spool_dir>/intake-YYYYMMDD.jsonl`` and fsynced before the 202 goes out; the ``webhook`` source
-reads those files incrementally, like any file drop.
+reads those files incrementally, like any file drop. On a PostgreSQL store the post is written to
+the store directly instead (:mod:`triage.servers.intake_store`), and spooled only when that fails
+or takes too long.
 
 Authentication: ``X-Triage-Signature: sha256=<hex>`` is the HMAC-SHA256, keyed with the shared
 secret, of ``<X-Triage-Timestamp>.<raw body>``. Signing the timestamp together with the body is what
@@ -37,6 +39,7 @@ from triage.servers.http import (
     BoundedHTTPServer,
     RequestError,
 )
+from triage.servers.intake_store import DirectWriter
 from triage.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from triage.spool import JsonlSpool
 
@@ -109,6 +112,8 @@ class IntakeSettings:
     clock: Any = field(default=time.time)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    # Writes posts to a server store before the 202 (None: spool every post).
+    direct: DirectWriter | None = None
 
 
 def verify(settings: IntakeSettings, headers: Any, body: bytes) -> None:
@@ -238,8 +243,12 @@ def make_handler(settings: IntakeSettings, spool: Spool) -> type[BoundedHandler]
                 raise IntakeError(
                     413, f"record longer than the webhook source reads ({DEFAULT_MAX_RECORD_BYTES})"
                 )
-            spool.append(line, datetime.fromtimestamp(settings.clock(), tz=UTC))
-            return str(record["id"])
+            received = datetime.fromtimestamp(settings.clock(), tz=UTC)
+            record_id = str(record["id"])
+            direct = settings.direct
+            if direct is None or not direct.write(line, received, record_id, self.time_left()):
+                spool.append(line, received)
+            return record_id
 
     return IntakeHandler
 
@@ -258,9 +267,25 @@ def make_server(settings: IntakeSettings, host: str, port: int) -> BoundedHTTPSe
     if not settings.secret:
         raise ValueError(f"no intake secret: set {SECRET_ENV} or the Secret block {SECRET_BLOCK}")
     spool = Spool(settings.spool_dir)
-    return BoundedHTTPServer(
+    return IntakeServer(
         (host, port),
         make_handler(settings, spool),
         max_connections=settings.max_connections,
         request_timeout=settings.request_timeout,
+        direct=settings.direct,
     )
+
+
+class IntakeServer(BoundedHTTPServer):
+    """The bounded server, closing the direct writer (if any) with itself."""
+
+    def __init__(self, *args: Any, direct: DirectWriter | None = None, **kwargs: Any) -> None:
+        """Create the server; ``direct`` is closed by :meth:`server_close`."""
+        super().__init__(*args, **kwargs)
+        self.direct = direct
+
+    def server_close(self) -> None:
+        """Close the socket and stop the direct writer's threads."""
+        super().server_close()
+        if self.direct is not None:
+            self.direct.close()
