@@ -9,7 +9,9 @@ injected clock.
 from __future__ import annotations
 
 import json
+import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ import yaml
 from connectors import SourceContext, webhook
 from flows.settings import load_config
 from flows.triage import classify_pending, ingest, route_pending, triage
+from tests.clirun import BIN, clean_env
 from tests.conftest import DEMO_DIR
 from triage.servers.intake import IntakeSettings, make_server, sign, spool_line
 from triage.servers.intake_store import DirectWriter, direct_writer
@@ -245,6 +248,46 @@ def test_only_a_server_store_with_a_webhook_source_on_the_spool_is_written_direc
     )
     # No enabled source reads this folder: the posts' source is unknown, so they are spooled.
     assert direct_writer(on_pg, tmp_path / "elsewhere") is None
+
+
+def test_intake_serve_writes_to_the_configured_postgres_store(
+    tmp_path: Path, migrated: str
+) -> None:
+    # The command as users start it: the database from --db, the source from the configuration.
+    config = write_config(tmp_path, str(tmp_path / "unused.duckdb"))
+    proc = subprocess.Popen(
+        [str(BIN / "triage"), "intake", "serve", "--port", "0", "--spool-dir", "spool"]
+        + ["--config", str(config), "--db", migrated],
+        cwd=tmp_path,
+        env=clean_env(TRIAGE_INTAKE_SECRET=SECRET, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert f"as source '{SOURCE}'" in banner and "***" in banner, banner
+        port = re.search(r"127\.0\.0\.1:(\d+)/intake", banner)
+        assert port is not None, banner
+        body = json.dumps({"id": "cli-1", "text": "Sync stopped working"}).encode()
+        stamp = str(int(time.time()))
+        answer = httpx.post(
+            f"http://127.0.0.1:{port.group(1)}/intake",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Triage-Timestamp": stamp,
+                "X-Triage-Signature": sign(SECRET, stamp, body),
+            },
+            timeout=30,
+        )
+        assert answer.status_code == 202
+        assert items(migrated) == {"cli-1": "Sync stopped working"}
+        assert not list((tmp_path / "spool").glob("intake-*.jsonl"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 # ----------------------------------------------------------------------------- direct path
