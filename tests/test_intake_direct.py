@@ -106,6 +106,17 @@ def write_config(tmp_path: Path, database: str, extra: list[dict[str, Any]] | No
     return path
 
 
+def signed_post(base: str, payload: dict[str, Any], ts: int) -> httpx.Response:
+    """POST a signed JSON body to ``<base>/intake``, as a form's backend does."""
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Triage-Timestamp": str(ts),
+        "X-Triage-Signature": sign(SECRET, str(ts), body),
+    }
+    return httpx.post(f"{base}/intake", content=body, headers=headers, timeout=30)
+
+
 class Intake:
     """An intake server on a random port, with the direct writer of ``database``."""
 
@@ -132,14 +143,7 @@ class Intake:
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def post(self, payload: dict[str, Any], ts: int | None = None) -> httpx.Response:
-        body = json.dumps(payload).encode()
-        stamp = str(ts if ts is not None else int(self.now))
-        headers = {
-            "Content-Type": "application/json",
-            "X-Triage-Timestamp": stamp,
-            "X-Triage-Signature": sign(SECRET, stamp, body),
-        }
-        return httpx.post(f"{self.base}/intake", content=body, headers=headers, timeout=30)
+        return signed_post(self.base, payload, ts if ts is not None else int(self.now))
 
     def spooled(self) -> list[dict[str, Any]]:
         lines = b"".join(p.read_bytes() for p in sorted(self.spool.glob("intake-*.jsonl")))
@@ -270,17 +274,10 @@ def test_intake_serve_writes_to_the_configured_postgres_store(
         assert f"as source '{SOURCE}'" in banner and "***" in banner, banner
         port = re.search(r"127\.0\.0\.1:(\d+)/intake", banner)
         assert port is not None, banner
-        body = json.dumps({"id": "cli-1", "text": "Sync stopped working"}).encode()
-        stamp = str(int(time.time()))
-        answer = httpx.post(
-            f"http://127.0.0.1:{port.group(1)}/intake",
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "X-Triage-Timestamp": stamp,
-                "X-Triage-Signature": sign(SECRET, stamp, body),
-            },
-            timeout=30,
+        answer = signed_post(
+            f"http://127.0.0.1:{port.group(1)}",
+            {"id": "cli-1", "text": "Sync stopped working"},
+            int(time.time()),
         )
         assert answer.status_code == 202
         assert items(migrated) == {"cli-1": "Sync stopped working"}
