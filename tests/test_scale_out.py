@@ -20,7 +20,7 @@ from flows.triage import triage
 from tests.conftest import DEMO_DIR
 from triage.cli import app
 from triage.cli.bench_scale import RecordingSink, check
-from triage.review import DecisionSpool, apply_direct
+from triage.review import DecisionSpool, DirectApply
 from triage.review.clicks import Decision
 from triage.store import open_store
 
@@ -78,14 +78,15 @@ def test_a_click_is_written_to_postgres_directly_and_applied_once(
     demo_on_pg: Path, pg_url: str
 ) -> None:
     config = load_config(str(demo_on_pg), database=pg_url)
+    apply_direct = DirectApply(config)
     with open_store(pg_url) as store:
         item = str(
             store._scalar("SELECT item_id FROM routes WHERE state = 'awaiting_review' LIMIT 1")
         )
-    assert apply_direct(config, [_decision(item, 1)]) == {"d1": "applied"}
+    assert apply_direct([_decision(item, 1)]) == {"d1": "applied"}
     # A second reviewer's click on the same item loses to the first; a repeat changes nothing.
-    assert apply_direct(config, [_decision(item, 2, "U0BOB")]) == {"d2": "superseded"}
-    assert apply_direct(config, [_decision(item, 1)]) == {}
+    assert apply_direct([_decision(item, 2, "U0BOB")]) == {"d2": "superseded"}
+    assert apply_direct([_decision(item, 1)]) == {}
     with open_store(pg_url) as store:
         assert store._scalar("SELECT state FROM routes WHERE item_id = ?", [item]) == "released"
         assert store._scalar("SELECT count(*) FROM review_decisions") == 1
@@ -100,7 +101,7 @@ def test_a_click_is_spooled_quickly_when_the_server_is_down(demo_on_pg: Path) ->
     down = f"postgresql://triage:secret@127.0.0.1:{port}/triage"
     config = load_config(str(demo_on_pg), database=down)
     started = time.monotonic()
-    assert apply_direct(config, [_decision("some-item", 1)]) is None
+    assert DirectApply(config)([_decision("some-item", 1)]) is None
     # Well inside Slack's 3 seconds: the caller still spools and acknowledges in time.
     assert time.monotonic() - started < 2.5
 
@@ -188,7 +189,7 @@ def test_clicks_are_written_within_slacks_3s_while_two_workers_write(
             if all(p.poll() is not None for p in procs):
                 break
             started = time.monotonic()
-            assert apply_direct(config, [_decision(item, n)]) == {f"d{n}": "applied"}
+            assert apply_direct([_decision(item, n)]) == {f"d{n}": "applied"}
             latencies.append(time.monotonic() - started)
             time.sleep(0.2)
         reports = workers.wait()
