@@ -273,6 +273,7 @@ def test_a_server_that_hangs_mid_write_costs_a_click_its_wait_not_its_answer(
         # The write connects, logs in and reads the schema version; then the server goes silent.
         gate.hang_on = b"pg_advisory_xact_lock"
         answer, took = endpoint.click(first)
+        print(f"\nclick answered with the server hung mid-write in {took:.3f}s")
         assert answer.status_code == 200
         assert took < SLACK_LIMIT_S, took
         assert gate.hung.is_set()  # it did hang inside the click's transaction
@@ -310,6 +311,7 @@ def test_a_click_on_a_row_a_worker_holds_is_answered_in_time_and_applied_once(
     try:
         holder.execute("SELECT * FROM routes WHERE item_id = %s FOR UPDATE", [item])
         answer, took = endpoint.click(item)
+        print(f"\nclick answered with its route row locked in {took:.3f}s")
         assert answer.status_code == 200
         assert took < SLACK_LIMIT_S, took
         assert [d.item_id for d in endpoint.spool.read()] == [item]

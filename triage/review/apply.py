@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from triage.bounded import PAUSE_S, WRITERS, BoundedWrites
+from triage.bounded import BoundedWrites
 from triage.config import Config
 from triage.models import DeliveryItem
 from triage.review.clicks import Decision
@@ -332,26 +331,19 @@ class DirectApply:
     """
 
     def __init__(
-        self,
-        config: Config,
-        *,
-        wait_s: float = DIRECT_WAIT_S,
-        pause_s: float = PAUSE_S,
-        writers: int = WRITERS,
-        clock: Callable[[], float] = time.monotonic,
+        self, config: Config, *, wait_s: float = DIRECT_WAIT_S, writes: BoundedWrites | None = None
     ) -> None:
         """Prepare (nothing is opened until the first click).
 
         Args:
             config: The configuration (its database, rules and departments).
             wait_s: The longest a click waits for its write before it is spooled.
-            pause_s: How long clicks go straight to the spool after a failed or late write.
-            writers: Writes (connections) at once.
-            clock: Monotonic seconds, for the pause (tests inject one).
+            writes: Runs the writes (default: 4 at once, clicks spooled at once for 5 s after a
+                failed or late write).
         """
         self.config = config
         self.wait_s = wait_s
-        self.writes = BoundedWrites(log, "decisions", pause_s=pause_s, writers=writers, clock=clock)
+        self.writes = writes or BoundedWrites(log, "decisions")
 
     def __call__(self, decisions: Sequence[Decision]) -> dict[str, str] | None:
         """Apply the decisions; their outcomes (none for one applied before), or None to spool."""
