@@ -360,12 +360,15 @@ def test_clicks_are_answered_within_slacks_3s_while_two_workers_write(
     workers = Workers(config_path, {**os.environ, "TRIAGE_DB": pg_url})
     latencies: list[float] = []
     clicked: list[str] = []
+    overlapped = 0  # clicks sent while both workers were still running
     try:
         procs = workers.start(2)
         workers.go(procs)
         for item in items:
-            if all(p.poll() is not None for p in procs):
+            running = sum(p.poll() is None for p in procs)
+            if not running:
                 break
+            overlapped += running == 2
             answer, took = endpoint.click(item)
             assert answer.status_code == 200
             latencies.append(took)
@@ -375,12 +378,13 @@ def test_clicks_are_answered_within_slacks_3s_while_two_workers_write(
     finally:
         workers.kill_all()
         endpoint.stop()
-    assert len(latencies) >= 5, "the workers finished before the clicks could overlap them"
+    assert overlapped >= 5, "the workers finished before the clicks could overlap them"
     assert sum(r["classified"] for r in reports) == 20_000
     assert endpoint.app.direct is not None
     direct, spooled = endpoint.app.direct.writes.written, endpoint.app.direct.writes.fell_back
     print(
-        f"\nclick answers while two workers write: n={len(latencies)} "
+        f"\nclick answers while two workers write: n={len(latencies)} ({overlapped} sent while "
+        "both ran) "
         f"p50={statistics.median(latencies):.3f}s max={max(latencies):.3f}s "
         f"written directly={direct} spooled={spooled}"
     )
