@@ -105,6 +105,13 @@ class Intake:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in the test's folder: a run on a server store keeps its review spool (and its lock
+    file) in the working folder, ``./triage-<dbname>.decisions.jsonl``."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def migrated(pg_url: str) -> str:
     """The test's database with the schema in place (the first open migrates)."""
