@@ -5,6 +5,7 @@ Real server (``tests/pg_fixture.py``), the real flow, real worker processes for 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -243,6 +244,10 @@ def decided(url: str, items: list[str]) -> dict[str, Any]:
     }
 
 
+# What a session waits for behind another's row lock, or behind an advisory lock.
+LOCKS = ("transactionid", "tuple", "advisory")
+
+
 def waiting_on(url: str, events: tuple[str, ...]) -> int:
     """Sessions of the test's database waiting for a lock of these kinds (pg_stat_activity)."""
     with psycopg.connect(url, autocommit=True) as con:
@@ -316,13 +321,13 @@ def test_a_click_on_a_row_a_worker_holds_is_answered_in_time_and_applied_once(
         assert took < SLACK_LIMIT_S, took
         assert [d.item_id for d in endpoint.spool.read()] == [item]
         # The click's write did not give up: it still waits for the row...
-        wait_for(lambda: waiting_on(pg_url, ("transactionid", "tuple")) == 1)
+        wait_for(lambda: waiting_on(pg_url, LOCKS) == 1)
         # ...when the review worker's pass comes for the spooled copy; it waits its turn.
         spooled = threading.Thread(
             target=lambda: passes.append(apply_spool(config, endpoint.spool))
         )
         spooled.start()
-        wait_for(lambda: waiting_on(pg_url, ("advisory",)) == 1)
+        wait_for(lambda: waiting_on(pg_url, LOCKS) == 2)
     finally:
         holder.rollback()  # the worker's claim ends
         holder.close()
@@ -334,6 +339,42 @@ def test_a_click_on_a_row_a_worker_holds_is_answered_in_time_and_applied_once(
     assert decided(pg_url, [item]) == {
         "decisions": {item: 1},
         "audit": {"applied": 1},
+        "states": {"released"},
+    }
+
+
+def test_two_writers_deciding_one_item_at_once_take_turns(demo_on_pg: Path, pg_url: str) -> None:
+    # Two app processes (or a click's late write and the worker's pass) decide one item at the
+    # same moment: the second waits for the first, then sees it, so the route is the winner's.
+    config = load_config(str(demo_on_pg), database=pg_url)
+    (item,) = awaiting(pg_url, 1)
+    spam = dataclasses.replace(_decision(item, 2, "U0BOB"), action="spam")
+    outcomes: dict[str, str] = {}
+
+    def click(decision: Decision) -> None:
+        result = DirectApply(config, wait_s=60)([decision])
+        assert result is not None
+        outcomes.update(result)
+
+    holder = psycopg.connect(pg_url)  # holds both writers at the same point for a moment
+    try:
+        holder.execute("SELECT * FROM routes WHERE item_id = %s FOR UPDATE", [item])
+        first = threading.Thread(target=click, args=(_decision(item, 1),))
+        first.start()
+        wait_for(lambda: waiting_on(pg_url, LOCKS) == 1)
+        second = threading.Thread(target=click, args=(spam,))
+        second.start()
+        wait_for(lambda: waiting_on(pg_url, LOCKS) == 2)
+    finally:
+        holder.rollback()
+        holder.close()
+    first.join(30)
+    second.join(30)
+    assert outcomes == {"d1": "applied", "d2": "superseded"}
+    # The route is the confirmation's (released), not the losing spam click's (suppressed).
+    assert decided(pg_url, [item]) == {
+        "decisions": {item: 1},
+        "audit": {"applied": 1, "superseded": 1},
         "states": {"released"},
     }
 
