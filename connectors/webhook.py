@@ -94,6 +94,11 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     yield from file.fetch(_file_ctx(ctx), cursor)
 
 
+def max_record_bytes(ctx: SourceContext) -> int:
+    """The longest spool line this source reads (longer ones it quarantines unread)."""
+    return file.record_format(ctx.name, _file_settings(ctx.settings)).max_record_bytes
+
+
 def post_batch(ctx: SourceContext, line: bytes, received: datetime, record_id: str) -> FetchBatch:
     """The batch this source would read from one spool line: what the intake stores directly.
 

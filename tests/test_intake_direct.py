@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pyarrow as pa
@@ -30,6 +29,7 @@ from flows.settings import load_config
 from flows.triage import classify_pending, ingest, route_pending, triage
 from tests.clirun import BIN, clean_env
 from tests.conftest import DEMO_DIR
+from tests.pg_gate import Gate
 from triage.servers.intake import IntakeSettings, make_server, sign, spool_line
 from triage.servers.intake_store import DirectWriter, direct_writer
 from triage.store import open_store
@@ -39,68 +39,19 @@ SOURCE = "web-form"
 
 
 # ----------------------------------------------------------------------------- helpers
-class Gate:
-    """A TCP relay in front of the test server: ``open`` relays, ``down`` closes every new
-    connection at once (a server that is gone), ``silent`` accepts and never answers (a hung one).
-    """
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        port = self.sock.getsockname()[1]
-        netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
-        self.url = urlunsplit(parts._replace(netloc=netloc))
-        self.mode = "open"
-        self.accepted = 0
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            if self.mode == "down":
-                conn.close()
-            elif self.mode == "silent":
-                self._held.append(conn)
-            else:
-                upstream = socket.create_connection(self.target)
-                for a, b in ((conn, upstream), (upstream, conn)):
-                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self._held:
-            conn.close()
-
-
-def write_config(tmp_path: Path, database: str, extra: list[dict[str, Any]] | None = None) -> Path:
-    """The demo's routing, departments and destinations with a webhook source (and ``extra``)."""
+def write_config(
+    tmp_path: Path,
+    database: str,
+    extra: list[dict[str, Any]] | None = None,
+    **webhook_settings: Any,
+) -> Path:
+    """The demo's routing, departments and destinations with a webhook source (its settings
+    plus ``webhook_settings``) and the ``extra`` sources."""
     data = yaml.safe_load((DEMO_DIR / "triage.yaml").read_text())
     data.pop("customers")
     data["database"] = database
-    data["sources"] = [
-        {"name": SOURCE, "type": "webhook", "spool_dir": str(tmp_path / "spool")},
-        *(extra or []),
-    ]
+    webhook = {"name": SOURCE, "type": "webhook", "spool_dir": str(tmp_path / "spool")}
+    data["sources"] = [{**webhook, **webhook_settings}, *(extra or [])]
     path = tmp_path / "triage.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -152,6 +103,13 @@ class Intake:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in the test's folder: a run on a server store keeps its review spool (and its lock
+    file) in the working folder, ``./triage-<dbname>.decisions.jsonl``."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -254,14 +212,12 @@ def test_only_a_server_store_with_a_webhook_source_on_the_spool_is_written_direc
     assert direct_writer(on_pg, tmp_path / "elsewhere") is None
 
 
-def test_intake_serve_writes_to_the_configured_postgres_store(
-    tmp_path: Path, migrated: str
-) -> None:
-    # The command as users start it: the database from --db, the source from the configuration.
-    config = write_config(tmp_path, str(tmp_path / "unused.duckdb"))
+@contextmanager
+def intake_command(tmp_path: Path, *args: str) -> Iterator[tuple[str, str]]:
+    """``triage intake serve --spool-dir spool ARGS`` as users start it, in ``tmp_path``; yields
+    its base URL and its banner line, and stops it afterwards."""
     proc = subprocess.Popen(
-        [str(BIN / "triage"), "intake", "serve", "--port", "0", "--spool-dir", "spool"]
-        + ["--config", str(config), "--db", migrated],
+        [str(BIN / "triage"), "intake", "serve", "--port", "0", "--spool-dir", "spool", *args],
         cwd=tmp_path,
         env=clean_env(TRIAGE_INTAKE_SECRET=SECRET, PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
@@ -271,20 +227,50 @@ def test_intake_serve_writes_to_the_configured_postgres_store(
     try:
         assert proc.stdout is not None
         banner = proc.stdout.readline()
-        assert f"as source '{SOURCE}'" in banner and "***" in banner, banner
         port = re.search(r"127\.0\.0\.1:(\d+)/intake", banner)
         assert port is not None, banner
-        answer = signed_post(
-            f"http://127.0.0.1:{port.group(1)}",
-            {"id": "cli-1", "text": "Sync stopped working"},
-            int(time.time()),
-        )
-        assert answer.status_code == 202
-        assert items(migrated) == {"cli-1": "Sync stopped working"}
-        assert not list((tmp_path / "spool").glob("intake-*.jsonl"))
+        yield f"http://127.0.0.1:{port.group(1)}", banner
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_intake_serve_writes_to_the_configured_postgres_store(
+    tmp_path: Path, migrated: str
+) -> None:
+    # The command as users start it: the database from --db, the source from the configuration.
+    config = write_config(tmp_path, str(tmp_path / "unused.duckdb"))
+    with intake_command(tmp_path, "--config", str(config), "--db", migrated) as (base, banner):
+        assert f"as source '{SOURCE}'" in banner and "***" in banner, banner
+        post = {"id": "cli-1", "text": "Sync stopped working"}
+        answer = signed_post(base, post, int(time.time()))
+        assert answer.status_code == 202
+        assert items(migrated) == {"cli-1": "Sync stopped working"}
+        assert not list((tmp_path / "spool").glob("intake-*.jsonl"))
+
+
+def test_intake_serve_refuses_posts_longer_than_its_sources_max_record_bytes(
+    tmp_path: Path,
+) -> None:
+    # On the file store (every post spooled): the webhook source reading the spool takes lines
+    # of at most 2,048 bytes, so the server refuses longer posts instead of spooling what the
+    # source would quarantine unread.
+    config = write_config(tmp_path, str(tmp_path / "t.duckdb"), max_record_bytes=2048)
+    with intake_command(tmp_path, "--config", str(config)) as (base, _):
+        now = int(time.time())
+        long = signed_post(base, {"id": "long", "text": "x" * 2100}, now)
+        assert long.status_code == 413
+        assert "max_record_bytes, 2048" in long.json()["error"]
+        short = signed_post(base, {"id": "short", "text": "x" * 1900}, now)
+        assert short.status_code == 202
+    spooled = (tmp_path / "spool").glob("intake-*.jsonl")
+    assert [json.loads(line)["id"] for p in spooled for line in p.read_text().splitlines()] == [
+        "short"
+    ]
+    # What the server took, the source reads: nothing quarantined.
+    summary = triage(config_path=str(config), deliver=False)
+    assert summary["sources"][SOURCE]["stored"] == 1
+    assert summary["sources"][SOURCE]["quarantined"] == 0
 
 
 # ----------------------------------------------------------------------------- direct path

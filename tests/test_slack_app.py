@@ -30,6 +30,7 @@ from classifiers.data import load_examples
 from flows.settings import load_config
 from flows.triage import triage
 from tests.conftest import DEMO_DIR
+from tests.fakes import slack_payloads
 from tests.fakes.slack import FakeSlack, start_fake_slack
 from tests.fakes.slack_payloads import slash_command, text_objects
 from triage.cli import app as cli_app
@@ -203,43 +204,10 @@ def block_actions(
         "SELECT external_ref FROM outbox WHERE item_id = ? AND kind = 'review'", [item_id]
     )[0][0]
     channel, _, ts = ref.partition(":")
-    action: dict[str, Any] = {
-        "action_id": action_id,
-        "block_id": f"triage:{item_id}",
-        "action_ts": f"{time.time():.6f}",
-    }
-    if choice is None:
-        action.update({"type": "button", "value": item_id, "text": {"type": "plain_text"}})
-    else:
-        action.update(
-            {
-                "type": "static_select",
-                "selected_option": {
-                    "text": {"type": "plain_text", "text": choice},
-                    "value": f"{item_id}:{choice}",
-                },
-            }
-        )
-    return {
-        "type": "block_actions",
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0"},
-        "api_app_id": "A0TRIAGE",
-        "token": "legacy-verification-token",
-        "container": {
-            "type": "message",
-            "message_ts": ts,
-            "channel_id": channel,
-            "is_ephemeral": False,
-        },
-        "trigger_id": "1.2.abc",
-        "team": {"id": "T0", "domain": "fake"},
-        "enterprise": None,
-        "is_enterprise_install": False,
-        "channel": {"id": channel, "name": "feedback-review"},
-        "message": {"type": "message", "ts": ts, "text": "..."},
-        "response_url": response_url or env.fake.response_url(f"T0/{user}/x"),
-        "actions": [action],
-    }
+    url = response_url or env.fake.response_url(f"T0/{user}/x")
+    return slack_payloads.block_actions(
+        item_id, action_id, channel, ts, url, user=user, choice=choice
+    )
 
 
 def click(url: str, payload: dict[str, Any], **kw: Any) -> httpx.Response:

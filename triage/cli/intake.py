@@ -49,9 +49,11 @@ def serve(
     webhook source reading --spool-dir, posts are written to the store directly and spooled only
     while it is unavailable; with the DuckDB file every post is spooled.
     """
+    from connectors import webhook
+    from connectors.file import DEFAULT_MAX_RECORD_BYTES
     from triage.secrets import get_secret
     from triage.servers.intake import SECRET_BLOCK, SECRET_ENV, IntakeSettings, make_server
-    from triage.servers.intake_store import direct_writer
+    from triage.servers.intake_store import direct_writer, webhook_source
     from triage.store import location
 
     logging.basicConfig(
@@ -67,6 +69,9 @@ def serve(
         )
         raise typer.Exit(2)
     cfg = load_config_or_exit(config, db)
+    # Posts are refused at the door when longer than the source that reads them takes.
+    source = webhook_source(cfg, spool_dir)
+    record_bytes = webhook.max_record_bytes(source) if source else DEFAULT_MAX_RECORD_BYTES
     direct = direct_writer(cfg, spool_dir)
     if direct is not None:
         direct.warm_up()
@@ -77,6 +82,7 @@ def serve(
         source_type=source_type,
         max_connections=max_connections,
         request_timeout=request_timeout,
+        max_record_bytes=record_bytes,
         direct=direct,
     )
     server = make_server(settings, host, port)

@@ -18,12 +18,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from triage.bounded import BoundedWrites
 from triage.config import Config
 from triage.models import DeliveryItem
 from triage.review.clicks import Decision
 from triage.review.spool import DecisionSpool
 from triage.routing import ARCHIVED, RELEASED, SUPPRESSED, department_for, release_handoffs
-from triage.store import DATABASE_ERRORS, Store, StoreBusy, StoreError, location, open_store
+from triage.store import DATABASE_ERRORS, Store, StoreBusy, location, open_store
 
 log = logging.getLogger("triage.review")
 
@@ -235,12 +236,18 @@ def apply_batch(store: Store, config: Config, decisions: Sequence[Decision]) -> 
     """Apply a batch of decisions in one transaction; return each decision's outcome.
 
     ``applied``: it settled the item (route changed, handoff queued, training example kept);
-    ``superseded``: another decision settled the item first; ``rejected``: unknown item.
+    ``superseded``: another decision settled the item first; ``rejected``: unknown item. A
+    decision already in the audit trail (applied by another writer meanwhile: a click's late
+    direct write, a second worker) is left out. The items are locked for the transaction first,
+    so two writers deciding one item at once take turns and the second sees the first.
     """
     ids = sorted({d.item_id for d in decisions})
     with store.transaction():
+        store.lock_for_decisions(ids)
+        done = store.audited_decisions([d.decision_id for d in decisions])
+        todo = [d for d in decisions if d.decision_id not in done]
         changes = plan_decisions(
-            config, decisions, store.delivery_context(ids), store.decided_items(ids)
+            config, todo, store.delivery_context(ids), store.decided_items(ids)
         )
         write_changes(store, config, changes)
     return changes.outcomes
@@ -290,10 +297,9 @@ def apply_spool(
         chunk = pending[start : start + max(1, batch)]
         try:
             with review_store(config, wait_s=wait_s) as store:
-                done = store.audited_decisions([d.decision_id for d in chunk])
-                # Applied before a crash that kept them in the spool: recognised by id, skipped.
-                todo = [d for d in chunk if d.decision_id not in done]
-                outcomes = _apply_chunk(store, config, todo) if todo else {}
+                # Applied before a crash that kept them in the spool, or by a click's late direct
+                # write: recognised by id in the audit trail and skipped (apply_batch).
+                outcomes = _apply_chunk(store, config, chunk)
         except StoreBusy:
             report.busy = True
             report.pending = len(pending) - start
@@ -306,27 +312,51 @@ def apply_spool(
     return report
 
 
-# How long a click may wait for the server before it is spooled instead (Slack allows 3 s in all).
-DIRECT_WAIT_S = 1.0
+# How long a click may wait for the server store before it is spooled instead (Slack allows 3 s
+# for the whole answer), and how long opening the store may take of that.
+DIRECT_WAIT_S = 1.5
+OPEN_WAIT_S = 1.0
 
 
-def apply_direct(config: Config, decisions: Sequence[Decision]) -> dict[str, str] | None:
-    """Apply decisions straight to a server store (PostgreSQL), or return None to spool them.
+class DirectApply:
+    """Applies clicks straight to a server store (PostgreSQL), or says to spool them.
 
     With PostgreSQL the store takes concurrent writers, so a click is written at once, in one
-    transaction, while flow runs write too; a decision is applied once whoever gets there first
-    (the first decision per item wins, the audit is keyed by decision id). The embedded file
-    admits one writer, so there (and whenever the server is down or slow) the caller spools.
+    transaction, while flow runs write too. The embedded file admits one writer, so there the
+    caller always spools. The write gets at most ``wait_s`` (:mod:`triage.bounded`): a server
+    that is down, hangs after accepting the connection, or a route row that a worker holds
+    locked costs the click its wait, never Slack's 3 s; the click is then spooled. A write that
+    commits after all, late, leaves its decision in the audit trail, and the spooled copy is
+    skipped as already applied (:func:`apply_batch`): a decision is applied once either way.
     """
-    if not location.is_server(config.database):
-        return None
-    try:
-        with open_store(config.database, wait_s=DIRECT_WAIT_S) as store:
-            done = store.audited_decisions([d.decision_id for d in decisions])
-            todo = [d for d in decisions if d.decision_id not in done]
-            return _apply_chunk(store, config, todo) if todo else {}
-    except StoreError as exc:
-        log.warning("store unavailable (%s); %d decisions spooled", exc, len(decisions))
-    except DATABASE_ERRORS as exc:
-        log.warning("store failed (%s); %d decisions spooled", exc, len(decisions))
-    return None
+
+    def __init__(
+        self, config: Config, *, wait_s: float = DIRECT_WAIT_S, writes: BoundedWrites | None = None
+    ) -> None:
+        """Prepare (nothing is opened until the first click).
+
+        Args:
+            config: The configuration (its database, rules and departments).
+            wait_s: The longest a click waits for its write before it is spooled.
+            writes: Runs the writes (default: 4 at once, clicks spooled at once for 5 s after a
+                failed or late write).
+        """
+        self.config = config
+        self.wait_s = wait_s
+        self.writes = writes or BoundedWrites(log, "decisions")
+
+    def __call__(self, decisions: Sequence[Decision]) -> dict[str, str] | None:
+        """Apply the decisions; their outcomes (none for one applied before), or None to spool."""
+        if not location.is_server(self.config.database):
+            return None
+        return self.writes.run(lambda: self._apply(decisions), self.wait_s)
+
+    def _apply(self, decisions: Sequence[Decision]) -> dict[str, str]:
+        # One try: a decision the store refuses is spooled, and the worker's pass applies it
+        # (one by one, auditing one that fails for good).
+        with open_store(self.config.database, wait_s=OPEN_WAIT_S) as store:
+            return apply_batch(store, self.config, decisions)
+
+    def close(self) -> None:
+        """Take no more clicks; writes already running finish on their own."""
+        self.writes.close()

@@ -112,6 +112,8 @@ class IntakeSettings:
     clock: Any = field(default=time.time)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    # The longest spool line the `webhook` source reading the spool takes; longer posts get 413.
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     # Writes posts to a server store before the 202 (None: spool every post).
     direct: DirectWriter | None = None
 
@@ -239,9 +241,11 @@ def make_handler(settings: IntakeSettings, spool: Spool) -> type[BoundedHandler]
             verify(settings, self.headers, body)
             record = validate(settings, body, stamp)
             line = spool_line(record)
-            if len(line) > DEFAULT_MAX_RECORD_BYTES:
+            if len(line) > settings.max_record_bytes:
                 raise IntakeError(
-                    413, f"record longer than the webhook source reads ({DEFAULT_MAX_RECORD_BYTES})"
+                    413,
+                    f"record longer than the webhook source reads (its max_record_bytes, "
+                    f"{settings.max_record_bytes})",
                 )
             received = datetime.fromtimestamp(settings.clock(), tz=UTC)
             record_id = str(record["id"])

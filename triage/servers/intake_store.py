@@ -14,26 +14,24 @@ id, fields and quarantine reason), and the spool becomes the fallback:
 * a write that answered too late may still commit after its post was spooled: the spooled copy
   then has the same item id and is absorbed when the source reads it (stored once either way).
 
-Writes run on a small pool of threads, so a hung connection delays no answer and the number of
-connections the intake opens stays bounded.
+Writes run on threads of their own with a hard bound on the wait (:mod:`triage.bounded`), so a
+hung connection delays no answer and the number of connections the intake opens stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from pathlib import Path
 
 from connectors import webhook
 from connectors.base import SourceContext
+from triage.bounded import PAUSE_S, UNAVAILABLE, WRITERS, BoundedWrites
 from triage.config import Config
 from triage.privacy.storage import with_languages
-from triage.store import DATABASE_ERRORS, StoreError, location, open_store
+from triage.store import location, open_store
 
 log = logging.getLogger("triage.intake")
 
@@ -41,12 +39,6 @@ log = logging.getLogger("triage.intake")
 # store may take of that (connecting, the schema check).
 WRITE_WAIT_S = 2.0
 OPEN_WAIT_S = 1.0
-# After a failed or late write, posts are spooled without trying the server for this long.
-PAUSE_S = 5.0
-# Writes (so connections) at once; a post waiting for a free one counts against its wait.
-WRITERS = 4
-# What a store that is down, slow or refusing raises.
-UNAVAILABLE: tuple[type[Exception], ...] = (StoreError, *DATABASE_ERRORS)
 
 
 class DirectWriter:
@@ -75,13 +67,17 @@ class DirectWriter:
         self.database = database
         self.source = source
         self.wait_s = wait_s
-        self.pause_s = pause_s
-        self.clock = clock
-        self.written = 0
-        self.spooled = 0
-        self._paused_until: float | None = None
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="intake-store")
+        self.writes = BoundedWrites(log, "posts", pause_s=pause_s, writers=writers, clock=clock)
+
+    @property
+    def written(self) -> int:
+        """Posts stored directly."""
+        return self.writes.written
+
+    @property
+    def spooled(self) -> int:
+        """Posts the caller was told to spool."""
+        return self.writes.fell_back
 
     def warm_up(self) -> None:
         """Build what the first write would otherwise build within its wait (the language
@@ -109,56 +105,33 @@ class DirectWriter:
             True once the post is committed (or was stored before: a replay), else False.
         """
         wait = min(self.wait_s, budget_s)
-        with self._lock:
-            paused = self._paused_until is not None and self.clock() < self._paused_until
-            if paused or wait <= 0:
-                self.spooled += 1
-                return False
-        future = self._pool.submit(self._store, line, received, record_id)
-        try:
-            future.result(timeout=wait)
-        except FutureTimeout:
-            future.cancel()
-            self._failed(f"no answer from the store within {wait:.1f}s")
-            return False
-        except UNAVAILABLE as exc:
-            self._failed(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__)
-            return False
-        except Exception:
-            # A post the store cannot take is spooled (and quarantined or stored by the source).
-            log.exception("storing post %s failed; spooled instead", record_id)
-            self._failed("unexpected error")
-            return False
-        with self._lock:
-            self.written += 1
-            if self._paused_until is not None:
-                self._paused_until = None
-                log.info("the store is back: posts are written to it again")
-        return True
+        return bool(self.writes.run(lambda: self._store(line, received, record_id), wait))
 
-    def _store(self, line: bytes, received: datetime, record_id: str) -> None:
+    def _store(self, line: bytes, received: datetime, record_id: str) -> bool:
         batch = webhook.post_batch(self.source, line, received, record_id)
         with open_store(self.database, wait_s=OPEN_WAIT_S) as store:
             # The flow's own ingest, without the cursor: the spool's cursor is the source's.
             store.ingest(
                 self.source.name, [], batch.rejected, None, advance_cursor=False, items=batch.items
             )
-
-    def _failed(self, why: str) -> None:
-        with self._lock:
-            self.spooled += 1
-            first = self._paused_until is None
-            self._paused_until = self.clock() + self.pause_s
-        if first:
-            log.warning(
-                "store unavailable (%s); posts are spooled, the store is tried again in %.0fs",
-                location.shown(why),
-                self.pause_s,
-            )
+        return True
 
     def close(self) -> None:
         """Stop taking writes; writes already running finish on their own."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.writes.close()
+
+
+def webhook_source(config: Config, spool_dir: Path) -> SourceContext | None:
+    """The enabled ``webhook`` source that reads ``spool_dir`` (what the intake's posts become),
+    or None when none does."""
+    wanted = spool_dir.expanduser().resolve()
+    for source in config.sources:
+        if not source.enabled or source.type != "webhook":
+            continue
+        ctx = SourceContext(name=source.name, settings=source.settings, base_dir=config.path.parent)
+        if ctx.path("spool_dir").resolve() == wanted:
+            return ctx
+    return None
 
 
 def direct_writer(config: Config, spool_dir: Path) -> DirectWriter | None:
@@ -169,14 +142,9 @@ def direct_writer(config: Config, spool_dir: Path) -> DirectWriter | None:
     """
     if not location.is_server(config.database):
         return None
-    base = config.path.parent
-    wanted = spool_dir.expanduser().resolve()
-    for source in config.sources:
-        if not source.enabled or source.type != "webhook":
-            continue
-        ctx = SourceContext(name=source.name, settings=source.settings, base_dir=base)
-        if ctx.path("spool_dir").resolve() == wanted:
-            return DirectWriter(str(config.database), ctx)
+    source = webhook_source(config, spool_dir)
+    if source is not None:
+        return DirectWriter(str(config.database), source)
     log.warning(
         "no enabled webhook source reads %s: every post is spooled (add one with spool_dir: %s)",
         spool_dir,

@@ -1,12 +1,12 @@
 """The interactive review app: a slack_bolt App served over HTTP (``/slack/events``) or Socket Mode.
 
-Every handler acknowledges first. A click is parsed, appended to the decision spool (a bounded
-file operation, never a wait on the store) and acknowledged; ``/triage`` and the App Home tab are
-acknowledged at once and answered afterwards (through ``response_url`` / ``views.publish``) by the
-app's own responder threads. A background worker applies spooled decisions to the store, updates
-the messages and re-surfaces overdue items (see :mod:`triage.review`). So a running flow can
-hold the DuckDB file, or the worker the store lock, for as long as it likes: Slack still gets its
-acknowledgement far inside its 3-second limit.
+Every handler acknowledges first. A click is parsed, written to a PostgreSQL store within a hard
+bound on the wait, else appended to the decision spool (a file operation), and acknowledged;
+``/triage`` and the App Home tab are acknowledged at once and answered afterwards (through
+``response_url`` / ``views.publish``) by the app's own responder threads. A background worker
+applies spooled decisions to the store, updates the messages and re-surfaces overdue items (see
+:mod:`triage.review`). So a running flow can hold the DuckDB file, or the worker the store lock,
+for as long as it likes: Slack still gets its acknowledgement far inside its 3-second limit.
 
 The HTTP endpoint answers every request: it reads the body under a deadline
 (:mod:`triage.servers.http`),
@@ -44,8 +44,8 @@ from triage.privacy.policy import PrivacyPolicy
 from triage.review import (
     ACTIONS,
     DecisionSpool,
+    DirectApply,
     InvalidAction,
-    apply_direct,
     parse_actions,
     process_pending,
     review_store,
@@ -138,6 +138,7 @@ class ReviewApp:
     signing_secret: str | None
     responder: Responder
     clock: Clock = field(default_factory=Clock)
+    direct: DirectApply | None = None
 
 
 class ReviewWorker:
@@ -218,6 +219,7 @@ def build_app(
     spool = DecisionSpool(config.review.spool)
     client = make_client(bot_token)
     responder = Responder()
+    direct = DirectApply(config)
 
     def authorize(**_: Any) -> AuthorizeResult:
         # A single-workspace app: answer from the configured token instead of calling auth.test,
@@ -261,9 +263,9 @@ def build_app(
 
     def on_decision(ack: Any, context: Any) -> None:
         # Durable first, acknowledged second: an acknowledged click is never lost. A server store
-        # takes the decision at once (bounded wait); otherwise, or when it is down, the spool
-        # does, whose lock is only ever held for a file operation, never while the store is busy.
-        if apply_direct(config, context["triage_decisions"]) is None:
+        # takes the decision at once (a hard bound on the wait); otherwise, or when it is down or
+        # slow, the spool does, whose lock is only ever held for a file operation.
+        if direct(context["triage_decisions"]) is None:
             spool.append(context["triage_decisions"])
         ack()
         if worker is not None:
@@ -288,9 +290,7 @@ def build_app(
             return
         responder.submit(_publish_home, config, client, str(event["user"]))
 
-    return ReviewApp(
-        bolt=app, signing_secret=signing_secret, responder=responder, clock=clock or Clock()
-    )
+    return ReviewApp(app, signing_secret, responder, clock or Clock(), direct)
 
 
 def _json(status: int, body: dict[str, Any]) -> BoltResponse:

@@ -35,7 +35,7 @@ from triage.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 _STAGE_IDS = count()
 # Advisory lock namespaces (the first of the two int4 keys): one per kind of claim.
-_LOCK_MIGRATE, _LOCK_SOURCE, _LOCK_DELIVERY = 7301, 7302, 7303
+_LOCK_MIGRATE, _LOCK_SOURCE, _LOCK_DELIVERY, _LOCK_DECISION = 7301, 7302, 7303, 7304
 # Column types per table, read once per process (the schema only changes by migration).
 _TYPES: dict[tuple[str, str], dict[str, str]] = {}
 _TYPES_LOCK = threading.Lock()
@@ -253,6 +253,20 @@ class PgStore(Store):
         )
         now = {r["key"]: r for r in fresh}
         return [{**r, **now[r["key"]]} for r in mine if r["key"] in now]
+
+    def lock_for_decisions(self, item_ids: Sequence[str]) -> None:
+        """Lock these items for the transaction (advisory locks, in key order: no deadlock).
+
+        A click written directly, a late one committing after its copy was spooled, and the
+        worker applying the spool may decide one item at once: each waits for the one before,
+        and then reads what it committed (the first decision wins, an audited one is skipped).
+        """
+        keys = sorted({_key(i) for i in item_ids})
+        if keys:
+            self.con.execute(
+                "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
+                [_LOCK_DECISION, keys],
+            )
 
     def _release_claims(self) -> None:
         if self._claimed and not self.con.closed:

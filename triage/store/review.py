@@ -17,6 +17,14 @@ from triage.store.base import StoreBase
 class ReviewSection(StoreBase):
     """What reviewers decided, and what the review channel shows."""
 
+    def lock_for_decisions(self, item_ids: Sequence[str]) -> None:
+        """Hold these items, until the transaction ends, against other writers deciding them.
+
+        Nothing to do on the embedded file: it admits one writing process, and the review paths
+        in it take turns (``triage.review.STORE_LOCK``). A server backend locks.
+        """
+        del item_ids
+
     def audited_decisions(self, decision_ids: Sequence[str]) -> set[str]:
         """Return which of these spooled decision ids were already applied (any outcome)."""
         return self._present("review_audit", "decision_id", decision_ids)
