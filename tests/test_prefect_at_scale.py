@@ -46,7 +46,9 @@ from triage.cli.bench_scale import RecordingSink, check
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 PARALLEL = "triage/triage-parallel"
-MENTIONS = 10_000
+# Enough that the first run is still fetching when the second starts (about 8 s later: a worker's
+# poll and a new process): the second finds a source leased and classifies and routes its share.
+MENTIONS = 30_000
 # Batches of 1,000 (the flow's batch_size parameter): each stage claims and commits in steps small
 # enough for a second run to take its share.
 BATCH = 1000
@@ -166,8 +168,9 @@ def _stored(url: str) -> int:
 def _start_second_run_once_work_is_stored(first: FlowRun, store: str) -> FlowRun:
     """Start another run once the first has committed a batch or two.
 
-    Started together, the second run found every source leased and the store still empty, and
-    ended in a second having done nothing: correct, but it shows nothing about sharing work.
+    Started together (10,000 mentions, batches of 5,000), the second run found every source leased
+    and the store still empty, and ended in a second having done nothing: correct, but it shows
+    nothing about sharing work.
     """
     deadline = time.monotonic() + 600
     while _stored(store) < 2 * BATCH:
