@@ -7,6 +7,7 @@ test asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -23,12 +24,19 @@ def pg_server() -> Iterator[pgserver.PgServer]:
         yield server
 
 
-@pytest.fixture
-def pg_url(pg_server: pgserver.PgServer) -> Iterator[str]:
-    """The URL of an empty database of its own for one test, dropped afterwards."""
-    name = f"triage_test_{uuid.uuid4().hex[:12]}"
-    url = pg_server.create_database(name)
+@contextlib.contextmanager
+def fresh_database(server: pgserver.PgServer, prefix: str = "triage_test") -> Iterator[str]:
+    """Create an empty database named ``<prefix>_<random>``, yield its URL, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    url = server.create_database(name)
     try:
         yield url
     finally:
-        pg_server.drop_database(name)
+        server.drop_database(name)
+
+
+@pytest.fixture
+def pg_url(pg_server: pgserver.PgServer) -> Iterator[str]:
+    """The URL of an empty database of its own for one test, dropped afterwards."""
+    with fresh_database(pg_server) as url:
+        yield url

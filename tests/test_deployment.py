@@ -7,10 +7,6 @@ is created by `prefect deploy --all` from the repository's own prefect.yaml, and
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,95 +16,32 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
-from prefect.deployments import run_deployment
 from prefect.variables import Variable
 
-from tests.clirun import BIN, REPO, clean_env, run_cli
+from tests.prefect_deploy import deploy, prefect_env, run_and_wait, workers
 
 DEPLOYMENT = "triage/triage-every-15-min"
 # The read-back and the weekly digest (issue 16), deployed from the same prefect.yaml.
 OTHER_DEPLOYMENTS = ("readback/readback-hourly", "weekly-digest/weekly-digest")
-POOL = "triage-pool"  # the work pool prefect.yaml names
-# Every scheduled deployment in prefect.yaml (their schedules are removed for the test).
-SCHEDULED = (
-    DEPLOYMENT,
-    *OTHER_DEPLOYMENTS,
-    "retrain/retrain-weekly",
-    "retrain/retrain-when-due",
-    "triage/triage-parallel",
-)
 
 pytestmark = pytest.mark.slow
-
-
-def _env() -> dict[str, str]:
-    return clean_env(
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_WORKER_PREFETCH_SECONDS="5",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-
-
-def _prefect(*args: str) -> subprocess.CompletedProcess[str]:
-    done = run_cli(*args, cwd=REPO, env=_env(), timeout=300, program="prefect")
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done
 
 
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[None]:
     """prefect.yaml deployed to the test server, its schedule removed, and a worker polling."""
-    _prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
-    _prefect("--no-prompt", "deploy", "--all")
-
-    async def unschedule() -> None:
-        # The cron schedules would add runs of their own during the test; only ours should run.
-        async with get_client() as client:
-            deps = [await client.read_deployment_by_name(name) for name in SCHEDULED]
-            for dep in deps:
-                for schedule in await client.read_deployment_schedules(dep.id):
-                    await client.delete_deployment_schedule(dep.id, schedule.id)
-            ids = {dep.id for dep in deps}
-            runs = await client.read_flow_runs()
-            for run in runs:
-                if run.deployment_id in ids and run.state and run.state.is_scheduled():
-                    await client.delete_flow_run(run.id)
-
-    import asyncio
-
-    asyncio.run(unschedule())
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-        cwd=REPO,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        yield
-    finally:
-        for name in ("triage_config", "triage_db"):  # the server is shared with other tests
-            Variable.unset(name)
-        os.killpg(worker.pid, signal.SIGTERM)
+    env = prefect_env()
+    deploy(env)
+    with workers(env):
         try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+            yield
+        finally:
+            for name in ("triage_config", "triage_db"):  # the server is shared with other tests
+                Variable.unset(name)
 
 
 def _run_and_wait(timeout_s: float = 600, name: str = DEPLOYMENT) -> FlowRun:
-    run = run_deployment(name, timeout=0)
-    assert isinstance(run, FlowRun)
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            current = client.read_flow_run(run.id)
-            if current.state and current.state.is_final():
-                return current
-            time.sleep(1)
-    raise AssertionError(f"flow run {run.id} did not finish in {timeout_s}s")
+    return run_and_wait(name, timeout_s)
 
 
 def _task_run_names(run_id: uuid.UUID) -> set[str]:
