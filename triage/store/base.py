@@ -10,12 +10,14 @@ dialect differs (listed in each section's docstring).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import pyarrow as pa
+
+from triage.store.schema import MIGRATIONS
 
 # Ids per `IN (?, ...)` lookup: large enough for one batch, small enough for a short statement.
 LOOKUP_CHUNK = 500
@@ -122,6 +124,22 @@ class StoreBase:
         """The first column of the first row (None when there is none)."""
         rows = self._rows(sql, params)
         return next(iter(rows[0].values())) if rows else None
+
+    def _apply_migrations(self, run: Callable[[str], object]) -> int:
+        """Apply the migrations newer than ``schema_migrations`` records; return the version.
+
+        Each runs (``run`` executes its SQL in the backend's dialect) in its own transaction,
+        together with its row in ``schema_migrations``: a crash leaves a whole migration or none.
+        """
+        current = int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+        for version, name, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            with self.transaction():
+                run(sql)
+                self._insert("schema_migrations", [{"version": version, "name": name}])
+            current = version
+        return current
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         """The first row, or None."""

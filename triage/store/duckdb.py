@@ -16,7 +16,6 @@ import duckdb
 import pyarrow as pa
 
 from triage.store.interface import Store
-from triage.store.schema import MIGRATIONS
 
 # View names for registered Arrow tables: unique per registration, so nested ones never clash.
 _VIEW_IDS = count()
@@ -77,15 +76,7 @@ class DuckDBStore(Store):
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMPTZ DEFAULT now())"
         )
-        current = int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
-        for version, name, sql in MIGRATIONS:
-            if version <= current:
-                continue
-            with self.transaction():
-                self.con.execute(sql)
-                self._insert("schema_migrations", [{"version": version, "name": name}])
-            current = version
-        return current
+        return self._apply_migrations(self.con.execute)
 
     def defer_checkpoint(self) -> None:
         """Skip the checkpoint when this connection closes; the next writer folds the log in.

@@ -31,7 +31,7 @@ from triage.models import LABELS
 from triage.store import pgsql
 from triage.store.classify import SCORE_COLUMNS
 from triage.store.interface import Store
-from triage.store.schema import MIGRATIONS, SCHEMA_VERSION
+from triage.store.schema import SCHEMA_VERSION
 
 _STAGE_IDS = count()
 # Advisory lock namespaces (the first of the two int4 keys): one per kind of claim.
@@ -310,14 +310,9 @@ class PgStore(Store):
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                 "name TEXT, applied_at TIMESTAMPTZ DEFAULT now())"
             )
-            current = int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
-            for version, name, sql in MIGRATIONS:
-                if version <= current:
-                    continue
-                with self.con.transaction():
-                    self.con.execute(pgsql.migration(sql).encode())
-                    self._insert("schema_migrations", [{"version": version, "name": name}])
-                current = version
+            current = self._apply_migrations(
+                lambda sql: self.con.execute(pgsql.migration(sql).encode())
+            )
             for name, spec in self.SERVER_INDEXES.items():
                 if not self._scalar("SELECT to_regclass(?) IS NOT NULL", [name]):
                     self.con.execute(f"CREATE INDEX {name} ON {spec}")
