@@ -35,6 +35,8 @@ T = TypeVar("T")
 PAUSE_S = 5.0
 # Writes (so connections) at once.
 WRITERS = 4
+# Of a write's wait, how long opening the server store may take (connecting, the schema check).
+OPEN_WAIT_S = 1.0
 # What a store that is down, slow or refusing raises.
 UNAVAILABLE: tuple[type[Exception], ...] = (StoreError, *DATABASE_ERRORS)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from triage.bounded import BoundedWrites
+from triage.bounded import OPEN_WAIT_S, BoundedWrites
 from triage.config import Config
 from triage.models import DeliveryItem
 from triage.review.clicks import Decision
@@ -313,9 +313,8 @@ def apply_spool(
 
 
 # How long a click may wait for the server store before it is spooled instead (Slack allows 3 s
-# for the whole answer), and how long opening the store may take of that.
+# for the whole answer).
 DIRECT_WAIT_S = 1.5
-OPEN_WAIT_S = 1.0
 
 
 class DirectApply:

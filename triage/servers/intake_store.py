@@ -28,17 +28,15 @@ from pathlib import Path
 
 from connectors import webhook
 from connectors.base import SourceContext
-from triage.bounded import PAUSE_S, UNAVAILABLE, WRITERS, BoundedWrites
+from triage.bounded import OPEN_WAIT_S, PAUSE_S, UNAVAILABLE, WRITERS, BoundedWrites
 from triage.config import Config
 from triage.privacy.storage import with_languages
 from triage.store import location, open_store
 
 log = logging.getLogger("triage.intake")
 
-# How long a post waits for its write before it is spooled instead, and how long opening the
-# store may take of that (connecting, the schema check).
+# How long a post waits for its write before it is spooled instead.
 WRITE_WAIT_S = 2.0
-OPEN_WAIT_S = 1.0
 
 
 class DirectWriter:
