@@ -96,7 +96,7 @@ def test_model_ships_in_the_package_and_loads_without_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(language, "_MODEL", None)  # force a fresh load under the guard
-    monkeypatch.setattr(language, "_DEFAULT", None)
+    language.shared_detector.cache_clear()
     assert (
         detect_language("the parcel arrived broken and nobody answers the phone").language == "en"
     )

@@ -20,6 +20,7 @@ unknown like any language the classifier was not trained on (to review, with the
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Collection, Iterable
@@ -135,14 +136,19 @@ class LanguageDetector:
         return [self.detect(text) for text in texts]
 
 
-_DEFAULT: LanguageDetector | None = None
+@functools.lru_cache(maxsize=8)
+def shared_detector(languages: tuple[str, ...] | None = None) -> LanguageDetector:
+    """One detector per language set and process, built on first use (about a second each).
+
+    Args:
+        languages: The ISO codes to restrict answers to, as a tuple (it is the cache key);
+            ``None`` for all of the model's languages.
+    """
+    return LanguageDetector(languages=languages)
 
 
 def _default() -> LanguageDetector:
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = LanguageDetector()
-    return _DEFAULT
+    return shared_detector(None)
 
 
 def detect_language(text: str) -> LanguageGuess:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from triage.privacy.language import LanguageDetector
+from triage.privacy.language import shared_detector
 from triage.privacy.redact import storable
 
 # The languages the store tells apart: the 42 most used on the web. Restricting the model to them
@@ -18,15 +18,6 @@ COMMON_LANGUAGES = (
     "ar", "he", "fa", "hi", "bn", "ur", "ja", "zh", "ko", "th", "vi", "id", "ms", "tl", "el",
     "cs", "sk", "hu", "ro", "bg", "hr", "sr", "ca", "et", "lv", "lt", "sl",
 )  # fmt: skip
-_DETECTOR: LanguageDetector | None = None
-
-
-def _detector() -> LanguageDetector:
-    # Built on first use (about a second), once per process.
-    global _DETECTOR
-    if _DETECTOR is None:
-        _DETECTOR = LanguageDetector(languages=COMMON_LANGUAGES)
-    return _DETECTOR
 
 
 def mask_cards(table: pa.Table, columns: Sequence[str] = ("text", "raw")) -> pa.Table:
@@ -62,7 +53,7 @@ def with_languages(table: pa.Table) -> pa.Table:
     ]
     missing = [n for n, v in enumerate(given) if not v]
     texts = table.column("text").to_pylist()
-    guesses = _detector().detect_many(str(texts[n] or "") for n in missing)
+    guesses = shared_detector(COMMON_LANGUAGES).detect_many(str(texts[n] or "") for n in missing)
     for n, guess in zip(missing, guesses, strict=True):
         given[n] = guess.language
     return table.set_column(i, table.field(i), pa.array(given, table.field(i).type))
