@@ -8,6 +8,8 @@ stores, the other must store and return the same way.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -268,3 +270,24 @@ def test_a_newer_schema_on_the_server_is_refused(pg_url: str) -> None:
         s._execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'future')")
     with pytest.raises(StoreTooNew, match="schema version 999"), open_store(pg_url):
         pass
+
+
+def test_server_connections_give_up_on_a_silent_peer_within_a_minute(pg_url: str) -> None:
+    # A write in flight to a server whose link dropped is not covered by keepalives (they only
+    # probe idle connections): without a TCP user timeout the kernel retries for ~15 minutes.
+    from triage.store.postgres import connect
+
+    con = connect(pg_url)
+    try:
+        params = con.info.get_parameters()
+        assert params["tcp_user_timeout"] == "60000"
+        assert (int(params["keepalives_idle"]), int(params["keepalives_count"])) == (30, 3)
+        # libpq set it on the socket itself (TCP_USER_TIMEOUT, in milliseconds).
+        sock = socket.socket(fileno=os.dup(con.fileno()))
+        try:
+            assert sock.family in (socket.AF_INET, socket.AF_INET6)  # the test server is TCP
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 60_000
+        finally:
+            sock.close()
+    finally:
+        con.close()

@@ -333,13 +333,17 @@ class PgStore(Store):
             self.con.close()
 
 
-# Fail fast when the server is away; keep dead peers from holding claims for long.
+# Fail fast when the server is away; keep dead peers from holding claims for long. Keepalives end
+# an idle connection to a vanished server after ~60 s; tcp_user_timeout does the same for a
+# connection with a write in flight that the server never acknowledges (without it a write stuck
+# on a dropped link keeps its thread until the kernel's retransmissions give up, ~15 min).
 _CONNECT: dict[str, Any] = {
     "connect_timeout": 5,
     "keepalives": 1,
     "keepalives_idle": 30,
     "keepalives_interval": 10,
     "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
 }
 
 
