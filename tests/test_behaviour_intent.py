@@ -74,6 +74,36 @@ CONDITIONAL_PURCHASE = [
     "i'd switch to your plan tomorrow if it had unlimited calls abroad",
 ]
 
+# Short requests to a company's chat, web form or DM: the same "how do I / can I get / help me
+# find" forms ask to buy (sales) or for help with what one already has (support).
+DIRECT_PURCHASE_REQUESTS = [
+    "how do i sign up for the unlimited data plan",
+    "can i get a quote for contents insurance on a flat",
+    "i need to buy cover for my camper van",
+    "help me find a gym plan with a pool near downtown",
+    "family broadband packages prices",
+    "how can i get solar panels put on a bungalow",
+    "am i in the right place to order 300 branded mugs",
+    "do you do monthly payment on the treadmills",
+]
+
+EXISTING_CUSTOMER_HELP = [
+    "how do i cancel my unlimited data plan",
+    "how can i get a copy of my contents insurance certificate",
+    "help me find the invoice for my solar panel install",
+    "how do i change the card my gym membership is paid with",
+    "i need to update the address on my broadband account",
+    "can i get a refund for the mugs that arrived chipped",
+]
+
+# Buying words from people who are not buying: job seekers, would-be agents, vendors, checks.
+NOT_LEADS = [
+    "do you have any openings for a warehouse job in leeds",
+    "i want to become an agent and sell your pet cover",
+    "can you confirm that maria lopez works for you, its for her rental application",
+    "we are a seo agency and can double your traffic, who do i talk to",
+]
+
 ALL_CASES = (
     AMBIENT_PURCHASE_INTENT
     + ALREADY_BOUGHT_AND_HAPPY
@@ -81,6 +111,9 @@ ALL_CASES = (
     + PRAISE_THEN_PROBLEM
     + PRAISE_THEN_WISH
     + CONDITIONAL_PURCHASE
+    + DIRECT_PURCHASE_REQUESTS
+    + EXISTING_CUSTOMER_HELP
+    + NOT_LEADS
 )
 
 
@@ -128,6 +161,26 @@ def test_conditional_purchase_is_a_lead_with_the_wish_secondary(clf: Classifier,
     pred = clf.predict([text])[0]
     assert pred.label == "sales_lead", pred.labels
     assert "feature_request" in pred.labels
+
+
+@pytest.mark.parametrize("text", DIRECT_PURCHASE_REQUESTS)
+def test_a_short_request_to_buy_is_a_sales_lead(clf: Classifier, text: str) -> None:
+    pred = clf.predict([text])[0]
+    assert pred.label == "sales_lead", pred.scores
+
+
+@pytest.mark.parametrize("text", EXISTING_CUSTOMER_HELP)
+def test_the_same_forms_about_what_one_has_go_to_support(clf: Classifier, text: str) -> None:
+    pred = clf.predict([text])[0]
+    assert pred.label == "service_issue", pred.scores
+
+
+@pytest.mark.parametrize("text", NOT_LEADS)
+def test_buying_words_from_job_seekers_and_vendors_are_not_leads(
+    clf: Classifier, text: str
+) -> None:
+    pred = clf.predict([text])[0]
+    assert "sales_lead" not in pred.labels, pred.scores
 
 
 # ------------------------------------------------------------------ the data
