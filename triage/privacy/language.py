@@ -8,6 +8,7 @@ Public API::
     detect_language(text) -> LanguageGuess
     detect_languages(texts) -> list[LanguageGuess]          # batch, one guess per text, in order
     LanguageDetector(min_letters=4, min_confidence=0.2, languages=None).detect(...) / .detect_many(...)
+    shared_detector(languages=None) -> LanguageDetector  # one per language tuple and process
 
 A :class:`LanguageGuess` has ``language`` (an ISO 639-1 code such as ``en``, ``pt``, ``zh``; ISO
 639-3 for languages without one; or ``"unknown"``), ``confidence`` (0-1) and ``reason``:
@@ -147,15 +148,11 @@ def shared_detector(languages: tuple[str, ...] | None = None) -> LanguageDetecto
     return LanguageDetector(languages=languages)
 
 
-def _default() -> LanguageDetector:
-    return shared_detector(None)
-
-
 def detect_language(text: str) -> LanguageGuess:
     """Detect the language of ``text`` with the default thresholds."""
-    return _default().detect(text)
+    return shared_detector().detect(text)
 
 
 def detect_languages(texts: Iterable[str]) -> list[LanguageGuess]:
     """Detect the language of each text with the default thresholds."""
-    return _default().detect_many(texts)
+    return shared_detector().detect_many(texts)
