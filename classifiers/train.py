@@ -117,6 +117,25 @@ def fit_classifier(
     return nlp, policy, fit
 
 
+def model_version(arch: str, weights: bytes, policy: dict[str, Any]) -> str:
+    """A model's version: its architecture and a digest of its weights and decision policy.
+
+    The policy is part of it because two models with the same weights but other thresholds
+    route differently, and the registry, the gate and the cards tell models apart by version.
+
+    Args:
+        arch: The architecture config's stem (``textcat_vectors``).
+        weights: The serialised weights of the text classifier.
+        policy: The decision policy as written to ``triage_meta.json``.
+
+    Returns:
+        ``"<arch>-<10 hex digits>"``.
+    """
+    digest = hashlib.sha256(weights)
+    digest.update(json.dumps(policy, sort_keys=True).encode())
+    return f"{arch}-{digest.hexdigest()[:10]}"
+
+
 def train(
     examples: Sequence[Example],
     out_dir: Path,
@@ -158,14 +177,13 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(out_dir)
     weights = (out_dir / COMPONENT / "model").read_bytes()
-    digest = hashlib.sha256(weights).hexdigest()[:10]
     vectors_meta = None
     if nlp.vocab.vectors.shape[0]:
         from classifiers.vectors import load_table
 
         vectors_meta = load_table(str(nlp.vocab.vectors.name))[2]
     meta: dict[str, Any] = {
-        "version": f"{config_path.stem}-{digest}",
+        "version": model_version(config_path.stem, weights, policy.to_json()),
         "created_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "architecture": config_path.name,
         "labels": list(LABELS),

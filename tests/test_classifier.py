@@ -654,6 +654,41 @@ def test_review_thresholds_hold_the_precision_they_were_fitted_for() -> None:
         assert policy.primary_rule == "priority"
 
 
+def test_fitted_thresholds_never_hand_a_likely_service_issue_to_another_owner() -> None:
+    """Issue 11 / DESIGN.md: a service issue that is more likely than not goes to support first.
+
+    On these out-of-source scores the fold's own macro-F1 would rise if the service-issue
+    threshold went up (most rows with kudos 0.9 and service 0.6 are plain kudos), which is how
+    round 6's first fit came to hand praise that opens a problem report to marketing.
+    """
+    import numpy as np
+
+    from classifiers.calibration import tune_policy
+    from classifiers.model import decide_columns, primary_indices
+
+    k, s = LABELS.index("kudos"), LABELS.index("service_issue")
+    f, o = LABELS.index("feature_request"), LABELS.index("other")
+    scores = np.full((400, len(LABELS)), 0.05)
+    gold = ["kudos"] * 200 + ["service_issue"] * 100 + ["feature_request"] * 50 + ["other"] * 50
+    scores[:200, k], scores[:200, s] = 0.9, 0.6  # raves that merely sound like a complaint
+    scores[200:300, s] = 0.9
+    scores[300:350, f] = 0.8
+    scores[350:, o], scores[350:, f] = 0.7, 0.6  # other that looks a bit like a wish
+    gold_idx = np.array([LABELS.index(g) for g in gold])
+    # What tuning the service issue's threshold would buy on these rows:
+    raised = np.full(len(LABELS), 0.5)
+    raised[s] = 0.7
+    assert (primary_indices(scores, raised, "priority") == gold_idx).mean() > (
+        primary_indices(scores, np.full(len(LABELS), 0.5), "priority") == gold_idx
+    ).mean()
+    policy, _, _ = tune_policy(scores, gold, {}, accuracy=0.95)
+    assert policy.thresholds["service_issue"] == 0.5
+    # The other labels are still tuned: feature_request moves above other's rows' 0.6.
+    assert policy.thresholds["feature_request"] > 0.6
+    praise_then_problem = np.array([[0.95, 0.02, 0.1, 0.59, 0.02]])
+    assert LABELS[int(decide_columns(praise_then_problem, policy).primary[0])] == "service_issue"
+
+
 def _noisy_scores(n: int, seed: int) -> tuple[Any, list[str]]:
     """Scores where the gold label is higher on average, and some labels are much harder."""
     import numpy as np
@@ -700,3 +735,19 @@ def test_review_fit_flags_fewest_items_at_the_overall_accuracy_it_was_fitted_for
     hopeless = rng.random((500, len(LABELS)))
     policy, _, info = tune_policy(hopeless, list(rng.choice(LABELS, 500)), {}, accuracy=0.95)
     assert decide_columns(hopeless, policy).needs_review.all() and info["kept"] == 0.0
+
+
+def test_model_version_changes_with_the_decision_policy_not_only_the_weights() -> None:
+    """Same weights, other thresholds: another model (it routes differently), another version."""
+    from classifiers.model import DEFAULT_MODEL_DIR, META_FILE
+    from classifiers.train import model_version
+
+    policy = json.loads((DEFAULT_MODEL_DIR / META_FILE).read_text())["policy"]
+    weights = b"\x00\x01weights"
+    same = model_version("textcat_vectors", weights, dict(policy))
+    assert same == model_version("textcat_vectors", weights, policy)
+    assert same.startswith("textcat_vectors-") and len(same) == len("textcat_vectors-") + 10
+    moved = json.loads(json.dumps(policy))
+    moved["thresholds"]["service_issue"] = 0.7
+    assert model_version("textcat_vectors", weights, moved) != same
+    assert model_version("textcat_vectors", weights + b"!", policy) != same
