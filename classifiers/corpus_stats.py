@@ -3,6 +3,8 @@
 Run ``python -m classifiers.corpus_stats [PATH ...]`` (default: the shipped starter corpus).
 Near-duplicates are pairs whose word-shingle Jaccard similarity reaches the threshold; they are
 found with MinHash-style banding so the check stays fast on tens of thousands of texts.
+``--against PATH`` also lists corpus rows that copy a row of other data (for instance public
+datasets whose sentences must not enter the repository), exactly, with prefix filtering.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import sys
 from collections import Counter, defaultdict
@@ -18,7 +21,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from classifiers.data import STARTER_DIR
+from classifiers.data import STARTER_DIR, load_examples
 
 _WORD = re.compile(r"\w+")
 # Emoji and punctuation count as tokens for similarity: "👍" and "..." are different messages.
@@ -89,6 +92,47 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.8) -> list[tuple[
     return out
 
 
+def copies_of(
+    texts: Sequence[str],
+    others: Sequence[str],
+    threshold: float = 0.8,
+    min_words: int = 6,
+) -> list[tuple[int, int, float]]:
+    """Return ``(i, j, similarity)`` where ``texts[i]`` nearly copies ``others[j]``.
+
+    Exact for shingle Jaccard at or above ``threshold`` (prefix filtering: two sets that similar
+    must share one of the rarest ``|A| - ceil(threshold * |A|) + 1`` shingles of each). Texts
+    under ``min_words`` words are skipped: "ok" or "good job" occur everywhere and copy no one.
+    """
+    a_sets = [shingles(t) if len(_WORD.findall(t)) >= min_words else set() for t in texts]
+    b_sets = [shingles(t) for t in others]
+    freq: Counter[str] = Counter()
+    for sh in (*a_sets, *b_sets):
+        freq.update(sh)
+
+    def prefix(sh: set[str]) -> list[str]:
+        ordered = sorted(sh, key=lambda s: (freq[s], s))
+        return ordered[: len(ordered) - math.ceil(threshold * len(ordered)) + 1]
+
+    index: dict[str, list[int]] = defaultdict(list)
+    for j, sh in enumerate(b_sets):
+        for s in prefix(sh):
+            index[s].append(j)
+    out = []
+    for i, sh in enumerate(a_sets):
+        if not sh:
+            continue
+        seen: set[int] = set()
+        for s in prefix(sh):
+            for j in index.get(s, ()):
+                if j not in seen:
+                    seen.add(j)
+                    sim = jaccard(sh, b_sets[j])
+                    if sim >= threshold:
+                        out.append((i, j, round(sim, 3)))
+    return out
+
+
 def report(rows: Sequence[dict[str, Any]], threshold: float) -> dict[str, Any]:
     """Compute the statistics and near-duplicate pairs of a corpus."""
     lengths = [len(_WORD.findall(r["text"])) for r in rows]
@@ -132,8 +176,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Jaccard similarity that counts as near-duplicate",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        action="append",
+        default=[],
+        help="data (CSV/JSONL file or folder) that the corpus must not copy; repeatable",
+    )
     args = parser.parse_args(argv)
-    result = report(_rows(args.paths), args.threshold)
+    rows = _rows(args.paths)
+    result = report(rows, args.threshold)
+    if args.against:
+        others = load_examples(args.against)
+        result["copies"] = [
+            {
+                "row": rows[i]["_where"],
+                "copies": others[j].origin,
+                "similarity": sim,
+                "text": rows[i]["text"][:120],
+                "other_text": others[j].text[:120],
+            }
+            for i, j, sim in copies_of([r["text"] for r in rows], [o.text for o in others])
+        ]
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
@@ -145,7 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"  {d['similarity']:.2f}  {d['a']} ~ {d['b']}: {d['text_a']!r} / {d['text_b']!r}"
             )
-    return 1 if result["near_duplicates"] else 0
+        if "copies" in result:
+            print(
+                f"rows copying --against data (Jaccard >= 0.8, 6+ words): {len(result['copies'])}"
+            )
+            for c in result["copies"][:50]:
+                print(f"  {c['similarity']:.2f}  {c['row']} ~ {c['copies']}: {c['text']!r}")
+    return 1 if result["near_duplicates"] or result.get("copies") else 0
 
 
 if __name__ == "__main__":

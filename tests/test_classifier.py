@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import spacy
 from typer.testing import CliRunner
 
-from classifiers.corpus_stats import near_duplicates
+from classifiers.corpus_stats import copies_of, jaccard, near_duplicates, shingles
 from classifiers.data import STARTER_DIR, load_examples
 from classifiers.model import Classifier
 from tests.decision_oracle import reason_matches, reference_decision
@@ -213,6 +214,66 @@ def test_near_duplicate_detector_flags_rewordings_not_different_texts() -> None:
     ]
     pairs = near_duplicates(texts, 0.8)
     assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
+
+
+def test_copy_detector_is_exact_even_when_every_shingle_is_common() -> None:
+    rng = random.Random(5)
+    words = [
+        "i",
+        "the",
+        "app",
+        "my",
+        "account",
+        "cant",
+        "log",
+        "in",
+        "to",
+        "on",
+        "since",
+        "it",
+        "is",
+        "not",
+        "working",
+        "today",
+    ]
+    # A small vocabulary makes every shingle frequent, the case prefix filtering must still get
+    # right; brute force over all pairs is the reference.
+    others = [" ".join(rng.choice(words) for _ in range(rng.randint(6, 12))) for _ in range(300)]
+    texts = [o if k % 3 else o + " please" for k, o in enumerate(others[:40])]
+    texts += [" ".join(rng.choice(words) for _ in range(8)) for _ in range(60)]
+    texts += ["cant log in", "ok"]  # too short to count as copying anything
+    others += ["cant log in", "ok"]
+    found = {(i, j) for i, j, _ in copies_of(texts, others)}
+    brute = {
+        (i, j)
+        for i, t in enumerate(texts)
+        for j, o in enumerate(others)
+        if len(t.split()) >= 6 and jaccard(shingles(t), shingles(o)) >= 0.8
+    }
+    assert found == brute
+    assert {(k, k) for k in range(40)} <= found  # each copy, edited or not, is found
+    assert not {i for i, _ in found} & {len(texts) - 2, len(texts) - 1}
+
+
+def test_shipped_corpora_copy_no_row_of_the_shared_datasets() -> None:
+    """Their licences forbid copying their sentences into the repository (``--against``)."""
+    if not SHARED_DATASETS.exists():
+        pytest.skip(f"{SHARED_DATASETS} not present (datasets are optional)")
+    ours = [
+        json.loads(line)["text"]
+        for path in sorted(STARTER_DIR.glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    eval_file = STARTER_DIR.parent / "eval" / "intent_eval.jsonl"
+    ours += [
+        json.loads(line)["text"]
+        for line in eval_file.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    shared = load_examples([SHARED_DATASETS / "dev", SHARED_DATASETS / "train"])
+    copies = copies_of(ours, [e.text for e in shared])
+    assert [(ours[i], shared[j].text) for i, j, _ in copies] == []
 
 
 # ---------------------------------------------------------------- classify CLI
