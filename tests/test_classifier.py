@@ -259,18 +259,8 @@ def test_shipped_corpora_copy_no_row_of_the_shared_datasets() -> None:
     """Their licences forbid copying their sentences into the repository (``--against``)."""
     if not SHARED_DATASETS.exists():
         pytest.skip(f"{SHARED_DATASETS} not present (datasets are optional)")
-    ours = [
-        json.loads(line)["text"]
-        for path in sorted(STARTER_DIR.glob("*.jsonl"))
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
     eval_file = STARTER_DIR.parent / "eval" / "intent_eval.jsonl"
-    ours += [
-        json.loads(line)["text"]
-        for line in eval_file.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    ours = [e.text for e in load_examples([STARTER_DIR, eval_file])]
     shared = load_examples([SHARED_DATASETS / "dev", SHARED_DATASETS / "train"])
     copies = copies_of(ours, [e.text for e in shared])
     assert [(ours[i], shared[j].text) for i, j, _ in copies] == []
