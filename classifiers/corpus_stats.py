@@ -92,11 +92,15 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.8) -> list[tuple[
     return out
 
 
+COPY_THRESHOLD = 0.8
+COPY_MIN_WORDS = 6
+
+
 def copies_of(
     texts: Sequence[str],
     others: Sequence[str],
-    threshold: float = 0.8,
-    min_words: int = 6,
+    threshold: float = COPY_THRESHOLD,
+    min_words: int = COPY_MIN_WORDS,
 ) -> list[tuple[int, int, float]]:
     """Return ``(i, j, similarity)`` where ``texts[i]`` nearly copies ``others[j]``.
 
@@ -211,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if "copies" in result:
             print(
-                f"rows copying --against data (Jaccard >= 0.8, 6+ words): {len(result['copies'])}"
+                f"rows copying --against data (Jaccard >= {COPY_THRESHOLD}, "
+                f"{COPY_MIN_WORDS}+ words): {len(result['copies'])}"
             )
             for c in result["copies"][:50]:
                 print(f"  {c['similarity']:.2f}  {c['row']} ~ {c['copies']}: {c['text']!r}")
