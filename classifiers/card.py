@@ -49,6 +49,15 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
         + ", ".join(f"{k} {v}" for k, v in data["by_label"].items()),
         "- Source families: "
         + ", ".join(f"{k} {v}" for k, v in data.get("by_source_family", {}).items()),
+        *(
+            [
+                "- Teacher-labelled rows (`classifiers/teacher.py`; trained on, never scored), by "
+                "the family their teacher left out: "
+                + ", ".join(f"{k} {v}" for k, v in data["teacher_rows"].items())
+            ]
+            if data.get("teacher_rows")
+            else []
+        ),
         "",
         "## Out-of-source metrics (cross-source folds)",
         (

@@ -196,6 +196,7 @@ def leave_one_source_out(
                 folds=folds,
                 log=inner,
                 rich=False,
+                left_out=family if family in by_family else "",
             )
             clf = Classifier(nlp, {"policy": policy.to_json()}, Path("."))
             for name, rows in scored.items():

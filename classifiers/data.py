@@ -11,6 +11,7 @@ from pathlib import Path
 from triage.models import LABELS
 
 STARTER_DIR = Path(__file__).parent / "corpus" / "starter"
+TEACHER_DIR = Path(__file__).parent / "corpus" / "distilled"
 
 # Real-world exports occasionally carry very long cells; the csv module's default limit is 128 KiB.
 csv.field_size_limit(2**31 - 1)
@@ -115,6 +116,50 @@ def load_starter() -> list[Example]:
     for ex in examples:
         ex.origin = f"starter/{ex.origin}"
     return examples
+
+
+def load_teacher_rows(folder: Path = TEACHER_DIR) -> dict[str, list[Example]]:
+    """Load the teacher-labelled recombined starter texts (:mod:`classifiers.teacher`).
+
+    Their origin is ``starter/distilled/<file>``: they are made of starter text and weigh like it.
+
+    Returns:
+        The rows by the source family their teacher left out (``""``: the teacher that saw every
+        family). A missing folder gives an empty mapping.
+
+    Raises:
+        DataError: When a file's rows disagree on their teacher.
+    """
+    out: dict[str, list[Example]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.jsonl")):
+        teachers = {str(row.get("teacher_without") or "") for row in _rows(path)}
+        if len(teachers) != 1:
+            raise DataError(f"{path}: rows from more than one teacher ({sorted(teachers)})")
+        examples = load_examples([path])
+        for ex in examples:
+            ex.origin = f"starter/distilled/{ex.origin}"
+        out.setdefault(teachers.pop(), []).extend(examples)
+    return out
+
+
+def teacher_rows_without(rows: dict[str, list[Example]], family: str) -> dict[str, list[Example]]:
+    """The teacher rows a model may train on when ``family`` is kept out of its training data.
+
+    The rows of the teacher that left ``family`` out stand in for the all-families teacher's;
+    every other held-out teacher keeps only the rows made from other families' texts. Those
+    teachers saw ``family``, but their rows only train the inner folds that choose the epochs and
+    thresholds, never the model that scores ``family``. When no teacher left ``family`` out (a
+    shared file: no teacher ever saw it), the rows are returned as they are.
+    """
+    if family not in rows:
+        return rows
+    out = {"": rows[family]}
+    for key, examples in rows.items():
+        if key not in ("", family):
+            out[key] = [ex for ex in examples if source_family(ex) != family]
+    return out
 
 
 # The starter corpus's source types, grouped into the kinds of source a customer connects: a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,22 @@ def fit_pipeline(
     return nlp, per_epoch
 
 
+def teacher_rows_for_fold(
+    held_out: Sequence[str], teacher_rows: Mapping[str, Sequence[Example]]
+) -> list[Example]:
+    """The teacher rows a cross-source fold that holds out ``held_out`` families may train on.
+
+    A fold that holds out a family a teacher left out trains on that teacher's rows, so no fold
+    learns from a teacher that saw what the fold scores. A fold holding out no such family (only
+    files no teacher saw) takes the rows of the teacher that saw every family (``""``); one holding
+    out two or more gets none, as no teacher left them all out.
+    """
+    taught = [f for f in held_out if f and f in teacher_rows]
+    if len(taught) == 1:
+        return list(teacher_rows[taught[0]])
+    return [] if taught else list(teacher_rows.get("", []))
+
+
 def cross_source_scores(
     config_path: Path,
     examples: Sequence[Example],
@@ -179,6 +195,7 @@ def cross_source_scores(
     seed: int,
     progress: Progress | None = None,
     cache: DocCache | None = None,
+    teacher_rows: Mapping[str, Sequence[Example]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Out-of-source raw scores for every example, after every epoch.
 
@@ -188,10 +205,14 @@ def cross_source_scores(
     customer's stream is. With a single family there is no other source to learn from, and the
     folds fall back to a seeded, label-stratified split (in-source scores; the metadata says so).
 
+    ``teacher_rows`` (:func:`classifiers.data.load_teacher_rows`) are extra training rows that
+    are never scored; :func:`teacher_rows_for_fold` picks each fold's (none for in-source splits).
+
     Returns:
         ``(scores, fold, fold_of_family)``: scores has shape (epochs, n, labels); fold is each
         example's fold index.
     """
+    teacher_rows = teacher_rows or {}
     families = [source_family(ex) for ex in examples]
     fold_of_family = assign_folds(families, folds)
     if len(fold_of_family) >= 2:
@@ -211,6 +232,8 @@ def cross_source_scores(
         test = np.flatnonzero(fold == j)
         train_part = [examples[i] for i in np.flatnonzero(fold != j).tolist()]
         names = sorted(f for f, v in fold_of_family.items() if v == j) or [f"split {j + 1}"]
+        if fold_of_family:
+            train_part += teacher_rows_for_fold(names, teacher_rows)
 
         def report(epoch: int, loss: float, j: int = j, names: list[str] = names) -> None:
             if progress:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import spacy
 
 from classifiers.calibration import fit_policy, fold_macro_f1
 from classifiers.card import model_card
-from classifiers.data import Example, source_family
+from classifiers.data import Example, load_teacher_rows, source_family, teacher_rows_without
 from classifiers.fitting import (
     DEFAULT_CONFIG,
     DocCache,
@@ -49,6 +49,8 @@ def fit_classifier(
     folds: int | None = None,
     log: Callable[[str], None] = _log,
     rich: bool | None = None,
+    teacher_rows: Mapping[str, Sequence[Example]] | None = None,
+    left_out: str = "",
 ) -> tuple[spacy.language.Language, Policy, dict[str, Any]]:
     """Choose the epoch count and the decision policy out of source, then train on everything.
 
@@ -58,6 +60,14 @@ def fit_classifier(
     3. Calibration, thresholds and review thresholds on that epoch's out-of-source scores
        (:func:`fit_policy`), so that the review flags hold on streams the model has not seen.
     4. The final model on all examples for that many epochs.
+
+    Teacher-labelled rows (:mod:`classifiers.teacher`) train but are never scored: each fold
+    takes those of a teacher that did not see the fold's sources, the final model those of the
+    teacher that saw all. They are used when the config's ``teacher_rows`` is on and the starter
+    corpus is among the examples; ``teacher_rows`` given here replaces what would be loaded.
+    ``left_out`` names a source family the caller kept out of ``examples`` (leave-one-source-out):
+    the teacher rows are then restricted to those that never saw it
+    (:func:`classifiers.data.teacher_rows_without`).
 
     Returns:
         The trained pipeline, its policy and a description of the fit (for the metadata).
@@ -72,6 +82,18 @@ def fit_classifier(
         f"training on {len(examples)} examples ({', '.join(f'{a}={b}' for a, b in sorted(counts.items()))}) "
         f"from {len(families)} source families"
     )
+    if teacher_rows is None:
+        uses_starter = any(ex.origin.startswith("starter/") for ex in examples)
+        teacher_rows = (
+            load_teacher_rows() if nlp_settings.get("teacher_rows") and uses_starter else {}
+        )
+    if left_out:
+        teacher_rows = teacher_rows_without({k: list(v) for k, v in teacher_rows.items()}, left_out)
+    if teacher_rows:
+        log(
+            f"with {len(teacher_rows.get('', []))} teacher-labelled rows for the final model "
+            f"({len(teacher_rows) - ('' in teacher_rows)} held-out teachers for the folds)"
+        )
     total = (min(k, len(families)) if len(families) >= 2 else max(2, k)) * n_epochs
     with Progress("training", total + n_epochs, log, rich=rich) as progress:
         progress.note(
@@ -80,7 +102,7 @@ def fit_classifier(
         )
         cache = DocCache()
         raw, fold, fold_of_family = cross_source_scores(
-            config_path, examples, k, n_epochs, seed, progress, cache
+            config_path, examples, k, n_epochs, seed, progress, cache, teacher_rows
         )
         gold = np.array([LABELS.index(ex.label) for ex in examples], dtype=np.int64)
         by_epoch = [round(fold_macro_f1(raw[e], gold, fold), 4) for e in range(n_epochs)]
@@ -101,10 +123,12 @@ def fit_classifier(
         def report(epoch: int, loss: float) -> None:
             progress.advance(f"final model epoch {epoch}/{best} loss {loss:.3f}")
 
-        nlp, _ = fit_pipeline(config_path, examples, best, seed, on_epoch=report, cache=cache)
+        final = [*examples, *teacher_rows.get("", [])]
+        nlp, _ = fit_pipeline(config_path, final, best, seed, on_epoch=report, cache=cache)
         # The remaining planned steps were epochs the final model did not need.
         progress.advance("final model trained", steps=n_epochs - best)
     fit = {
+        "teacher_rows": {k or "(all families)": len(v) for k, v in sorted(teacher_rows.items())},
         "seed": seed,
         "epochs": n_epochs,
         "best_epoch": best,
@@ -193,6 +217,7 @@ def train(
         "data": {
             **(data_description or {}),
             "train_examples": len(examples),
+            "teacher_rows": fit["teacher_rows"],
             "by_label": dict(sorted(Counter(ex.label for ex in examples).items())),
             "by_origin": dict(sorted(Counter(ex.origin for ex in examples).items())),
             "by_source_family": dict(sorted(Counter(source_family(ex) for ex in examples).items())),
