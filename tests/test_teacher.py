@@ -34,6 +34,12 @@ def test_teacher_labels_follow_the_priority_rule_and_drop_other() -> None:
     # "other" beside a real label is noise, not a second owner.
     assert teacher_labels(_probs(other=0.6, kudos=0.35)) == ("kudos", ["kudos"])
     assert teacher_labels(_probs(other=0.9, kudos=0.05)) == ("other", ["other"])
+    # A sigmoid per label (--multi-label) adds a label from "more likely than not" on.
+    assert teacher_labels(_probs(kudos=0.9, service_issue=0.45), also=0.5) == ("kudos", ["kudos"])
+    assert teacher_labels(_probs(kudos=0.9, service_issue=0.55), also=0.5) == (
+        "service_issue",
+        ["service_issue", "kudos"],
+    )
     # A joined pair keeps its parts' labels even where the softmax picked one intent.
     assert teacher_labels(_probs(kudos=0.9, service_issue=0.1), ["kudos", "service_issue"]) == (
         "service_issue",
