@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,7 +144,9 @@ def load_teacher_rows(folder: Path = TEACHER_DIR) -> dict[str, list[Example]]:
     return out
 
 
-def teacher_rows_without(rows: dict[str, list[Example]], family: str) -> dict[str, list[Example]]:
+def teacher_rows_without(
+    rows: Mapping[str, Sequence[Example]], family: str
+) -> Mapping[str, Sequence[Example]]:
     """The teacher rows a model may train on when ``family`` is kept out of its training data.
 
     The rows of the teacher that left ``family`` out stand in for the all-families teacher's;
@@ -155,7 +157,7 @@ def teacher_rows_without(rows: dict[str, list[Example]], family: str) -> dict[st
     """
     if family not in rows:
         return rows
-    out = {"": rows[family]}
+    out: dict[str, Sequence[Example]] = {"": rows[family]}
     for key, examples in rows.items():
         if key not in ("", family):
             out[key] = [ex for ex in examples if source_family(ex) != family]

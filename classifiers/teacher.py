@@ -36,10 +36,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from classifiers.data import Example, load_starter, source_family
+from classifiers.corpus_stats import copies_of
+from classifiers.data import TEACHER_DIR, Example, load_examples, load_starter, source_family
 from triage.models import LABELS, PRIORITY
 
-DISTILLED_DIR = Path(__file__).parent / "corpus" / "distilled"
 # A label other than the teacher's top one also applies from this probability on: a softmax
 # shares one unit among the labels, so a second intent shows as a smaller share; a sigmoid per
 # label (--multi-label) says "more likely than not" at 0.5.
@@ -67,17 +67,18 @@ def recombine(pool: Sequence[Example], share: float, seed: int) -> list[tuple[st
         joined pair (both intents are in it), else empty.
     """
     rng = random.Random(seed)
+    rows = list(pool)
     n = round(3000 * share)
     out: list[tuple[str, str, list[str]]] = []
     for _ in range(n):
-        a, b = rng.sample(list(pool), 2)
+        a, b = rng.sample(rows, 2)
         out.append((f"{a.text} {b.text}", a.group, [*a.labels, *b.labels]))
-    for ex in pool:
+    for ex in rows:
         parts = [s for s in _SENTENCE_END.split(ex.text) if len(s.split()) >= 3]
         if len(parts) > 1:
             out.append((rng.choice(parts), ex.group, []))
     for _ in range(n):
-        ex = rng.choice(list(pool))
+        ex = rng.choice(rows)
         words = ex.text.split()
         if len(words) > 5:
             out.append((" ".join(w for w in words if rng.random() > 0.15), ex.group, []))
@@ -208,9 +209,9 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / file_name(held_out)
     tmp = path.with_suffix(".tmp")
+    also = ALSO_APPLIES_MULTI_LABEL if multi_label else ALSO_APPLIES
     with tmp.open("w", encoding="utf-8") as fh:
         for (text, source_type, known), p in zip(texts, probs, strict=True):
-            also = ALSO_APPLIES_MULTI_LABEL if multi_label else ALSO_APPLIES
             label, labels = teacher_labels(p, known, also)
             row = {
                 "text": text,
@@ -225,8 +226,8 @@ def build(
     return path
 
 
-def screen(path: Path, against: Sequence[Path], log: Any = print) -> int:
-    """Drop the rows of a teacher file that copy a row of ``against`` (the copy check).
+def screen(path: Path, others: Sequence[str], log: Any = print) -> int:
+    """Drop the rows of a teacher file that copy one of the texts ``others`` (the copy check).
 
     Recombining rows can make a generic phrase that another dataset happens to hold (dropping
     two words of a quote request gave one); the repository must not carry copies of those
@@ -235,12 +236,8 @@ def screen(path: Path, against: Sequence[Path], log: Any = print) -> int:
     Returns:
         The number of rows dropped.
     """
-    from classifiers.corpus_stats import copies_of
-    from classifiers.data import load_examples
-
     lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     texts = [json.loads(ln)["text"] for ln in lines]
-    others = [ex.text for ex in load_examples(list(against))]
     drop = {i for i, _, _ in copies_of(texts, others)}
     if drop:
         tmp = path.with_suffix(".tmp")
@@ -262,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument("--seed", type=int, default=13)
     b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    b.add_argument("--out", type=Path, default=DISTILLED_DIR)
+    b.add_argument("--out", type=Path, default=TEACHER_DIR)
     b.add_argument(
         "--against",
         type=Path,
@@ -271,12 +268,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="data whose rows must not be copied (e.g. ../shared/datasets); repeatable",
     )
     s = sub.add_parser("screen", help="drop rows that copy a row of --against from built files")
-    s.add_argument("--out", type=Path, default=DISTILLED_DIR)
+    s.add_argument("--out", type=Path, default=TEACHER_DIR)
     s.add_argument("--against", type=Path, action="append", required=True)
     args = parser.parse_args(argv)
+    # Read once: every teacher file is screened against the same data.
+    others = [ex.text for ex in load_examples(args.against)]
     if args.cmd == "screen":
         for path in sorted(args.out.glob("*.jsonl")):
-            screen(path, args.against)
+            screen(path, others)
         return 0
     try:
         import torch
@@ -297,8 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = [wanted]
     for held_out in targets:
         path = build(held_out, args.out, args.epochs, args.seed, multi_label=args.multi_label)
-        if args.against:
-            screen(path, args.against)
+        if others:
+            screen(path, others)
     return 0
 
 

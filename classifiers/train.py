@@ -88,7 +88,7 @@ def fit_classifier(
             load_teacher_rows() if nlp_settings.get("teacher_rows") and uses_starter else {}
         )
     if left_out:
-        teacher_rows = teacher_rows_without({k: list(v) for k, v in teacher_rows.items()}, left_out)
+        teacher_rows = teacher_rows_without(teacher_rows, left_out)
     if teacher_rows:
         log(
             f"with {len(teacher_rows.get('', []))} teacher-labelled rows for the final model "

@@ -11,6 +11,7 @@ import pytest
 from classifiers.data import (
     DataError,
     Example,
+    load_examples,
     load_starter,
     load_teacher_rows,
     source_family,
@@ -144,9 +145,10 @@ def test_screen_drops_recombined_rows_that_copy_other_data(tmp_path: Path) -> No
         "text,label\nHow do I get a price for a blue widget today,sales_lead\n", "utf-8"
     )
 
-    assert screen(built, [other], log=lambda _: None) == 1
+    others = [ex.text for ex in load_examples([other])]
+    assert screen(built, others, log=lambda _: None) == 1
     assert [ex.text for ex in load_teacher_rows(tmp_path)[""]] == [rows[1]["text"]]
-    assert screen(built, [other], log=lambda _: None) == 0
+    assert screen(built, others, log=lambda _: None) == 0
 
 
 def _row(text: str, label: str, group: str) -> Example:
