@@ -8,7 +8,7 @@ from typing import Any
 
 from spacy.training import Example as SpacyExample
 
-from classifiers.data import Example
+from classifiers.data import Example, from_starter
 
 
 def starter_weighted(data: Sequence[Example], settings: dict[str, Any]) -> list[Example]:
@@ -19,7 +19,7 @@ def starter_weighted(data: Sequence[Example], settings: dict[str, Any]) -> list[
     keeps them from being drowned out. With the starter corpus alone it changes nothing.
     """
     weight = int(settings.get("starter_weight", 1))
-    starter = [ex for ex in data if ex.origin.startswith("starter/")]
+    starter = [ex for ex in data if from_starter(ex)]
     if weight <= 1 or len(starter) == len(data):
         return list(data)
     return list(data) + starter * (weight - 1)

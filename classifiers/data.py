@@ -118,6 +118,11 @@ def load_starter() -> list[Example]:
     return examples
 
 
+def from_starter(example: Example) -> bool:
+    """Whether an example is starter text (:func:`load_starter`, or teacher rows made from it)."""
+    return example.origin.startswith("starter/")
+
+
 def load_teacher_rows(folder: Path = TEACHER_DIR) -> dict[str, list[Example]]:
     """Load the teacher-labelled recombined starter texts (:mod:`classifiers.teacher`).
 
@@ -188,7 +193,7 @@ SOURCE_FAMILIES: dict[str, str] = {
 
 def source_family(example: Example) -> str:
     """The cross-source group of an example: a starter source-type family, else its group."""
-    if example.origin.startswith("starter/") and example.group:
+    if from_starter(example) and example.group:
         return SOURCE_FAMILIES.get(example.group, f"starter:{example.group}")
     return example.group or example.origin
 

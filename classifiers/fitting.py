@@ -16,7 +16,7 @@ from spacy.vocab import Vocab
 from thinc.api import Adam, Config, Optimizer
 
 from classifiers.augment import balanced_epoch, mixed_examples, starter_weighted
-from classifiers.data import Example, assign_folds, source_family
+from classifiers.data import Example, assign_folds, from_starter, source_family
 from classifiers.model import COMPONENT, Classifier
 from classifiers.progress import Progress
 from classifiers.tokenizer import FastTokenizer
@@ -148,9 +148,7 @@ def fit_pipeline(
     weighted = (list(data) if balance else starter_weighted(data, settings)) + mixed
     examples = cache.examples(nlp, weighted)
     # Balancing groups: the starter corpus as one group, every other family (file) as one.
-    groups = [
-        "starter" if ex.origin.startswith("starter/") else source_family(ex) for ex in weighted
-    ]
+    groups = ["starter" if from_starter(ex) else source_family(ex) for ex in weighted]
     shares = {
         g: float(settings.get("starter_weight", 1)) if g == "starter" else 1.0 for g in groups
     }

@@ -22,7 +22,13 @@ import spacy
 
 from classifiers.calibration import fit_policy, fold_macro_f1
 from classifiers.card import model_card
-from classifiers.data import Example, load_teacher_rows, source_family, teacher_rows_without
+from classifiers.data import (
+    Example,
+    from_starter,
+    load_teacher_rows,
+    source_family,
+    teacher_rows_without,
+)
 from classifiers.fitting import (
     DEFAULT_CONFIG,
     DocCache,
@@ -83,7 +89,7 @@ def fit_classifier(
         f"from {len(families)} source families"
     )
     if teacher_rows is None:
-        uses_starter = any(ex.origin.startswith("starter/") for ex in examples)
+        uses_starter = any(from_starter(ex) for ex in examples)
         teacher_rows = (
             load_teacher_rows() if nlp_settings.get("teacher_rows") and uses_starter else {}
         )
