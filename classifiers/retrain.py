@@ -28,7 +28,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,16 +43,21 @@ from classifiers.corrections import (
     text_key,
 )
 from classifiers.data import Example, load_examples, load_starter
+from classifiers.fitting import CONFIG_DIR
 from classifiers.gate import CORRECTIONS_SLICE, GatePolicy, judge, score_slice
 from classifiers.model import META_FILE, Classifier, Policy
 from classifiers.registry import Registry
-from classifiers.train import DEFAULT_CONFIG, train
+from classifiers.train import train
 
 GENERAL_EVAL = Path(__file__).parent / "corpus" / "eval" / "intent_eval.jsonl"
 GENERAL_SLICE = "general"
 STARTER_SLICE = "starter_holdout"
 STARTER_SALT = "triage-starter-holdout-v1"
 DECISIONS_FILE = "decisions.jsonl"
+
+
+# The architecture of a challenger whose champion names none that exists (the CLI's default).
+ARCH_CONFIG = CONFIG_DIR / "textcat_vectors.cfg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +77,8 @@ class RetrainSettings:
     """Extra labelled CSV/JSONL files or folders to train on (``--with-starter`` semantics)."""
     general_eval: tuple[Path, ...] = (GENERAL_EVAL,)
     """Labelled files no model trains on, scored as the ``general`` slice."""
-    config_path: Path = DEFAULT_CONFIG
+    config_path: Path | None = None
+    """The architecture config (``classifiers/configs/``); None: the active model's own."""
     seed: int | None = None
     epochs: int | None = None
     """Overrides the recipe's largest epoch count (tests use 1-2 for speed)."""
@@ -94,7 +100,7 @@ class RetrainSettings:
             "starter_holdout_share": self.starter_holdout_share,
             "training_files": [str(p) for p in self.training_files],
             "general_eval": [str(p) for p in self.general_eval],
-            "config": self.config_path.name,
+            "config": self.config_path.name if self.config_path else None,
             "gate": self.gate.to_json(),
         }
 
@@ -159,6 +165,23 @@ def _champion_holdout(meta_dir: Path) -> dict[str, Any] | None:
     return held if isinstance(held, dict) else None
 
 
+def challenger_config(champion: Path) -> Path:
+    """The architecture a challenger trains with when the settings name none: the champion's.
+
+    A challenger of another architecture would be judged on its architecture as much as on the
+    corrections; the champion's metadata names its config (``architecture``). Models whose
+    config is not in ``classifiers/configs/`` (or has no name) get the default architecture.
+    """
+    try:
+        meta = json.loads((champion / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    name = meta.get("architecture") if isinstance(meta, dict) else None
+    if isinstance(name, str) and name and "/" not in name and (CONFIG_DIR / name).is_file():
+        return CONFIG_DIR / name
+    return ARCH_CONFIG
+
+
 def retrain(
     corrections: Sequence[Correction],
     registry: Registry,
@@ -180,6 +203,8 @@ def retrain(
     settings = settings or RetrainSettings()
     started = time.monotonic()
     active = registry.active()
+    config_path = settings.config_path or challenger_config(active.path)
+    settings = replace(settings, config_path=config_path)
     split = split_corrections(corrections, settings.eval_share, settings.eval_salt)
     counts = split.counts()
     data: dict[str, Any] = {
@@ -242,7 +267,7 @@ def retrain(
         meta = train(
             examples,
             out,
-            config_path=settings.config_path,
+            config_path=config_path,
             seed=settings.seed,
             epochs=settings.epochs,
             folds=settings.folds,

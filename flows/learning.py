@@ -29,11 +29,12 @@ from classifiers.corrections import (
     from_reviews,
     to_arrow,
 )
+from classifiers.fitting import CONFIG_DIR
 from classifiers.gate import GatePolicy
 from classifiers.model import DEFAULT_MODEL_DIR
 from classifiers.registry import SHIPPED, ActiveModel, Registry, active_model_for
 from classifiers.retrain import Decision, RetrainSettings, new_corrections_since_last, retrain
-from triage.config import Config, ModelsConfig
+from triage.config import Config, ConfigError, ModelsConfig
 from triage.destinations import Destination
 from triage.store import Store, location, open_store
 
@@ -63,12 +64,26 @@ def active_model(config: Config) -> ActiveModel:
 
 
 def retrain_settings(config: Config, *, promote: bool = True) -> RetrainSettings:
-    """The :class:`RetrainSettings` of ``models.retrain`` and ``models.gate``."""
+    """The :class:`RetrainSettings` of ``models.retrain`` and ``models.gate``.
+
+    Raises:
+        triage.config.ConfigError: ``models.retrain.architecture`` names no config in
+            ``classifiers/configs/``.
+    """
     m = models_config(config)
     r = dict(m.retrain)
     files = tuple(config.resolve(p) for p in r.pop("training_files", []) or [])
+    arch = r.pop("architecture", None)
+    config_path = CONFIG_DIR / f"textcat_{arch}.cfg" if arch else None
+    if config_path is not None and not config_path.is_file():
+        names = sorted(p.stem.removeprefix("textcat_") for p in CONFIG_DIR.glob("textcat_*.cfg"))
+        raise ConfigError(
+            f"models.retrain.architecture: unknown architecture {arch!r} "
+            f"(one of: {', '.join(names)})"
+        )
     return RetrainSettings(
         training_files=files,
+        config_path=config_path,
         gate=GatePolicy(**m.gate),
         promote=promote,
         keep_versions=m.keep_versions,

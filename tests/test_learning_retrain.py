@@ -12,12 +12,15 @@ import pytest
 
 from classifiers.correction_files import import_file
 from classifiers.corrections import Correction
+from classifiers.fitting import CONFIG_DIR
 from classifiers.model import DEFAULT_MODEL_DIR, META_FILE, Classifier
 from classifiers.registry import SHIPPED, Registry, resolve_active_model
 from classifiers.retrain import (
+    ARCH_CONFIG,
     STARTER_SLICE,
     Decision,
     RetrainSettings,
+    challenger_config,
     decisions,
     new_corrections_since_last,
     render,
@@ -25,8 +28,8 @@ from classifiers.retrain import (
 )
 from tests.learning_domain import as_corrections, domain_rows, write_csv
 
-# Fast training for tests: three epochs, two cross-source folds (the recipe is otherwise the
-# shipped one). About 20 s per retrain on the shared machine.
+# Fast training for tests: three epochs, two cross-source folds (the recipe and architecture are
+# otherwise the shipped model's).
 FAST = RetrainSettings(epochs=3, folds=2)
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -108,8 +111,24 @@ def test_domain_corrections_promote_a_measurably_better_model(
     assert out["data"]["train_corrections"] + out["data"]["eval_slice"] == 300
     # The shipped model saw every starter row: that slice is reported, not compared.
     assert STARTER_SLICE not in out["settings"]["compared"]
+    # No architecture in the settings: the challenger was built like the champion.
+    shipped_arch = json.loads((DEFAULT_MODEL_DIR / META_FILE).read_text())["architecture"]
+    assert out["settings"]["config"] == shipped_arch == new.meta["architecture"]
     info = registry.get(version)
     assert info.active and info.parent == SHIPPED and info.data["eval_slice"] > 0
+
+
+def test_a_challenger_is_built_with_the_champions_architecture(tmp_path: Path) -> None:
+    assert challenger_config(DEFAULT_MODEL_DIR) == CONFIG_DIR / "textcat_vectors.cfg"
+    bow = tmp_path / "bow"
+    bow.mkdir()
+    (bow / META_FILE).write_text(json.dumps({"architecture": "textcat_bow.cfg"}))
+    assert challenger_config(bow) == CONFIG_DIR / "textcat_bow.cfg"
+    # A champion without metadata, or naming a config that is not here: the default one.
+    assert challenger_config(tmp_path / "missing") == ARCH_CONFIG
+    (bow / META_FILE).write_text(json.dumps({"architecture": "../../etc/passwd"}))
+    assert challenger_config(bow) == ARCH_CONFIG
+    assert ARCH_CONFIG == CONFIG_DIR / "textcat_vectors.cfg"
 
 
 @pytest.mark.slow

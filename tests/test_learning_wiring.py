@@ -18,6 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from classifiers.corrections import resolve_latest
+from classifiers.fitting import CONFIG_DIR
 from classifiers.model import DEFAULT_MODEL_DIR, Classifier
 from classifiers.registry import SHIPPED, Registry
 from flows.learning import (
@@ -217,6 +218,13 @@ def test_models_section_is_validated_and_reaches_the_settings(tmp_path: Path) ->
     assert (settings.epochs, settings.folds) == (2, 2)
     assert settings.training_files == (tmp_path / "extra.csv",)
     assert settings.gate.max_p == 0.01 and settings.gate.label_tolerance == 0.1
+    # No architecture named: None, i.e. the active model's own (classifiers.retrain).
+    assert settings.config_path is None
+    named = load_config(_config(tmp_path, {"retrain": {"architecture": "bow"}}))
+    assert retrain_settings(named).config_path == CONFIG_DIR / "textcat_bow.cfg"
+    unknown = load_config(_config(tmp_path, {"retrain": {"architecture": "transformer"}}))
+    with pytest.raises(ConfigError, match="unknown architecture 'transformer' \\(one of: bow"):
+        retrain_settings(unknown)
     from flows.drift import drift_settings
 
     assert drift_settings(config).window == 14 and drift_settings(config).k == 3.0
@@ -227,6 +235,7 @@ def test_models_section_is_validated_and_reaches_the_settings(tmp_path: Path) ->
         ({"regsitry": "x"}, "models.regsitry"),
         ({"gate": {"max_p": 2}}, "models.gate.max_p"),
         ({"destination": "nowhere"}, "models.destination"),
+        ({"retrain": {"architecture": "../bow"}}, "models.retrain.architecture"),
     ):
         with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
             load_config(_config(tmp_path, models))

@@ -77,6 +77,22 @@ class RetrainSection(Strict):
     folds: Annotated[int, Field(ge=2)] | None = Field(
         default=None, description="cross-source folds (default: the recipe's)"
     )
+    architecture: str | None = Field(
+        default=None,
+        description=(
+            "classifiers/configs/textcat_<name>.cfg to train with, e.g. vectors or bow "
+            "(default: the active model's)"
+        ),
+    )
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture_name(cls, value: str | None) -> str | None:
+        # Only the form here: which configs exist is the classifiers' business, checked when the
+        # retrain settings are built (flows.learning.retrain_settings).
+        if value is not None and not value.isidentifier():
+            raise ValueError(f"{value!r} is not an architecture name (e.g. vectors or bow)")
+        return value
 
 
 class GateSection(Strict):
