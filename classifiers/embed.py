@@ -1,10 +1,13 @@
 """The bag of n-grams plus static sub-word embeddings: ``triage.TextCatBOWVectors.v1``.
 
-The model adds two sets of logits and applies a sigmoid per label:
+The model adds two or three sets of logits and applies a sigmoid per label:
 
 * the batched bag of word n-grams and stems (:mod:`classifiers.bow`), which is precise on the
-  vocabulary it was trained on, and
-* a linear layer over the mean of the static vectors of the text's word pieces (:mod:`classifiers.vectors`), which carries over to words it never saw.
+  vocabulary it was trained on,
+* a linear layer over the mean of the static vectors of the text's word pieces
+  (:mod:`classifiers.vectors`), which carries over to words it never saw, and
+* optionally (``conv_filters``), max-pooled phrase filters over the same vectors
+  (:mod:`classifiers.conv`), which see the word order the mean forgets.
 
 The vector table lives in the pipeline's vocabulary (``nlp.vocab.vectors``) and is saved with the
 model. The pooling is done for a whole batch with NumPy, and when predicting the table is projected
@@ -25,63 +28,9 @@ from thinc.api import Model
 from thinc.types import Floats1d, Floats2d
 
 from classifiers.bow import build_batched_bow, shared_token_ids, token_ids
-from classifiers.vectors import PieceLookup, table_keys
-
-
-def _lookup(model: Model, docs: Sequence[Doc]) -> tuple[PieceLookup, np.ndarray]:
-    """The word->rows lookup and the float32 table of the docs' vocabulary (built once)."""
-    vectors = docs[0].vocab.vectors
-    cached = model.attrs.get("_lookup")
-    if cached is not None and cached[0] is vectors:
-        return cached[1], cached[2]
-    if vectors.shape[0] == 0:
-        raise ValueError(
-            "this pipeline has no vectors in its vocabulary; train it with a config that names "
-            "[training] vectors (see classifiers/configs/)"
-        )
-    if vectors.shape[1] != model.get_dim("nI"):
-        raise ValueError(
-            f"the vocabulary's vectors have {vectors.shape[1]} dims, not {model.get_dim('nI')}"
-        )
-    lookup = PieceLookup(table_keys(vectors), subwords=bool(model.attrs["subwords"]))
-    table = np.asarray(vectors.data, dtype=np.float32)
-    model.attrs["_lookup"] = (vectors, lookup, table)
-    return lookup, table
-
-
-def word_pieces(
-    model: Model, docs: Sequence[Doc]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A batch's distinct words and their word pieces, and where each word occurs (training).
-
-    Returns:
-        ``(flat, count, inverse, doc_of, table)``: the table rows of every distinct word's pieces,
-        word after word, the number of pieces per distinct word, the distinct word of every
-        token, the document of every token, and the float32 table.
-    """
-    lookup, table = _lookup(model, docs)
-    arrays = token_ids(docs, ORTH)
-    n_tokens = np.array([len(a) for a in arrays], dtype=np.int64)
-    doc_of = np.repeat(np.arange(len(docs)), n_tokens)
-    if not arrays or n_tokens.sum() == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, doc_of, table
-    # Distinct words first: a batch repeats its words many times; the lookup runs once per word,
-    # and a cache keyed by the word's id skips even the string lookup for words seen before.
-    unique, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
-    by_orth: dict[int, tuple[int, ...]] = model.attrs.setdefault("_by_orth", {})
-    if len(by_orth) > 500_000:
-        by_orth.clear()
-    strings = docs[0].vocab.strings
-    word_rows = []
-    for key in unique.tolist():
-        found = by_orth.get(key)
-        if found is None:
-            found = by_orth[key] = lookup.rows(strings[key])
-        word_rows.append(found)
-    count = np.array([len(r) for r in word_rows], dtype=np.int64)
-    flat = np.fromiter((i for r in word_rows for i in r), dtype=np.int64, count=int(count.sum()))
-    return flat, count, inverse.reshape(-1), doc_of, table
+from classifiers.conv import build_vectors_conv
+from classifiers.pieces import no_backprop, piece_table, word_pieces
+from classifiers.vectors import PieceLookup
 
 
 class WordStore:
@@ -147,7 +96,7 @@ def _predict(model: Model, docs: Sequence[Doc]) -> np.ndarray:
     W = model.get_param("W")
     b = model.get_param("b")
     n = len(docs)
-    lookup, table = _lookup(model, docs)
+    lookup, table = piece_table(model, docs)
     key = hashlib.blake2b(np.ascontiguousarray(W).tobytes(), digest_size=16).digest()
     cached = model.attrs.get("_store")
     if cached is None or cached[0] != key or cached[1] is not table:
@@ -179,7 +128,7 @@ def vectors_linear_forward(
     row of logits per piece) and only nO numbers per piece are summed, instead of ``dims``.
     """
     if not is_train:
-        return cast(Floats2d, _predict(model, docs)), _no_backprop
+        return cast(Floats2d, _predict(model, docs)), no_backprop
     W = model.get_param("W")
     b = model.get_param("b")
     n = len(docs)
@@ -210,11 +159,6 @@ def vectors_linear_forward(
         return []
 
     return cast(Floats2d, out.astype("f")), backprop
-
-
-def _no_backprop(d_output: Any) -> list[Any]:
-    # The table is fixed: nothing upstream of the pooling learns.
-    return []
 
 
 def _init_vectors_linear(model: Model, X: Any = None, Y: Any = None) -> None:
@@ -298,9 +242,11 @@ def build_bow_vectors(
     use_bow: bool = True,
     scale: float = 1.0,
     bow_normalize: float = 0.0,
+    conv_filters: int = 0,
+    conv_dropout: float = 0.0,
     nO: int | None = None,
 ) -> Model:
-    """Sum of the batched BOW logits and a linear layer over mean static vectors, then sigmoid.
+    """Sum of the BOW logits, a linear layer over mean static vectors (and phrase filters); sigmoid.
 
     Args:
         exclusive_classes: Must be False (multi-label, a sigmoid per label).
@@ -313,6 +259,9 @@ def build_bow_vectors(
         scale: Factor on the mean vectors. With Adam every weight moves about the same step, so
             this sets how fast the vector part learns next to the n-grams.
         bow_normalize: L2 norm of each document's n-gram counts (0: raw counts).
+        conv_filters: Width-3 phrase filters over the piece vectors, max-pooled, as a third set
+            of logits (:mod:`classifiers.conv`); 0 leaves them out.
+        conv_dropout: Dropout on the pooled filter responses while training.
         nO: Number of labels (inferred when the pipeline is initialised).
     """
     if exclusive_classes:
@@ -327,7 +276,10 @@ def build_bow_vectors(
     )
     # Not wrapped in with_cpu as the BOW part is: thinc's with_cpu always runs the training path.
     vec = build_vectors_linear(dims, subwords, dropout, scale, nO)
-    model = _sum_sigmoid(*([bow, vec] if use_bow else [vec]), nO=nO)
+    layers = [bow, vec] if use_bow else [vec]
+    if conv_filters:
+        layers.append(build_vectors_conv(dims, conv_filters, subwords, conv_dropout, scale, nO))
+    model = _sum_sigmoid(*layers, nO=nO)
     if use_bow:
         model.set_ref("output_layer", bow.get_ref("output_layer"))
     model.attrs["multi_label"] = True

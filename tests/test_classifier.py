@@ -633,6 +633,9 @@ def test_shipped_model_carries_its_vectors_and_stays_small() -> None:
     meta = json.loads((DEFAULT_MODEL_DIR / "triage_meta.json").read_text())
     assert nlp.vocab.vectors.shape == (meta["vectors"]["rows"], meta["vectors"]["dims"])
     assert nlp.vocab.vectors.name == meta["vectors"]["name"]
+    # Both readings of the vectors ship: their mean and the phrase filters (classifiers/conv.py).
+    names = {node.name for node in nlp.get_pipe("textcat_multilabel").model.walk()}
+    assert {"vectors_linear", "vectors_conv"} <= names
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
     assert size < 60 * 1024 * 1024, size
     assert "Licence: Apache-2.0" in (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
@@ -653,6 +656,67 @@ def test_vector_layer_predicts_what_it_trains_on(clf: Classifier) -> None:
     assert np.allclose(predicted[2], vec.get_param("b")) and np.allclose(
         predicted[3], vec.get_param("b")
     )
+
+
+def _conv_layer(nlp: spacy.language.Language, filters: int = 6) -> Any:
+    """A freshly initialised phrase-filter layer with random (not zero) output weights."""
+    import numpy as np
+
+    from classifiers.conv import build_vectors_conv
+
+    np.random.seed(3)
+    layer = build_vectors_conv(nlp.vocab.vectors.shape[1], filters, nO=len(LABELS))
+    layer.initialize(X=[nlp.make_doc("x")], Y=np.zeros((1, len(LABELS)), dtype="f"))
+    layer.set_param("Wo", np.random.normal(0, 0.5, (len(LABELS), filters)).astype("f"))
+    layer.set_param("b", np.random.normal(0, 0.1, filters).astype("f"))
+    return layer
+
+
+def test_phrase_filters_predict_what_they_train_on_and_read_word_order(clf: Classifier) -> None:
+    """The projected prediction path equals the training path; a doc's logits ignore its batch."""
+    import numpy as np
+
+    layer = _conv_layer(clf.nlp)
+    texts = ["love it but it crashes on login", "", "😍😍", "crashes on login but love it", "ok"]
+    docs = [clf.nlp.make_doc(t) for t in texts]
+    trained, _ = layer.begin_update(docs)
+    predicted = layer.predict(docs)
+    assert np.allclose(predicted, trained, atol=1e-5)
+    # No piece: the output bias alone. Alone in its batch: the same logits (no leak across docs).
+    assert np.allclose(predicted[1], layer.get_param("bo"))
+    assert np.allclose(predicted[2], layer.get_param("bo"))
+    alone = np.concatenate([layer.predict([doc]) for doc in docs])
+    assert np.allclose(alone, predicted, atol=1e-5)
+    # Same words, other order: the mean of the vectors cannot tell them apart, the filters can.
+    assert not np.allclose(predicted[0], predicted[3], atol=1e-3)
+
+
+def test_phrase_filter_gradients_match_finite_differences(clf: Classifier) -> None:
+    import numpy as np
+
+    layer = _conv_layer(clf.nlp)
+    docs = [clf.nlp.make_doc(t) for t in ("great app, keeps crashing", "", "quote for 20 seats?")]
+    weights = np.random.default_rng(1).normal(size=(len(docs), len(LABELS))).astype("f")
+
+    def loss() -> float:
+        return float((layer.begin_update(docs)[0] * weights).sum())
+
+    _, backprop = layer.begin_update(docs)
+    backprop(weights)
+    rng = np.random.default_rng(2)
+    for name in ("W", "b", "Wo", "bo"):
+        grad, param = layer.get_grad(name).copy(), layer.get_param(name).copy()
+        for _ in range(4):
+            at = tuple(int(rng.integers(n)) for n in param.shape)
+            moved = param.copy()
+            moved[at] += 1e-2
+            layer.set_param(name, moved)
+            up = loss()
+            moved[at] -= 2e-2
+            layer.set_param(name, moved)
+            down = loss()
+            layer.set_param(name, param)
+            assert abs((up - down) / 2e-2 - grad[at]) < 1e-2 + 1e-2 * abs(grad[at]), (name, at)
 
 
 def test_ablation_options_of_the_architecture_build_and_run() -> None:

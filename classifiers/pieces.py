@@ -1,0 +1,80 @@
+"""A batch's word pieces: the run-time half of the static vectors shared by the vector layers.
+
+Both readings of the vectors (their mean, :mod:`classifiers.embed`, and the phrase filters,
+:mod:`classifiers.conv`) start from the same thing: each document's words split into WordPiece
+pieces and looked up as rows of the vector table in the pipeline's vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from spacy.attrs import ORTH
+from spacy.tokens import Doc
+from thinc.api import Model
+
+from classifiers.bow import token_ids
+from classifiers.vectors import PieceLookup, table_keys
+
+
+def piece_table(model: Model, docs: Sequence[Doc]) -> tuple[PieceLookup, np.ndarray]:
+    """The word->rows lookup and the float32 table of the docs' vocabulary (built once)."""
+    vectors = docs[0].vocab.vectors
+    cached = model.attrs.get("_lookup")
+    if cached is not None and cached[0] is vectors:
+        return cached[1], cached[2]
+    if vectors.shape[0] == 0:
+        raise ValueError(
+            "this pipeline has no vectors in its vocabulary; train it with a config that names "
+            "[training] vectors (see classifiers/configs/)"
+        )
+    if vectors.shape[1] != model.get_dim("nI"):
+        raise ValueError(
+            f"the vocabulary's vectors have {vectors.shape[1]} dims, not {model.get_dim('nI')}"
+        )
+    lookup = PieceLookup(table_keys(vectors), subwords=bool(model.attrs["subwords"]))
+    table = np.asarray(vectors.data, dtype=np.float32)
+    model.attrs["_lookup"] = (vectors, lookup, table)
+    return lookup, table
+
+
+def word_pieces(
+    model: Model, docs: Sequence[Doc]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A batch's distinct words and their word pieces, and where each word occurs (training).
+
+    Returns:
+        ``(flat, count, inverse, doc_of, table)``: the table rows of every distinct word's pieces,
+        word after word, the number of pieces per distinct word, the distinct word of every
+        token, the document of every token, and the float32 table.
+    """
+    lookup, table = piece_table(model, docs)
+    arrays = token_ids(docs, ORTH)
+    n_tokens = np.array([len(a) for a in arrays], dtype=np.int64)
+    doc_of = np.repeat(np.arange(len(docs)), n_tokens)
+    if not arrays or n_tokens.sum() == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, doc_of, table
+    # Distinct words first: a batch repeats its words many times; the lookup runs once per word,
+    # and a cache keyed by the word's id skips even the string lookup for words seen before.
+    unique, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
+    by_orth: dict[int, tuple[int, ...]] = model.attrs.setdefault("_by_orth", {})
+    if len(by_orth) > 500_000:
+        by_orth.clear()
+    strings = docs[0].vocab.strings
+    word_rows = []
+    for key in unique.tolist():
+        found = by_orth.get(key)
+        if found is None:
+            found = by_orth[key] = lookup.rows(strings[key])
+        word_rows.append(found)
+    count = np.array([len(r) for r in word_rows], dtype=np.int64)
+    flat = np.fromiter((i for r in word_rows for i in r), dtype=np.int64, count=int(count.sum()))
+    return flat, count, inverse.reshape(-1), doc_of, table
+
+
+def no_backprop(d_output: Any) -> list[Any]:
+    """The backprop of a prediction pass: the vector table is fixed, nothing upstream learns."""
+    return []
