@@ -13,7 +13,6 @@ additions; no matrix product is left at run time.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -22,7 +21,7 @@ from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.types import Floats2d
 
-from classifiers.pieces import no_backprop, word_pieces
+from classifiers.pieces import no_backprop, per_weights, word_pieces
 
 WIDTH = 3  # pieces per window: the piece before, the piece, the piece after
 
@@ -80,13 +79,10 @@ def _max_pool(H: np.ndarray, doc_of: np.ndarray, n_docs: int) -> tuple[np.ndarra
 def _projected(model: Model, table: np.ndarray) -> np.ndarray:
     """``scale * table @ W`` for the current filter weights, cached while they stay the same."""
     W = np.asarray(model.get_param("W"), dtype=np.float32)
-    key = hashlib.blake2b(np.ascontiguousarray(W).tobytes(), digest_size=16).digest()
-    cached = model.attrs.get("_projected")
-    if cached is None or cached[0] != key or cached[1] is not table:
-        scale = float(model.attrs.get("scale", 1.0))
-        cached = (key, table, (scale * (table @ W)).astype(np.float32))
-        model.attrs["_projected"] = cached
-    return cast(np.ndarray, cached[2])
+    scale = float(model.attrs.get("scale", 1.0))
+    return per_weights(
+        model, "_projected", table, W, lambda: (scale * (table @ W)).astype(np.float32)
+    )
 
 
 def conv_forward(model: Model, docs: Sequence[Doc], is_train: bool) -> tuple[Floats2d, Callable]:

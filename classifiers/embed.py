@@ -16,7 +16,6 @@ to logits once, so each word piece costs a handful of additions: little on top o
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -29,7 +28,7 @@ from thinc.types import Floats1d, Floats2d
 
 from classifiers.bow import build_batched_bow, shared_token_ids, token_ids
 from classifiers.conv import build_vectors_conv
-from classifiers.pieces import no_backprop, piece_table, word_pieces
+from classifiers.pieces import no_backprop, per_weights, piece_table, word_pieces
 from classifiers.vectors import PieceLookup
 
 
@@ -97,14 +96,16 @@ def _predict(model: Model, docs: Sequence[Doc]) -> np.ndarray:
     b = model.get_param("b")
     n = len(docs)
     lookup, table = piece_table(model, docs)
-    key = hashlib.blake2b(np.ascontiguousarray(W).tobytes(), digest_size=16).digest()
-    cached = model.attrs.get("_store")
-    if cached is None or cached[0] != key or cached[1] is not table:
-        scale = float(model.attrs.get("scale", 1.0))
-        projected = scale * (table.astype(np.float64) @ np.asarray(W, dtype=np.float64).T)
-        cached = (key, table, WordStore(lookup, projected))
-        model.attrs["_store"] = cached
-    store: WordStore = cached[2]
+    scale = float(model.attrs.get("scale", 1.0))
+    store = per_weights(
+        model,
+        "_store",
+        table,
+        W,
+        lambda: WordStore(
+            lookup, scale * (table.astype(np.float64) @ np.asarray(W, dtype=np.float64).T)
+        ),
+    )
     arrays = token_ids(docs, ORTH)
     n_tokens = np.array([len(a) for a in arrays], dtype=np.int64)
     out = np.zeros((n, W.shape[0]), dtype=np.float64)

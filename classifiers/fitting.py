@@ -27,6 +27,19 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "textcat_bow.cfg"
 
 
+def config_for(arch: str) -> Path:
+    """The checked-in config of an architecture name (``vectors`` -> ``textcat_vectors.cfg``).
+
+    Raises:
+        ValueError: No such config; the message lists the names there are.
+    """
+    cfg = CONFIG_DIR / f"textcat_{arch}.cfg"
+    if not cfg.is_file():
+        names = sorted(p.stem.removeprefix("textcat_") for p in CONFIG_DIR.glob("textcat_*.cfg"))
+        raise ValueError(f"unknown architecture '{arch}' (one of: {', '.join(names)})")
+    return cfg
+
+
 def build_pipeline(
     config_path: Path, vocab: Vocab | None = None
 ) -> tuple[spacy.language.Language, dict[str, Any]]:

@@ -7,8 +7,9 @@ pieces and looked up as rows of the vector table in the pipeline's vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from spacy.attrs import ORTH
@@ -17,6 +18,8 @@ from thinc.api import Model
 
 from classifiers.bow import token_ids
 from classifiers.vectors import PieceLookup, table_keys
+
+T = TypeVar("T")
 
 
 def piece_table(model: Model, docs: Sequence[Doc]) -> tuple[PieceLookup, np.ndarray]:
@@ -78,3 +81,17 @@ def word_pieces(
 def no_backprop(d_output: Any) -> list[Any]:
     """The backprop of a prediction pass: the vector table is fixed, nothing upstream learns."""
     return []
+
+
+def per_weights(model: Model, name: str, table: np.ndarray, W: Any, build: Callable[[], T]) -> T:
+    """A prediction-time value derived from the table and the weights ``W``, built once.
+
+    Kept in ``model.attrs[name]`` and rebuilt only when the weights' bytes or the table change
+    (training moves the weights; ``use_params`` swaps in their averages).
+    """
+    key = hashlib.blake2b(np.ascontiguousarray(W).tobytes(), digest_size=16).digest()
+    cached = model.attrs.get(name)
+    if cached is None or cached[0] != key or cached[1] is not table:
+        cached = (key, table, build())
+        model.attrs[name] = cached
+    return cast(T, cached[2])

@@ -155,13 +155,18 @@ def _needed(in_slice: int, settings: RetrainSettings) -> int:
     return max(1, math.ceil(missing / settings.eval_share)) if missing > 0 else 0
 
 
-def _champion_holdout(meta_dir: Path) -> dict[str, Any] | None:
-    """The starter held-out settings the champion was trained with (None: the shipped model)."""
+def _champion_meta(meta_dir: Path) -> dict[str, Any]:
+    """A model folder's ``triage_meta.json`` ({} when it is missing or unreadable)."""
     try:
         meta = json.loads((meta_dir / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    held = meta.get("data", {}).get("starter_holdout")
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _champion_holdout(meta_dir: Path) -> dict[str, Any] | None:
+    """The starter held-out settings the champion was trained with (None: the shipped model)."""
+    held = _champion_meta(meta_dir).get("data", {}).get("starter_holdout")
     return held if isinstance(held, dict) else None
 
 
@@ -172,11 +177,7 @@ def challenger_config(champion: Path) -> Path:
     corrections; the champion's metadata names its config (``architecture``). Models whose
     config is not in ``classifiers/configs/`` (or has no name) get the default architecture.
     """
-    try:
-        meta = json.loads((champion / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = {}
-    name = meta.get("architecture") if isinstance(meta, dict) else None
+    name = _champion_meta(champion).get("architecture")
     if isinstance(name, str) and name and "/" not in name and (CONFIG_DIR / name).is_file():
         return CONFIG_DIR / name
     return ARCH_CONFIG

@@ -29,7 +29,7 @@ from classifiers.corrections import (
     from_reviews,
     to_arrow,
 )
-from classifiers.fitting import CONFIG_DIR
+from classifiers.fitting import config_for
 from classifiers.gate import GatePolicy
 from classifiers.model import DEFAULT_MODEL_DIR
 from classifiers.registry import SHIPPED, ActiveModel, Registry, active_model_for
@@ -74,13 +74,10 @@ def retrain_settings(config: Config, *, promote: bool = True) -> RetrainSettings
     r = dict(m.retrain)
     files = tuple(config.resolve(p) for p in r.pop("training_files", []) or [])
     arch = r.pop("architecture", None)
-    config_path = CONFIG_DIR / f"textcat_{arch}.cfg" if arch else None
-    if config_path is not None and not config_path.is_file():
-        names = sorted(p.stem.removeprefix("textcat_") for p in CONFIG_DIR.glob("textcat_*.cfg"))
-        raise ConfigError(
-            f"models.retrain.architecture: unknown architecture {arch!r} "
-            f"(one of: {', '.join(names)})"
-        )
+    try:
+        config_path = config_for(arch) if arch else None
+    except ValueError as exc:
+        raise ConfigError(f"models.retrain.architecture: {exc}") from None
     return RetrainSettings(
         training_files=files,
         config_path=config_path,

@@ -59,13 +59,13 @@ def classify(
 
 
 def _config_for(arch: str) -> Path:
-    from classifiers.fitting import CONFIG_DIR
+    from classifiers.fitting import config_for
 
-    cfg = CONFIG_DIR / f"textcat_{arch}.cfg"
-    if not cfg.exists():
-        names = sorted(p.stem.removeprefix("textcat_") for p in CONFIG_DIR.glob("textcat_*.cfg"))
-        _fail(f"unknown architecture '{arch}' ({', '.join(names)})", 2)
-    return cfg
+    try:
+        return config_for(arch)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+        raise  # unreachable: _fail exits
 
 
 ARCH_HELP = "Architecture config classifiers/configs/textcat_ARCH.cfg: vectors, bow, cnn, ensemble."
