@@ -28,7 +28,7 @@ from thinc.types import Floats1d, Floats2d
 
 from classifiers.bow import build_batched_bow, shared_token_ids, token_ids
 from classifiers.conv import build_vectors_conv
-from classifiers.pieces import no_backprop, per_weights, piece_table, word_pieces
+from classifiers.pieces import no_backprop, per_weights, piece_table, share_table, word_pieces
 from classifiers.vectors import PieceLookup
 
 
@@ -279,7 +279,9 @@ def build_bow_vectors(
     vec = build_vectors_linear(dims, subwords, dropout, scale, nO)
     layers = [bow, vec] if use_bow else [vec]
     if conv_filters:
-        layers.append(build_vectors_conv(dims, conv_filters, subwords, conv_dropout, scale, nO))
+        conv = build_vectors_conv(dims, conv_filters, subwords, conv_dropout, scale, nO)
+        layers.append(conv)
+        share_table(vec, conv)
     model = _sum_sigmoid(*layers, nO=nO)
     if use_bow:
         model.set_ref("output_layer", bow.get_ref("output_layer"))

@@ -20,14 +20,49 @@ from classifiers.bow import token_ids
 from classifiers.vectors import PieceLookup, table_keys
 
 T = TypeVar("T")
+# word_pieces' result: (flat, count, inverse, doc_of, table).
+Pieces = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+class SharedTable:
+    """The vector table as the vector layers read it: its word lookup and a float32 copy.
+
+    One holder serves every vector layer of a combined model (:func:`share_table`). Each layer
+    keeping its own float32 copy of the float16 table cost 30 MB per layer, and each split the
+    same batch's words into pieces again. thinc saves a layer's attrs with msgpack and skips any
+    it cannot encode, so the holder is never written to the model folder and stays shared after
+    the pipeline is loaded.
+    """
+
+    __slots__ = ("batch", "by_orth", "lookup", "table", "vectors")
+
+    def __init__(self) -> None:
+        """Start empty: the first batch fills it from the docs' vocabulary."""
+        self.vectors: Any = None
+        self.lookup: PieceLookup | None = None
+        self.table: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+        # Each word's table rows by its string id: the lookup runs once per word, not per batch.
+        self.by_orth: dict[int, tuple[int, ...]] = {}
+        # The last batch's pieces, keyed by its first token-id array (see word_pieces).
+        self.batch: tuple[np.ndarray, Pieces] | None = None
+
+
+def share_table(*layers: Model) -> None:
+    """Give ``layers`` one :class:`SharedTable` (the vector layers of one combined model)."""
+    holder = SharedTable()
+    for layer in layers:
+        layer.attrs["_table"] = holder
 
 
 def piece_table(model: Model, docs: Sequence[Doc]) -> tuple[PieceLookup, np.ndarray]:
     """The word->rows lookup and the float32 table of the docs' vocabulary (built once)."""
     vectors = docs[0].vocab.vectors
-    cached = model.attrs.get("_lookup")
-    if cached is not None and cached[0] is vectors:
-        return cached[1], cached[2]
+    holder = model.attrs.get("_table")
+    if holder is None:
+        # A layer built on its own (tests, other combinations) keeps a table of its own.
+        holder = model.attrs["_table"] = SharedTable()
+    if holder.vectors is vectors and holder.lookup is not None:
+        return holder.lookup, holder.table
     if vectors.shape[0] == 0:
         raise ValueError(
             "this pipeline has no vectors in its vocabulary; train it with a config that names "
@@ -37,15 +72,15 @@ def piece_table(model: Model, docs: Sequence[Doc]) -> tuple[PieceLookup, np.ndar
         raise ValueError(
             f"the vocabulary's vectors have {vectors.shape[1]} dims, not {model.get_dim('nI')}"
         )
-    lookup = PieceLookup(table_keys(vectors), subwords=bool(model.attrs["subwords"]))
-    table = np.asarray(vectors.data, dtype=np.float32)
-    model.attrs["_lookup"] = (vectors, lookup, table)
-    return lookup, table
+    holder.lookup = PieceLookup(table_keys(vectors), subwords=bool(model.attrs["subwords"]))
+    holder.table = np.asarray(vectors.data, dtype=np.float32)
+    holder.by_orth = {}
+    holder.batch = None
+    holder.vectors = vectors
+    return holder.lookup, holder.table
 
 
-def word_pieces(
-    model: Model, docs: Sequence[Doc]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def word_pieces(model: Model, docs: Sequence[Doc]) -> Pieces:
     """A batch's distinct words and their word pieces, and where each word occurs (training).
 
     Returns:
@@ -54,7 +89,13 @@ def word_pieces(
         token, the document of every token, and the float32 table.
     """
     lookup, table = piece_table(model, docs)
+    holder = model.attrs["_table"]
     arrays = token_ids(docs, ORTH)
+    # Within one forward pass of the combined model every layer gets the same id arrays
+    # (bow.shared_token_ids), so the second layer reuses the first one's pieces. The cache holds
+    # the array it was keyed on, so no other batch can have that object.
+    if arrays and holder.batch is not None and holder.batch[0] is arrays[0]:
+        return holder.batch[1]
     n_tokens = np.array([len(a) for a in arrays], dtype=np.int64)
     doc_of = np.repeat(np.arange(len(docs)), n_tokens)
     if not arrays or n_tokens.sum() == 0:
@@ -63,7 +104,7 @@ def word_pieces(
     # Distinct words first: a batch repeats its words many times; the lookup runs once per word,
     # and a cache keyed by the word's id skips even the string lookup for words seen before.
     unique, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
-    by_orth: dict[int, tuple[int, ...]] = model.attrs.setdefault("_by_orth", {})
+    by_orth = holder.by_orth
     if len(by_orth) > 500_000:
         by_orth.clear()
     strings = docs[0].vocab.strings
@@ -75,7 +116,9 @@ def word_pieces(
         word_rows.append(found)
     count = np.array([len(r) for r in word_rows], dtype=np.int64)
     flat = np.fromiter((i for r in word_rows for i in r), dtype=np.int64, count=int(count.sum()))
-    return flat, count, inverse.reshape(-1), doc_of, table
+    result: Pieces = (flat, count, inverse.reshape(-1), doc_of, table)
+    holder.batch = (arrays[0], result)
+    return result
 
 
 def no_backprop(d_output: Any) -> list[Any]:

@@ -658,6 +658,38 @@ def test_vector_layer_predicts_what_it_trains_on(clf: Classifier) -> None:
     )
 
 
+def test_vector_layers_share_one_table_that_is_never_saved(clf: Classifier) -> None:
+    """The mean-vector layer and the filters read one float32 table; no cache goes to disk."""
+    import numpy as np
+
+    model = clf.nlp.get_pipe("textcat_multilabel").model
+    vec = next(node for node in model.walk() if node.name == "vectors_linear")
+    conv = next(node for node in model.walk() if node.name == "vectors_conv")
+    clf.raw_scores(["love it but it crashes", "quote for 20 seats?"])
+    holder = vec.attrs["_table"]
+    assert conv.attrs["_table"] is holder
+    assert holder.table.dtype == np.float32 and holder.table.shape == clf.nlp.vocab.vectors.shape
+    # In a training pass both layers split the batch's words into pieces; the second reuses the
+    # first's, and a later batch does not get them.
+    docs = [clf.nlp.make_doc(t) for t in ("great app, keeps crashing", "where can i buy one")]
+    model.begin_update(docs)
+    first = holder.batch
+    assert first is not None and len(first[1][0]) > 0
+    later = [clf.nlp.make_doc(t) for t in ("great app, keeps crashing", "hi")]
+    model.begin_update(later)
+    assert holder.batch is not first and len(holder.batch[1][2]) == sum(len(d) for d in later)
+    # The holder and its word cache are run-time state: the saved weights carry neither, and a
+    # pipeline loaded from them still shares one table.
+    data = model.to_bytes()
+    assert b"_table" not in data and b"_by_orth" not in data
+    from classifiers.model import DEFAULT_MODEL_DIR
+
+    again = spacy.load(DEFAULT_MODEL_DIR)
+    nodes = {n.name: n for n in again.get_pipe("textcat_multilabel").model.walk()}
+    again("crashes on login")
+    assert nodes["vectors_linear"].attrs["_table"] is nodes["vectors_conv"].attrs["_table"]
+
+
 def _conv_layer(nlp: spacy.language.Language, filters: int = 6) -> Any:
     """A freshly initialised phrase-filter layer with random (not zero) output weights."""
     import numpy as np
