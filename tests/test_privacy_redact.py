@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triage.privacy import CustomPattern, Redactor, redact, storable
-from triage.privacy.detectors import find_ibans, find_ips, iban_ok, luhn_ok
+from triage.privacy.detectors import (
+    find_cards,
+    find_ibans,
+    find_ips,
+    iban_ok,
+    luhn_ok,
+    may_hold_card,
+)
 from triage.privacy.evaluate import CASE_PATTERNS, load_cases, score
 
 DATA = Path(__file__).parent / "data" / "privacy"
@@ -194,3 +201,23 @@ def test_spans_are_ordered_disjoint_and_storable_equals_keeping_all_but_cards(pa
     assert all(a.end <= b.start for a, b in pairwise(spans))
     everything_but_cards = [kind for kind in REDACTOR.kinds if kind != "card"]
     assert REDACTOR.redact(text, keep=everything_but_cards) == REDACTOR.storable(text)
+
+
+def test_the_cheap_card_test_passes_payloads_without_a_long_digit_run():
+    """Ingest masks cards in every raw payload; the full scan runs only where a card can be."""
+    payload = (
+        '{"id": "social-7", "followers": 7314, "likes": 1200, "created_at": '
+        '"2026-01-01T00:00:05Z", "url": "https://social.example/p/123456"}'
+    )
+    assert sum(ch.isdigit() for ch in payload) >= 13 and not may_hold_card(payload)
+    assert storable(payload) == payload
+    with_card = payload.replace("7314", "4111 1111 1111 1111")
+    assert may_hold_card(with_card) and "[card]" in storable(with_card)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.one_of(_PII_ALPHABET, st.text(max_size=8)), max_size=40))
+def test_every_card_found_passes_the_cheap_test(parts):
+    text = "".join(parts)
+    if list(find_cards(text)):
+        assert may_hold_card(text)

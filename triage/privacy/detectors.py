@@ -86,6 +86,20 @@ def _card_prefix_ok(digits: str) -> bool:
     return digits[0] in "23456"
 
 
+_CARD_MIN_DIGITS = 13
+
+
+def may_hold_card(text: str) -> bool:
+    """Whether ``text`` has a digit run long enough for :func:`find_cards` to read a card from.
+
+    The cheap test before the full scan: every card :func:`find_cards` yields lies in such a run,
+    and raw payloads carry many digits (ids, counts, timestamps) but seldom a run of 13.
+    """
+    return any(
+        sum(map(str.isdigit, m.group())) >= _CARD_MIN_DIGITS for m in _DIGIT_RUN.finditer(text)
+    )
+
+
 def find_cards(text: str) -> Iterator[Offsets]:
     """Yield payment card numbers: 13-19 digits, optional space/dash groups, Luhn-valid."""
     for m in _DIGIT_RUN.finditer(text):
@@ -93,7 +107,7 @@ def find_cards(text: str) -> Iterator[Offsets]:
             continue
         run = m.group()
         groups = re.split(r"[ -]", run)
-        if sum(len(g) for g in groups) < 13:
+        if sum(len(g) for g in groups) < _CARD_MIN_DIGITS:
             continue
         # Offsets of each group in the run (separators are one character each).
         starts = [0]
@@ -425,7 +439,7 @@ _ADDRESS_CONTEXT = re.compile(
 
 def find_addresses(text: str) -> Iterator[Offsets]:
     """Yield street addresses: number + name + street type (US/UK/EU forms), unit, postcode."""
-    if not any(ch.isdigit() for ch in text):
+    if not any(map(str.isdigit, text)):
         return
     for i, pattern in enumerate(_ADDRESS_PATTERNS):
         for m in pattern.finditer(text):

@@ -120,7 +120,7 @@ class LanguageDetector:
     def detect(self, text: str) -> LanguageGuess:
         """Detect the language of one text."""
         cleaned = clean_for_detection(text)
-        letters = sum(ch.isalpha() for ch in cleaned)
+        letters = sum(map(str.isalpha, cleaned))
         needed = (self.min_letters + 1) // 2 if _DENSE_SCRIPT.search(cleaned) else self.min_letters
         if letters < needed:
             return LanguageGuess(UNKNOWN, 0.0, "too_short")
