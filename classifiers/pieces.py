@@ -93,9 +93,11 @@ def word_pieces(model: Model, docs: Sequence[Doc]) -> Pieces:
     arrays = token_ids(docs, ORTH)
     # Within one forward pass of the combined model every layer gets the same id arrays
     # (bow.shared_token_ids), so the second layer reuses the first one's pieces. The cache holds
-    # the array it was keyed on, so no other batch can have that object.
-    if arrays and holder.batch is not None and holder.batch[0] is arrays[0]:
-        return holder.batch[1]
+    # the array it was keyed on, so no other batch can have that object. Read once: another
+    # thread classifying with the same model may replace it between a check and a second read.
+    cached = holder.batch
+    if arrays and cached is not None and cached[0] is arrays[0]:
+        return cached[1]
     n_tokens = np.array([len(a) for a in arrays], dtype=np.int64)
     doc_of = np.repeat(np.arange(len(docs)), n_tokens)
     if not arrays or n_tokens.sum() == 0:
