@@ -23,9 +23,15 @@ REQUIRED = {"n", "e2e_per_s", "classifier_per_s", "ratio", "peak_rss_mb", "rerun
 def test_bench_reports_every_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The benchmark works in a temporary folder; --keep leaves it here for the checks below.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    from flows.triage import _classifier
+
+    _classifier.cache_clear()
     result = CliRunner().invoke(
         app, ["bench", "--n", "2000", "--json", "--drain-messages", "50", "--keep"]
     )
+    # The warm-up, the flow and the bare-classifier reference use one loaded model: a second copy
+    # would be warmed for nothing and counted twice in the peak RSS.
+    assert _classifier.cache_info().currsize == 1
 
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])

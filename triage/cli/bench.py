@@ -34,10 +34,14 @@ def _texts(folder: Path) -> Iterator[str]:
 
 
 def _model(model: str | None) -> Any:
-    # The flow's own cached instance: warm-up, the flow and the reference share one vocabulary.
+    # The flow's own cached instance, under the key the flow uses (classifier_for: the model's
+    # folder): warm-up, the flow and the reference share one loaded model. Under the key None it
+    # was a second copy, so the warm-up warmed a model the flow never used and the peak RSS
+    # counted the model twice.
+    from classifiers.registry import active_model_for
     from flows.triage import _classifier
 
-    return _classifier(model)
+    return _classifier(str(active_model_for(model, None).path))
 
 
 def warm_up(folder: Path, model: str | None, count: int = 20_000) -> None:
