@@ -28,8 +28,14 @@ from thinc.types import Floats1d, Floats2d
 
 from classifiers.bow import build_batched_bow, shared_token_ids, token_ids
 from classifiers.conv import build_vectors_conv
-from classifiers.pieces import no_backprop, per_weights, piece_table, share_table, word_pieces
-from classifiers.vectors import PieceLookup
+from classifiers.pieces import (
+    SharedTable,
+    no_backprop,
+    per_weights,
+    piece_table,
+    share_table,
+    word_pieces,
+)
 
 
 class WordStore:
@@ -42,9 +48,10 @@ class WordStore:
 
     LIMIT = 500_000
 
-    def __init__(self, lookup: PieceLookup, projected: np.ndarray) -> None:
+    def __init__(self, shared: SharedTable, projected: np.ndarray) -> None:
         """Start empty for these weights (``projected`` = the table times the weights)."""
-        self.lookup = lookup
+        # A new word is split into pieces through the shared cache, which the filters use too.
+        self.shared = shared
         self.projected = projected
         self.keys = np.zeros(0, dtype=np.uint64)  # sorted token ids
         self.index = np.zeros(0, dtype=np.int64)  # word number of each sorted key
@@ -56,7 +63,7 @@ class WordStore:
     def word_ids(self, unique: np.ndarray, strings: Any) -> np.ndarray:
         """Word numbers of a sorted array of distinct token ids, adding the new ones."""
         if self.size + len(unique) > self.LIMIT:
-            self.__init__(self.lookup, self.projected)  # type: ignore[misc]
+            self.__init__(self.shared, self.projected)  # type: ignore[misc]
         ids = np.full(len(unique), -1, dtype=np.int64)
         if len(self.keys):
             pos = np.minimum(np.searchsorted(self.keys, unique), len(self.keys) - 1)
@@ -66,7 +73,7 @@ class WordStore:
             key = int(unique[i])
             word = self.pending.get(key)
             if word is None:
-                word = self.pending[key] = self._add(self.lookup.rows(strings[key]))
+                word = self.pending[key] = self._add(self.shared.rows(key, strings))
             ids[i] = word
         if len(self.pending) > 4096:
             self._sort()
@@ -95,7 +102,8 @@ def _predict(model: Model, docs: Sequence[Doc]) -> np.ndarray:
     W = model.get_param("W")
     b = model.get_param("b")
     n = len(docs)
-    lookup, table = piece_table(model, docs)
+    shared = piece_table(model, docs)
+    table = shared.table
     scale = float(model.attrs.get("scale", 1.0))
     store = per_weights(
         model,
@@ -103,7 +111,7 @@ def _predict(model: Model, docs: Sequence[Doc]) -> np.ndarray:
         table,
         W,
         lambda: WordStore(
-            lookup, scale * (table.astype(np.float64) @ np.asarray(W, dtype=np.float64).T)
+            shared, scale * (table.astype(np.float64) @ np.asarray(W, dtype=np.float64).T)
         ),
     )
     arrays = token_ids(docs, ORTH)

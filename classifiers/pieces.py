@@ -22,6 +22,8 @@ from classifiers.vectors import PieceLookup, table_keys
 T = TypeVar("T")
 # word_pieces' result: (flat, count, inverse, doc_of, table).
 Pieces = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# Words whose rows are kept: a stream of new handles and links must not grow the cache forever.
+_WORDS_KEPT = 500_000
 
 
 class SharedTable:
@@ -46,6 +48,21 @@ class SharedTable:
         # The last batch's pieces, keyed by its first token-id array (see word_pieces).
         self.batch: tuple[np.ndarray, Pieces] | None = None
 
+    def rows(self, key: int, strings: Any) -> tuple[int, ...]:
+        """The table rows of the word with string id ``key``, split once and kept.
+
+        Both layers ask for the words they meet (the mean vectors' :class:`WordStore` and the
+        filters' :func:`word_pieces`), so each new word is split into pieces once, not per layer.
+        """
+        found = self.by_orth.get(key)
+        if found is None:
+            if self.lookup is None:
+                raise RuntimeError("piece_table() fills the table before words are looked up")
+            if len(self.by_orth) >= _WORDS_KEPT:
+                self.by_orth.clear()
+            found = self.by_orth[key] = self.lookup.rows(strings[key])
+        return found
+
 
 def share_table(*layers: Model) -> None:
     """Give ``layers`` one :class:`SharedTable` (the vector layers of one combined model)."""
@@ -54,15 +71,15 @@ def share_table(*layers: Model) -> None:
         layer.attrs["_table"] = holder
 
 
-def piece_table(model: Model, docs: Sequence[Doc]) -> tuple[PieceLookup, np.ndarray]:
-    """The word->rows lookup and the float32 table of the docs' vocabulary (built once)."""
+def piece_table(model: Model, docs: Sequence[Doc]) -> SharedTable:
+    """The layer's :class:`SharedTable`, filled from the docs' vocabulary (once per vocabulary)."""
     vectors = docs[0].vocab.vectors
     holder = model.attrs.get("_table")
     if holder is None:
         # A layer built on its own (tests, other combinations) keeps a table of its own.
         holder = model.attrs["_table"] = SharedTable()
     if holder.vectors is vectors and holder.lookup is not None:
-        return holder.lookup, holder.table
+        return holder
     if vectors.shape[0] == 0:
         raise ValueError(
             "this pipeline has no vectors in its vocabulary; train it with a config that names "
@@ -77,7 +94,7 @@ def piece_table(model: Model, docs: Sequence[Doc]) -> tuple[PieceLookup, np.ndar
     holder.by_orth = {}
     holder.batch = None
     holder.vectors = vectors
-    return holder.lookup, holder.table
+    return holder
 
 
 def word_pieces(model: Model, docs: Sequence[Doc]) -> Pieces:
@@ -88,8 +105,8 @@ def word_pieces(model: Model, docs: Sequence[Doc]) -> Pieces:
         word after word, the number of pieces per distinct word, the distinct word of every
         token, the document of every token, and the float32 table.
     """
-    lookup, table = piece_table(model, docs)
-    holder = model.attrs["_table"]
+    holder = piece_table(model, docs)
+    table = holder.table
     arrays = token_ids(docs, ORTH)
     # Within one forward pass of the combined model every layer gets the same id arrays
     # (bow.shared_token_ids), so the second layer reuses the first one's pieces. The cache holds
@@ -104,18 +121,15 @@ def word_pieces(model: Model, docs: Sequence[Doc]) -> Pieces:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, doc_of, table
     # Distinct words first: a batch repeats its words many times; the lookup runs once per word,
-    # and a cache keyed by the word's id skips even the string lookup for words seen before.
+    # and the holder's cache keyed by the word's id skips even the string lookup for words seen
+    # before (the dict read inline: this loop runs over every distinct word of every batch).
     unique, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
     by_orth = holder.by_orth
-    if len(by_orth) > 500_000:
-        by_orth.clear()
     strings = docs[0].vocab.strings
     word_rows = []
     for key in unique.tolist():
         found = by_orth.get(key)
-        if found is None:
-            found = by_orth[key] = lookup.rows(strings[key])
-        word_rows.append(found)
+        word_rows.append(found if found is not None else holder.rows(key, strings))
     count = np.array([len(r) for r in word_rows], dtype=np.int64)
     flat = np.fromiter((i for r in word_rows for i in r), dtype=np.int64, count=int(count.sum()))
     result: Pieces = (flat, count, inverse.reshape(-1), doc_of, table)
