@@ -220,19 +220,17 @@ class Redactor:
         Overlaps are settled with every kind, so a digit run inside an e-mail address or an
         IBAN is not mistaken for a card.
         """
-        spans = [s for s in self.find(text) if s.kind in NEVER_KEPT] if _maybe_card(text) else []
+        # Only a long digit run can be a card; finding one is far cheaper than running every
+        # detector, which ingest would otherwise do for nearly every raw payload (ids, counts
+        # and timestamps add up to 13 digits in almost all of them).
+        if not detectors.may_hold_card(text):
+            return text
+        spans = [s for s in self.find(text) if s.kind in NEVER_KEPT]
         return _apply(text, spans, frozenset())
 
     def storable_many(self, texts: Iterable[str]) -> list[str]:
         """Batch form of :meth:`storable`."""
         return [self.storable(text) for text in texts]
-
-
-def _maybe_card(text: str) -> bool:
-    # Only a long digit run can be a card; finding one is far cheaper than running every
-    # detector, which ingest would otherwise do for every raw payload (ids, counts, timestamps
-    # add up to 13 digits in almost all of them).
-    return detectors.may_hold_card(text)
 
 
 def _resolve(candidates: list[Span], rank: Mapping[str, int]) -> list[Span]:
