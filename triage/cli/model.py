@@ -25,7 +25,6 @@ def _active_model(model: Path | None, config: str | None, db: str | None) -> Pat
         return active_model(load_config_or_exit(config, db)).path
     except RegistryError as exc:
         _fail(str(exc), 2)
-        raise  # unreachable: _fail exits
 
 
 def classify(
@@ -65,7 +64,6 @@ def _config_for(arch: str) -> Path:
         return config_for(arch)
     except ValueError as exc:
         _fail(str(exc), 2)
-        raise  # unreachable: _fail exits
 
 
 ARCH_HELP = "Architecture config classifiers/configs/textcat_ARCH.cfg: vectors, bow, cnn, ensemble."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -27,7 +27,7 @@ DbOpt = Annotated[
 ]
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` in red on stderr and exit with ``code``."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -42,7 +42,6 @@ def load_config_or_exit(config: str | None, db: str | None = None) -> Config:
         return load_config(config, database=db)
     except ConfigError as exc:
         fail(str(exc), 2)
-        raise  # unreachable: fail() exits
 
 
 @contextmanager

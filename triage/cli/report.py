@@ -19,7 +19,6 @@ def _period(text: str | None, default: object) -> object:
         return parse_duration(text)
     except ValueError as exc:
         fail(f"--since: {exc}", 2)
-        raise  # unreachable: fail() exits
 
 
 def report(

@@ -50,7 +50,6 @@ def _source(cfg: Config, name: str) -> SourceConfig:
     if source is None:
         names = ", ".join(s.name for s in cfg.sources) or "none"
         _fail(f"no source named '{name}' in {cfg.path} (configured: {names})", 2)
-        raise AssertionError  # unreachable: _fail exits
     return source
 
 
