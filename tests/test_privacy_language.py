@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,51 @@ def test_model_ships_in_the_package_and_loads_without_network(monkeypatch):
     assert (
         detect_language("the parcel arrived broken and nobody answers the phone").language == "en"
     )
+
+
+def _py3langid_answer(identifier: Any, detector: LanguageDetector, text: str) -> Any:
+    """What py3langid's own per-text ``classify`` says, or None when the detector never asks."""
+    if detector.detect(text).reason == "too_short":
+        return None
+    lang, confidence = identifier.classify(language.clean_for_detection(text))
+    return str(lang), float(confidence)
+
+
+@pytest.mark.parametrize("languages", [None, ("en", "es", "de", "fr", "ru", "ja")])
+def test_batch_walk_gives_py3langid_answers(languages):
+    # The batched automaton must be py3langid's classifier, only faster: the same language for
+    # every text, the same probability up to float rounding. Texts of every length and script,
+    # several of them longer than a chunk, in one batch (so chunks and the per-text tail mix).
+    starter = Path(__file__).parents[1] / "classifiers" / "corpus" / "starter"
+    texts = [json.loads(line)["text"] for line in (starter / "kudos.jsonl").open()][:400]
+    texts += [text for text, _ in CASES + HOLDOUT]
+    texts += ["x" * 40_000, "Ünïcödé " * 3_000, "", "   ", "ALL CAPS ARE LOWERED FIRST"]
+    texts += ["la commande est arrivée cassée " * 200, "短い"]
+    detector = LanguageDetector(languages=languages)
+    identifier = language._identifier(languages)
+    guesses = detector.detect_many(texts)
+    compared = 0
+    for text, guess in zip(texts, guesses, strict=True):
+        expected = _py3langid_answer(identifier, detector, text)
+        if expected is None:
+            assert guess.reason == "too_short"
+            continue
+        compared += 1
+        lang, confidence = expected
+        assert guess.confidence == pytest.approx(confidence, abs=1e-4), text[:60]
+        if lang == "zxx":
+            assert guess.reason == "no_language"
+        elif confidence >= detector.min_confidence + 1e-4:
+            assert guess.language == lang, text[:60]
+    assert compared >= 700
+
+
+def test_featureless_text_is_uniform_as_in_py3langid():
+    # Bytes the automaton finds no n-gram in give py3langid all-zero scores (a uniform answer);
+    # the batch must not add the class prior to them.
+    # Beside a text that has features, so the two share a chunk.
+    [[lang, confidence], _] = language._model().classify(
+        ["\x00\x01\x02\x03\x04", "the parcel arrived broken"]
+    )
+    expected = language._identifier().classify("\x00\x01\x02\x03\x04")
+    assert lang == expected[0] and confidence == pytest.approx(expected[1], abs=1e-6)
