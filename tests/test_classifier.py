@@ -913,3 +913,18 @@ def test_model_version_changes_with_the_decision_policy_not_only_the_weights() -
     moved["thresholds"]["service_issue"] = 0.7
     assert model_version("textcat_vectors", weights, moved) != same
     assert model_version("textcat_vectors", weights + b"!", policy) != same
+
+
+def test_scores_do_not_depend_on_the_pipe_batch(clf: Classifier) -> None:
+    """PIPE_BATCH is a memory setting only: the shipped model scores a text the same in any batch."""
+    import numpy as np
+
+    from classifiers.data import load_starter
+    from classifiers.model import PIPE_BATCH
+
+    starter = [ex.text for ex in load_starter()]
+    texts = starter[:: max(1, len(starter) // 600)]
+    texts += ["", "ok", "crashes " * 400]
+    whole = clf.raw_scores(texts, batch_size=2000)
+    assert np.allclose(clf.raw_scores(texts, batch_size=PIPE_BATCH), whole, atol=1e-6)
+    assert np.allclose(clf.raw_scores(texts[:40], batch_size=1), whole[:40], atol=1e-6)

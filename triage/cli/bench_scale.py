@@ -365,17 +365,18 @@ def run_scale_bench(
 def classifier_rate(texts: int = 12_000) -> None:
     """Print this process's bare ``nlp.pipe`` rate over starter texts (one line)."""
     from classifiers.data import load_starter
+    from classifiers.model import PIPE_BATCH
     from flows.triage import _classifier
 
     nlp = _classifier(None).nlp
     corpus = [ex.text for ex in load_starter()]
     sample = (corpus * (texts // max(1, len(corpus)) + 1))[:texts]
-    for _ in nlp.pipe(sample[:2000], batch_size=2000):
+    for _ in nlp.pipe(sample[:2000], batch_size=PIPE_BATCH):
         pass
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.perf_counter()
-    for _ in nlp.pipe(sample, batch_size=2000):
+    for _ in nlp.pipe(sample, batch_size=PIPE_BATCH):
         pass
     print(round(texts / (time.perf_counter() - started), 1), flush=True)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from classifiers.model import Classifier
+from classifiers.model import PIPE_BATCH, Classifier
 
 csv.field_size_limit(2**31 - 1)
 _NUL = "\ufffe"
@@ -111,7 +111,7 @@ def classify_file(
     input_path: Path,
     output_path: Path,
     model: Path | None,
-    batch_size: int = 2000,
+    batch_size: int = PIPE_BATCH,
     text_column: str = "text",
     id_column: str = "id",
 ) -> dict[str, int]:
