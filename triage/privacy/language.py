@@ -181,9 +181,10 @@ class _BatchClassifier:
     py3langid walks a byte automaton one text and one byte at a time in Python and then sums
     one table row per byte n-gram found, about 60 µs per tweet in all; that made language
     detection the largest cost of storing a mention. Here the automaton takes one step for a
-    whole chunk of texts per numpy call, and the sums are one batched matrix product. Scores
-    differ from py3langid's only by float rounding (sums in another order, in float32 instead of
-    float16 rows); a test compares the two on every text of the starter corpus.
+    whole chunk of texts per numpy call, and the sums are one gather from the table, added up in
+    feature order (so a text scores the same in any batch). Scores differ from py3langid's only
+    by float rounding (float32 sums in another order); tests compare the two on about 800 texts
+    of every length and script.
 
     Args:
         identifier: A ``py3langid.langid.LanguageIdentifier`` built with ``norm_probs=True``,
