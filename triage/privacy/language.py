@@ -208,7 +208,7 @@ class _BatchClassifier:
         # Plain-Python forms for the per-text loop at the end of a chunk.
         self._next_list: Any = identifier.tk_nextmove
         self._rowbase_list: list[int] = self._rowbase.tolist()
-        self._output_list: list[int] = list(identifier.tk_output)
+        self._output_list: list[int] = identifier.tk_output
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         """``(language, probability)`` for each text, in order (``zxx`` means no language)."""
