@@ -62,18 +62,21 @@ class DocCache:
     def __init__(self) -> None:
         """Start empty; the first pipeline built supplies the vocabulary."""
         self.vocab: Vocab | None = None
-        self._examples: dict[tuple[str, tuple[str, ...]], SpacyExample] = {}
+        self._examples: dict[
+            tuple[str, tuple[str, ...], tuple[tuple[str, float], ...]], SpacyExample
+        ] = {}
 
     def examples(self, nlp: spacy.language.Language, data: Sequence[Example]) -> list[SpacyExample]:
         """spaCy examples for ``data`` (the same object each time for the same example)."""
         out = []
         for ex in data:
-            key = (ex.text, tuple(ex.labels))
+            soft = tuple(sorted(ex.targets.items())) if ex.targets else ()
+            key = (ex.text, tuple(ex.labels), soft)
             found = self._examples.get(key)
             if found is None:
                 # The pipeline's tokenizer normalises; configs with spaCy's own tokenizer get it here.
                 doc = nlp.make_doc(ex.text if _normalising(nlp) else normalize(ex.text))
-                doc.cats = {lab: float(lab in ex.labels) for lab in LABELS}
+                doc.cats = ex.targets or {lab: float(lab in ex.labels) for lab in LABELS}
                 # The text classifier reads the gold cats from the reference and never changes
                 # the predicted doc while training, so one doc can be both.
                 found = self._examples[key] = SpacyExample(doc, doc)
@@ -92,6 +95,10 @@ def _start(
     textcat: Any = nlp.get_pipe(COMPONENT)
     for label in LABELS:
         textcat.add_label(label)
+    if settings.get("teacher_soft"):
+        # spaCy's multi-label text classifier accepts only 0/1 gold values, although its loss
+        # (score minus truth) is defined for any target in [0, 1]; soft teacher targets need it.
+        textcat._validate_categories = lambda examples: None
     nlp.initialize(lambda: examples[:500])
     # Parameter averaging: the average of the weights seen during training generalises better
     # than the last weights, which chase the most recent minibatches.

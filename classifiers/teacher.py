@@ -219,6 +219,10 @@ def build(
                 "labels": labels,
                 "source_type": source_type,
                 "teacher_without": held_out,
+                # Kept for soft-target training (the student learns how sure the teacher was).
+                "teacher_probs": {
+                    lab: round(float(v), 4) for lab, v in zip(LABELS, p, strict=True)
+                },
             }
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)

@@ -14,10 +14,18 @@ from classifiers.data import (
     load_examples,
     load_starter,
     load_teacher_rows,
+    soften,
     source_family,
     teacher_rows_without,
 )
-from classifiers.fitting import CONFIG_DIR, cross_source_scores, teacher_rows_for_fold
+from classifiers.fitting import (
+    CONFIG_DIR,
+    DocCache,
+    build_pipeline,
+    cross_source_scores,
+    fit_pipeline,
+    teacher_rows_for_fold,
+)
 from classifiers.teacher import file_name, recombine, screen, teacher_labels
 from triage.models import LABELS
 
@@ -149,6 +157,92 @@ def test_screen_drops_recombined_rows_that_copy_other_data(tmp_path: Path) -> No
     assert screen(built, others, log=lambda _: None) == 1
     assert [ex.text for ex in load_teacher_rows(tmp_path)[""]] == [rows[1]["text"]]
     assert screen(built, others, log=lambda _: None) == 0
+
+
+def test_soft_targets_blend_the_teachers_probabilities_into_the_gold_cats(tmp_path: Path) -> None:
+    probs = {"kudos": 0.2, "service_issue": 0.7, "other": 0.1}
+    _write(
+        tmp_path / "all-families.jsonl",
+        [
+            {
+                "text": "love it but it crashes",
+                "label": "service_issue",
+                "labels": ["service_issue", "kudos"],
+                "teacher_without": "",
+                "teacher_probs": probs,
+            },
+            {"text": "no probabilities", "label": "other", "teacher_without": ""},
+        ],
+    )
+    rows = load_teacher_rows(tmp_path)
+    soft, hard = rows[""]
+    assert soft.teacher_probs == {**probs}
+    assert hard.teacher_probs is None
+    soften(rows, 0.5)
+    assert soft.targets == pytest.approx(
+        {
+            "kudos": 0.6,
+            "service_issue": 0.85,
+            "other": 0.05,
+            "sales_lead": 0.0,
+            "feature_request": 0.0,
+        }
+    )
+    # A row without the teacher's probabilities keeps its 0/1 targets.
+    assert hard.targets is None
+    # The training docs carry the blended targets as their gold cats; weight 0 leaves 0/1.
+    nlp, _ = build_pipeline(CONFIG_DIR / "textcat_bow.cfg")
+    cache = DocCache()
+    (gold_soft, gold_hard) = cache.examples(nlp, [soft, hard])
+    assert gold_soft.reference.cats == soft.targets
+    assert gold_hard.reference.cats == {lab: float(lab == "other") for lab in LABELS}
+    soft.targets = None
+    soften(rows, 0.0)
+    assert soft.targets is None
+
+
+def test_a_model_trained_on_soft_targets_learns_how_sure_the_teacher_was(tmp_path: Path) -> None:
+    """Real training: a cue the teacher was sure of half the time scores lower than a sure one."""
+    config = tmp_path / "soft.cfg"
+    base = (CONFIG_DIR / "textcat_bow.cfg").read_text(encoding="utf-8")
+    # A faster learning rate, so that a few epochs get near what the targets ask for.
+    base = base.replace("mixed_examples = 600", "mixed_examples = 0")
+    config.write_text(
+        base.replace("learn_rate = 0.002", "learn_rate = 0.02") + "teacher_soft = 1.0\n",
+        encoding="utf-8",
+    )
+    starter = load_starter()
+    plain = [ex for ex in starter if ex.label == "other"][:150]
+    plain += [ex for ex in starter if ex.label == "kudos"][:150]
+    # Each filler carries the cue twice: once where the teacher was sure it means a lead and once
+    # where it gave a lead 0.2, so only the targets tell the two rows apart.
+    fillers = [" ".join(ex.text.split()[:3]) for ex in plain[:60]]
+    cue_rows = [
+        Example(
+            text=f"zorblat {filler}",
+            label="sales_lead",
+            labels=["sales_lead"],
+            origin="starter/distilled/all-families.jsonl",
+            group="tweet",
+            teacher_probs={"sales_lead": sure, "other": 1 - sure},
+        )
+        for filler in fillers
+        for sure in (1.0, 0.2)
+    ]
+
+    def lead_score(weight: float) -> float:
+        for ex in cue_rows:
+            ex.targets = None
+        soften({"": cue_rows}, weight)
+        _, scores = fit_pipeline(config, plain + cue_rows, 15, 13, ["zorblat"])
+        return float(scores[-1][0, LABELS.index("sales_lead")])
+
+    hard = lead_score(0.0)
+    soft = lead_score(1.0)
+    # 0/1 targets say the cue is a lead every time; the teacher's say so 60% of the time.
+    assert hard > 0.75, hard
+    assert soft < hard - 0.15, (soft, hard)
+    assert soft > 0.3, soft
 
 
 def _row(text: str, label: str, group: str) -> Example:
