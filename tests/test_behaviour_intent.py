@@ -21,6 +21,8 @@ from classifiers.data import STARTER_DIR, load_starter
 from classifiers.model import Classifier
 
 EVAL_FILE = STARTER_DIR.parent / "eval" / "intent_eval.jsonl"
+# Written later by a writer who saw neither the starter corpus nor the file above (README there).
+BLIND_FILE = STARTER_DIR.parent / "eval" / "intent_eval_blind.jsonl"
 
 AMBIENT_PURCHASE_INTENT = [
     "thinking of finally getting a robot vacuum this weekend, the dog hair is winning",
@@ -183,9 +185,36 @@ def test_buying_words_from_job_seekers_and_vendors_are_not_leads(
     assert "sales_lead" not in pred.labels, pred.scores
 
 
+def test_purchase_intent_written_blind_is_recognised(clf: Classifier) -> None:
+    """Issue 11's recall target on posts whose writer never saw our corpus or the first set.
+
+    Measured when the file was written (shipped model ``textcat_vectors-e264ed137b``): recall
+    0.862, 64 of 70 near misses not a lead, 99% right when not flagged. The bounds are the
+    issue's target for recall and what a reviewer-free hand-off must keep.
+    """
+    rows = _eval_rows(BLIND_FILE)
+    preds = clf.predict([str(r["text"]) for r in rows])
+    leads = [
+        p.label == "sales_lead"
+        for r, p in zip(rows, preds, strict=True)
+        if r["group"] == "purchase_intent"
+    ]
+    misses = [
+        "sales_lead" not in p.labels
+        for r, p in zip(rows, preds, strict=True)
+        if r["group"] == "near_miss"
+    ]
+    unflagged = [
+        p.label == r["label"] for r, p in zip(rows, preds, strict=True) if not p.needs_review
+    ]
+    assert sum(leads) / len(leads) >= 0.75
+    assert sum(misses) / len(misses) >= 0.85
+    assert sum(unflagged) / len(unflagged) >= 0.95
+
+
 # ------------------------------------------------------------------ the data
-def _eval_rows() -> list[dict[str, Any]]:
-    with EVAL_FILE.open(encoding="utf-8") as fh:
+def _eval_rows(path: Path = EVAL_FILE) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 
@@ -193,7 +222,7 @@ def _eval_rows() -> list[dict[str, Any]]:
 def texts_and_pairs() -> tuple[list[str], list[str], list[tuple[int, int, float]]]:
     """Starter texts, eval texts and the near-duplicate pairs among them and the cases above."""
     starter = [ex.text for ex in load_starter()]
-    evaluation = [str(r["text"]) for r in _eval_rows()]
+    evaluation = [str(r["text"]) for f in (EVAL_FILE, BLIND_FILE) for r in _eval_rows(f)]
     return starter, evaluation, near_duplicates(starter + evaluation + ALL_CASES, 0.8)
 
 
@@ -211,13 +240,16 @@ def test_eval_set_is_separate_from_the_training_corpus(
     texts_and_pairs: tuple[list[str], list[str], list[tuple[int, int, float]]],
 ) -> None:
     """The eval-only file is never loaded for training and shares no (near-)text with it."""
-    rows = _eval_rows()
-    assert len(rows) >= 300
-    assert sum(r["group"] == "purchase_intent" for r in rows) >= 120
-    assert all({"text", "label", "labels", "source_type", "note", "group"} <= set(r) for r in rows)
-    assert all(r["label"] == r["labels"][0] for r in rows)
-    assert not any(ex.origin == EVAL_FILE.name for ex in load_starter())
-    assert STARTER_DIR.resolve() not in EVAL_FILE.resolve().parents
+    for path, size in ((EVAL_FILE, 300), (BLIND_FILE, 200)):
+        rows = _eval_rows(path)
+        assert len(rows) >= size
+        assert sum(r["group"] == "purchase_intent" for r in rows) >= 120
+        assert all(
+            {"text", "label", "labels", "source_type", "note", "group"} <= set(r) for r in rows
+        )
+        assert all(r["label"] == r["labels"][0] for r in rows)
+        assert not any(ex.origin == path.name for ex in load_starter())
+        assert STARTER_DIR.resolve() not in path.resolve().parents
     starter, evaluation, pairs = texts_and_pairs
     n = len(starter)
     assert [(i, j) for i, j, _ in pairs if i < n <= j < n + len(evaluation)] == []

@@ -258,7 +258,7 @@ def test_copy_detector_is_exact_even_when_every_shingle_is_common() -> None:
 def test_shipped_corpora_copy_no_row_of_the_shared_datasets() -> None:
     """Their licences forbid copying their sentences into the repository (``--against``).
 
-    Every corpus the repository carries is checked: the starter corpus, the intent set, the
+    Every corpus the repository carries is checked: the starter corpus, the intent sets, the
     candidate rows that are not trained on by default and any teacher-labelled rows built here.
     """
     if not SHARED_DATASETS.exists():
@@ -269,7 +269,7 @@ def test_shipped_corpora_copy_no_row_of_the_shared_datasets() -> None:
         for e in load_examples(
             [
                 STARTER_DIR,
-                corpus / "eval" / "intent_eval.jsonl",
+                corpus / "eval",
                 corpus / "candidates",
                 corpus / "distilled",
             ]
