@@ -20,12 +20,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Training is seeded, but numpy's OpenBLAS picks its matrix kernels by CPU and they round
+# differently: an AVX-512 machine trained a slightly different model from the same seed. Pinning
+# the AVX2 kernels rebuilds the committed model byte for byte; without AVX2 nothing is pinned.
+TRAIN_ENV := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo OPENBLAS_CORETYPE=Haswell)
+
 # The default model ships in the repository; rebuild it only if it is missing.
 $(MODEL): | $(STAMP)
-	$(BIN)/triage train --starter-only --out classifiers/model
+	$(TRAIN_ENV) $(BIN)/triage train --starter-only --out classifiers/model
 
 model: $(STAMP)
-	$(BIN)/triage train --starter-only --out classifiers/model
+	$(TRAIN_ENV) $(BIN)/triage train --starter-only --out classifiers/model
 
 run: $(STAMP) $(MODEL)
 	$(BIN)/triage run

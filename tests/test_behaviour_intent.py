@@ -239,7 +239,7 @@ def test_behaviour_cases_are_not_in_any_corpus_file(
 def test_eval_set_is_separate_from_the_training_corpus(
     texts_and_pairs: tuple[list[str], list[str], list[tuple[int, int, float]]],
 ) -> None:
-    """The eval-only file is never loaded for training and shares no (near-)text with it."""
+    """The eval-only files are never loaded for training and share no (near-)text with it."""
     for path, size in ((EVAL_FILE, 300), (BLIND_FILE, 200)):
         rows = _eval_rows(path)
         assert len(rows) >= size
