@@ -32,8 +32,6 @@ class Example:
     when it has one (the starter corpus), else the file name (``airline_tweets.csv``)."""
     teacher_probs: dict[str, float] | None = None
     """A teacher row's label probabilities (:mod:`classifiers.teacher`), for soft targets."""
-    targets: dict[str, float] | None = None
-    """Training targets per label when not simply 1 for the labels that apply (soft targets)."""
 
 
 class DataError(ValueError):
@@ -157,22 +155,6 @@ def load_teacher_rows(folder: Path = TEACHER_DIR) -> dict[str, list[Example]]:
             ex.origin = f"starter/distilled/{ex.origin}"
         out.setdefault(teachers.pop(), []).extend(examples)
     return out
-
-
-def soften(rows: Mapping[str, Sequence[Example]], weight: float) -> None:
-    """Give teacher rows soft targets: ``weight`` of the teacher's probability, the rest 0/1.
-
-    A label's target is ``(1 - weight) * applies + weight * probability``, so the student learns
-    how sure the teacher was, not only what it picked. Rows without probabilities keep 0/1.
-    """
-    for examples in rows.values():
-        for ex in examples:
-            if ex.teacher_probs is not None and weight > 0:
-                ex.targets = {
-                    lab: (1 - weight) * float(lab in ex.labels)
-                    + weight * ex.teacher_probs.get(lab, 0.0)
-                    for lab in LABELS
-                }
 
 
 def teacher_rows_without(

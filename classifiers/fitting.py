@@ -62,26 +62,43 @@ class DocCache:
     def __init__(self) -> None:
         """Start empty; the first pipeline built supplies the vocabulary."""
         self.vocab: Vocab | None = None
-        self._examples: dict[
-            tuple[str, tuple[str, ...], tuple[tuple[str, float], ...]], SpacyExample
-        ] = {}
+        self._examples: dict[tuple[str, tuple[float, ...]], SpacyExample] = {}
 
-    def examples(self, nlp: spacy.language.Language, data: Sequence[Example]) -> list[SpacyExample]:
-        """spaCy examples for ``data`` (the same object each time for the same example)."""
+    def examples(
+        self, nlp: spacy.language.Language, data: Sequence[Example], soft: float = 0.0
+    ) -> list[SpacyExample]:
+        """spaCy examples for ``data`` (the same object each time for the same text and cats).
+
+        ``soft`` is the share of a teacher row's targets taken from the teacher (:func:`gold_cats`).
+        """
         out = []
         for ex in data:
-            soft = tuple(sorted(ex.targets.items())) if ex.targets else ()
-            key = (ex.text, tuple(ex.labels), soft)
+            cats = gold_cats(ex, soft)
+            key = (ex.text, tuple(cats.values()))
             found = self._examples.get(key)
             if found is None:
                 # The pipeline's tokenizer normalises; configs with spaCy's own tokenizer get it here.
                 doc = nlp.make_doc(ex.text if _normalising(nlp) else normalize(ex.text))
-                doc.cats = ex.targets or {lab: float(lab in ex.labels) for lab in LABELS}
+                doc.cats = cats
                 # The text classifier reads the gold cats from the reference and never changes
                 # the predicted doc while training, so one doc can be both.
                 found = self._examples[key] = SpacyExample(doc, doc)
             out.append(found)
         return out
+
+
+def gold_cats(example: Example, soft: float = 0.0) -> dict[str, float]:
+    """The training target per label: 1 for the labels that apply, else 0.
+
+    With ``soft`` above 0, a teacher row (one with ``teacher_probs``) gets
+    ``(1 - soft) * applies + soft * probability`` instead, so the student learns how sure the
+    teacher was, not only what it picked (``teacher_soft`` in the config).
+    """
+    applies = {lab: float(lab in example.labels) for lab in LABELS}
+    probs = example.teacher_probs
+    if soft <= 0 or probs is None:
+        return applies
+    return {lab: (1 - soft) * applies[lab] + soft * probs.get(lab, 0.0) for lab in LABELS}
 
 
 def _normalising(nlp: spacy.language.Language) -> bool:
@@ -166,7 +183,7 @@ def fit_pipeline(
     mixed = mixed_examples(data, int(settings.get("mixed_examples", 0)), seed)
     balance = bool(settings.get("balance_groups", False))
     weighted = (list(data) if balance else starter_weighted(data, settings)) + mixed
-    examples = cache.examples(nlp, weighted)
+    examples = cache.examples(nlp, weighted, float(settings.get("teacher_soft", 0.0)))
     # Balancing groups: the starter corpus as one group, every other family (file) as one.
     groups = ["starter" if from_starter(ex) else source_family(ex) for ex in weighted]
     shares = {

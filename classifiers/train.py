@@ -26,7 +26,6 @@ from classifiers.data import (
     Example,
     from_starter,
     load_teacher_rows,
-    soften,
     source_family,
     teacher_rows_without,
 )
@@ -96,7 +95,6 @@ def fit_classifier(
         )
     if left_out:
         teacher_rows = teacher_rows_without(teacher_rows, left_out)
-    soften(teacher_rows, float(nlp_settings.get("teacher_soft", 0.0)))
     if teacher_rows:
         log(
             f"with {len(teacher_rows.get('', []))} teacher-labelled rows for the final model "

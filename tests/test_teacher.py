@@ -14,7 +14,6 @@ from classifiers.data import (
     load_examples,
     load_starter,
     load_teacher_rows,
-    soften,
     source_family,
     teacher_rows_without,
 )
@@ -24,6 +23,7 @@ from classifiers.fitting import (
     build_pipeline,
     cross_source_scores,
     fit_pipeline,
+    gold_cats,
     teacher_rows_for_fold,
 )
 from classifiers.teacher import file_name, recombine, screen, teacher_labels
@@ -178,8 +178,8 @@ def test_soft_targets_blend_the_teachers_probabilities_into_the_gold_cats(tmp_pa
     soft, hard = rows[""]
     assert soft.teacher_probs == {**probs}
     assert hard.teacher_probs is None
-    soften(rows, 0.5)
-    assert soft.targets == pytest.approx(
+    blended = gold_cats(soft, 0.5)
+    assert blended == pytest.approx(
         {
             "kudos": 0.6,
             "service_issue": 0.85,
@@ -189,28 +189,23 @@ def test_soft_targets_blend_the_teachers_probabilities_into_the_gold_cats(tmp_pa
         }
     )
     # A row without the teacher's probabilities keeps its 0/1 targets.
-    assert hard.targets is None
+    assert gold_cats(hard, 0.5) == {lab: float(lab == "other") for lab in LABELS}
     # The training docs carry the blended targets as their gold cats; weight 0 leaves 0/1.
     nlp, _ = build_pipeline(CONFIG_DIR / "textcat_bow.cfg")
     cache = DocCache()
-    (gold_soft, gold_hard) = cache.examples(nlp, [soft, hard])
-    assert gold_soft.reference.cats == soft.targets
+    (gold_soft, gold_hard) = cache.examples(nlp, [soft, hard], 0.5)
+    assert gold_soft.reference.cats == blended
     assert gold_hard.reference.cats == {lab: float(lab == "other") for lab in LABELS}
-    soft.targets = None
-    soften(rows, 0.0)
-    assert soft.targets is None
+    (gold_zero,) = cache.examples(nlp, [soft], 0.0)
+    assert gold_zero.reference.cats == {lab: float(lab in soft.labels) for lab in LABELS}
 
 
 def test_a_model_trained_on_soft_targets_learns_how_sure_the_teacher_was(tmp_path: Path) -> None:
     """Real training: a cue the teacher was sure of half the time scores lower than a sure one."""
-    config = tmp_path / "soft.cfg"
     base = (CONFIG_DIR / "textcat_bow.cfg").read_text(encoding="utf-8")
     # A faster learning rate, so that a few epochs get near what the targets ask for.
     base = base.replace("mixed_examples = 600", "mixed_examples = 0")
-    config.write_text(
-        base.replace("learn_rate = 0.002", "learn_rate = 0.02") + "teacher_soft = 1.0\n",
-        encoding="utf-8",
-    )
+    base = base.replace("learn_rate = 0.002", "learn_rate = 0.02")
     starter = load_starter()
     plain = [ex for ex in starter if ex.label == "other"][:150]
     plain += [ex for ex in starter if ex.label == "kudos"][:150]
@@ -231,9 +226,8 @@ def test_a_model_trained_on_soft_targets_learns_how_sure_the_teacher_was(tmp_pat
     ]
 
     def lead_score(weight: float) -> float:
-        for ex in cue_rows:
-            ex.targets = None
-        soften({"": cue_rows}, weight)
+        config = tmp_path / f"soft-{weight}.cfg"
+        config.write_text(base + f"teacher_soft = {weight}\n", encoding="utf-8")
         _, scores = fit_pipeline(config, plain + cue_rows, 15, 13, ["zorblat"])
         return float(scores[-1][0, LABELS.index("sales_lead")])
 
