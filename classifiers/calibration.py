@@ -10,7 +10,7 @@ import numpy as np
 from classifiers.data import Example
 from classifiers.metrics import evaluate_labels
 from classifiers.model import Policy, calibrate, decide, primary_indices
-from classifiers.review import fit_review
+from classifiers.review import fit_review, review_settings
 from triage.models import LABELS
 
 
@@ -89,6 +89,7 @@ def tune_policy(
     accuracy: float | None = None,
     margins: Sequence[float] = (0.1,),
     z: float = 1.645,
+    service_watch: float | None = None,
 ) -> tuple[Policy, dict[str, float], dict[str, float]]:
     """Choose per-label thresholds and review thresholds on out-of-source scores.
 
@@ -101,7 +102,8 @@ def tune_policy(
     and margin that flag the fewest items while the unflagged ones stay at least ``accuracy``
     right overall. Without it, for each label the lowest score from which the items given that
     label are at least ``precision`` correct (a stricter rule that flags more; a label that never
-    gets there is always reviewed), and the margin stays the first of ``margins``.
+    gets there is always reviewed), and the margin stays the first of ``margins``. Either way
+    ``service_watch`` goes into the policy (:func:`classifiers.model.service_watched`).
 
     Returns:
         The policy, each rule's cross-validated macro-F1, and what the review fit found (empty
@@ -127,11 +129,12 @@ def tune_policy(
         thresholds={lab: float(t) for lab, t in zip(LABELS, fitted, strict=True)},
         margin=float(margins[0]),
         primary_rule=rule,
+        service_watch=service_watch,
     )
     info: dict[str, float] = {}
     if accuracy is not None:
         policy.review_thresholds, policy.margin, info = fit_review(
-            scores, gold_idx, fitted, rule, accuracy, margins, z
+            scores, gold_idx, fitted, rule, accuracy, margins, z, service_watch=service_watch
         )
         return policy, {r: round(v, 4) for r, v in estimates.items()}, info
     preds = primary_indices(scores, fitted, rule)
@@ -197,6 +200,7 @@ def fit_policy(
         accuracy=float(accuracy) if accuracy is not None else None,
         margins=[float(m) for m in settings.get("review_margins", [0.1])],
         z=float(settings.get("review_confidence_z", 1.645)),
+        service_watch=review_settings(settings)["service_watch"],
     )
     decisions = decide(scores, policy)
     metrics = evaluate_labels(gold, [d[0] for d in decisions])

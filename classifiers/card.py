@@ -8,6 +8,14 @@ from typing import Any
 
 def review_card_line(review: dict[str, Any], found: dict[str, Any]) -> str:
     """The model card's sentence on how the review thresholds were chosen."""
+    watch = review.get("service_watch")
+    watched = (
+        f" An item whose primary label is not service_issue while service_issue scores {watch} "
+        "or more is flagged too (support must act first), and the cutoffs are fitted without "
+        "those items."
+        if watch is not None
+        else ""
+    )
     if review.get("rule") == "overall accuracy":
         return (
             "- Review thresholds: one cutoff on each label's local precision (isotonic fit of "
@@ -18,11 +26,12 @@ def review_card_line(review: dict[str, Any], found: dict[str, Any]) -> str:
             f"{found.get('accuracy_kept', 0):.1%} right. Margin chosen from "
             f"{review['margins']}. Below its review threshold, with no label over its threshold "
             "or with the top two scores closer than the margin, an item is flagged for review."
+            + watched
         )
     return (
         "- Review threshold: the lowest score from which a label's items were at least "
         f"{review.get('precision', 0.95):.0%} right out of source; below it, or with no "
-        "label over its threshold, an item is flagged for review."
+        "label over its threshold, an item is flagged for review." + watched
     )
 
 

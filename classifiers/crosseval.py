@@ -54,6 +54,7 @@ def score_group(
         review_thresholds=clf.policy.review_thresholds,
         margin=clf.policy.margin,
         primary_rule=other_rule,
+        service_watch=clf.policy.service_watch,
     )
     alt_pred = [d[0] for d in decide(scores, alt)]
     result: dict[str, Any] = {

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.model import primary_indices
+from classifiers.model import primary_indices, service_watched
 from triage.models import LABELS
 
 
@@ -57,6 +57,7 @@ def fit_review(
     margins: Sequence[float] = (0.1,),
     z: float = 1.645,
     margin_tolerance: float = 0.01,
+    service_watch: float | None = None,
 ) -> tuple[dict[str, float], float, dict[str, float]]:
     """Review thresholds and margin that hand off the most items at ``accuracy`` overall.
 
@@ -80,6 +81,8 @@ def fit_review(
         margins: Candidate widths of the "top two too close" flag (each must be > 0: DESIGN.md).
         z: Normal quantile of the lower confidence bound; 0 holds the point estimate.
         margin_tolerance: Coverage (share of rows) given up at most for a wider margin.
+        service_watch: The policy's service watch (:func:`classifiers.model.service_watched`):
+            rows it flags are never kept, so the cutoffs are fitted on the rest.
 
     Returns:
         ``(review_thresholds, margin, info)``; info has the local-precision cutoff and the
@@ -93,9 +96,10 @@ def fit_review(
     any_above = (scores >= thresholds).any(axis=1)
     ranked = np.sort(scores, axis=1)
     gap = ranked[:, -1] - ranked[:, -2] if scores.shape[1] > 1 else np.ones(n)
+    watched = service_watched(scores, preds, service_watch)
     found: dict[float, tuple[int, float, np.ndarray, float, float]] = {}
     for margin in sorted(margins):
-        eligible = any_above & (gap >= margin)
+        eligible = any_above & (gap >= margin) & ~watched
         curves = [
             _isotonic(scores[eligible & (preds == j), j], right[eligible & (preds == j)])
             for j in range(len(LABELS))
@@ -140,8 +144,15 @@ def review_settings(settings: dict[str, Any]) -> dict[str, Any]:
             "accuracy": float(settings["review_accuracy"]),
             "confidence_z": float(settings.get("review_confidence_z", 1.645)),
             "margins": [float(m) for m in settings.get("review_margins", [0.1])],
+            "service_watch": _watch(settings),
         }
     return {
         "rule": "per-label precision",
         "precision": float(settings.get("review_precision", 0.95)),
+        "service_watch": _watch(settings),
     }
+
+
+def _watch(settings: dict[str, Any]) -> float | None:
+    value = settings.get("review_service_watch")
+    return float(value) if value is not None else None

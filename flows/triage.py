@@ -104,8 +104,8 @@ def classifier_for(config: Config) -> Classifier:
     so a promotion or rollback applies to the next run of a long-lived worker.
     """
     clf = _classifier(str(active_model(config).path))
-    if config.thresholds or config.margin is not None:
-        clf = clf.with_overrides(config.thresholds, config.margin)
+    if config.thresholds or config.margin is not None or config.service_watch is not None:
+        clf = clf.with_overrides(config.thresholds, config.margin, config.service_watch)
     return clf
 
 

@@ -14,9 +14,11 @@ The rules (DESIGN.md "Labels", README "Data and the classifier"):
 - Secondary labels: the other labels that apply, in that priority order. ``other`` ("none of the
   intents") is never a secondary label next to a real one.
 - ``needs_review`` when no label applies, when the primary score is below that label's review
-  threshold (strictly below), or when the top two scores are closer than the margin (strictly; the
-  demo configuration documents the margin as "closer than this"). One reason is given, in that
-  order of precedence (the order the README lists them).
+  threshold (strictly below), when the primary is not ``service_issue`` while ``service_issue``
+  scores at least the policy's service watch (reaches it, like a threshold; no watch, no such
+  flag), or when the top two scores are closer than the margin (strictly; the demo configuration
+  documents the margin as "closer than this"). One reason is given, in that order of precedence
+  (the order the README lists them).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ PRIORITY_ORDER = ("service_issue", "sales_lead", "feature_request", "kudos", "ot
 NO_LABEL = "no label clears its threshold"
 BELOW_REVIEW = "{label} score below its review threshold"
 MARGIN = "top two scores within"
+WATCH = "service_issue scores"
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def reference_decision(scores: Mapping[str, float], policy: Any) -> Expected:
     Args:
         scores: Label → calibrated score, for every label.
         policy: Anything with ``thresholds``, ``review_thresholds`` (label → float), ``margin`` and
-            ``primary_rule`` ("priority" or "argmax").
+            ``primary_rule`` ("priority" or "argmax"), and optionally ``service_watch``.
 
     Returns:
         The decision the documents prescribe.
@@ -78,6 +81,12 @@ def reference_decision(scores: Mapping[str, float], policy: Any) -> Expected:
         reason = NO_LABEL
     elif scores[primary] < policy.review_thresholds[primary]:
         reason = BELOW_REVIEW.format(label=primary)
+    elif (
+        getattr(policy, "service_watch", None) is not None
+        and primary != "service_issue"
+        and scores["service_issue"] >= policy.service_watch
+    ):
+        reason = WATCH
     elif first - second < policy.margin:
         reason = MARGIN
     return Expected(primary, secondary, reason)

@@ -851,6 +851,38 @@ def test_fitted_thresholds_never_hand_a_likely_service_issue_to_another_owner() 
     assert LABELS[int(decide_columns(praise_then_problem, policy).primary[0])] == "service_issue"
 
 
+def test_review_fit_leaves_out_what_the_service_watch_flags() -> None:
+    """Praise-then-problem rows scored kudos with a middling service issue are the wrong ones.
+
+    Without the watch they sit among the confident kudos, so holding the overall accuracy means
+    flagging every kudos; with it they are flagged by the watch, the cutoffs are fitted on the
+    rest, and the confident kudos are handed off.
+    """
+    import numpy as np
+
+    from classifiers.calibration import tune_policy
+    from classifiers.model import decide_columns
+
+    k, s = LABELS.index("kudos"), LABELS.index("service_issue")
+    scores = np.full((560, len(LABELS)), 0.05)
+    gold = ["kudos"] * 300 + ["service_issue"] * 60 + ["service_issue"] * 200
+    scores[:300, k] = 0.9
+    scores[300:360, k], scores[300:360, s] = 0.92, 0.35  # praise, then a problem
+    scores[360:, s] = 0.9
+    gold_idx = np.array([LABELS.index(g) for g in gold])
+    results = {}
+    for watch in (None, 0.3):
+        policy, _, info = tune_policy(scores, gold, {}, accuracy=0.95, service_watch=watch)
+        assert policy.service_watch == watch
+        d = decide_columns(scores, policy)
+        kept = ~d.needs_review
+        assert (d.primary[kept] == gold_idx[kept]).mean() >= 0.95
+        assert info["kept"] == pytest.approx(kept.mean(), abs=1e-4)
+        results[watch] = kept
+    assert not results[None][:360].any() and results[None][360:].all()
+    assert results[0.3][:300].all() and not results[0.3][300:360].any()
+
+
 def _noisy_scores(n: int, seed: int) -> tuple[Any, list[str]]:
     """Scores where the gold label is higher on average, and some labels are much harder."""
     import numpy as np

@@ -258,6 +258,7 @@ def test_columnar_decisions_and_prediction_rows_equal_the_per_row_rule(
         review_thresholds={lab: clf.policy.review_thresholds.get(lab, 0.5) for lab in LABELS},
         margin=clf.policy.margin,
         primary_rule=clf.policy.primary_rule,
+        service_watch=clf.policy.service_watch,
     )
     rng = np.random.default_rng(7)
     scores = np.vstack([rng.random((3000, len(LABELS))) ** 2, np.full((1, len(LABELS)), 0.5)])

@@ -404,3 +404,22 @@ def test_any_bytes_are_a_configuration_or_a_configuration_error(tmp_path: Path, 
         load_config(path)
     except ConfigError as exc:
         assert str(exc).startswith(str(path))
+
+
+def test_classification_overrides_reach_the_flows_classifier(tmp_path: Path) -> None:
+    """``classification.service_watch`` and ``margin`` replace the model's; unset keeps them."""
+    from classifiers.model import Classifier
+    from flows.triage import classifier_for
+
+    shipped = Classifier.load().policy
+    assert shipped.service_watch is not None
+    plain = classifier_for(load_config(_write(tmp_path, "classification: {}\n"))).policy
+    assert (plain.service_watch, plain.margin) == (shipped.service_watch, shipped.margin)
+    text = "classification:\n  service_watch: 0.2\n  margin: 0.05\n"
+    tuned = classifier_for(load_config(_write(tmp_path, text))).policy
+    assert (tuned.service_watch, tuned.margin) == (0.2, 0.05)
+    # The flows cache one loaded model per folder: an override must not leak into it.
+    again = classifier_for(load_config(_write(tmp_path, "classification: {}\n"))).policy
+    assert (again.service_watch, again.margin) == (shipped.service_watch, shipped.margin)
+    message = _error(tmp_path, "classification:\n  service_watch: 1.5\n")
+    assert "classification.service_watch" in message

@@ -27,6 +27,7 @@ from tests.decision_oracle import (
     MARGIN,
     NO_LABEL,
     PRIORITY_ORDER,
+    WATCH,
     Expected,
     reason_matches,
     reference_decision,
@@ -297,11 +298,14 @@ def test_columns_equal_the_reference_on_a_coarse_grid(rule: str) -> None:
     for _ in range(40):
         thresholds = dict(zip(LABELS, rng.integers(4, 13, len(LABELS)) / 16, strict=True))
         review = {lab: min(1.0, t + rng.integers(0, 5) / 16) for lab, t in thresholds.items()}
+        watch = int(rng.integers(0, 8))
         pol = Policy(
             thresholds=thresholds,
             review_thresholds=review,
             margin=float(rng.integers(0, 5) / 16),
             primary_rule=rule,
+            # Half the policies have no service watch; the others one on the grid.
+            service_watch=watch / 8 if watch >= 4 else None,
         )
         scores = rng.integers(0, 17, (200, len(LABELS))) / 16
         d = decide_columns(scores, pol)
@@ -330,3 +334,65 @@ def test_a_policy_without_thresholds_uses_one_half_for_every_label() -> None:
     assert got[0] == (K, [K], False, None)
     assert got[1][0] == K and got[1][2] and got[1][3] == NO_LABEL
     assert got[2] == (SI, [SI, F], False, None)
+
+
+# The service watch (README "Decision rule"): the table's policy with a watch at 0.25.
+WATCH_AT = 0.25
+WATCH_ROWS = [
+    Row(
+        "confident kudos while service_issue reaches the watch",
+        {K: 0.9375, SI: WATCH_AT},
+        X(K, (), WATCH),
+    ),
+    Row("service_issue just under the watch", {K: 0.9375, SI: WATCH_AT - E}, X(K)),
+    Row(
+        "service_issue primary: the watch is about other owners",
+        {SI: 0.6875, K: 0.25},
+        X(SI),
+    ),
+    Row(
+        "service_issue applies; argmax gives kudos, so the watch flags it",
+        {K: 0.9375, SI: 0.625},
+        X(SI, (K,)),
+        X(K, (SI,), WATCH),
+    ),
+    Row(
+        "the watch comes before the margin",
+        {K: 0.9375, SI: 0.875},
+        X(SI, (K,), MARGIN),
+        X(K, (SI,), WATCH),
+    ),
+    Row(
+        "a primary under its review threshold comes before the watch",
+        {K: 0.75, SI: 0.3125},
+        X(K, (), below(K)),
+    ),
+]
+
+
+def _watching(rule: str) -> Policy:
+    pol = policy(rule)
+    pol.service_watch = WATCH_AT
+    return pol
+
+
+@pytest.mark.parametrize("rule", ["priority", "argmax"])
+def test_the_service_watch_flags_a_possible_service_issue_sent_elsewhere(rule: str) -> None:
+    d = decide_columns(_matrix(WATCH_ROWS), _watching(rule))
+    for i, row in enumerate(WATCH_ROWS):
+        want = row.expected(rule)
+        assert reference_decision(row.full, _watching(rule)) == want, row.name
+        _check(_unpack(d, i), want)
+        _check(decide(_matrix([row]), _watching(rule))[0], want)
+    # Without a watch the same rows are not flagged for it.
+    plain = decide(_matrix(WATCH_ROWS), policy(rule))
+    assert not any(r[3] and r[3].startswith(WATCH) for r in plain)
+
+
+def test_the_service_watch_is_stored_only_when_set() -> None:
+    """Models trained before the watch keep their policy (and version hash) as they were."""
+    pol = _watching("priority")
+    assert Policy.from_json(pol.to_json()).service_watch == WATCH_AT
+    bare = policy("priority")
+    assert "service_watch" not in bare.to_json()
+    assert Policy.from_json(bare.to_json()).service_watch is None

@@ -256,6 +256,7 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
         destinations=destinations,
         thresholds=dict(model.classification.thresholds),
         margin=model.classification.margin,
+        service_watch=model.classification.service_watch,
         model=None,
         outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or model.outbox_dir or "outbox"),
         max_attempts=model.delivery.max_attempts,

@@ -252,6 +252,10 @@ class Classification(Strict):
     margin: Score | None = Field(
         default=None, description="flag when the top two are closer than this"
     )
+    service_watch: Score | None = Field(
+        default=None,
+        description="flag when another label wins but service_issue scores at least this",
+    )
 
 
 class Review(Strict):

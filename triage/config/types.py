@@ -148,6 +148,8 @@ class Config:
     customers: CustomersConfig = field(default_factory=CustomersConfig)
     # None only for hand-built configurations; read_config always fills it in.
     models: ModelsConfig | None = None
+    # None: the model's service watch (classifiers.model.service_watched); 1.0 all but turns it off.
+    service_watch: float | None = None
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
