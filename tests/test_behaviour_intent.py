@@ -23,6 +23,9 @@ from classifiers.model import Classifier
 EVAL_FILE = STARTER_DIR.parent / "eval" / "intent_eval.jsonl"
 # Written later by a writer who saw neither the starter corpus nor the file above (README there).
 BLIND_FILE = STARTER_DIR.parent / "eval" / "intent_eval_blind.jsonl"
+# App-store problem reports and wishes, written blind the same way (README there).
+APP_BLIND_FILE = STARTER_DIR.parent / "eval" / "app_eval_blind.jsonl"
+EVAL_FILES = (EVAL_FILE, BLIND_FILE, APP_BLIND_FILE)
 
 AMBIENT_PURCHASE_INTENT = [
     "thinking of finally getting a robot vacuum this weekend, the dog hair is winning",
@@ -212,6 +215,32 @@ def test_purchase_intent_written_blind_is_recognised(clf: Classifier) -> None:
     assert sum(unflagged) / len(unflagged) >= 0.95
 
 
+def test_app_store_reports_and_wishes_written_blind_go_to_their_owner(clf: Classifier) -> None:
+    """Issue 11's new-source target on app-store reviews whose writer never saw our corpus.
+
+    Measured when the file was added (``textcat_vectors-a838d33f2a``): 0.910 of the 200 problem
+    reports and wishes to the right owner, 0.867 of the 30 that open with praise before a
+    problem, 99% right when not flagged, and none of those 30 sent to another owner unflagged.
+    Without the service watch (README, "Decision rule") the same weights sent two of them to
+    another owner unflagged, which fails here. The other bounds are the issue's target (0.80)
+    and what a reviewer-free hand-off must keep.
+    """
+    rows = [r for r in _eval_rows(APP_BLIND_FILE) if r["group"] != "control"]
+    preds = clf.predict([str(r["text"]) for r in rows])
+    right = [p.label == r["label"] for r, p in zip(rows, preds, strict=True)]
+    unflagged = [ok for ok, p in zip(right, preds, strict=True) if not p.needs_review]
+    praise_first = [
+        (ok, p.needs_review)
+        for r, ok, p in zip(rows, right, preds, strict=True)
+        if r["label"] == "service_issue" and "kudos" in r["labels"]
+    ]
+    assert len(rows) == 200 and len(praise_first) >= 30
+    assert sum(right) / len(right) >= 0.80
+    assert sum(unflagged) / len(unflagged) >= 0.95
+    assert sum(ok for ok, _ in praise_first) / len(praise_first) >= 0.80
+    assert sum(not ok and not flagged for ok, flagged in praise_first) <= 1
+
+
 # ------------------------------------------------------------------ the data
 def _eval_rows(path: Path = EVAL_FILE) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as fh:
@@ -222,7 +251,7 @@ def _eval_rows(path: Path = EVAL_FILE) -> list[dict[str, Any]]:
 def texts_and_pairs() -> tuple[list[str], list[str], list[tuple[int, int, float]]]:
     """Starter texts, eval texts and the near-duplicate pairs among them and the cases above."""
     starter = [ex.text for ex in load_starter()]
-    evaluation = [str(r["text"]) for f in (EVAL_FILE, BLIND_FILE) for r in _eval_rows(f)]
+    evaluation = [str(r["text"]) for f in EVAL_FILES for r in _eval_rows(f)]
     return starter, evaluation, near_duplicates(starter + evaluation + ALL_CASES, 0.8)
 
 
@@ -240,10 +269,14 @@ def test_eval_set_is_separate_from_the_training_corpus(
     texts_and_pairs: tuple[list[str], list[str], list[tuple[int, int, float]]],
 ) -> None:
     """The eval-only files are never loaded for training and share no (near-)text with it."""
-    for path, size in ((EVAL_FILE, 300), (BLIND_FILE, 200)):
+    for path, group, size in (
+        (EVAL_FILE, "purchase_intent", 300),
+        (BLIND_FILE, "purchase_intent", 200),
+        (APP_BLIND_FILE, "wish", 220),
+    ):
         rows = _eval_rows(path)
         assert len(rows) >= size
-        assert sum(r["group"] == "purchase_intent" for r in rows) >= 120
+        assert sum(r["group"] == group for r in rows) >= 100
         assert all(
             {"text", "label", "labels", "source_type", "note", "group"} <= set(r) for r in rows
         )
