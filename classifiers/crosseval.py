@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from classifiers.data import Example, source_family
 from classifiers.metrics import evaluate_labels
-from classifiers.model import Classifier, Policy, decide
+from classifiers.model import Classifier, decide
 from classifiers.progress import Progress
 from classifiers.train import DEFAULT_CONFIG, fit_classifier
 
@@ -48,14 +49,8 @@ def score_group(
     correct = np.array([g == p for g, p in zip(gold, pred, strict=True)], dtype=bool)
     metrics = evaluate_labels(gold, pred)
     other_rule = "argmax" if clf.policy.primary_rule == "priority" else "priority"
-    alt = Policy(
-        calibration=clf.policy.calibration,
-        thresholds=clf.policy.thresholds,
-        review_thresholds=clf.policy.review_thresholds,
-        margin=clf.policy.margin,
-        primary_rule=other_rule,
-        service_watch=clf.policy.service_watch,
-    )
+    # Everything else as the model decides, so a field added to the policy is never dropped here.
+    alt = replace(clf.policy, primary_rule=other_rule)
     alt_pred = [d[0] for d in decide(scores, alt)]
     result: dict[str, Any] = {
         "n": len(test),
