@@ -176,7 +176,7 @@ def test_soft_targets_blend_the_teachers_probabilities_into_the_gold_cats(tmp_pa
     )
     rows = load_teacher_rows(tmp_path)
     soft, hard = rows[""]
-    assert soft.teacher_probs == {**probs}
+    assert soft.teacher_probs == probs
     assert hard.teacher_probs is None
     blended = gold_cats(soft, 0.5)
     assert blended == pytest.approx(
