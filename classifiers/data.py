@@ -193,6 +193,7 @@ SOURCE_FAMILIES: dict[str, str] = {
     "youtube_comment": "starter:creator-comments",
     "instagram_comment": "starter:creator-comments",
     "tiktok_comment": "starter:creator-comments",
+    "facebook_comment": "starter:creator-comments",
     "email": "starter:direct",
     "web_form": "starter:direct",
     "chat": "starter:direct",

@@ -785,6 +785,13 @@ def test_source_families_are_never_split_across_folds() -> None:
     # A file without source types is one family, named after the file.
     from classifiers.data import Example
 
+    # Comments under a page's posts are creator comments, not a family of their own (a candidate
+    # corpus file carries them).
+    page_comment = Example(
+        text="love it", label="kudos", origin="starter/x.jsonl", group="facebook_comment"
+    )
+    assert source_family(page_comment) == "starter:creator-comments"
+
     public = Example(text="late again", label="service_issue", origin="air.csv", group="air.csv")
     assert source_family(public) == "air.csv"
     fold_of = assign_folds(families + ["airline.csv"] * 3000 + ["spam.csv"] * 10, 4)
