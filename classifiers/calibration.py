@@ -9,7 +9,7 @@ import numpy as np
 
 from classifiers.data import Example
 from classifiers.metrics import evaluate_labels
-from classifiers.model import Policy, calibrate, decide, primary_indices
+from classifiers.model import Policy, calibrate, decide, primary_indices, review_reason_kind
 from classifiers.review import fit_review, review_settings
 from triage.models import LABELS
 
@@ -209,7 +209,7 @@ def fit_policy(
     unflagged = correct[~flagged]
     # Flagged only because the top two scores were within the margin (the reason with the lowest
     # precedence): what the margin flag costs in coverage.
-    margin_only = np.array([bool(d[3] and d[3].startswith("top two")) for d in decisions])
+    margin_only = np.array([review_reason_kind(d[3]) == "margin" for d in decisions])
 
     def folds_of(values: np.ndarray, within: np.ndarray) -> dict[str, float]:
         return {

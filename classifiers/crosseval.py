@@ -27,7 +27,7 @@ import numpy as np
 
 from classifiers.data import Example, source_family
 from classifiers.metrics import evaluate_labels
-from classifiers.model import Classifier, decide
+from classifiers.model import Classifier, decide, review_reason_kind
 from classifiers.progress import Progress
 from classifiers.train import DEFAULT_CONFIG, fit_classifier
 
@@ -61,7 +61,7 @@ def score_group(
             round(float(correct[~flagged].mean()), 4) if (~flagged).any() else None
         ),
         "flagged_by_margin_only": (
-            round(float(np.mean([bool(d[3] and d[3].startswith("top two")) for d in decisions])), 4)
+            round(float(np.mean([review_reason_kind(d[3]) == "margin" for d in decisions])), 4)
             if len(test)
             else 0.0
         ),

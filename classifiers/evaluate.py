@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from classifiers.data import DataError, Example, load_examples, load_starter
 from classifiers.metrics import evaluate_labels, format_report
-from classifiers.model import Classifier
+from classifiers.model import REVIEW_REASON_KINDS, Classifier, review_reason_kind
 from triage.models import LABELS
 from triage.normalize import normalize
 
@@ -102,7 +102,8 @@ def evaluate_model(
         report_dir: Where ``confusion_matrix.png`` is written; None skips the plot.
 
     Returns:
-        ``{"model", "overall", "per_file", "errors", "baseline"?, "confusion_png"?}``; ``errors``
+        ``{"model", "overall", "per_file", "errors", "baseline"?, "confusion_png"?}``; ``overall`` has
+        the share flagged for review by reason (``flagged_by_reason``); ``errors``
         lists the misclassified rows (file, row, text, gold and predicted label, scores).
 
     Raises:
@@ -132,6 +133,12 @@ def evaluate_model(
     overall["accuracy_when_not_flagged"] = (
         round(sum(unflagged) / len(unflagged), 4) if unflagged else None
     )
+    # Why items were flagged, as shares of all rows (each item counts under the first reason that
+    # applies): what each review setting costs, e.g. the service watch, on the user's own data.
+    kinds = Counter(review_reason_kind(p.review_reason) for p in preds if p.needs_review)
+    overall["flagged_by_reason"] = {
+        kind: round(kinds[kind] / max(1, len(preds)), 4) for kind in REVIEW_REASON_KINDS
+    }
     per_file: dict[str, Any] = {}
     by_origin: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
@@ -176,6 +183,14 @@ def evaluate_model(
     return result
 
 
+_REASON_WORDS = {
+    "no_label": "no label clears its threshold",
+    "below_review_threshold": "primary below its review threshold",
+    "service_watch": "service watch",
+    "margin": "top two too close",
+}
+
+
 def render_text(result: dict[str, Any]) -> str:
     """Human-readable rendering of :func:`evaluate_model`'s result (with its errors, if kept)."""
     parts = [format_report(result["overall"], f"model {result['model']}")]
@@ -184,6 +199,14 @@ def render_text(result: dict[str, Any]) -> str:
         f"needs review: {result['overall']['needs_review_rate']:.1%}; accuracy when not flagged: "
         + (f"{unflagged:.3f}" if unflagged is not None else "-")
     )
+    by_reason = result["overall"].get("flagged_by_reason") or {}
+    if any(by_reason.values()):
+        parts.append(
+            "flagged because: "
+            + ", ".join(
+                f"{_REASON_WORDS[kind]} {share:.1%}" for kind, share in by_reason.items() if share
+            )
+        )
     parts.append("per file:")
     for origin, res in result["per_file"].items():
         parts.append(

@@ -252,6 +252,38 @@ def decide_columns(scores: np.ndarray, policy: Policy) -> Decisions:
     )
 
 
+# The kinds of review reason, in the order of their precedence in :func:`decide_columns`.
+REVIEW_REASON_KINDS = ("no_label", "below_review_threshold", "service_watch", "margin")
+
+
+def review_reason_kind(reason: str | None) -> str | None:
+    """The kind of a review reason that :func:`decide` gives (one of ``REVIEW_REASON_KINDS``).
+
+    Reports count flags by kind ("how many did the service watch add?"), and the reasons carry
+    numbers, so they are matched here, beside the code that writes them, not by each caller.
+
+    Args:
+        reason: A prediction's ``review_reason``; None when it needs no review.
+
+    Returns:
+        The kind, or None for None.
+
+    Raises:
+        ValueError: For a string that :func:`decide_columns` does not write.
+    """
+    if reason is None:
+        return None
+    if reason == "no label clears its threshold":
+        return "no_label"
+    if reason.startswith("top two scores within "):
+        return "margin"
+    if reason.startswith("service_issue scores ") and reason.endswith("support may need to act"):
+        return "service_watch"
+    if any(reason.startswith(f"{lab} score below its review threshold ") for lab in LABELS):
+        return "below_review_threshold"
+    raise ValueError(f"not a review reason of this model: {reason!r}")
+
+
 def decide(scores: np.ndarray, policy: Policy) -> list[tuple[str, list[str], bool, str | None]]:
     """Turn calibrated scores into (primary, labels, needs_review, reason) per row.
 

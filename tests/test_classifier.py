@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from classifiers.corpus_stats import copies_of, jaccard, near_duplicates, shingles
 from classifiers.data import STARTER_DIR, load_examples
-from classifiers.model import Classifier
+from classifiers.model import Classifier, review_reason_kind
 from tests.decision_oracle import reason_matches, reference_decision
 from triage.cli import app
 from triage.models import LABELS, primary_label
@@ -395,6 +395,14 @@ def test_train_is_seeded_and_reproducible_and_evaluate_reports(tmp_path: Path) -
     assert set(report["overall"]["per_label"]) == set(LABELS)
     assert "baseline" in report and report["baseline"]["macro_f1"] > 0.5
     assert (tmp_path / "rep" / "confusion_matrix.png").stat().st_size > 1000
+    # Flags by reason: each flagged prediction once, under the kind its own reason names.
+    by_reason = report["overall"]["flagged_by_reason"]
+    for kind, share in by_reason.items():
+        mine = sum(p.needs_review and review_reason_kind(p.review_reason) == kind for p in preds)
+        assert share == pytest.approx(mine / len(preds), abs=1e-4), kind
+    assert sum(by_reason.values()) == pytest.approx(
+        report["overall"]["needs_review_rate"], abs=4e-4
+    )
 
 
 @pytest.mark.dataset
@@ -428,6 +436,31 @@ def test_shipped_model_labels_the_demo_feeds_as_intended(clf: Classifier) -> Non
     hits = sum(p.label == expected[i] for i, p in zip(ids, preds, strict=True))
     assert len(ids) >= 170
     assert hits / len(ids) >= 0.85, f"{hits}/{len(ids)}"
+
+
+def test_every_review_reason_that_decide_writes_has_a_kind() -> None:
+    """Reports count flags by kind; a reworded reason must not fall out of the count."""
+    import numpy as np
+
+    from classifiers.model import Policy, decide
+
+    policy = Policy(
+        thresholds={lab: 0.5 for lab in LABELS},
+        review_thresholds={lab: 0.7 for lab in LABELS},
+        margin=0.1,
+        service_watch=0.3,
+    )
+    rows = {  # LABELS order: kudos, sales_lead, feature_request, service_issue, other
+        "no_label": [0.2, 0.1, 0.1, 0.1, 0.1],
+        "below_review_threshold": [0.6, 0.1, 0.1, 0.1, 0.1],
+        "service_watch": [0.95, 0.1, 0.1, 0.4, 0.1],
+        "margin": [0.9, 0.85, 0.1, 0.1, 0.1],
+        None: [0.95, 0.1, 0.1, 0.1, 0.1],
+    }
+    decisions = decide(np.array(list(rows.values())), policy)
+    assert [review_reason_kind(d[3]) for d in decisions] == list(rows)
+    with pytest.raises(ValueError, match="not a review reason"):
+        review_reason_kind("flagged for fun")
 
 
 def test_priority_rule_sends_praise_with_a_problem_to_support() -> None:
