@@ -9,7 +9,14 @@ import numpy as np
 
 from classifiers.data import Example
 from classifiers.metrics import evaluate_labels
-from classifiers.model import Policy, calibrate, decide, primary_indices, review_reason_kind
+from classifiers.model import (
+    Policy,
+    calibrate,
+    decide,
+    primary_indices,
+    review_reason_kind,
+    service_watched,
+)
 from classifiers.review import fit_review, review_settings
 from triage.models import LABELS
 
@@ -103,7 +110,8 @@ def tune_policy(
     right overall. Without it, for each label the lowest score from which the items given that
     label are at least ``precision`` correct (a stricter rule that flags more; a label that never
     gets there is always reviewed), and the margin stays the first of ``margins``. Either way
-    ``service_watch`` goes into the policy (:func:`classifiers.model.service_watched`).
+    ``service_watch`` goes into the policy (:func:`classifiers.model.service_watched`), and the
+    rows it flags are left out of the fit.
 
     Returns:
         The policy, each rule's cross-validated macro-F1, and what the review fit found (empty
@@ -138,9 +146,12 @@ def tune_policy(
         )
         return policy, {r: round(v, 4) for r, v in estimates.items()}, info
     preds = primary_indices(scores, fitted, rule)
+    # Rows the watch flags are reviewed whatever their score: they do not count for a label's
+    # precision (the same as fit_review).
+    watched = service_watched(scores, preds, service_watch)
     review: dict[str, float] = {}
     for j, label in enumerate(LABELS):
-        mine = preds == j
+        mine = (preds == j) & ~watched
         order = np.argsort(-scores[mine, j], kind="stable")
         ranked = scores[mine, j][order]
         hits = np.cumsum(gold_idx[mine][order] == j)

@@ -910,17 +910,22 @@ def test_review_fit_leaves_out_what_the_service_watch_flags() -> None:
     scores[300:360, k], scores[300:360, s] = 0.92, 0.35  # praise, then a problem
     scores[360:, s] = 0.9
     gold_idx = np.array([LABELS.index(g) for g in gold])
-    results = {}
-    for watch in (None, 0.3):
-        policy, _, info = tune_policy(scores, gold, {}, accuracy=0.95, service_watch=watch)
-        assert policy.service_watch == watch
-        d = decide_columns(scores, policy)
-        kept = ~d.needs_review
-        assert (d.primary[kept] == gold_idx[kept]).mean() >= 0.95
-        assert info["kept"] == pytest.approx(kept.mean(), abs=1e-4)
-        results[watch] = kept
-    assert not results[None][:360].any() and results[None][360:].all()
-    assert results[0.3][:300].all() and not results[0.3][300:360].any()
+    # Both review rules: overall accuracy (the shipped recipe) and per-label precision.
+    for accuracy in (0.95, None):
+        results = {}
+        for watch in (None, 0.3):
+            policy, _, info = tune_policy(
+                scores, gold, {}, accuracy=accuracy, precision=0.95, service_watch=watch
+            )
+            assert policy.service_watch == watch
+            d = decide_columns(scores, policy)
+            kept = ~d.needs_review
+            assert (d.primary[kept] == gold_idx[kept]).mean() >= 0.95
+            if accuracy is not None:
+                assert info["kept"] == pytest.approx(kept.mean(), abs=1e-4)
+            results[watch] = kept
+        assert not results[None][:360].any() and results[None][360:].all(), accuracy
+        assert results[0.3][:300].all() and not results[0.3][300:360].any(), accuracy
 
 
 def _noisy_scores(n: int, seed: int) -> tuple[Any, list[str]]:
