@@ -104,7 +104,8 @@ def evaluate_model(
     Returns:
         ``{"model", "overall", "per_file", "errors", "baseline"?, "confusion_png"?}``; ``overall`` has
         the share flagged for review by reason (``flagged_by_reason``); ``errors``
-        lists the misclassified rows (file, row, text, gold and predicted label, scores).
+        lists the misclassified rows (file, row, text, gold and predicted label, review reason,
+        scores).
 
     Raises:
         DataError: When the data has no usable row (a score of zeros would look like a result).
@@ -162,6 +163,7 @@ def evaluate_model(
                 "predicted": p.label,
                 "labels": p.labels,
                 "needs_review": p.needs_review,
+                "review_reason": p.review_reason,
                 "scores": {k: round(v, 4) for k, v in p.scores.items()},
             }
             for ex, p in zip(examples, preds, strict=True)
@@ -183,7 +185,8 @@ def evaluate_model(
     return result
 
 
-_REASON_WORDS = {
+# How reports name each kind of review reason (the "flagged because" line, flagged errors).
+REASON_WORDS = {
     "no_label": "no label clears its threshold",
     "below_review_threshold": "primary below its review threshold",
     "service_watch": "service watch",
@@ -204,7 +207,7 @@ def render_text(result: dict[str, Any]) -> str:
         parts.append(
             "flagged because: "
             + ", ".join(
-                f"{_REASON_WORDS[kind]} {share:.1%}" for kind, share in by_reason.items() if share
+                f"{REASON_WORDS[kind]} {share:.1%}" for kind, share in by_reason.items() if share
             )
         )
     parts.append("per file:")
@@ -224,7 +227,8 @@ def render_text(result: dict[str, Any]) -> str:
         for e in result["errors"]:
             text = " ".join(e["text"].split())
             text = text if len(text) <= 100 else text[:99] + "…"
-            flag = " (flagged)" if e["needs_review"] else ""
+            kind = review_reason_kind(e.get("review_reason"))
+            flag = f" (flagged: {REASON_WORDS[kind]})" if kind else ""
             parts.append(
                 f"  {e['file']}:{e['row']}  gold {e['gold']}  predicted {e['predicted']}{flag}  {text}"
             )

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from classifiers.corpus_stats import copies_of, jaccard, near_duplicates, shingles
 from classifiers.data import STARTER_DIR, load_examples
+from classifiers.evaluate import REASON_WORDS
 from classifiers.model import Classifier, review_reason_kind
 from tests.decision_oracle import reason_matches, reference_decision
 from triage.cli import app
@@ -533,21 +534,32 @@ def test_evaluate_errors_lists_the_misclassified_rows(tmp_path: Path) -> None:
         "text,label\n"
         '"app crashes every time I log in",service_issue\n'
         '"how much is the business plan for 12 seats?",sales_lead\n'
-        '"my card was charged twice this month",kudos\n',
+        '"my card was charged twice this month",kudos\n'
+        '"hmm",kudos\n',
         encoding="utf-8",
     )
     base = ["evaluate", "--data", str(data), "--no-baseline", "--report-dir", str(tmp_path)]
     result = CliRunner().invoke(app, [*base, "--errors"])
     assert result.exit_code == 0, result.output
-    assert "misclassified rows (1):" in result.output
+    assert "misclassified rows (2):" in result.output
     line = next(ln for ln in result.output.splitlines() if "charged twice" in ln)
     assert "labelled.csv:3" in line and "gold kudos" in line and "predicted service_issue" in line
     assert "crashes every time" not in result.output.split("misclassified rows")[1]
 
     as_json = json.loads(CliRunner().invoke(app, [*base, "--errors", "--json"]).output)
     assert [(e["row"], e["gold"], e["predicted"]) for e in as_json["errors"]] == [
-        (3, "kudos", "service_issue")
+        (3, "kudos", "service_issue"),
+        (4, "kudos", "other"),
     ]
+    # A flagged error says why it was flagged, in the words of the "flagged because" line.
+    flagged = [e for e in as_json["errors"] if e["needs_review"]]
+    assert flagged, "the one-word row is flagged"
+    for e in flagged:
+        kind = review_reason_kind(e["review_reason"])
+        text_line = next(
+            ln for ln in result.output.splitlines() if f"labelled.csv:{e['row']} " in ln
+        )
+        assert f"(flagged: {REASON_WORDS[kind]})" in text_line
     plain = CliRunner().invoke(app, [*base, "--json"])
     assert "errors" not in json.loads(plain.output)
 
