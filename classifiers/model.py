@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
+from string import Formatter
 from typing import Any
 
 import numpy as np
@@ -142,6 +144,27 @@ class Decisions:
 _PRIORITY_ORDER = np.array([LABELS.index(lab) for lab in PRIORITY])
 
 
+# The review reasons of :func:`decide_columns` by kind, in the order of their precedence. Written
+# once here: :func:`review_reason_kind` reads them back through patterns made from the same texts.
+_REASON_TEXTS = {
+    "no_label": "no label clears its threshold",
+    "below_review_threshold": "{label} score below its review threshold {value:.2f}",
+    "service_watch": "service_issue scores {value:.2f} or more: support may need to act",
+    "margin": "top two scores within {value:.2f}",
+}
+REVIEW_REASON_KINDS = tuple(_REASON_TEXTS)
+# Each text with its fields as wildcards (labels and numbers vary by row and policy).
+_REASON_PATTERNS = {
+    kind: re.compile(
+        "".join(
+            re.escape(literal) + (".+?" if field else "")
+            for literal, field, _, _ in Formatter().parse(text)
+        )
+    )
+    for kind, text in _REASON_TEXTS.items()
+}
+
+
 def primary_indices(scores: np.ndarray, thresholds: np.ndarray, rule: str) -> np.ndarray:
     """Each row's primary label (index into ``LABELS``) under a rule and per-label thresholds.
 
@@ -213,14 +236,13 @@ def decide_columns(scores: np.ndarray, policy: Policy) -> Decisions:
     # Reason codes in order of precedence: 1 nothing clears, 2 + j label j below its review
     # threshold, 3 + len(LABELS) a possible service issue goes elsewhere, 2 + len(LABELS) top
     # two too close; 0 none.
-    reasons: list[str | None] = [None, "no label clears its threshold"]
+    reasons: list[str | None] = [None, _REASON_TEXTS["no_label"]]
     reasons += [
-        f"{lab} score below its review threshold {review[j]:.2f}" for j, lab in enumerate(LABELS)
+        _REASON_TEXTS["below_review_threshold"].format(label=lab, value=review[j])
+        for j, lab in enumerate(LABELS)
     ]
-    reasons.append(f"top two scores within {policy.margin:.2f}")
-    reasons.append(
-        f"service_issue scores {policy.service_watch or 0:.2f} or more: support may need to act"
-    )
+    reasons.append(_REASON_TEXTS["margin"].format(value=policy.margin))
+    reasons.append(_REASON_TEXTS["service_watch"].format(value=policy.service_watch or 0))
     reason = np.where(
         ~any_above,
         1,
@@ -252,10 +274,6 @@ def decide_columns(scores: np.ndarray, policy: Policy) -> Decisions:
     )
 
 
-# The kinds of review reason, in the order of their precedence in :func:`decide_columns`.
-REVIEW_REASON_KINDS = ("no_label", "below_review_threshold", "service_watch", "margin")
-
-
 def review_reason_kind(reason: str | None) -> str | None:
     """The kind of a review reason that :func:`decide` gives (one of ``REVIEW_REASON_KINDS``).
 
@@ -273,14 +291,9 @@ def review_reason_kind(reason: str | None) -> str | None:
     """
     if reason is None:
         return None
-    if reason == "no label clears its threshold":
-        return "no_label"
-    if reason.startswith("top two scores within "):
-        return "margin"
-    if reason.startswith("service_issue scores ") and reason.endswith("support may need to act"):
-        return "service_watch"
-    if any(reason.startswith(f"{lab} score below its review threshold ") for lab in LABELS):
-        return "below_review_threshold"
+    for kind, pattern in _REASON_PATTERNS.items():
+        if pattern.fullmatch(reason):
+            return kind
     raise ValueError(f"not a review reason of this model: {reason!r}")
 
 
