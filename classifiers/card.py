@@ -5,6 +5,31 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# Words for each kind of review reason (``classifiers.model.REVIEW_REASON_KINDS``), shared by
+# ``triage evaluate``'s report and the model card.
+REASON_WORDS = {
+    "no_label": "no label clears its threshold",
+    "below_review_threshold": "primary below its review threshold",
+    "service_watch": "service watch",
+    "margin": "top two too close",
+}
+
+
+def flagged_because(by_reason: dict[str, float] | None) -> str:
+    """Say which share of the items each kind of review reason flagged.
+
+    Args:
+        by_reason: Share of all items per reason kind (an evaluation's ``flagged_by_reason``);
+            ``None`` for evaluations recorded before the breakdown existed.
+
+    Returns:
+        For example ``"no label clears its threshold 14.9%, service watch 1.6%"``; empty when
+        nothing was flagged or there is no breakdown.
+    """
+    return ", ".join(
+        f"{REASON_WORDS[kind]} {share:.1%}" for kind, share in (by_reason or {}).items() if share
+    )
+
 
 def review_card_line(review: dict[str, Any], found: dict[str, Any]) -> str:
     """The model card's sentence on how the review thresholds were chosen."""
@@ -173,6 +198,9 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
                 line += f"; {res['needs_review_rate']:.1%} flagged"
             if res.get("accuracy_when_not_flagged") is not None:
                 line += f", {res['accuracy_when_not_flagged']:.1%} accurate when not flagged"
+            because = flagged_because(res.get("flagged_by_reason"))
+            if because:
+                line += f" (flagged because: {because})"
             if res.get("baseline_macro_f1") is not None:
                 line += f"; TF-IDF + LR baseline {res['baseline_macro_f1']:.4f}"
             lines.append(line)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from classifiers.card import REASON_WORDS, flagged_because
 from classifiers.data import DataError, Example, load_examples, load_starter
 from classifiers.metrics import evaluate_labels, format_report
 from classifiers.model import REVIEW_REASON_KINDS, Classifier, review_reason_kind
@@ -186,14 +187,6 @@ def evaluate_model(
 
 
 # How reports name each kind of review reason (the "flagged because" line, flagged errors).
-REASON_WORDS = {
-    "no_label": "no label clears its threshold",
-    "below_review_threshold": "primary below its review threshold",
-    "service_watch": "service watch",
-    "margin": "top two too close",
-}
-
-
 def render_text(result: dict[str, Any]) -> str:
     """Human-readable rendering of :func:`evaluate_model`'s result (with its errors, if kept)."""
     parts = [format_report(result["overall"], f"model {result['model']}")]
@@ -202,14 +195,9 @@ def render_text(result: dict[str, Any]) -> str:
         f"needs review: {result['overall']['needs_review_rate']:.1%}; accuracy when not flagged: "
         + (f"{unflagged:.3f}" if unflagged is not None else "-")
     )
-    by_reason = result["overall"].get("flagged_by_reason") or {}
-    if any(by_reason.values()):
-        parts.append(
-            "flagged because: "
-            + ", ".join(
-                f"{REASON_WORDS[kind]} {share:.1%}" for kind, share in by_reason.items() if share
-            )
-        )
+    because = flagged_because(result["overall"].get("flagged_by_reason"))
+    if because:
+        parts.append(f"flagged because: {because}")
     parts.append("per file:")
     for origin, res in result["per_file"].items():
         parts.append(
@@ -280,6 +268,9 @@ def record(result: dict[str, Any], name: str, model_dir: Path | None = None) -> 
             "accuracy": result["overall"]["accuracy"],
             "needs_review_rate": result["overall"]["needs_review_rate"],
             "accuracy_when_not_flagged": result["overall"].get("accuracy_when_not_flagged"),
+            # Kept so a later model's card can say whether a change in the flagged share came
+            # from missing labels, low confidence, the service watch or close calls.
+            "flagged_by_reason": result["overall"].get("flagged_by_reason"),
             "per_file": result["per_file"],
             "baseline_macro_f1": (result.get("baseline") or {}).get("macro_f1"),
         }

@@ -11,10 +11,10 @@ import pytest
 import spacy
 from typer.testing import CliRunner
 
+from classifiers.card import REASON_WORDS
 from classifiers.corpus_stats import copies_of, jaccard, near_duplicates, shingles
 from classifiers.data import STARTER_DIR, load_examples
-from classifiers.evaluate import REASON_WORDS
-from classifiers.model import Classifier, review_reason_kind
+from classifiers.model import REVIEW_REASON_KINDS, Classifier, review_reason_kind
 from tests.decision_oracle import reason_matches, reference_decision
 from triage.cli import app
 from triage.models import LABELS, primary_label
@@ -378,10 +378,12 @@ def test_train_is_seeded_and_reproducible_and_evaluate_reports(tmp_path: Path) -
             "--json",
             "--report-dir",
             str(tmp_path / "rep"),
+            "--record",
+            "its own rows",
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     # The report's figures, recomputed here from the model's own predictions with scikit-learn.
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -404,6 +406,14 @@ def test_train_is_seeded_and_reproducible_and_evaluate_reports(tmp_path: Path) -
     assert sum(by_reason.values()) == pytest.approx(
         report["overall"]["needs_review_rate"], abs=4e-4
     )
+    # --record keeps the figures, the breakdown included, in the metadata and the card.
+    kept = json.loads((tmp_path / "a" / "triage_meta.json").read_text())["evaluations"]
+    assert kept["its own rows"]["macro_f1"] == report["overall"]["macro_f1"]
+    assert kept["its own rows"]["flagged_by_reason"] == by_reason
+    card = (tmp_path / "a" / "MODEL_CARD.md").read_text()
+    line = next(x for x in card.splitlines() if x.startswith("- its own rows:"))
+    for kind, share in by_reason.items():
+        assert (f"{REASON_WORDS[kind]} {share:.1%}" in line) == (share > 0), kind
 
 
 @pytest.mark.dataset
@@ -460,6 +470,7 @@ def test_every_review_reason_that_decide_writes_has_a_kind() -> None:
     }
     decisions = decide(np.array(list(rows.values())), policy)
     assert [review_reason_kind(d[3]) for d in decisions] == list(rows)
+    assert set(REASON_WORDS) == set(REVIEW_REASON_KINDS)  # reports have words for every kind
     with pytest.raises(ValueError, match="not a review reason"):
         review_reason_kind("flagged for fun")
 
@@ -683,7 +694,17 @@ def test_shipped_model_carries_its_vectors_and_stays_small() -> None:
     assert {"vectors_linear", "vectors_conv"} <= names
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
     assert size < 60 * 1024 * 1024, size
-    assert "Licence: Apache-2.0" in (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+    card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Licence: Apache-2.0" in card
+    # The card is rendered from the metadata, never edited by hand: a stale card would show
+    # figures the shipped model does not have.
+    from classifiers.card import model_card
+
+    assert card == model_card(meta)
+    # Each recorded evaluation says why items were flagged, and the reasons add up.
+    for name, res in meta.get("evaluations", {}).items():  # none until `--record`ed
+        shares = res["flagged_by_reason"]
+        assert sum(shares.values()) == pytest.approx(res["needs_review_rate"], abs=1e-3), name
 
 
 def test_vector_layer_predicts_what_it_trains_on(clf: Classifier) -> None:
