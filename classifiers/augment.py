@@ -61,6 +61,18 @@ def mixed_examples(data: Sequence[Example], count: int, seed: int) -> list[Examp
     return out
 
 
+def balance_group(example: Example) -> str:
+    """The group whose share of every epoch an example draws from: the starter corpus, or its file.
+
+    The group is the file (``origin``), not the cross-source family: a user's JSONL file whose
+    rows name their ``source_type`` is one family per source type for the folds, but split that
+    way for balancing each handful of rows of a rare source type would get a whole file's share
+    of every epoch and be repeated hundreds of times. Reviewer corrections are one file per
+    source (``corrections/<source>``).
+    """
+    return "starter" if from_starter(example) else example.origin or example.group
+
+
 def balanced_epoch(
     examples: list[SpacyExample], groups: list[str], shares: dict[str, float], rng: random.Random
 ) -> list[SpacyExample]:

@@ -15,8 +15,8 @@ from spacy.util import fix_random_seed, minibatch
 from spacy.vocab import Vocab
 from thinc.api import Adam, Config, Optimizer
 
-from classifiers.augment import balanced_epoch, mixed_examples, starter_weighted
-from classifiers.data import Example, assign_folds, from_starter, source_family
+from classifiers.augment import balance_group, balanced_epoch, mixed_examples, starter_weighted
+from classifiers.data import Example, assign_folds, source_family
 from classifiers.model import COMPONENT, Classifier
 from classifiers.progress import Progress
 from classifiers.tokenizer import FastTokenizer
@@ -184,8 +184,8 @@ def fit_pipeline(
     balance = bool(settings.get("balance_groups", False))
     weighted = (list(data) if balance else starter_weighted(data, settings)) + mixed
     examples = cache.examples(nlp, weighted, float(settings.get("teacher_soft", 0.0)))
-    # Balancing groups: the starter corpus as one group, every other family (file) as one.
-    groups = ["starter" if from_starter(ex) else source_family(ex) for ex in weighted]
+    # Balancing groups: the starter corpus as one group, every other file as one.
+    groups = [balance_group(ex) for ex in weighted]
     shares = {
         g: float(settings.get("starter_weight", 1)) if g == "starter" else 1.0 for g in groups
     }
