@@ -186,7 +186,6 @@ def evaluate_model(
     return result
 
 
-# How reports name each kind of review reason (the "flagged because" line, flagged errors).
 def render_text(result: dict[str, Any]) -> str:
     """Human-readable rendering of :func:`evaluate_model`'s result (with its errors, if kept)."""
     parts = [format_report(result["overall"], f"model {result['model']}")]
