@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.adapt import Adaptation, stream_name
 from classifiers.data import Example
 from classifiers.metrics import evaluate_labels
 from classifiers.model import (
@@ -172,6 +173,31 @@ def fold_macro_f1(raw: np.ndarray, gold: np.ndarray, fold: np.ndarray) -> float:
     )
 
 
+def adaptation_for(
+    settings: dict[str, Any], examples: Sequence[Example], targets: np.ndarray
+) -> Adaptation | None:
+    """How the model adapts to each stream's label mix (:mod:`classifiers.adapt`), from the config.
+
+    Args:
+        settings: The config's ``[training]`` settings: ``adapt_damping`` (absent or 0: no
+            adaptation), ``adapt_min_items`` and ``adapt_protect``.
+        examples: The rows the calibration is fitted on: their label shares are the prior the
+            calibrated scores assume, and their files and correction sources are the streams
+            the model has learned.
+        targets: Their (n, labels) 0/1 label matrix (every label a row has).
+    """
+    damping = float(settings.get("adapt_damping") or 0.0)
+    if damping <= 0 or not len(targets):
+        return None
+    return Adaptation(
+        prior={lab: float(targets[:, j].mean()) for j, lab in enumerate(LABELS)},
+        damping=damping,
+        min_items=int(settings.get("adapt_min_items", 50)),
+        protect=tuple(str(x) for x in settings.get("adapt_protect", [])),
+        learned=tuple(sorted({stream_name(ex.origin) for ex in examples if ex.origin})),
+    )
+
+
 def fit_policy(
     raw: np.ndarray,
     examples: Sequence[Example],
@@ -213,6 +239,7 @@ def fit_policy(
         z=float(settings.get("review_confidence_z", 1.645)),
         service_watch=review_settings(settings)["service_watch"],
     )
+    policy.adaptation = adaptation_for(settings, examples, targets)
     decisions = decide(scores, policy)
     metrics = evaluate_labels(gold, [d[0] for d in decisions])
     flagged = np.array([d[2] for d in decisions])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -15,6 +15,7 @@ import numpy as np
 import spacy
 from spacy.language import Language
 
+from classifiers.adapt import Adaptation, K, StreamMix, adapt_streams
 from classifiers.tokenizer import FastTokenizer
 from triage.models import LABELS, PRIORITY
 
@@ -69,6 +70,9 @@ class Policy:
     service_watch: float | None = None
     """Flag an item that goes to another owner while its service-issue score is at least this
     (None: no such flag; models trained before the flag existed)."""
+    adaptation: Adaptation | None = None
+    """How scores adapt to each stream's label mix (:mod:`classifiers.adapt`; None: they do not;
+    models trained before it existed)."""
 
     def to_json(self) -> dict[str, Any]:
         """Serialise for the model's metadata file."""
@@ -83,6 +87,8 @@ class Policy:
         # before.
         if self.service_watch is not None:
             out["service_watch"] = self.service_watch
+        if self.adaptation is not None:
+            out["adaptation"] = self.adaptation.to_json()
         return out
 
     @classmethod
@@ -98,6 +104,9 @@ class Policy:
             primary_rule=str(data.get("primary_rule", "priority")),
             service_watch=(
                 float(data["service_watch"]) if data.get("service_watch") is not None else None
+            ),
+            adaptation=(
+                Adaptation.from_json(data["adaptation"]) if data.get("adaptation") else None
             ),
         )
 
@@ -353,14 +362,18 @@ class Classifier:
         thresholds: dict[str, float],
         margin: float | None,
         service_watch: float | None = None,
+        adapt: bool | None = None,
     ) -> Classifier:
-        """Return a classifier whose review thresholds, margin or service watch are overridden.
+        """Return a classifier whose review thresholds, margin, service watch or adaptation are
+        overridden.
 
         Args:
             thresholds: Review thresholds per label (``default`` for every label not named).
             margin: The "top two too close" width, or None to keep the model's.
             service_watch: The service-issue score that flags an item going to another owner,
                 or None to keep the model's (1.0 all but turns the flag off).
+            adapt: False turns off adapting to each stream's label mix; None or True keeps the
+                model's (a model without it cannot be made to adapt).
         """
         clone = Classifier(self.nlp, self.meta, self.path)
         default = thresholds.get("default")
@@ -372,6 +385,8 @@ class Classifier:
             clone.policy.margin = margin
         if service_watch is not None:
             clone.policy.service_watch = service_watch
+        if adapt is False:
+            clone.policy.adaptation = None
         return clone
 
     def raw_scores(self, texts: Iterable[str], batch_size: int = PIPE_BATCH) -> np.ndarray:
@@ -395,9 +410,68 @@ class Classifier:
         """Return calibrated (n, labels) scores."""
         return calibrate(self.raw_scores(texts, batch_size), self.policy.calibration)
 
-    def predict(self, texts: Sequence[str], batch_size: int = PIPE_BATCH) -> list[Prediction]:
-        """Classify texts, keeping their order."""
+    def stream_scores(
+        self,
+        texts: Sequence[str],
+        streams: Sequence[K],
+        history: Mapping[K, Sequence[str]] | None = None,
+        batch_size: int = PIPE_BATCH,
+    ) -> tuple[np.ndarray, dict[K, StreamMix]]:
+        """Calibrated scores, each stream's adapted to its label mix (:mod:`classifiers.adapt`).
+
+        Args:
+            texts: The texts to score.
+            streams: Each text's stream (its source's name, or its file's).
+            history: Earlier texts of a stream, scored only to estimate its mix.
+            batch_size: Texts per ``nlp.pipe`` batch.
+
+        Returns:
+            The (n, labels) scores and, per stream, the mix applied (or why none was).
+        """
         scores = self.scores(texts, batch_size)
+        past = self.history_scores(history or {}, batch_size)
+        return adapt_streams(scores, streams, self.policy.adaptation, past)
+
+    def history_scores(
+        self, history: Mapping[K, Sequence[str]], batch_size: int = PIPE_BATCH
+    ) -> dict[K, np.ndarray]:
+        """Calibrated scores of each stream's earlier texts (empty when the model does not adapt).
+
+        One ``nlp.pipe`` pass over every stream's texts, then split by stream.
+        """
+        if self.policy.adaptation is None:
+            return {}
+        keys = [k for k, v in history.items() if v]
+        flat = self.scores([t for k in keys for t in history[k]], batch_size)
+        past: dict[K, np.ndarray] = {}
+        start = 0
+        for k in keys:
+            past[k] = flat[start : start + len(history[k])]
+            start += len(history[k])
+        return past
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        batch_size: int = PIPE_BATCH,
+        streams: Sequence[K] | None = None,
+    ) -> list[Prediction]:
+        """Classify texts, keeping their order.
+
+        Args:
+            texts: The texts.
+            batch_size: Texts per ``nlp.pipe`` batch.
+            streams: Each text's stream, to adapt scores to each stream's label mix; None scores
+                every text on its own (as the model was calibrated).
+        """
+        if streams is None:
+            scores = self.scores(texts, batch_size)
+        else:
+            scores = self.stream_scores(texts, streams, batch_size=batch_size)[0]
+        return self.predictions(scores)
+
+    def predictions(self, scores: np.ndarray) -> list[Prediction]:
+        """Decide each row of calibrated scores (:meth:`scores`, :meth:`stream_scores`)."""
         return [
             Prediction(
                 label=primary,

@@ -359,7 +359,12 @@ def _check_calibration(
         f"only {rows} out-of-source rows to calibrate on (need {settings.min_calibration_rows}): "
         f"keeping the decision policy of {champion.version}"
     )
-    meta["policy"] = Policy.from_json(champion.meta.get("policy", {})).to_json()
+    kept = Policy.from_json(champion.meta.get("policy", {}))
+    fitted = Policy.from_json(meta.get("policy", {})).adaptation
+    if kept.adaptation is not None and fitted is not None:
+        # The challenger learned the corrections' sources: never adapt to those twice.
+        kept.adaptation.learned = tuple(sorted({*kept.adaptation.learned, *fitted.learned}))
+    meta["policy"] = kept.to_json()
     meta["policy_from"] = champion.version
     tmp = out / f".{META_FILE}.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

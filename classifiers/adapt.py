@@ -1,0 +1,212 @@
+"""Adapting calibrated scores to the label mix of each stream (source).
+
+A model's calibrated scores carry the label mix of the rows they were calibrated on: about a third
+service issues for the starter corpus. A customer's source has a mix of its own (a support inbox is
+mostly service issues, a YouTube channel's comments mostly spam and praise), and on such a source
+the same text is more or less likely to be each label than the calibration says. When a source's
+label mix differs from the training mix but texts of a label read alike in both (label shift),
+the source's mix can be estimated from its unlabelled scores and the scores corrected with it
+(expectation-maximisation over the priors; Saerens, Latinne and Decaestecker, 2002).
+
+Three guards, all measured on new sources (README, "Adapting to each source's label mix"):
+
+* **damping**: only part of the estimated shift is applied (the log-odds of the prior move
+  ``damping`` of the way), because a stream's mix estimated from a model's own scores is itself
+  uncertain;
+* **protected labels** (``service_issue``, ``sales_lead`` by default): their scores are never
+  lowered, so a rare problem report or purchase in a stream of praise keeps the score the model
+  gave it (DESIGN.md: support acts first, and a missed lead is lost revenue);
+* **learned streams**: a stream the model trained on (a training file's name, a correction's
+  source) is left alone, because the model has already learned its mix; adapting again would
+  count it twice.
+
+And a stream needs ``min_items`` items (with its history) before its mix is estimated at all.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any, TypeVar
+
+import numpy as np
+
+from triage.models import LABELS
+
+_EPS = 1e-4
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(slots=True)
+class Adaptation:
+    """How a model adapts its scores to a stream's label mix (part of its decision policy)."""
+
+    prior: dict[str, float]
+    """Each label's share of the rows the calibration was fitted on (the mix the scores assume)."""
+    damping: float = 0.3
+    """The share of the estimated shift in log-odds that is applied (0: none, 1: all)."""
+    min_items: int = 50
+    """A stream with fewer items (its history included) is left as it is."""
+    protect: tuple[str, ...] = ("service_issue", "sales_lead")
+    """Labels whose scores are never lowered."""
+    learned: tuple[str, ...] = field(default_factory=tuple)
+    """Streams the model trained on (:func:`stream_name` of each): left as they are."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialise for the model's metadata file."""
+        return {
+            "prior": {lab: round(float(v), 6) for lab, v in self.prior.items()},
+            "damping": self.damping,
+            "min_items": self.min_items,
+            "protect": list(self.protect),
+            "learned": sorted(self.learned),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Adaptation:
+        """Read it back from metadata."""
+        return cls(
+            prior={str(k): float(v) for k, v in data["prior"].items()},
+            damping=float(data.get("damping", 0.3)),
+            min_items=int(data.get("min_items", 50)),
+            protect=tuple(str(x) for x in data.get("protect", ("service_issue", "sales_lead"))),
+            learned=tuple(str(x) for x in data.get("learned", ())),
+        )
+
+    def prior_vector(self) -> np.ndarray:
+        """The prior in :data:`LABELS` order, kept away from 0 and 1."""
+        return np.clip(np.array([self.prior.get(lab, 0.0) for lab in LABELS]), _EPS, 1 - _EPS)
+
+
+def stream_name(name: str) -> str:
+    """The name a stream is known by: a source's name, or a file's name without its folder and
+    extension (``../shared/datasets/train/airline_tweets.csv`` → ``airline_tweets``).
+
+    A correction's origin (``corrections/<source>``) is its source's name.
+    """
+    if name.startswith("corrections/"):
+        return name.removeprefix("corrections/")
+    path = PurePath(name)
+    # Only a file is shortened: a source's name may contain dots or slashes of its own.
+    return path.stem if path.suffix.lower() in {".csv", ".jsonl", ".ndjson", ".json"} else name
+
+
+def _shift(scores: np.ndarray, prior: np.ndarray, mix: np.ndarray) -> np.ndarray:
+    # Bayes' rule for a change of prior, label by label (each label's score is its own
+    # probability; the labels are not exclusive): odds times the ratio of the priors' odds.
+    up = mix / prior
+    down = (1 - mix) / (1 - prior)
+    p = np.clip(scores, 0.0, 1.0)
+    return np.asarray(p * up / (p * up + (1 - p) * down))
+
+
+def estimate_mix(
+    scores: np.ndarray, prior: np.ndarray, max_iter: int = 200, tol: float = 1e-6
+) -> np.ndarray:
+    """Estimate a stream's label shares from its calibrated scores (EM over the priors).
+
+    Args:
+        scores: Calibrated (n, labels) scores of the stream's items.
+        prior: The label shares the calibration assumed (:meth:`Adaptation.prior_vector`).
+        max_iter: The most EM steps.
+        tol: Stop when no share moves by more than this.
+
+    Returns:
+        The estimated share of each label, in :data:`LABELS` order.
+    """
+    mix = prior.copy()
+    for _ in range(max_iter):
+        new = np.clip(_shift(scores, prior, mix).mean(axis=0), _EPS, 1 - _EPS)
+        if np.abs(new - mix).max() < tol:
+            return np.asarray(new)
+        mix = new
+    return mix
+
+
+def applied_mix(estimated: np.ndarray, settings: Adaptation) -> np.ndarray:
+    """The mix actually applied: damped toward the prior, never below it for protected labels."""
+    prior = settings.prior_vector()
+    logit = np.log(prior / (1 - prior))
+    est = np.clip(estimated, _EPS, 1 - _EPS)
+    moved = logit + settings.damping * (np.log(est / (1 - est)) - logit)
+    mix = 1 / (1 + np.exp(-moved))
+    for label in settings.protect:
+        if label in LABELS:
+            j = LABELS.index(label)
+            mix[j] = max(mix[j], prior[j])
+    return np.asarray(mix)
+
+
+@dataclass(slots=True)
+class StreamMix:
+    """What adaptation did for one stream (reported by ``triage evaluate`` and the flow)."""
+
+    items: int
+    """Items the mix was estimated on (the stream's own plus its history)."""
+    mix: dict[str, float] | None
+    """The applied label shares; None when the stream was left as it is."""
+    reason: str
+    """``adapted``, ``fewer than N items`` or ``the model trained on this source``."""
+
+
+def adapt_streams(
+    scores: np.ndarray,
+    streams: Sequence[K],
+    settings: Adaptation | None,
+    history: Mapping[K, np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict[K, StreamMix]]:
+    """Adapt each stream's scores to its own label mix.
+
+    Args:
+        scores: Calibrated (n, labels) scores.
+        streams: Each row's stream (a source's name; for files, :func:`stream_name`).
+        settings: The model's adaptation; None returns the scores unchanged.
+        history: Calibrated scores of earlier items of a stream (not adapted, not returned),
+            estimated on together with the stream's rows: a scheduled run brings a few new items,
+            and the mix is a property of the source, not of one run.
+
+    Returns:
+        The adapted scores (a new array) and, per stream, what was done.
+    """
+    out = np.array(scores, dtype=np.float64, copy=True)
+    report: dict[K, StreamMix] = {}
+    if settings is None or len(out) == 0:
+        return out, report
+    rows: dict[K, list[int]] = defaultdict(list)
+    for i, key in enumerate(streams):
+        rows[key].append(i)
+    prior = settings.prior_vector()
+    learned = set(settings.learned)
+    for key, idx in rows.items():
+        past = (history or {}).get(key)
+        sample = out[idx] if past is None or not len(past) else np.vstack([out[idx], past])
+        if stream_name(str(key)) in learned:
+            report[key] = StreamMix(len(sample), None, "the model trained on this source")
+            continue
+        if len(sample) < settings.min_items:
+            report[key] = StreamMix(len(sample), None, f"fewer than {settings.min_items} items")
+            continue
+        mix = applied_mix(estimate_mix(sample, prior), settings)
+        out[idx] = _shift(out[idx], prior, mix)
+        report[key] = StreamMix(
+            len(sample),
+            {lab: round(float(v), 4) for lab, v in zip(LABELS, mix, strict=True)},
+            "adapted",
+        )
+    return out, report
+
+
+def describe_streams(streams: Mapping[Hashable, StreamMix], limit: int = 20) -> list[str]:
+    """One line per stream, for progress output: the mix applied, or why none was."""
+    lines = []
+    for key, done in sorted(streams.items(), key=lambda kv: str(kv[0]))[:limit]:
+        if done.mix is None:
+            lines.append(f"source {key}: {done.items} items, not adapted ({done.reason})")
+        else:
+            shares = ", ".join(f"{lab} {v:.2f}" for lab, v in done.mix.items())
+            lines.append(f"source {key}: {done.items} items, scores adapted to its mix ({shares})")
+    if len(streams) > limit:
+        lines.append(f"... and {len(streams) - limit} more sources")
+    return lines
