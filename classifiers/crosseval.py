@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.adapt import adapt_streams
 from classifiers.data import Example, source_family
 from classifiers.metrics import evaluate_labels
 from classifiers.model import Classifier, decide, review_reason_kind
@@ -33,16 +34,31 @@ from classifiers.train import DEFAULT_CONFIG, fit_classifier
 
 
 def score_group(
-    clf: Classifier, test: Sequence[Example], baseline: list[str] | None = None
+    clf: Classifier,
+    test: Sequence[Example],
+    baseline: list[str] | None = None,
+    stream: str = "",
+    context: Sequence[Example] | None = None,
 ) -> dict[str, Any]:
     """Score one left-out group: macro-F1, accuracy, review rate and unflagged accuracy.
 
-    Also the macro-F1 the same scores give under the other primary-label rule (``argmax`` for a
-    ``priority`` model and the reverse), so the rule can be compared on sources never seen.
+    The group is one stream: its scores adapt to its label mix (:mod:`classifiers.adapt`), as a
+    new source's would, when the model's policy does that; the ``*_unadapted`` figures are the
+    same without it. The mix is estimated on ``context`` (all of the group's rows, of which
+    ``test`` is the part scored, e.g. only some gold labels): a stream is everything that
+    arrives, not the rows chosen by their labels. Also the macro-F1 the same scores give under
+    the other primary-label rule (``argmax`` for a ``priority`` model and the reverse), so the
+    rule can be compared on sources never seen.
     """
-    texts = [ex.text for ex in test]
+    rows = list(context) if context is not None else list(test)
     gold = [ex.label for ex in test]
-    scores = clf.scores(texts)
+    plain_all = clf.scores([ex.text for ex in rows])
+    adapted_all, _ = adapt_streams(
+        plain_all, [stream or "left out"] * len(rows), clf.policy.adaptation
+    )
+    position = {id(ex): i for i, ex in enumerate(rows)}
+    take = [position[id(ex)] for ex in test]
+    scores = adapted_all[take]
     decisions = decide(scores, clf.policy)
     pred = [d[0] for d in decisions]
     flagged = np.array([d[2] for d in decisions], dtype=bool)
@@ -69,6 +85,19 @@ def score_group(
         f"macro_f1_{other_rule}_rule": evaluate_labels(gold, alt_pred)["macro_f1"],
         "confusion": metrics["confusion"]["matrix"],
     }
+    if clf.policy.adaptation is not None:
+        plain = decide(plain_all[take], clf.policy)
+        plain_flagged = np.array([d[2] for d in plain], dtype=bool)
+        plain_correct = np.array([g == d[0] for g, d in zip(gold, plain, strict=True)], dtype=bool)
+        result["macro_f1_unadapted"] = evaluate_labels(gold, [d[0] for d in plain])["macro_f1"]
+        result["needs_review_rate_unadapted"] = (
+            round(float(plain_flagged.mean()), 4) if len(test) else 0.0
+        )
+        result["accuracy_when_not_flagged_unadapted"] = (
+            round(float(plain_correct[~plain_flagged].mean()), 4)
+            if (~plain_flagged).any()
+            else None
+        )
     if baseline is not None:
         base = evaluate_labels(gold, baseline)
         result["baseline_macro_f1"] = base["macro_f1"]
@@ -86,6 +115,7 @@ def summarise(groups: dict[str, dict[str, Any]]) -> dict[str, Any]:
     keys = ["macro_f1", "accuracy", "needs_review_rate", "accuracy_when_not_flagged"]
     keys += ["flagged_by_margin_only"]
     keys += [k for k in next(iter(groups.values()), {}) if k.startswith("macro_f1_")]
+    keys += ["needs_review_rate_unadapted", "accuracy_when_not_flagged_unadapted"]
     keys += ["baseline_macro_f1", "baseline_accuracy"]
     rows = list(groups.values())
     out: dict[str, Any] = {"groups": len(rows)}
@@ -119,10 +149,14 @@ def leave_one_source_out(
     epochs: int | None = None,
     folds: int | None = None,
     baseline: bool = True,
+    adapt: bool = True,
     log: Callable[[str], None] = print,
     rich: bool | None = None,
 ) -> dict[str, Any]:
     """Leave each source family of ``train_data`` out in turn; score ``unseen`` never trained on.
+
+    Each group scored is one stream, adapted to its own label mix when ``adapt`` and the
+    config ask for it; the figures without adaptation are kept beside (``*_unadapted``).
 
     Args:
         train_data: Examples the models may train on; every family of them is left out once.
@@ -139,6 +173,7 @@ def leave_one_source_out(
         folds: Inner cross-source folds override (``triage train`` uses them for calibration).
         baseline: Also train TF-IDF + logistic regression on each training part and score it.
         log: Where progress lines go.
+        adapt: Adapt each scored group to its label mix (as the trained policy says).
         rich: Draw a progress bar (None: when stderr is a terminal).
 
     Returns:
@@ -176,10 +211,10 @@ def leave_one_source_out(
         for step, family in enumerate(plan, 1):
             if family in by_family:
                 training = [ex for ex in train_data if source_family(ex) != family]
-                scored = {family: keep(tests.get(family) or by_family[family])}
+                scored = {family: tests.get(family) or by_family[family]}
             else:
                 training = list(train_data)
-                scored = {fam: keep(rows) for fam, rows in sorted(unseen_by.items())}
+                scored = dict(sorted(unseen_by.items()))
 
             def inner(message: str, step: int = step) -> None:
                 progress.note(f"  [{step}/{len(plan)}] {message}")
@@ -194,8 +229,11 @@ def leave_one_source_out(
                 rich=False,
                 left_out=family if family in by_family else "",
             )
+            if not adapt:
+                policy.adaptation = None
             clf = Classifier(nlp, {"policy": policy.to_json()}, Path("."))
-            for name, rows in scored.items():
+            for name, every in scored.items():
+                rows = keep(every)
                 if not rows:
                     continue
                 base = None
@@ -203,7 +241,7 @@ def leave_one_source_out(
                     from classifiers.evaluate import baseline_predictions
 
                     base = baseline_predictions(training, [ex.text for ex in rows])
-                groups[name] = score_group(clf, rows, base)
+                groups[name] = score_group(clf, rows, base, stream=name, context=every)
                 kinds[name] = "starter" if name.startswith("starter:") else "data"
                 g = groups[name]
                 progress.note(
@@ -265,4 +303,11 @@ def render(result: dict[str, Any]) -> str:
             f"{result['mean'].get('pooled_accuracy_when_not_flagged') or 0:.3f} accurate when not"
             " flagged"
         )
+        mean = result["mean"]
+        if mean.get("macro_f1_unadapted") is not None:
+            lines.append(
+                "without adapting to each left-out source's label mix: mean macro-F1 "
+                f"{mean['macro_f1_unadapted']:.3f}, flagged {mean['needs_review_rate_unadapted']:.1%}"
+                f", unflagged accuracy {mean.get('accuracy_when_not_flagged_unadapted') or 0:.3f}"
+            )
     return "\n".join(lines)

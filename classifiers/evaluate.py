@@ -6,9 +6,11 @@ import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from classifiers.adapt import StreamMix, describe_streams, stream_name
 from classifiers.card import REASON_WORDS, flagged_because
 from classifiers.data import DataError, Example, load_examples, load_starter
 from classifiers.metrics import evaluate_labels, format_report
@@ -91,8 +93,15 @@ def evaluate_model(
     balanced: int | None = None,
     only_labels: Sequence[str] = (),
     report_dir: Path | None = Path("reports"),
+    adapt: bool = True,
 ) -> dict[str, Any]:
     """Score a model on labelled data, per file and overall, with an optional baseline.
+
+    Each file is a stream: its scores adapt to its own label mix (:mod:`classifiers.adapt`),
+    as a source's do in a run, unless ``adapt`` is False. The mix is estimated on all the file's
+    rows, before ``balanced`` and ``only_labels`` choose the rows that are scored, because a run
+    sees everything that arrives, and a sample drawn by gold label would let the labels being
+    scored choose the mix.
 
     Args:
         data: Labelled CSV/JSONL files or folders.
@@ -101,9 +110,11 @@ def evaluate_model(
         balanced: Score a label-balanced sample of this many per label instead of everything.
         only_labels: Score only the rows whose gold label is one of these.
         report_dir: Where ``confusion_matrix.png`` is written; None skips the plot.
+        adapt: Adapt each file's scores to its label mix (the model's policy permitting).
 
     Returns:
-        ``{"model", "overall", "per_file", "errors", "baseline"?, "confusion_png"?}``; ``overall`` has
+        ``{"model", "overall", "per_file", "streams", "errors", "baseline"?, "confusion_png"?}``;
+        ``streams`` says what adaptation did for each file; ``overall`` has
         the share flagged for review by reason (``flagged_by_reason``); ``errors``
         lists the misclassified rows (file, row, text, gold and predicted label, review reason,
         scores).
@@ -112,7 +123,10 @@ def evaluate_model(
         DataError: When the data has no usable row (a score of zeros would look like a result).
     """
     clf = Classifier.load(model)
-    examples = load_examples(list(data))
+    if not adapt:
+        clf = clf.with_overrides({}, None, adapt=False)
+    everything = load_examples(list(data))
+    examples = everything
     if only_labels:
         examples = [ex for ex in examples if ex.label in only_labels]
     if balanced:
@@ -125,7 +139,11 @@ def evaluate_model(
             f"({', '.join(LABELS)})"
         )
     texts = [ex.text for ex in examples]
-    preds = clf.predict(texts)
+    all_scores, streams = clf.stream_scores(
+        [ex.text for ex in everything], [stream_name(ex.origin) for ex in everything]
+    )
+    position = {id(ex): i for i, ex in enumerate(everything)}
+    preds = clf.predictions(all_scores[[position[id(ex)] for ex in examples]])
     labels = [p.label for p in preds]
     gold = [ex.label for ex in examples]
     overall = evaluate_labels(gold, labels)
@@ -155,6 +173,9 @@ def evaluate_model(
         "labels": list(LABELS),
         "overall": overall,
         "per_file": per_file,
+        "streams": {
+            str(k): asdict(v) for k, v in sorted(streams.items(), key=lambda kv: str(kv[0]))
+        },
         "errors": [
             {
                 "file": ex.origin,
@@ -197,6 +218,10 @@ def render_text(result: dict[str, Any]) -> str:
     because = flagged_because(result["overall"].get("flagged_by_reason"))
     if because:
         parts.append(f"flagged because: {because}")
+    streams = {k: StreamMix(**v) for k, v in result.get("streams", {}).items()}
+    if streams:
+        parts.append("adapting to each file's label mix:")
+        parts.extend(f"  {line}" for line in describe_streams(streams))
     parts.append("per file:")
     for origin, res in result["per_file"].items():
         parts.append(
@@ -253,7 +278,7 @@ def record(result: dict[str, Any], name: str, model_dir: Path | None = None) -> 
             "config": result["config"],
             "only_labels": result["only_labels"],
             "groups": {
-                g: {k: v for k, v in r.items() if k in keep or k.endswith("_rule")}
+                g: {k: v for k, v in r.items() if k in keep or k.endswith(("_rule", "_unadapted"))}
                 for g, r in result["groups"].items()
             },
             "mean": result["mean"],
@@ -271,6 +296,9 @@ def record(result: dict[str, Any], name: str, model_dir: Path | None = None) -> 
             # from missing labels, low confidence, the service watch or close calls.
             "flagged_by_reason": result["overall"].get("flagged_by_reason"),
             "per_file": result["per_file"],
+            # Which files' scores were adapted to their label mix (and to what), so that a
+            # figure recorded with adaptation is never compared with one without unawares.
+            "streams": result.get("streams", {}),
             "baseline_macro_f1": (result.get("baseline") or {}).get("macro_f1"),
         }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from classifiers.adapt import StreamMix, stream_name
 from classifiers.model import PIPE_BATCH, Classifier
 
 csv.field_size_limit(2**31 - 1)
@@ -25,39 +26,48 @@ def _is_jsonl(path: Path, head: bytes) -> bool:
     return head.lstrip()[:1] == b"{"
 
 
+Row = tuple[str | None, Any, str | None, str | None]
+"""(text, id, error, stream) of one input row; the stream is its ``source`` value, if any."""
+
+
+def _stream(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 def _jsonl_rows(
-    data: bytes, text_field: str = "text", id_field: str = "id"
-) -> Iterator[tuple[str | None, Any, str | None]]:
-    """Yield (text, id, error) per non-blank line."""
+    data: bytes, text_field: str = "text", id_field: str = "id", stream_field: str = "source"
+) -> Iterator[Row]:
+    """Yield (text, id, error, stream) per non-blank line."""
     for line in data.split(b"\n"):
         if not line.strip():
             continue
         try:
             decoded = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield None, None, f"line is not valid UTF-8 (byte {exc.start})"
+            yield None, None, f"line is not valid UTF-8 (byte {exc.start})", None
             continue
         try:
             obj = orjson.loads(decoded)
         except orjson.JSONDecodeError as exc:
-            yield None, None, f"invalid JSON: {exc}"
+            yield None, None, f"invalid JSON: {exc}", None
             continue
         if not isinstance(obj, dict):
-            yield None, None, "line is not a JSON object"
+            yield None, None, "line is not a JSON object", None
             continue
         text = obj.get(text_field)
         ident = obj.get(id_field)
+        stream = _stream(obj.get(stream_field))
         if not isinstance(text, str):
-            yield None, ident, f"no {text_field!r} string field"
+            yield None, ident, f"no {text_field!r} string field", stream
         elif not text.strip():
-            yield None, ident, "text is empty"
+            yield None, ident, "text is empty", stream
         else:
-            yield text, ident, None
+            yield text, ident, None, stream
 
 
 def _csv_rows(
-    data: bytes, text_column: str = "text", id_column: str = "id"
-) -> Iterator[tuple[str | None, Any, str | None]]:
+    data: bytes, text_column: str = "text", id_column: str = "id", stream_column: str = "source"
+) -> Iterator[Row]:
     # surrogateescape keeps undecodable bytes visible per row instead of failing the whole file.
     # NUL bytes would stop the csv module; swap them for a noncharacter and flag those rows.
     text = data.decode("utf-8-sig", errors="surrogateescape").replace("\x00", _NUL)
@@ -71,31 +81,33 @@ def _csv_rows(
     for row in reader:
         value = row.get(text_column)
         ident = row.get(id_column)
+        stream = _stream(row.get(stream_column))
         if value is None:
-            yield None, ident, "row has fewer columns than the header"
+            yield None, ident, "row has fewer columns than the header", stream
             continue
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            yield None, ident, "row is not valid UTF-8"
+            yield None, ident, "row is not valid UTF-8", stream
             continue
         if _NUL in value:
-            yield None, ident, "row contains binary data (NUL bytes)"
+            yield None, ident, "row contains binary data (NUL bytes)", stream
         elif not value.strip():
-            yield None, ident, "text is empty"
+            yield None, ident, "text is empty", stream
         else:
-            yield value, ident, None
+            yield value, ident, None, stream
 
 
 def read_rows(
-    path: Path, text_column: str = "text", id_column: str = "id"
-) -> list[tuple[str | None, Any, str | None]]:
-    """Read an input file into (text, id, error) rows in file order.
+    path: Path, text_column: str = "text", id_column: str = "id", stream_column: str = "source"
+) -> list[Row]:
+    """Read an input file into (text, id, error, stream) rows in file order.
 
     Args:
         path: A CSV or JSONL file.
         text_column: The CSV column or JSON field holding the text.
         id_column: The column or field whose value is copied to the output as ``id``.
+        stream_column: The column or field naming the row's source (its stream).
 
     Raises:
         ValueError: When the file as a whole cannot be used (e.g. a CSV without a text column).
@@ -103,8 +115,8 @@ def read_rows(
     """
     data = path.read_bytes()
     if _is_jsonl(path, data[:64]):
-        return list(_jsonl_rows(data, text_column, id_column))
-    return list(_csv_rows(data, text_column, id_column))
+        return list(_jsonl_rows(data, text_column, id_column, stream_column))
+    return list(_csv_rows(data, text_column, id_column, stream_column))
 
 
 def classify_file(
@@ -114,24 +126,36 @@ def classify_file(
     batch_size: int = PIPE_BATCH,
     text_column: str = "text",
     id_column: str = "id",
-) -> dict[str, int]:
+    stream_column: str = "source",
+    adapt: bool = True,
+) -> dict[str, Any]:
     """Classify a CSV/JSONL file into a JSONL file with one object per input row, in order.
 
     Rows that cannot be classified get ``{"row": n, "error": reason}`` with null label fields, so a
     consumer can zip input and output line by line. Each row's ``id_column`` value, when it has
-    one, is written as ``id``.
+    one, is written as ``id``. Scores are adapted to each stream's label mix
+    (:mod:`classifiers.adapt`): a stream is the rows with one ``stream_column`` value, and rows
+    without one are the file's own stream (named after the file).
 
     Returns:
-        ``{"ok": n, "errors": n}``.
+        ``{"ok": n, "errors": n, "streams": {stream: StreamMix}}``.
     """
-    rows = read_rows(input_path, text_column, id_column)
+    rows = read_rows(input_path, text_column, id_column, stream_column)
     clf = Classifier.load(model)
-    texts = [t for t, _, err in rows if err is None and t is not None]
-    preds = iter(clf.predict(texts, batch_size)) if texts else iter(())
+    if not adapt:
+        clf = clf.with_overrides({}, None, adapt=False)
+    own = stream_name(input_path.name)
+    kept = [(t, s or own) for t, _, err, s in rows if err is None and t is not None]
+    texts = [t for t, _ in kept]
+    streams: dict[Hashable, StreamMix] = {}
+    preds: Iterator[Any] = iter(())
+    if texts:
+        scores, streams = clf.stream_scores(texts, [s for _, s in kept], batch_size=batch_size)
+        preds = iter(clf.predictions(scores))
     ok = errors = 0
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with output_path.open("wb") as out:
-        for n, (text, ident, err) in enumerate(rows, 1):
+        for n, (text, ident, err, _) in enumerate(rows, 1):
             record: dict[str, Any] = {"row": n}
             if ident is not None:
                 record["id"] = ident
@@ -146,4 +170,4 @@ def classify_file(
                 record["model_version"] = clf.version
                 ok += 1
             out.write(orjson.dumps(record) + b"\n")
-    return {"ok": ok, "errors": errors}
+    return {"ok": ok, "errors": errors, "streams": streams}

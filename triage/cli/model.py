@@ -40,18 +40,39 @@ def classify(
     id_column: Annotated[
         str, typer.Option("--id-column", help="Column / field copied to the output as 'id'.")
     ] = "id",
+    source_column: Annotated[
+        str,
+        typer.Option(
+            "--source-column",
+            help="Column / field naming each row's source: each source's scores adapt to its "
+            "own label mix (rows without one: the file is their source).",
+        ),
+    ] = "source",
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="Adapt scores to each source's label mix (README, \"Adapting to each source's "
+            'label mix").',
+        ),
+    ] = True,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Classify every row of a file; one JSON object per input row, in input order."""
+    from classifiers.adapt import describe_streams
     from triage.cli.classify_io import classify_file
 
     model = _active_model(model, config, db)
     try:
-        counts = classify_file(input, output, model, batch_size, text_column, id_column)
+        counts = classify_file(
+            input, output, model, batch_size, text_column, id_column, source_column, adapt
+        )
     except (OSError, ValueError) as exc:
         _fail(str(exc), 2)
         return
+    for line in describe_streams(counts["streams"]):
+        typer.echo(line, err=True)
     typer.echo(
         f"classified {counts['ok']} rows, {counts['errors']} row errors -> {output}", err=True
     )
@@ -182,6 +203,14 @@ def evaluate(
     seed: Annotated[int | None, typer.Option(help="Leave-one-source-out: seed.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Leave-one-source-out: epochs.")] = None,
     folds: Annotated[int | None, typer.Option(help="Leave-one-source-out: inner folds.")] = None,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="Adapt each file's (or left-out source's) scores to its label mix, as a run "
+            "adapts each source's.",
+        ),
+    ] = True,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -221,6 +250,7 @@ def evaluate(
                 epochs=epochs,
                 folds=folds,
                 baseline=baseline,
+                adapt=adapt,
                 log=lambda msg: typer.echo(msg, err=True),
             )
         except ValueError as exc:
@@ -246,6 +276,7 @@ def evaluate(
             balanced=balanced,
             only_labels=labels,
             report_dir=report_dir,
+            adapt=adapt,
         )
     except DataError as exc:
         _fail(str(exc), 2)
