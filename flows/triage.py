@@ -19,6 +19,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
+from classifiers.adapt import StreamMix, adapt_streams
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
 from flows.drift import watch_drift
@@ -104,8 +105,15 @@ def classifier_for(config: Config) -> Classifier:
     so a promotion or rollback applies to the next run of a long-lived worker.
     """
     clf = _classifier(str(active_model(config).path))
-    if config.thresholds or config.margin is not None or config.service_watch is not None:
-        clf = clf.with_overrides(config.thresholds, config.margin, config.service_watch)
+    if (
+        config.thresholds
+        or config.margin is not None
+        or config.service_watch is not None
+        or not config.adapt_to_source
+    ):
+        clf = clf.with_overrides(
+            config.thresholds, config.margin, config.service_watch, adapt=config.adapt_to_source
+        )
     return clf
 
 
@@ -189,16 +197,64 @@ def prediction_table(
     return pa.table(columns)
 
 
+class SourceMixes:
+    """Scores adapted to each source's label mix over one classify run (:mod:`classifiers.adapt`).
+
+    The first batch that brings a source reads its latest ``window`` classified items from the
+    store and scores them (not adapted, not stored); after each batch, its own scores join that
+    history, so the later batches of a long backlog see the source's items so far without
+    reading the store again.
+    """
+
+    def __init__(self, clf: Classifier, store: Store, window: int) -> None:
+        """Adapt with ``clf``'s policy, reading history from ``store``."""
+        self._clf = clf
+        self._store = store
+        self._window = window
+        self._history: dict[str, np.ndarray] = {}
+        self.mixes: dict[str, StreamMix] = {}
+        """What was done for each source, as of its latest batch."""
+
+    def scores(self, texts: list[str], sources: list[str]) -> np.ndarray:
+        """Calibrated scores of the batch, each source's adapted to its label mix."""
+        plain = self._clf.scores(texts)
+        settings = self._clf.policy.adaptation
+        if settings is None:
+            return plain
+        new = [s for s in dict.fromkeys(sources) if s not in self._history]
+        if new:
+            past = {s: self._store.recent_texts(s, self._window) for s in new}
+            scored = self._clf.history_scores(past)
+            for s in new:
+                self._history[s] = scored.get(s, np.empty((0, plain.shape[1])))
+        adapted, report = adapt_streams(plain, sources, settings, self._history)
+        self.mixes.update(report)
+        of = np.array(sources, dtype=object)
+        for key in report:
+            # The batch before the older history; the window bounds memory.
+            self._history[key] = np.vstack([plain[of == key], self._history[key]])[
+                : max(self._window, 1)
+            ]
+        return adapted
+
+
 def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
-    """Classify every stored item that has no prediction yet, batch by batch with ``nlp.pipe``."""
+    """Classify every stored item that has no prediction yet, batch by batch with ``nlp.pipe``.
+
+    Each source's scores adapt to its label mix (:class:`SourceMixes`) unless the configuration
+    says ``classification.adapt_to_source: false`` or the model does not adapt.
+    """
     started = time.monotonic()
     clf = classifier_for(config)
     by_label: Counter[str] = Counter()
     needs_review = 0
     emit(Event("classify", "start"))
     with open_store(config.database) as store, BackgroundWriter(store) as writer:
+        mixes = SourceMixes(clf, store, config.adapt_history)
         for n, batch in enumerate(store.unclassified(batch_size), start=1):
-            scores = clf.scores(batch.column("text").to_pylist())
+            scores = mixes.scores(
+                batch.column("text").to_pylist(), batch.column("source").to_pylist()
+            )
             table = prediction_table(batch.column("id"), scores, clf, datetime.now(UTC))
             # Languages the model was not trained on are flagged for review, with the reason.
             table = flag_languages(table, batch.column("language").to_pylist(), config.privacy)
@@ -213,6 +269,8 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
         "by_label": dict(sorted(by_label.items())),
         "needs_review": needs_review,
         "model_version": clf.version,
+        # Sources whose scores were adapted to their label mix in this run.
+        "adapted_sources": sorted(k for k, v in mixes.mixes.items() if v.mix is not None),
         "seconds": seconds,
     }
 

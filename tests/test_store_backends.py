@@ -11,6 +11,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,28 @@ def test_quarantine_keeps_a_record_once_and_clears_by_key(store: Store) -> None:
     key = store.quarantined(limit=None, source="forms")[0]["key"]
     assert store.clear_quarantine(keys=[key]) == 1
     assert store.clear_quarantine(source="forms") == 1
+
+
+def test_recent_texts_are_a_sources_latest_classified_items(store: Store) -> None:
+    social = [mention(n, f"social post {n}") for n in range(1, 8)]
+    forum = [replace(mention(n, f"forum post {n}"), source="forum") for n in range(1, 4)]
+    store.ingest("social", social, [], None)
+    store.ingest("forum", forum, [], None)
+    # Only classified items are history: a run reads it before classifying its own batch.
+    assert store.recent_texts("social", 5) == []
+    store.insert_predictions(predictions([m.id for m in social[:6]] + [forum[0].id]))
+    assert store.recent_texts("social", 4) == [f"social post {n}" for n in (6, 5, 4, 3)]
+    assert store.recent_texts("social", 100) == [f"social post {n}" for n in range(6, 0, -1)]
+    assert store.recent_texts("forum", 100) == ["forum post 1"]
+    assert store.recent_texts("nowhere", 100) == []
+    assert store.recent_texts("social", 0) == []
+    batch = next(iter(store.unclassified(10)))
+    pairs = zip(batch.column("source").to_pylist(), batch.column("text").to_pylist(), strict=True)
+    assert sorted(pairs) == [
+        ("forum", "forum post 2"),
+        ("forum", "forum post 3"),
+        ("social", "social post 7"),
+    ]
 
 
 def test_predictions_routes_and_outbox(store: Store) -> None:

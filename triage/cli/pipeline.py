@@ -82,6 +82,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     c = summary["classify"]
     labels = ", ".join(f"{k} {v}" for k, v in c["by_label"].items()) or "nothing new"
     out.append(f"classified {c['classified']} ({labels}); needs review {c['needs_review']}")
+    if c.get("adapted_sources"):
+        out.append(f"  scores adapted to the label mix of {', '.join(c['adapted_sources'])}")
     r = summary["route"]
     depts = ", ".join(f"{k} {v}" for k, v in r["by_department"].items()) or "nothing new"
     out.append(f"routed {r['routed']} ({depts}); deliveries queued {r['enqueued']}")

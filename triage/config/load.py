@@ -257,6 +257,8 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
         thresholds=dict(model.classification.thresholds),
         margin=model.classification.margin,
         service_watch=model.classification.service_watch,
+        adapt_to_source=model.classification.adapt_to_source,
+        adapt_history=model.classification.adapt_history,
         model=None,
         outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or model.outbox_dir or "outbox"),
         max_attempts=model.delivery.max_attempts,

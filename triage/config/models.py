@@ -256,6 +256,14 @@ class Classification(Strict):
         default=None,
         description="flag when another label wins but service_issue scores at least this",
     )
+    adapt_to_source: StrictBool = Field(
+        default=True, description="adapt scores to each source's label mix (the model permitting)"
+    )
+    adapt_history: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=500,
+        description="a source's latest classified items its label mix is estimated on, with the "
+        "new ones",
+    )
 
 
 class Review(Strict):

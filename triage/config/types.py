@@ -150,6 +150,10 @@ class Config:
     models: ModelsConfig | None = None
     # None: the model's service watch (classifiers.model.service_watched); 1.0 all but turns it off.
     service_watch: float | None = None
+    # Adapt each source's scores to its label mix (classifiers.adapt), estimated on its latest
+    # ``adapt_history`` classified items and the new ones.
+    adapt_to_source: bool = True
+    adapt_history: int = 500
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property

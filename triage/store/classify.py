@@ -25,13 +25,29 @@ class ClassifySection(StoreBase):
     """Items waiting for a prediction, and the predictions."""
 
     def unclassified(self, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """Stream ``(id, text, language)`` of items without a prediction, in Arrow batches."""
+        """Stream ``(id, source, text, language)`` of items without a prediction, in batches."""
         # No ORDER BY: sorting would hold every pending text in memory before the first batch.
         return self._stream(
-            "SELECT i.id, i.text, i.language FROM items i "
+            "SELECT i.id, i.source, i.text, i.language FROM items i "
             "ANTI JOIN predictions p ON p.item_id = i.id",
             batch_size,
         )
+
+    def recent_texts(self, source: str, limit: int) -> list[str]:
+        """The texts of ``source``'s latest ``limit`` classified items, newest first.
+
+        A run estimates a source's label mix on these and its new items together
+        (:mod:`classifiers.adapt`): a run may bring only a few items, and the mix belongs to the
+        source, not to the run.
+        """
+        if limit <= 0:
+            return []
+        rows = self._rows(
+            "SELECT i.text FROM items i JOIN predictions p ON p.item_id = i.id "
+            "WHERE i.source = ? ORDER BY i.seq DESC LIMIT ?",
+            [source, limit],
+        )
+        return [str(r["text"]) for r in rows]
 
     def insert_predictions(self, table: pa.Table) -> int:
         """Store a batch of predictions.
@@ -46,6 +62,5 @@ class ClassifySection(StoreBase):
         return self._insert(
             "predictions",
             table,
-            select=f"SELECT * EXCLUDE ({SCORE_COLUMNS}), {SCORES_JSON_SQL} AS scores FROM "
-            "{rows}",
+            select=f"SELECT * EXCLUDE ({SCORE_COLUMNS}), {SCORES_JSON_SQL} AS scores FROM {{rows}}",
         )

@@ -142,7 +142,8 @@ class PgStore(Store):
         this store, and they commit with the claim.
         """
         return self._claims(
-            "SELECT i.seq, i.id, i.text, i.language FROM items i WHERE i.seq > %s AND NOT EXISTS "
+            "SELECT i.seq, i.id, i.source, i.text, i.language FROM items i WHERE i.seq > %s AND "
+            "NOT EXISTS "
             "(SELECT 1 FROM predictions p WHERE p.item_id = i.id) ORDER BY i.seq LIMIT %s "
             "FOR UPDATE OF i SKIP LOCKED",
             batch_size,
@@ -281,6 +282,8 @@ class PgStore(Store):
     # (the embedded file scans instead); created after the migrations, idempotently.
     SERVER_INDEXES: ClassVar[dict[str, str]] = {
         "items_seq": "items (seq)",
+        # A run reads each source's latest items to estimate its label mix (recent_texts).
+        "items_source_seq": "items (source, seq)",
         "outbox_due": "outbox (created_at) WHERE state IN ('pending', 'sending', 'failed')",
         "outbox_item": "outbox (item_id)",
         "routes_state": "routes (state)",
