@@ -232,9 +232,7 @@ class SourceMixes:
         of = np.array(sources, dtype=object)
         for key in report:
             # The batch before the older history; the window bounds memory.
-            self._history[key] = np.vstack([plain[of == key], self._history[key]])[
-                : max(self._window, 1)
-            ]
+            self._history[key] = np.vstack([plain[of == key], self._history[key]])[: self._window]
         return adapted
 
 
