@@ -266,3 +266,27 @@ def test_a_run_adapts_a_few_new_items_with_the_sources_history(
     expected, _ = adapt_streams(plain, ["reviews"] * 10, clf.policy.adaptation, history)
     assert np.allclose(stored, expected, atol=1e-5)
     assert not np.allclose(stored, plain, atol=1e-3)
+
+
+def test_a_left_out_groups_mix_is_estimated_on_all_its_rows(clf: Classifier) -> None:
+    """Leave-one-source-out with --only-labels scores some rows of a group, adapted to all of it."""
+    from classifiers.crosseval import score_group
+    from classifiers.data import load_examples
+
+    every = load_examples([EVAL / "intent_eval.jsonl"])
+    leads = [ex for ex in every if ex.label == "sales_lead"]
+    scored = score_group(clf, leads, stream="intent", context=every)
+    plain = clf.scores([ex.text for ex in every])
+    adapted, _ = adapt_streams(plain, ["intent"] * len(every), clf.policy.adaptation)
+    expected = [
+        p.label for ex, p in zip(every, clf.predictions(adapted), strict=True) if ex in leads
+    ]
+    assert scored["accuracy"] == pytest.approx(
+        sum(label == "sales_lead" for label in expected) / len(leads), abs=1e-4
+    )
+    # Estimated on the leads alone, the mix would be all leads: the labels would choose it.
+    alone = score_group(clf, leads, stream="intent")
+    assert alone["accuracy"] > scored["accuracy"]
+    # The figures without adapting are reported beside (these leads: fewer found, more flagged).
+    assert scored["needs_review_rate_unadapted"] > scored["needs_review_rate"]
+    assert "accuracy_when_not_flagged_unadapted" in scored
