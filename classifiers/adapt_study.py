@@ -76,20 +76,21 @@ def study(
     clf: Classifier, data: Sequence[str], settings: Sequence[tuple[str, Adaptation | None]]
 ) -> str:
     """Score every stream under each setting; return the report as text."""
+    examples = load_examples(list(data))
     files: dict[str, list[Example]] = {}
-    for ex in load_examples(list(data)):
+    for ex in examples:
         files.setdefault(stream_name(ex.origin), []).append(ex)
-    cache = {name: clf.scores([ex.text for ex in rows]) for name, rows in files.items()}
-    streams = mixtures(files)
+    # Every row is scored once: a mixed-in row is a row of its own file.
+    row_of = {id(ex): i for i, ex in enumerate(examples)}
+    every = clf.scores([ex.text for ex in examples])
+    streams = [
+        (name, rows, mixed, every[[row_of[id(ex)] for ex in rows]])
+        for name, rows, mixed in mixtures(files)
+    ]
     lines = [f"model {clf.version}; {len(streams)} streams ({len(files)} files as they are)"]
     for label, setting in settings:
         f1s, flagged, right_unflagged, rare_right, rare_lost, rare_n = [], [], [], 0, 0, 0
-        for name, rows, mixed in streams:
-            base = name.split(" + ")[0]
-            scores = cache[base]
-            if mixed:
-                extra = clf.scores([rows[i].text for i in sorted(mixed)])
-                scores = np.vstack([scores, extra])
+        for name, rows, mixed, scores in streams:
             adapted, _ = adapt_streams(scores, [name] * len(rows), setting)
             decisions = decide(adapted, clf.policy)
             gold = [ex.label for ex in rows]
