@@ -66,14 +66,16 @@ class Adaptation:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Adaptation:
-        """Read it back from metadata."""
-        return cls(
-            prior={str(k): float(v) for k, v in data["prior"].items()},
-            damping=float(data.get("damping", 0.3)),
-            min_items=int(data.get("min_items", 50)),
-            protect=tuple(str(x) for x in data.get("protect", ("service_issue", "sales_lead"))),
-            learned=tuple(str(x) for x in data.get("learned", ())),
-        )
+        """Read it back from metadata (a key it lacks takes the field's default)."""
+        given: dict[str, Any] = {}
+        if "damping" in data:
+            given["damping"] = float(data["damping"])
+        if "min_items" in data:
+            given["min_items"] = int(data["min_items"])
+        for key in ("protect", "learned"):
+            if key in data:
+                given[key] = tuple(str(x) for x in data[key])
+        return cls(prior={str(k): float(v) for k, v in data["prior"].items()}, **given)
 
     def prior_vector(self) -> np.ndarray:
         """The prior in :data:`LABELS` order, kept away from 0 and 1."""

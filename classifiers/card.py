@@ -247,11 +247,27 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
         "  source's label mix, so keeping the items handed off at 95-96% right flags about half",
         "  of them for review (see the tables above); a very different stream can need more:",
         "  check its review rate and retrain with reviewers' corrections.",
-        "- Adapting to a source's label mix assumes that a label's texts read alike there and in",
-        "  training, and needs 50 items of the source; a rare label in a stream of another one",
-        "  (a lead among complaints) is then flagged more often, though its score is never",
-        "  lowered for service issues and sales leads.",
+        *adaptation_limits(policy.get("adaptation")),
         "- Secondary labels come from the same scores; they are suggestions for reviewers.",
         "",
     ]
     return "\n".join(lines)
+
+
+def adaptation_limits(adaptation: dict[str, Any] | None) -> list[str]:
+    """The model card's known limit of adapting to a source's label mix (none if it does not)."""
+    if not adaptation:
+        return []
+    lines = [
+        "- Adapting to a source's label mix assumes that a label's texts read alike there and in",
+        f"  training, and needs {adaptation['min_items']} items of the source; a rare label in a "
+        + "stream of another one",
+    ]
+    protect = " and ".join(lab.replace("_", " ") + "s" for lab in adaptation.get("protect", []))
+    if not protect:
+        return [*lines, "  (a lead among complaints) is then flagged more often."]
+    return [
+        *lines,
+        "  (a lead among complaints) is then flagged more often, though its score is never",
+        f"  lowered for {protect}.",
+    ]
