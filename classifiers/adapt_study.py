@@ -111,11 +111,17 @@ def study(
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m classifiers.adapt_study --data PATH [--model DIR]``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def study_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every study takes: ``--data`` (repeatable) and ``--model``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--data", action="append", required=True, help="labelled files/folders")
     parser.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: ``python -m classifiers.adapt_study --data PATH [--model DIR]``."""
+    parser = study_parser(__doc__)
     parser.add_argument("--damping", default="0.3,0.5,0.7,1", help="comma-separated values")
     args = parser.parse_args(argv)
     clf = Classifier.load(Path(args.model) if args.model else None)

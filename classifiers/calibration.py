@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.adapt import Adaptation, stream_name
-from classifiers.data import Example
+from classifiers.data import Example, from_starter
 from classifiers.metrics import evaluate_labels
 from classifiers.model import (
     Policy,
@@ -98,6 +98,8 @@ def tune_policy(
     margins: Sequence[float] = (0.1,),
     z: float = 1.645,
     service_watch: float | None = None,
+    starter_rows: np.ndarray | None = None,
+    starter_accuracy: float | None = None,
 ) -> tuple[Policy, dict[str, float], dict[str, float]]:
     """Choose per-label thresholds and review thresholds on out-of-source scores.
 
@@ -112,7 +114,8 @@ def tune_policy(
     label are at least ``precision`` correct (a stricter rule that flags more; a label that never
     gets there is always reviewed), and the margin stays the first of ``margins``. Either way
     ``service_watch`` goes into the policy (:func:`classifiers.model.service_watched`), and the
-    rows it flags are left out of the fit.
+    rows it flags are left out of the fit. ``starter_rows`` and ``starter_accuracy`` hold the
+    starter corpus's rows to a target of their own (:func:`classifiers.review.fit_review`).
 
     Returns:
         The policy, each rule's cross-validated macro-F1, and what the review fit found (empty
@@ -143,7 +146,16 @@ def tune_policy(
     info: dict[str, float] = {}
     if accuracy is not None:
         policy.review_thresholds, policy.margin, info = fit_review(
-            scores, gold_idx, fitted, rule, accuracy, margins, z, service_watch=service_watch
+            scores,
+            gold_idx,
+            fitted,
+            rule,
+            accuracy,
+            margins,
+            z,
+            service_watch=service_watch,
+            starter_rows=starter_rows,
+            starter_accuracy=starter_accuracy,
         )
         return policy, {r: round(v, 4) for r, v in estimates.items()}, info
     preds = primary_indices(scores, fitted, rule)
@@ -227,6 +239,7 @@ def fit_policy(
                 calibration[label] = (round(a, 6), round(b, 6))
     scores = calibrate(raw, calibration)
     accuracy = settings.get("review_accuracy")
+    review = review_settings(settings)
     policy, rule_estimates, review_fit = tune_policy(
         scores,
         gold,
@@ -237,7 +250,9 @@ def fit_policy(
         accuracy=float(accuracy) if accuracy is not None else None,
         margins=[float(m) for m in settings.get("review_margins", [0.1])],
         z=float(settings.get("review_confidence_z", 1.645)),
-        service_watch=review_settings(settings)["service_watch"],
+        service_watch=review["service_watch"],
+        starter_rows=np.array([from_starter(ex) for ex in examples], dtype=bool),
+        starter_accuracy=review.get("starter_accuracy"),
     )
     policy.adaptation = adaptation_for(settings, examples, targets)
     decisions = decide(scores, policy)

@@ -11,6 +11,8 @@ from pathlib import Path
 from triage.models import LABELS
 
 STARTER_DIR = Path(__file__).parent / "corpus" / "starter"
+EVAL_DIR = Path(__file__).parent / "corpus" / "eval"
+"""Eval-only sets of our own writing: scored as new sources, never trained on."""
 TEACHER_DIR = Path(__file__).parent / "corpus" / "distilled"
 
 # Real-world exports occasionally carry very long cells; the csv module's default limit is 128 KiB.

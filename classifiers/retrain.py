@@ -42,14 +42,14 @@ from classifiers.corrections import (
     split_corrections,
     text_key,
 )
-from classifiers.data import Example, load_examples, load_starter
+from classifiers.data import EVAL_DIR, Example, load_examples, load_starter
 from classifiers.fitting import CONFIG_DIR
 from classifiers.gate import CORRECTIONS_SLICE, GatePolicy, judge, score_slice
 from classifiers.model import META_FILE, Classifier, Policy
 from classifiers.registry import Registry
 from classifiers.train import train
 
-GENERAL_EVAL = Path(__file__).parent / "corpus" / "eval" / "intent_eval.jsonl"
+GENERAL_EVAL = EVAL_DIR / "intent_eval.jsonl"
 GENERAL_SLICE = "general"
 STARTER_SLICE = "starter_holdout"
 STARTER_SALT = "triage-starter-holdout-v1"
