@@ -141,6 +141,10 @@ def applied_mix(estimated: np.ndarray, settings: Adaptation) -> np.ndarray:
     return np.asarray(mix)
 
 
+LEARNED = "the model trained on this source"
+"""Why a stream the model learned (its name among ``Adaptation.learned``) is left as it is."""
+
+
 @dataclass(slots=True)
 class StreamMix:
     """What adaptation did for one stream (reported by ``triage evaluate`` and the flow)."""
@@ -150,7 +154,7 @@ class StreamMix:
     mix: dict[str, float] | None
     """The applied label shares; None when the stream was left as it is."""
     reason: str
-    """``adapted``, ``fewer than N items`` or ``the model trained on this source``."""
+    """``adapted``, ``fewer than N items`` or :data:`LEARNED`."""
 
 
 def adapt_streams(
@@ -185,7 +189,7 @@ def adapt_streams(
         past = (history or {}).get(key)
         sample = out[idx] if past is None or not len(past) else np.vstack([out[idx], past])
         if stream_name(str(key)) in learned:
-            report[key] = StreamMix(len(sample), None, "the model trained on this source")
+            report[key] = StreamMix(len(sample), None, LEARNED)
             continue
         if len(sample) < settings.min_items:
             report[key] = StreamMix(len(sample), None, f"fewer than {settings.min_items} items")

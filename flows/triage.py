@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from classifiers.adapt import StreamMix, adapt_streams
+from classifiers.adapt import LEARNED, StreamMix, adapt_streams
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
 from flows.drift import watch_drift
@@ -269,6 +269,10 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
         "model_version": clf.version,
         # Sources whose scores were adapted to their label mix in this run.
         "adapted_sources": sorted(k for k, v in mixes.mixes.items() if v.mix is not None),
+        # Sources left as they are because the model learned a source of that name: intended
+        # for a source whose corrections it trained on, a surprise for one that happens to be
+        # named like a training file (``kudos``), so the summary says so.
+        "learned_sources": sorted(k for k, v in mixes.mixes.items() if v.reason == LEARNED),
         "seconds": seconds,
     }
 

@@ -268,6 +268,49 @@ def test_a_run_adapts_a_few_new_items_with_the_sources_history(
     assert not np.allclose(stored, plain, atol=1e-3)
 
 
+def test_a_run_says_which_sources_it_left_alone_because_the_model_learned_their_name(
+    tmp_path: Path, clf: Classifier, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source named like a starter file is not adapted; the run summary says so, not silence."""
+    from triage.cli.pipeline import print_summary
+
+    assert "kudos" in clf.policy.adaptation.learned  # type: ignore[union-attr]
+    praise = _app_store_praise(60)
+    for name in ("kudos", "store"):
+        _feed(tmp_path / f"{name}.jsonl", praise, 0)
+    config_path = tmp_path / "triage.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "database": str(tmp_path / "t.duckdb"),
+                "sources": [
+                    {"name": name, "type": "file", "path": f"{name}.jsonl"}
+                    for name in ("kudos", "store")
+                ],
+            }
+        )
+    )
+    cfg = load_config(config_path)
+    for source in cfg.sources:
+        ingest(cfg, source)
+    result = classify_pending(cfg)
+    assert result["adapted_sources"] == ["store"]
+    assert result["learned_sources"] == ["kudos"]
+    summary = {
+        "seconds": 1.0,
+        "database": "t.duckdb",
+        "sources": {},
+        "failed_sources": {},
+        "classify": result,
+        "route": {"routed": 0, "by_department": {}, "enqueued": 0},
+    }
+    print_summary(summary)
+    out = capsys.readouterr().out
+    assert "scores adapted to the label mix of store\n" in out
+    assert "not adapted, the model learned sources of these names" in out
+    assert "corrections it trained on): kudos\n" in out
+
+
 def test_a_left_out_groups_mix_is_estimated_on_all_its_rows(clf: Classifier) -> None:
     """Leave-one-source-out with --only-labels scores some rows of a group, adapted to all of it."""
     from classifiers.crosseval import score_group

@@ -84,6 +84,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     out.append(f"classified {c['classified']} ({labels}); needs review {c['needs_review']}")
     if c.get("adapted_sources"):
         out.append(f"  scores adapted to the label mix of {', '.join(c['adapted_sources'])}")
+    if c.get("learned_sources"):
+        out.append(
+            "  not adapted, the model learned sources of these names (its training files, or "
+            f"corrections it trained on): {', '.join(c['learned_sources'])}"
+        )
     r = summary["route"]
     depts = ", ".join(f"{k} {v}" for k, v in r["by_department"].items()) or "nothing new"
     out.append(f"routed {r['routed']} ({depts}); deliveries queued {r['enqueued']}")
