@@ -42,31 +42,29 @@ def review_card_line(review: dict[str, Any], found: dict[str, Any]) -> str:
         else ""
     )
     if review.get("rule") == "overall accuracy":
-        if review.get("starter_accuracy") is None:
-            target = f"stay at least {review['accuracy']:.0%} right overall"
-        else:
-            # Rows of real sources and rows of the starter corpus are held apart (fit_review).
-            target = (
-                f"stay at least {review['accuracy']:.0%} right on the rows of real sources and "
-                f"{review['starter_accuracy']:.1%} on the starter corpus's (our own writing, harder "
-                "than a real source scored out of family), each on its own"
+        target = f"stay at least {review['accuracy']:.0%} right overall"
+        bound = f"one-sided lower confidence bound, z {review['confidence_z']}"
+        starter = review.get("starter_accuracy")
+        if starter is not None and found.get("target") == starter:
+            target = f"stay at least {starter:.1%} right overall"
+            bound = (
+                "the starter corpus's own target: our own writing, harder out of family than a "
+                f"real source; a model trained on other files too holds every row to "
+                f"{review['accuracy']:.0%}; " + bound
             )
-        # Each part's own accuracy, when rows of both were kept (one part alone is the total).
-        keys = (("accuracy_kept_other", "real"), ("accuracy_kept_starter", "starter"))
-        parts = (
-            "".join(f"; {name} rows kept {found[key]:.1%} right" for key, name in keys)
-            if all(key in found for key, _ in keys)
-            else ""
-        )
+        elif starter is not None:
+            bound = (
+                f"the starter corpus's own target, {starter:.1%}, applies to a model trained on it "
+                "alone; " + bound
+            )
         return (
             "- Review thresholds: one cutoff on each label's local precision (isotonic fit of "
             "right/wrong on its out-of-source scores), the lowest at which the items not flagged "
-            f"{target} (one-sided lower confidence bound, z {review['confidence_z']}): local "
-            f"precision {found.get('local_precision')}, {found.get('kept', 0):.1%} of the "
-            f"out-of-source rows kept at {found.get('accuracy_kept', 0):.1%} right{parts}. Margin "
-            f"chosen from {review['margins']}. Below its review threshold, with no label over its "
-            "threshold or with the top two scores closer than the margin, an item is flagged for "
-            "review." + watched
+            f"{target} ({bound}): local precision {found.get('local_precision')}, "
+            f"{found.get('kept', 0):.1%} of the out-of-source rows kept at "
+            f"{found.get('accuracy_kept', 0):.1%} right. Margin chosen from {review['margins']}. "
+            "Below its review threshold, with no label over its threshold or with the top two "
+            "scores closer than the margin, an item is flagged for review." + watched
         )
     return (
         "- Review threshold: the lowest score from which a label's items were at least "

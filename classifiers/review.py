@@ -58,8 +58,6 @@ def fit_review(
     z: float = 1.645,
     margin_tolerance: float = 0.01,
     service_watch: float | None = None,
-    starter_rows: np.ndarray | None = None,
-    starter_accuracy: float | None = None,
 ) -> tuple[dict[str, float], float, dict[str, float]]:
     """Review thresholds and margin that hand off the most items at ``accuracy`` overall.
 
@@ -85,11 +83,6 @@ def fit_review(
         margin_tolerance: Coverage (share of rows) given up at most for a wider margin.
         service_watch: The policy's service watch (:func:`classifiers.model.service_watched`):
             rows it flags are never kept, so the cutoffs are fitted on the rest.
-        starter_rows: (n,) bool, the rows from the starter corpus. With ``starter_accuracy``,
-            those rows are held to ``starter_accuracy`` and the others to ``accuracy``, each
-            part on its own (a part with no row kept holds trivially).
-        starter_accuracy: What the starter rows must keep; None holds every row to
-            ``accuracy`` together.
 
     Returns:
         ``(review_thresholds, margin, info)``; info has the local-precision cutoff and the
@@ -99,21 +92,12 @@ def fit_review(
     n = len(gold_idx)
     preds = primary_indices(scores, thresholds, rule)
     right = preds == gold_idx
-    top = scores[np.arange(n), preds]
+    own = scores[np.arange(n), preds]
     any_above = (scores >= thresholds).any(axis=1)
     ranked = np.sort(scores, axis=1)
     gap = ranked[:, -1] - ranked[:, -2] if scores.shape[1] > 1 else np.ones(n)
     watched = service_watched(scores, preds, service_watch)
-    # The parts of the rows and the accuracy each must keep. The starter corpus is our own
-    # writing, weighted toward the hard cases (near misses, mixed intent); out of family it is
-    # scored well below what real sources the model never saw are (README, "Review policy"), so a
-    # config can hold it to a target of its own instead of letting it set the bar for real rows.
-    if starter_rows is not None and starter_accuracy is not None:
-        own = np.asarray(starter_rows, dtype=bool)
-        parts = [("starter", own, float(starter_accuracy)), ("other", ~own, float(accuracy))]
-    else:
-        parts = [("", np.ones(n, dtype=bool), float(accuracy))]
-    found: dict[float, tuple[int, float, np.ndarray, float, dict[str, float]]] = {}
+    found: dict[float, tuple[int, float, np.ndarray, float, float]] = {}
     for margin in sorted(margins):
         eligible = any_above & (gap >= margin) & ~watched
         curves = [
@@ -128,25 +112,12 @@ def fit_review(
                     # Stored to 4 decimals, rounded down so the item at the cutoff stays in;
                     # the accuracy is measured with the stored value.
                     cut[j] = max(float(thresholds[j]), np.floor(xs[ok[0]] * 1e4) / 1e4)
-            kept = eligible & (top >= cut[preds])
+            kept = eligible & (own >= cut[preds])
             count = int(kept.sum())
-            # Nothing kept is not a fit (it would store cutoffs that hand off untested rows).
-            if not count or any(
-                (kept & part).any()
-                and wilson_lower(int(right[kept & part].sum()), int((kept & part).sum()), z)
-                < target
-                for _, part, target in parts
-            ):
+            if wilson_lower(int(right[kept].sum()), count, z) < accuracy:
                 continue
             if margin not in found or count >= found[margin][0]:
-                accuracies = {"accuracy_kept": round(float(right[kept].mean()), 4)}
-                if len(parts) > 1:
-                    accuracies |= {
-                        f"accuracy_kept_{name}": round(float(right[kept & part].mean()), 4)
-                        for name, part, _ in parts
-                        if (kept & part).any()
-                    }
-                found[margin] = (count, margin, cut, c, accuracies)
+                found[margin] = (count, margin, cut, c, float(right[kept].mean()))
     # The widest margin that keeps within ``margin_tolerance`` of the most items: a close call
     # between two labels is what transfers worst to a new source, so a wider margin is worth a
     # little coverage on these rows.
@@ -159,9 +130,14 @@ def fit_review(
             float(max(margins)),
             {"local_precision": 1.0, "kept": 0.0, "accuracy_kept": 0.0},
         )
-    count, margin, cut, c, accuracies = best
+    count, margin, cut, c, acc = best
     review = {lab: float(v) for lab, v in zip(LABELS, cut, strict=True)}
-    info = {"local_precision": c, "kept": round(count / n, 4), **accuracies}
+    info = {
+        "local_precision": c,
+        "kept": round(count / n, 4),
+        "accuracy_kept": round(acc, 4),
+        "target": float(accuracy),
+    }
     return review, float(margin), info
 
 

@@ -1009,16 +1009,6 @@ def test_review_fit_flags_fewest_items_at_the_overall_accuracy_it_was_fitted_for
     policy, _, info = tune_policy(hopeless, list(rng.choice(LABELS, 500)), {}, accuracy=0.95)
     assert decide_columns(hopeless, policy).needs_review.all() and info["kept"] == 0.0
     assert set(policy.review_thresholds.values()) == {1.0}
-    # The same when the starter rows are held apart: keeping nothing is never a fit.
-    apart, _, _ = tune_policy(
-        hopeless,
-        list(rng.choice(LABELS, 500)),
-        {},
-        accuracy=0.95,
-        starter_rows=np.arange(500) < 250,
-        starter_accuracy=0.9,
-    )
-    assert set(apart.review_thresholds.values()) == {1.0}
 
 
 def _rows_right_by_score(n: int, lift: float, seed: int) -> tuple[Any, list[str]]:
@@ -1035,47 +1025,43 @@ def _rows_right_by_score(n: int, lift: float, seed: int) -> tuple[Any, list[str]
     return scores, [LABELS[g] for g in gold]
 
 
-def test_review_fit_holds_starter_rows_and_real_rows_to_their_own_targets() -> None:
-    """Starter rows (hard) and real rows (easy) can each be held to a target of their own.
+def test_a_starter_only_fit_has_the_starter_target_and_a_fit_with_other_files_the_real_one() -> (
+    None
+):
+    """``review_accuracy_starter`` holds a starter-only model; any other file brings 0.95 back.
 
-    Pooled, the easy rows carry the hard ones: the kept starter rows fall well under the target.
-    Held apart at the same target, each part keeps it; a lower starter target keeps more starter
-    rows while the real rows still keep theirs.
+    The same out-of-source rows, once all from the starter corpus and once with one row from a
+    shared file: the first is held to the starter target and flags less, the second to
+    ``review_accuracy`` over every row together.
     """
     import numpy as np
 
-    from classifiers.calibration import tune_policy
-    from classifiers.model import decide_columns
+    from classifiers.calibration import fit_policy
+    from classifiers.data import Example
 
-    hard, hard_gold = _rows_right_by_score(4000, 0.0, 5)
-    easy, easy_gold = _rows_right_by_score(4000, 0.2, 6)
-    scores, gold = np.vstack([hard, easy]), hard_gold + easy_gold
-    right_label = np.array([LABELS.index(g) for g in gold])
-    starter = np.arange(8000) < 4000
-
-    def fit(target: float | None) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        policy, _, info = tune_policy(
-            scores,
-            gold,
-            {},
-            accuracy=0.95,
-            z=0.0,
-            margins=[0.05],
-            starter_rows=starter if target is not None else None,
-            starter_accuracy=target,
-        )
-        d = decide_columns(scores, policy)
-        return ~d.needs_review, d.primary == right_label, info
-
-    kept, right, _ = fit(None)
-    assert right[kept].mean() >= 0.95 and right[kept & starter].mean() < 0.93
-    apart, right, info = fit(0.95)
-    assert right[apart & starter].mean() >= 0.95 and right[apart & ~starter].mean() >= 0.95
-    assert info["accuracy_kept_starter"] == pytest.approx(right[apart & starter].mean(), abs=1e-4)
-    assert info["accuracy_kept_other"] == pytest.approx(right[apart & ~starter].mean(), abs=1e-4)
-    lower, right, _ = fit(0.9)
-    assert right[lower & starter].mean() >= 0.9 and right[lower & ~starter].mean() >= 0.95
-    assert (lower & starter).sum() > (apart & starter).sum()
+    raw, gold = _rows_right_by_score(3000, 0.0, 5)
+    starter = [
+        Example(text=f"t{i}", label=g, labels=[g], origin="starter/x.jsonl")
+        for i, g in enumerate(gold)
+    ]
+    mixed = [*starter[:-1], Example(text="t", label=gold[-1], labels=[gold[-1]], origin="a.csv")]
+    fold = np.arange(3000) % 5
+    settings = {
+        "review_accuracy": 0.95,
+        "review_accuracy_starter": 0.9,
+        "review_confidence_z": 0.0,
+        "review_margins": [0.05],
+    }
+    _, alone = fit_policy(raw, starter, fold, settings, 13)
+    _, together = fit_policy(raw, mixed, fold, settings, 13)
+    assert alone["review_fit"]["target"] == 0.9 and together["review_fit"]["target"] == 0.95
+    assert alone["accuracy_when_not_flagged"] >= 0.9
+    assert together["accuracy_when_not_flagged"] >= 0.95
+    assert alone["needs_review_rate"] < together["needs_review_rate"]
+    # Without the key, a starter-only model is held to review_accuracy as before.
+    _, plain = fit_policy(raw, starter, fold, {**settings, "review_accuracy_starter": None}, 13)
+    assert plain["review_fit"]["target"] == 0.95
+    assert plain["needs_review_rate"] == together["needs_review_rate"]
 
 
 def test_model_version_changes_with_the_decision_policy_not_only_the_weights() -> None:
@@ -1158,18 +1144,20 @@ def test_review_study_lower_starter_target_flags_less_on_the_folds(tmp_path: Pat
     assert refused.value.code == 2
 
 
-def test_card_says_which_rows_were_held_to_which_review_target() -> None:
-    """The card names the starter corpus's own target only when the config set one."""
+def test_card_says_which_review_target_the_model_was_held_to() -> None:
+    """The card names the starter corpus's own target when it applied, and says when it did not."""
     from classifiers.card import review_card_line
 
     review = {"rule": "overall accuracy", "accuracy": 0.95, "confidence_z": 1.645, "margins": [0.1]}
-    found = {"local_precision": 0.9, "kept": 0.4, "accuracy_kept": 0.96}
+    found = {"local_precision": 0.9, "kept": 0.4, "accuracy_kept": 0.96, "target": 0.95}
     pooled = review_card_line(review, found)
-    assert "at least 95% right overall" in pooled and "starter corpus" not in pooled
-    both = {**found, "accuracy_kept_starter": 0.94, "accuracy_kept_other": 0.97}
-    apart = review_card_line({**review, "starter_accuracy": 0.925}, both)
-    assert "95% right on the rows of real sources and 92.5% on the starter corpus's" in apart
-    assert "real rows kept 97.0% right; starter rows kept 94.0% right" in apart
-    # A starter-only model kept starter rows alone: their share is the total, said once.
-    alone = review_card_line({**review, "starter_accuracy": 0.925}, found)
-    assert "starter rows kept" not in alone and "kept at 96.0% right" in alone
+    assert "at least 95% right overall (one-sided" in pooled and "starter" not in pooled
+    starter_only = review_card_line(
+        {**review, "starter_accuracy": 0.925}, {**found, "target": 0.925}
+    )
+    assert "at least 92.5% right overall (the starter corpus's own target: our" in starter_only
+    assert "holds every row to 95%; one-sided lower confidence bound, z 1.645)" in starter_only
+    with_files = review_card_line({**review, "starter_accuracy": 0.925}, found)
+    assert (
+        "at least 95% right overall (the starter corpus's own target, 92.5%, applies" in with_files
+    )
