@@ -143,14 +143,7 @@ def tune_policy(
     info: dict[str, float] = {}
     if accuracy is not None:
         policy.review_thresholds, policy.margin, info = fit_review(
-            scores,
-            gold_idx,
-            fitted,
-            rule,
-            accuracy,
-            margins,
-            z,
-            service_watch=service_watch,
+            scores, gold_idx, fitted, rule, accuracy, margins, z, service_watch=service_watch
         )
         return policy, {r: round(v, 4) for r, v in estimates.items()}, info
     preds = primary_indices(scores, fitted, rule)
