@@ -24,7 +24,9 @@ from triage.models import LABELS
 from triage.normalize import normalize
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "textcat_bow.cfg"
+# The shipped architecture, and the CLI's default (`triage train --arch vectors`): a script that
+# calls train() or fit_classifier() without a config gets the model the project ships.
+DEFAULT_CONFIG = CONFIG_DIR / "textcat_vectors.cfg"
 
 
 def config_for(arch: str) -> Path:

@@ -43,7 +43,7 @@ from classifiers.corrections import (
     text_key,
 )
 from classifiers.data import EVAL_DIR, Example, load_examples, load_starter
-from classifiers.fitting import CONFIG_DIR
+from classifiers.fitting import CONFIG_DIR, DEFAULT_CONFIG
 from classifiers.gate import CORRECTIONS_SLICE, GatePolicy, judge, score_slice
 from classifiers.model import META_FILE, Classifier, Policy
 from classifiers.registry import Registry
@@ -57,7 +57,7 @@ DECISIONS_FILE = "decisions.jsonl"
 
 
 # The architecture of a challenger whose champion names none that exists (the CLI's default).
-ARCH_CONFIG = CONFIG_DIR / "textcat_vectors.cfg"
+ARCH_CONFIG = DEFAULT_CONFIG
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,22 @@ def test_a_challenger_is_built_with_the_champions_architecture(tmp_path: Path) -
     assert ARCH_CONFIG == CONFIG_DIR / "textcat_vectors.cfg"
 
 
+def test_library_default_architecture_is_the_shipped_one() -> None:
+    """train() and fit_classifier() without a config train what ships and what the CLI trains."""
+    import inspect
+
+    from classifiers.fitting import DEFAULT_CONFIG, config_for
+    from classifiers.train import fit_classifier, train
+    from triage.cli.model import train as train_command
+
+    shipped = json.loads((DEFAULT_MODEL_DIR / META_FILE).read_text())["architecture"]
+    assert DEFAULT_CONFIG.name == shipped
+    cli_default = inspect.signature(train_command).parameters["arch"].default
+    assert config_for(cli_default) == DEFAULT_CONFIG
+    for fn in (train, fit_classifier):
+        assert inspect.signature(fn).parameters["config_path"].default == DEFAULT_CONFIG
+
+
 @pytest.mark.slow
 def test_rollback_restores_the_previous_model(
     domain: tuple[Registry, Decision, list[Correction]],
