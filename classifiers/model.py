@@ -119,7 +119,10 @@ def calibrate(raw: np.ndarray, calibration: dict[str, tuple[float, float]]) -> n
         if label in calibration:
             a, b = calibration[label]
             p = np.clip(out[:, j], eps, 1 - eps)
-            out[:, j] = 1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b)))
+            # A steep scaling sends exp() past the float range for confident scores: inf gives
+            # 1 / (1 + inf) = 0.0, the right limit, so the overflow is not worth a warning.
+            with np.errstate(over="ignore"):
+                out[:, j] = 1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b)))
     return out
 
 

@@ -396,3 +396,25 @@ def test_the_service_watch_is_stored_only_when_set() -> None:
     bare = policy("priority")
     assert "service_watch" not in bare.to_json()
     assert Policy.from_json(bare.to_json()).service_watch is None
+
+
+def test_steep_calibration_saturates_without_warnings() -> None:
+    """A steep scaling of a confident score gives exactly 0 or 1, monotone, and no overflow warning.
+
+    Trained on a few large files, a model can get a scaling slope of 20 or more; exp() of the
+    scaled log-odds then passes the float range, and the warning reached `triage evaluate` output.
+    """
+    import warnings
+
+    from classifiers.model import calibrate
+
+    raw = np.tile(np.array([[1e-9], [0.001], [0.3], [0.5], [0.9], [1 - 1e-9]]), (1, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = calibrate(raw, {"kudos": (60.0, -1.0), "other": (-60.0, 0.0)})
+    assert out[0, 0] == 0.0 and out[-1, 0] == 1.0
+    assert np.all(np.diff(out[:, 0]) >= 0)  # a positive slope keeps the order
+    assert np.all(np.diff(out[:, 4]) <= 0)  # a negative one reverses it
+    assert out[0, 4] == 1.0 and out[-1, 4] == 0.0
+    # Labels without a scaling are left as they were.
+    assert np.array_equal(out[:, 1], raw[:, 1])
