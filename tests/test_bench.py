@@ -49,6 +49,8 @@ def test_bench_reports_every_field(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert all(v >= 0 for v in stages.values()) and stages["classify"] > 0
     assert sum(stages.values()) == pytest.approx(report["e2e_seconds"], abs=0.01)
     assert report["peak_rss_mb"] > 100  # the spaCy model and Prefect alone are larger than that
+    # Whether the peak includes torch (imported by thinc when installed) is said, not guessed.
+    assert report["torch_loaded"] is ("torch" in sys.modules)
     # Reported, not timed: at 2,000 mentions both runs are mostly Prefect's fixed per-run cost, so
     # the speed-up is about 1 and may land either side of it (the target is measured at 100k).
     assert report["rerun_speedup"] == pytest.approx(
