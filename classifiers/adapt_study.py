@@ -28,7 +28,7 @@ import numpy as np
 from classifiers.adapt import Adaptation, adapt_streams, stream_name
 from classifiers.data import Example, load_examples
 from classifiers.metrics import evaluate_labels
-from classifiers.model import Classifier, decide
+from classifiers.model import Classifier, Policy, decide
 
 RARE = 0.02
 """A label under this share of a file is mixed in at :data:`MIXED_IN`."""
@@ -72,6 +72,40 @@ def mixtures(
     return streams
 
 
+def decided(
+    name: str, rows: Sequence[Example], scores: np.ndarray, setting: Adaptation | None, policy: Policy
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Adapt one stream's scores under ``setting`` and decide them.
+
+    Returns:
+        Gold labels, primary labels, flagged for review, right (one entry per row).
+    """
+    adapted, _ = adapt_streams(scores, [name] * len(rows), setting)
+    decisions = decide(adapted, policy)
+    gold = [ex.label for ex in rows]
+    pred = [d[0] for d in decisions]
+    flag = np.array([d[2] for d in decisions], dtype=bool)
+    ok = np.array([g == p for g, p in zip(gold, pred, strict=True)], dtype=bool)
+    return gold, pred, flag, ok
+
+
+def rare_rows_lost(
+    streams: Sequence[tuple[str, list[Example], set[int], np.ndarray]],
+    setting: Adaptation | None,
+    policy: Policy,
+) -> tuple[int, int]:
+    """Mixed-in rare rows handed to the wrong owner without review, and how many there are.
+
+    ``streams`` are :func:`mixtures` with each stream's calibrated scores.
+    """
+    lost = total = 0
+    for name, rows, mixed, scores in streams:
+        _, _, flag, ok = decided(name, rows, scores, setting, policy)
+        total += len(mixed)
+        lost += int(sum(not ok[i] and not flag[i] for i in mixed))
+    return lost, total
+
+
 def study(
     clf: Classifier, data: Sequence[str], settings: Sequence[tuple[str, Adaptation | None]]
 ) -> str:
@@ -91,12 +125,7 @@ def study(
     for label, setting in settings:
         f1s, flagged, right_unflagged, rare_right, rare_lost, rare_n = [], [], [], 0, 0, 0
         for name, rows, mixed, scores in streams:
-            adapted, _ = adapt_streams(scores, [name] * len(rows), setting)
-            decisions = decide(adapted, clf.policy)
-            gold = [ex.label for ex in rows]
-            pred = [d[0] for d in decisions]
-            flag = np.array([d[2] for d in decisions])
-            ok = np.array([g == p for g, p in zip(gold, pred, strict=True)])
+            gold, pred, flag, ok = decided(name, rows, scores, setting, clf.policy)
             f1s.append(evaluate_labels(gold, pred)["macro_f1"])
             flagged.append(flag.mean())
             right_unflagged.append(ok[~flag].mean() if (~flag).any() else 1.0)

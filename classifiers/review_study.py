@@ -18,12 +18,13 @@ again after retraining.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from classifiers.adapt import stream_name
-from classifiers.adapt_study import study_parser
+from classifiers.adapt import adapt_streams, stream_name
+from classifiers.adapt_study import mixtures, rare_rows_lost, study_parser
 from classifiers.calibration import fit_policy
 from classifiers.data import EVAL_DIR, Example, load_examples, load_starter
 from classifiers.fitting import CONFIG_DIR, DocCache, build_pipeline, cross_source_scores
@@ -45,6 +46,7 @@ def study(
     targets: Sequence[float],
     seed: int = 13,
     starter: Sequence[Example] | None = None,
+    dampings: Sequence[float] = (),
 ) -> str:
     """Refit the review thresholds for each target and score the files; return the report.
 
@@ -54,6 +56,10 @@ def study(
         targets: The starter targets (``review_accuracy_starter``) to compare.
         seed: Seed of the label-balanced sample.
         starter: The starter rows to fit on (default: the whole corpus, as the model was).
+        dampings: Also score each target with these adaptation dampings (0: not adapted) and
+            count the rare rows mixed into the files (:func:`classifiers.adapt_study.mixtures`)
+            that go to the wrong owner unreviewed: the damping is chosen by that count, and
+            the review thresholds move it, so the two are chosen together.
     """
     meta = clf.meta
     examples = list(starter) if starter is not None else load_starter()
@@ -76,6 +82,14 @@ def study(
         scores, _ = clf.stream_scores([ex.text for ex in rows], [name] * len(rows))
         scored[name] = (scores, np.array([LABELS.index(ex.label) for ex in rows]))
     shared = [name for name in files if not (EVAL_DIR / f"{name}.jsonl").is_file()]
+    plain: dict[str, np.ndarray] = {}
+    mixed: list[tuple[str, list[Example], set[int], np.ndarray]] = []
+    if dampings:
+        plain = {name: clf.scores([ex.text for ex in files[name]]) for name in shared}
+        row_of = {id(ex): (name, i) for name in shared for i, ex in enumerate(files[name])}
+        for name, rows, extra in mixtures({n: files[n] for n in shared}):
+            at = [row_of[id(ex)] for ex in rows]
+            mixed.append((name, rows, extra, np.stack([plain[n][i] for n, i in at])))
     rng = np.random.default_rng(seed)
     sample: list[tuple[str, int]] = []
     for j in range(len(LABELS)):
@@ -108,6 +122,28 @@ def study(
         lines.append(f"  {f'label-balanced {PER_LABEL} per label':<28} {_rates(*balanced)}")
         for name, (right, flagged) in results.items():
             lines.append(f"  {name:<28} {_rates(right, flagged)}")
+        for damping in dampings:
+            setting = (
+                replace(clf.policy.adaptation, damping=damping, learned=())
+                if damping and clf.policy.adaptation is not None
+                else None
+            )
+            by_file = {}
+            for name in shared:
+                gold = scored[name][1]
+                adapted, _ = adapt_streams(plain[name], [name] * len(gold), setting)
+                decisions = decide_columns(adapted, policy)
+                by_file[name] = (decisions.primary == gold, decisions.needs_review)
+            balanced = [np.array([by_file[n][k][i] for n, i in sample]) for k in (0, 1)]
+            lost, total = rare_rows_lost(mixed, setting, policy)
+            each = ", ".join(
+                f"{name} {r[~f].mean() if (~f).any() else 1.0:.1%}"
+                for name, (r, f) in by_file.items()
+            )
+            lines.append(
+                f"  damping {damping}: label-balanced {_rates(*balanced)}; rare rows to the "
+                f"wrong owner unreviewed {lost} of {total}; right when not flagged: {each}"
+            )
     return "\n".join(lines)
 
 
@@ -115,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python -m classifiers.review_study --data PATH [--model DIR]``."""
     parser = study_parser(__doc__)
     parser.add_argument("--targets", default="0.95,0.94,0.93,0.92,0.9", help="comma-separated")
+    parser.add_argument(
+        "--dampings", default="", help="also these adaptation dampings, comma-separated (0: none)"
+    )
     args = parser.parse_args(argv)
     clf = Classifier.load(Path(args.model) if args.model else None)
     if clf.meta.get("data", {}).get("paths"):
@@ -122,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{clf.version} trained on more than the starter corpus; the study refits a "
             "starter-only model's thresholds"
         )
-    print(study(clf, args.data, [float(t) for t in args.targets.split(",")]))
+    dampings = [float(d) for d in args.dampings.split(",") if d.strip()]
+    print(study(clf, args.data, [float(t) for t in args.targets.split(",")], dampings=dampings))
 
 
 if __name__ == "__main__":

@@ -1112,18 +1112,26 @@ def test_review_study_lower_starter_target_flags_less_on_the_folds(tmp_path: Pat
     rows = load_starter()
     # Every family, every label, a few rows each: enough for the folds to fit.
     picked = [ex for i, ex in enumerate(rows) if i % 12 == 0]
-    data = tmp_path / "forum.csv"
-    with data.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        for ex in [ex for i, ex in enumerate(rows) if i % 12 == 5][:300]:
-            writer.writerow([ex.text, ex.label])
-    report = study(Classifier.load(), [data], [0.95, 0.85], starter=picked)
+    # Two files with different label mixes, so each lacks labels the other can lend (the rare
+    # rows of the damping check).
+    data = tmp_path / "files"
+    data.mkdir()
+    scored = [ex for i, ex in enumerate(rows) if i % 12 == 5]
+    kinds = {"forum": {"kudos", "service_issue"}, "chat": {"sales_lead", "feature_request", "other"}}
+    for name, labels in kinds.items():
+        with (data / f"{name}.csv").open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            for ex in [ex for ex in scored if ex.label in labels][:150]:
+                writer.writerow([ex.text, ex.label])
+    shipped = Classifier.load()
+    report = study(shipped, [data], [0.95, 0.85], starter=picked, dampings=[0, 0.3])
     blocks = re.findall(r"starter target (0\.\d+): folds ([\d.]+)% flagged", report)
     assert [b[0] for b in blocks] == ["0.95", "0.85"]
     assert float(blocks[1][1]) <= float(blocks[0][1])
     files = (
         "forum",
+        "chat",
         "intent_eval",
         "app_eval_blind",
         "files pooled",
@@ -1132,6 +1140,25 @@ def test_review_study_lower_starter_target_flags_less_on_the_folds(tmp_path: Pat
     for name in files:
         line = rf"^  {name}\s+[\d.]+% flagged,\s+[\d.]+% right$"
         assert len(re.findall(line, report, re.MULTILINE)) == 2, name
+    # With dampings: one line per target and damping, the same rare rows counted each time.
+    joint = re.findall(
+        r"^  damping ([\d.]+): label-balanced\s+([\d.]+)% flagged,\s+([\d.]+)% right; rare rows "
+        r"to the wrong owner unreviewed (\d+) of (\d+); right when not flagged: (.+)$",
+        report,
+        re.MULTILINE,
+    )
+    assert [j[0] for j in joint] == ["0", "0.3", "0", "0.3"]
+    assert len({j[4] for j in joint}) == 1 and int(joint[0][4]) > 0
+    assert all(int(j[3]) <= int(j[4]) for j in joint)
+    assert all(sorted(part.split()[0] for part in j[5].split(", ")) == ["chat", "forum"] for j in joint)
+    # The shipped damping scores the sample as the target's own block does (both adapt at it).
+    assert shipped.policy.adaptation is not None and shipped.policy.adaptation.damping == 0.3
+    block_rates = re.findall(
+        r"^  label-balanced 150 per label\s+([\d.]+)% flagged,\s+([\d.]+)% right$",
+        report,
+        re.MULTILINE,
+    )
+    assert [j[1:3] for j in joint if j[0] == "0.3"] == block_rates
     # A model that trained on shared files: the files would not be new to it.
     other = tmp_path / "model"
     shutil.copytree(Classifier.load().path, other)
