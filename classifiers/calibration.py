@@ -25,13 +25,27 @@ from triage.models import LABELS
 def fit_platt(
     raw: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 50
 ) -> tuple[float, float]:
-    """Fit ``sigmoid(a * logit(raw) + b)`` to 0/1 targets by Newton's method (Platt scaling)."""
+    """Fit ``sigmoid(a * logit(raw) + b)`` to 0/1 targets by Newton's method (Platt scaling).
+
+    Each Newton step is halved until it does not make the (L2-penalised) log loss worse. A model
+    that is far too sure of itself on the sources it did not train on (scores near 0 and 1, right
+    much less often than that) puts the optimum far from the starting slope of 1; there the full
+    step overshoots, the sigmoid saturates, the curvature vanishes and plain Newton diverged to a
+    slope of 1e8, which turned every calibrated score into 0 or 1.
+    """
     p = np.clip(raw, 1e-6, 1 - 1e-6)
     x = np.log(p / (1 - p))
+
+    def loss(a: float, b: float) -> float:
+        z = a * x + b
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * ((a - 1) ** 2 + b**2))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(iters):
         z = a * x + b
-        q = 1.0 / (1.0 + np.exp(-z))
+        with np.errstate(over="ignore"):
+            q = 1.0 / (1.0 + np.exp(-z))
         w = q * (1 - q)
         g = np.array([np.sum((q - y) * x) + l2 * (a - 1), np.sum(q - y) + l2 * b])
         h = np.array([[np.sum(w * x * x) + l2, np.sum(w * x)], [np.sum(w * x), np.sum(w) + l2]])
@@ -39,8 +53,19 @@ def fit_platt(
             step = np.linalg.solve(h, g)
         except np.linalg.LinAlgError:
             break
-        a, b = a - float(step[0]), b - float(step[1])
-        if np.abs(step).max() < 1e-7:
+        # The full step is taken whenever it does not make the fit worse (rounding allowed for),
+        # so a fit that converged before converges to the same numbers.
+        scale = 1.0
+        while True:
+            na, nb = a - scale * float(step[0]), b - scale * float(step[1])
+            new = loss(na, nb)
+            if new <= current + 1e-12 * abs(current) or scale < 1e-6:
+                break
+            scale /= 2
+        if new > current + 1e-12 * abs(current):
+            break  # no step along this direction helps: as good as it gets
+        a, b, current = na, nb, new
+        if np.abs(scale * step).max() < 1e-7:
             break
     return a, b
 

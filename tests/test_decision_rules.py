@@ -418,3 +418,42 @@ def test_steep_calibration_saturates_without_warnings() -> None:
     assert out[0, 4] == 1.0 and out[-1, 4] == 0.0
     # Labels without a scaling are left as they were.
     assert np.array_equal(out[:, 1], raw[:, 1])
+
+
+def _platt_loss(raw: np.ndarray, y: np.ndarray, a: float, b: float, l2: float = 1e-3) -> float:
+    # The penalised log loss fit_platt minimises, written out again here.
+    p = np.clip(raw, 1e-6, 1 - 1e-6)
+    z = a * np.log(p / (1 - p)) + b
+    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * ((a - 1) ** 2 + b**2))
+
+
+def test_platt_scaling_of_an_overconfident_model_converges() -> None:
+    """Scores far surer than they are right (a model on a source it never saw) get a gentle slope.
+
+    Plain Newton from a slope of 1 overshot on such scores and diverged to a slope of about 1e8
+    (every calibrated score 0 or 1): a model trained on the shared files without the starter
+    corpus shipped that. The fit must land at the loss minimum instead.
+    """
+    from classifiers.calibration import fit_platt
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.2).astype(float)
+    logits = np.where(y == 1, rng.normal(-1, 5, 3000), rng.normal(-6, 4, 3000))
+    raw = 1 / (1 + np.exp(-logits))
+    a, b = fit_platt(raw, y)
+    assert 0.1 < a < 0.6  # far less sure than the raw scores, never a step function
+    best = _platt_loss(raw, y, a, b)
+    # A minimum: no nearby slope or intercept does better, and far better than no scaling.
+    for da, db in ((0.01, 0), (-0.01, 0), (0, 0.05), (0, -0.05)):
+        assert best <= _platt_loss(raw, y, a + da, b + db)
+    assert best < _platt_loss(raw, y, 1.0, 0.0) * 0.9
+
+
+def test_platt_scaling_of_a_well_calibrated_model_stays_near_identity() -> None:
+    from classifiers.calibration import fit_platt
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, 5000)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-logits))).astype(float)
+    a, b = fit_platt(1 / (1 + np.exp(-logits)), y)
+    assert abs(a - 1) < 0.1 and abs(b) < 0.1
