@@ -55,14 +55,12 @@ def fit_platt(
             break
         # The full step is taken whenever it does not make the fit worse (rounding allowed for),
         # so a fit that converged before converges to the same numbers.
-        scale = 1.0
-        while True:
+        for scale in 0.5 ** np.arange(21):
             na, nb = a - scale * float(step[0]), b - scale * float(step[1])
             new = loss(na, nb)
-            if new <= current + 1e-12 * abs(current) or scale < 1e-6:
+            if new <= current + 1e-12 * abs(current):
                 break
-            scale /= 2
-        if new > current + 1e-12 * abs(current):
+        else:
             break  # no step along this direction helps: as good as it gets
         a, b, current = na, nb, new
         if np.abs(scale * step).max() < 1e-7:
