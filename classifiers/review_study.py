@@ -77,15 +77,15 @@ def study(
     files: dict[str, list[Example]] = {}
     for ex in load_examples([*data, EVAL_DIR]):
         files.setdefault(stream_name(ex.origin), []).append(ex)
+    # Each file is scored once; the model's own adaptation and every damping start from these.
+    plain = {name: clf.scores([ex.text for ex in rows]) for name, rows in files.items()}
     scored = {}
     for name, rows in files.items():
-        scores, _ = clf.stream_scores([ex.text for ex in rows], [name] * len(rows))
+        scores, _ = adapt_streams(plain[name], [name] * len(rows), clf.policy.adaptation)
         scored[name] = (scores, np.array([LABELS.index(ex.label) for ex in rows]))
     shared = [name for name in files if not (EVAL_DIR / f"{name}.jsonl").is_file()]
-    plain: dict[str, np.ndarray] = {}
     mixed: list[tuple[str, list[Example], set[int], np.ndarray]] = []
     if dampings:
-        plain = {name: clf.scores([ex.text for ex in files[name]]) for name in shared}
         row_of = {id(ex): (name, i) for name in shared for i, ex in enumerate(files[name])}
         for name, rows, extra in mixtures({n: files[n] for n in shared}):
             at = [row_of[id(ex)] for ex in rows]
