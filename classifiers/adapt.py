@@ -26,13 +26,14 @@ And a stream needs ``min_items`` items (with its history) before its mix is esti
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, TypeVar
 
 import numpy as np
 
+from classifiers.neighbours import nearest, reference_rows, text_features
 from triage.models import LABELS
 
 _EPS = 1e-4
@@ -118,17 +119,41 @@ def estimate_mix(
     Returns:
         The estimated share of each label, in :data:`LABELS` order.
     """
-    mix = prior.copy()
+    return estimate_mixes(scores[None], prior, max_iter, tol)[0]
+
+
+def estimate_mixes(
+    groups: np.ndarray, prior: np.ndarray, max_iter: int = 200, tol: float = 1e-6
+) -> np.ndarray:
+    """:func:`estimate_mix` for many groups of equal size at once.
+
+    Args:
+        groups: Calibrated (groups, n, labels) scores, e.g. each row's neighbourhood.
+        prior: The label shares the calibration assumed.
+        max_iter: The most EM steps.
+        tol: A group stops when none of its shares moves by more than this.
+
+    Returns:
+        A (groups, labels) array of estimated shares.
+    """
+    mix = np.tile(prior, (len(groups), 1))
+    active = np.arange(len(groups))
     for _ in range(max_iter):
-        new = np.clip(_shift(scores, prior, mix).mean(axis=0), _EPS, 1 - _EPS)
-        if np.abs(new - mix).max() < tol:
-            return np.asarray(new)
-        mix = new
+        if not len(active):
+            break
+        sub = mix[active]
+        new = np.clip(_shift(groups[active], prior, sub[:, None, :]).mean(axis=1), _EPS, 1 - _EPS)
+        # A group that has converged keeps its last step, and the rest go on without it.
+        mix[active] = new
+        active = active[np.abs(new - sub).max(axis=1) >= tol]
     return mix
 
 
 def applied_mix(estimated: np.ndarray, settings: Adaptation) -> np.ndarray:
-    """The mix actually applied: damped toward the prior, never below it for protected labels."""
+    """The mix actually applied: damped toward the prior, never below it for protected labels.
+
+    ``estimated`` is one mix (labels,) or one per row (rows, labels).
+    """
     prior = settings.prior_vector()
     logit = np.log(prior / (1 - prior))
     est = np.clip(estimated, _EPS, 1 - _EPS)
@@ -137,7 +162,7 @@ def applied_mix(estimated: np.ndarray, settings: Adaptation) -> np.ndarray:
     for label in settings.protect:
         if label in LABELS:
             j = LABELS.index(label)
-            mix[j] = max(mix[j], prior[j])
+            mix[..., j] = np.maximum(mix[..., j], prior[j])
     return np.asarray(mix)
 
 
@@ -154,7 +179,8 @@ class StreamMix:
     mix: dict[str, float] | None
     """The applied label shares; None when the stream was left as it is."""
     reason: str
-    """``adapted``, ``fewer than N items`` or :data:`LEARNED`."""
+    """``adapted``, :data:`BY_CONTENT` (``mix`` is then the mean over the rows),
+    ``fewer than N items`` or :data:`LEARNED`."""
 
 
 def adapt_streams(
@@ -162,6 +188,8 @@ def adapt_streams(
     streams: Sequence[K],
     settings: Adaptation | None,
     history: Mapping[K, np.ndarray] | None = None,
+    texts: Sequence[str] | None = None,
+    by_content: Collection[K] = (),
 ) -> tuple[np.ndarray, dict[K, StreamMix]]:
     """Adapt each stream's scores to its own label mix.
 
@@ -172,10 +200,19 @@ def adapt_streams(
         history: Calibrated scores of earlier items of a stream (not adapted, not returned),
             estimated on together with the stream's rows: a scheduled run brings a few new items,
             and the mix is a property of the source, not of one run.
+        texts: Each row's text; needed only for ``by_content``.
+        by_content: Streams whose rows may come from several sources (a file without a source
+            column): each row adapts to the mix of the rows that read most like it
+            (:func:`content_mixes`) instead of the stream's one mix. Their history is not used.
 
     Returns:
         The adapted scores (a new array) and, per stream, what was done.
+
+    Raises:
+        ValueError: When ``by_content`` names a stream and ``texts`` is not given.
     """
+    if by_content and texts is None:
+        raise ValueError("adapting by content needs the texts")
     out = np.array(scores, dtype=np.float64, copy=True)
     report: dict[K, StreamMix] = {}
     if settings is None or len(out) == 0:
@@ -194,14 +231,62 @@ def adapt_streams(
         if len(sample) < settings.min_items:
             report[key] = StreamMix(len(sample), None, f"fewer than {settings.min_items} items")
             continue
-        mix = applied_mix(estimate_mix(sample, prior), settings)
-        out[idx] = _shift(out[idx], prior, mix)
+        if key in by_content:
+            assert texts is not None  # checked above; narrows the type
+            mixes = content_mixes(out[idx], [texts[i] for i in idx], settings)
+            out[idx] = _shift(out[idx], prior, mixes)
+            mix, reason = mixes.mean(axis=0), BY_CONTENT.format(n=settings.min_items)
+        else:
+            mix = applied_mix(estimate_mix(sample, prior), settings)
+            out[idx] = _shift(out[idx], prior, mix)
+            reason = "adapted"
         report[key] = StreamMix(
             len(sample),
             {lab: round(float(v), 4) for lab, v in zip(LABELS, mix, strict=True)},
-            "adapted",
+            reason,
         )
     return out, report
+
+
+BY_CONTENT = "each item to the mix of the {n} items most like it"
+"""How a stream adapted by content was adapted (``{n}``: the neighbourhood size)."""
+
+
+def content_mixes(scores: np.ndarray, texts: Sequence[str], settings: Adaptation) -> np.ndarray:
+    """The mix applied to each row of a stream that may mix sources: its neighbourhood's.
+
+    Each row's mix is estimated (EM, as :func:`estimate_mix`) on the ``settings.min_items`` rows
+    that read most like it, itself included (:mod:`classifiers.neighbours`), so a file of airline
+    tweets and app reviews adapts each part to its own mix. The guards are the same as for a
+    whole stream (:func:`applied_mix`). Rows that share no word with the rest, and every row when
+    no word is shared at all, get the mix of the whole stream.
+
+    Args:
+        scores: Calibrated (n, labels) scores of the stream's rows (n >= 1).
+        texts: The rows' texts.
+        settings: The model's adaptation.
+
+    Returns:
+        An (n, labels) array: each row's applied mix.
+    """
+    prior = settings.prior_vector()
+    ref = reference_rows(len(texts))
+    features = text_features(texts, ref)
+    whole = applied_mix(estimate_mix(scores[ref], prior), settings)
+    mixes = np.tile(whole, (len(texts), 1))
+    if features.shape[1] == 0:
+        return mixes
+    local = features[ref]
+    around = nearest(local, local, settings.min_items)
+    estimated = applied_mix(estimate_mixes(scores[ref][around], prior), settings)
+    # A row outside the sample takes the mix of the sampled row it reads most like.
+    owner = np.arange(len(ref)) if len(ref) == len(texts) else nearest(features, local, 1)[:, 0]
+    owner[ref] = np.arange(len(ref))
+    lonely = ~features.any(axis=1)
+    lonely_ref = ~local.any(axis=1)
+    use = ~lonely & ~lonely_ref[owner]
+    mixes[use] = estimated[owner[use]]
+    return mixes
 
 
 def describe_streams(streams: Mapping[Hashable, StreamMix], limit: int = 20) -> list[str]:
@@ -212,7 +297,15 @@ def describe_streams(streams: Mapping[Hashable, StreamMix], limit: int = 20) -> 
             lines.append(f"source {key}: {done.items} items, not adapted ({done.reason})")
         else:
             shares = ", ".join(f"{lab} {v:.2f}" for lab, v in done.mix.items())
-            lines.append(f"source {key}: {done.items} items, scores adapted to its mix ({shares})")
+            if done.reason == "adapted":
+                lines.append(
+                    f"source {key}: {done.items} items, scores adapted to its mix ({shares})"
+                )
+            else:
+                lines.append(
+                    f"source {key}: {done.items} items, scores adapted {done.reason} "
+                    f"(on average {shares})"
+                )
     if len(streams) > limit:
         lines.append(f"... and {len(streams) - limit} more sources")
     return lines

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,14 +73,34 @@ def mixtures(
 
 
 def decided(
-    name: str, rows: Sequence[Example], scores: np.ndarray, setting: Adaptation | None, policy: Policy
+    name: str,
+    rows: Sequence[Example],
+    scores: np.ndarray,
+    setting: Adaptation | None,
+    policy: Policy,
+    by_content: bool = False,
 ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """Adapt one stream's scores under ``setting`` and decide them.
+
+    Args:
+        name: The stream's name.
+        rows: Its rows.
+        scores: Their calibrated scores.
+        setting: The adaptation tried (None: none).
+        policy: The model's decision policy.
+        by_content: Adapt each row to the rows most like it, as a file without a source column
+            is (:func:`classifiers.adapt.content_mixes`), not the stream as one.
 
     Returns:
         Gold labels, primary labels, flagged for review, right (one entry per row).
     """
-    adapted, _ = adapt_streams(scores, [name] * len(rows), setting)
+    adapted, _ = adapt_streams(
+        scores,
+        [name] * len(rows),
+        setting,
+        texts=[ex.text for ex in rows],
+        by_content={name} if by_content else (),
+    )
     decisions = decide(adapted, policy)
     gold = [ex.label for ex in rows]
     pred = [d[0] for d in decisions]
@@ -107,9 +127,16 @@ def rare_rows_lost(
 
 
 def study(
-    clf: Classifier, data: Sequence[str], settings: Sequence[tuple[str, Adaptation | None]]
+    clf: Classifier,
+    data: Sequence[str],
+    settings: Sequence[tuple[str, Adaptation | None]],
+    by_content: Collection[str] = (),
 ) -> str:
-    """Score every stream under each setting; return the report as text."""
+    """Score every stream under each setting; return the report as text.
+
+    ``by_content`` names the settings (by label) applied row by row to each row's neighbourhood
+    (:func:`decided`'s ``by_content``).
+    """
     examples = load_examples(list(data))
     files: dict[str, list[Example]] = {}
     for ex in examples:
@@ -125,7 +152,9 @@ def study(
     for label, setting in settings:
         f1s, flagged, right_unflagged, rare_right, rare_lost, rare_n = [], [], [], 0, 0, 0
         for name, rows, mixed, scores in streams:
-            gold, pred, flag, ok = decided(name, rows, scores, setting, clf.policy)
+            gold, pred, flag, ok = decided(
+                name, rows, scores, setting, clf.policy, label in by_content
+            )
             f1s.append(evaluate_labels(gold, pred)["macro_f1"])
             flagged.append(flag.mean())
             right_unflagged.append(ok[~flag].mean() if (~flag).any() else 1.0)
@@ -152,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python -m classifiers.adapt_study --data PATH [--model DIR]``."""
     parser = study_parser(__doc__)
     parser.add_argument("--damping", default="0.3,0.5,0.7,1", help="comma-separated values")
+    parser.add_argument(
+        "--by-content",
+        action="store_true",
+        help="Also the shipped setting applied to each row's neighbourhood (a file without a "
+        "source column, classifiers.adapt.content_mixes).",
+    )
     args = parser.parse_args(argv)
     clf = Classifier.load(Path(args.model) if args.model else None)
     shipped = clf.policy.adaptation
@@ -175,7 +210,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 replace(shipped, damping=value),
             )
         )
-    print(study(clf, args.data, settings))
+    content: list[str] = []
+    if args.by_content:
+        label = f"shipped, each row by the {shipped.min_items} most like it"
+        settings.append((label, shipped))
+        content.append(label)
+    print(study(clf, args.data, settings, content))
 
 
 if __name__ == "__main__":

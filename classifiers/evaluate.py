@@ -85,6 +85,10 @@ def plot_confusion(result: dict[str, Any], path: Path, title: str) -> Path:
     return path
 
 
+ONE_FILE = "one file"
+"""The stream name of rows scored as one file (``evaluate_model(one_file=...)``)."""
+
+
 def evaluate_model(
     data: Sequence[str],
     model: Path | None,
@@ -94,6 +98,7 @@ def evaluate_model(
     only_labels: Sequence[str] = (),
     report_dir: Path | None = Path("reports"),
     adapt: bool = True,
+    one_file: str | None = None,
 ) -> dict[str, Any]:
     """Score a model on labelled data, per file and overall, with an optional baseline.
 
@@ -103,6 +108,11 @@ def evaluate_model(
     sees everything that arrives, and a sample drawn by gold label would let the labels being
     scored choose the mix.
 
+    With ``one_file`` the rows are scored as one file without a source column handed to
+    ``triage classify`` (``balanced``'s sample is that file, else every row; ``only_labels`` then
+    picks the rows scored), its rows adapting as ``--without-source`` says: ``content`` or
+    ``file``. That is how a user's export of several sources arrives.
+
     Args:
         data: Labelled CSV/JSONL files or folders.
         model: Model folder; None is the shipped model.
@@ -111,6 +121,8 @@ def evaluate_model(
         only_labels: Score only the rows whose gold label is one of these.
         report_dir: Where ``confusion_matrix.png`` is written; None skips the plot.
         adapt: Adapt each file's scores to its label mix (the model's policy permitting).
+        one_file: None, or score the rows as one file without a source column, adapted as
+            ``triage classify --without-source`` says (``content`` or ``file``).
 
     Returns:
         ``{"model", "overall", "per_file", "streams", "errors", "baseline"?, "confusion_png"?}``;
@@ -125,11 +137,16 @@ def evaluate_model(
     clf = Classifier.load(model)
     if not adapt:
         clf = clf.with_overrides({}, None, adapt=False)
+    if one_file not in (None, "content", "file"):
+        raise ValueError(f"one_file must be content or file, not {one_file!r}")
     everything = load_examples(list(data))
+    if one_file is not None and balanced:
+        # The file a user would hand over is the sample; gold labels then only pick rows to score.
+        everything = balanced_sample(everything, balanced)
     examples = everything
     if only_labels:
         examples = [ex for ex in examples if ex.label in only_labels]
-    if balanced:
+    if balanced and one_file is None:
         examples = balanced_sample(examples, balanced)
     if not examples:
         raise DataError(
@@ -139,9 +156,16 @@ def evaluate_model(
             f"({', '.join(LABELS)})"
         )
     texts = [ex.text for ex in examples]
-    all_scores, streams = clf.stream_scores(
-        [ex.text for ex in everything], [stream_name(ex.origin) for ex in everything]
-    )
+    if one_file is not None:
+        all_scores, streams = clf.stream_scores(
+            [ex.text for ex in everything],
+            [ONE_FILE] * len(everything),
+            by_content={ONE_FILE} if one_file == "content" else (),
+        )
+    else:
+        all_scores, streams = clf.stream_scores(
+            [ex.text for ex in everything], [stream_name(ex.origin) for ex in everything]
+        )
     position = {id(ex): i for i, ex in enumerate(everything)}
     preds = clf.predictions(all_scores[[position[id(ex)] for ex in examples]])
     labels = [p.label for p in preds]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -419,6 +419,7 @@ class Classifier:
         streams: Sequence[K],
         history: Mapping[K, Sequence[str]] | None = None,
         batch_size: int = PIPE_BATCH,
+        by_content: Collection[K] = (),
     ) -> tuple[np.ndarray, dict[K, StreamMix]]:
         """Calibrated scores, each stream's adapted to its label mix (:mod:`classifiers.adapt`).
 
@@ -427,13 +428,18 @@ class Classifier:
             streams: Each text's stream (its source's name, or its file's).
             history: Earlier texts of a stream, scored only to estimate its mix.
             batch_size: Texts per ``nlp.pipe`` batch.
+            by_content: Streams that may mix sources (a file without a source column): each of
+                their rows adapts to the mix of the rows most like it
+                (:func:`classifiers.adapt.content_mixes`).
 
         Returns:
             The (n, labels) scores and, per stream, the mix applied (or why none was).
         """
         scores = self.scores(texts, batch_size)
         past = self.history_scores(history or {}, batch_size)
-        return adapt_streams(scores, streams, self.policy.adaptation, past)
+        return adapt_streams(
+            scores, streams, self.policy.adaptation, past, texts=texts, by_content=by_content
+        )
 
     def history_scores(
         self, history: Mapping[K, Sequence[str]], batch_size: int = PIPE_BATCH

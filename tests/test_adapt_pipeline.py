@@ -178,6 +178,95 @@ def test_classify_adapts_each_source_of_a_file_on_its_own(tmp_path: Path, clf: C
     assert np.allclose([[f["scores"][lab] for lab in LABELS] for f in flat], plain_all, atol=1e-4)
 
 
+def test_a_file_without_sources_adapts_each_row_to_the_rows_like_it(
+    tmp_path: Path, clf: Classifier
+) -> None:
+    praise = _app_store_praise(80)
+    intent = [str(r["text"]) for r in _rows(EVAL / "intent_eval.jsonl")][:70]
+    texts = praise + intent
+    order = list(range(len(texts)))
+    random.Random(7).shuffle(order)
+    src = tmp_path / "export.csv"
+    with src.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text"])
+        writer.writerows([texts[i]] for i in order)
+
+    def run(*extra: str) -> tuple[str, np.ndarray]:
+        out = tmp_path / f"out{len(extra)}.jsonl"
+        result = CliRunner().invoke(
+            app, ["classify", "--input", str(src), "--output", str(out), *extra]
+        )
+        assert result.exit_code == 0, result.output
+        got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        return result.output, np.array([[g["scores"][lab] for lab in LABELS] for g in got])
+
+    said, by_rows = run()
+    assert "source export: 150 items, scores adapted each item to the mix of the 50" in said
+    expected, _ = adapt_streams(
+        clf.scores([texts[i] for i in order]),
+        ["export"] * len(order),
+        clf.policy.adaptation,
+        texts=[texts[i] for i in order],
+        by_content={"export"},
+    )
+    assert np.allclose(by_rows, expected, atol=1e-4)
+    said, whole = run("--without-source", "file")
+    assert "source export: 150 items, scores adapted to its mix" in said
+    # The praise keeps more of its kudos score when its mix is its own, not the file's average.
+    kudos = LABELS.index("kudos")
+    is_praise = np.array([i < len(praise) for i in order])
+    assert by_rows[is_praise, kudos].mean() > whole[is_praise, kudos].mean()
+    bad = CliRunner().invoke(
+        app,
+        [
+            "classify",
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "x.jsonl"),
+            "--without-source",
+            "rows",
+        ],
+    )
+    assert bad.exit_code == 2 and "content, file" in bad.output
+
+
+def test_evaluate_scores_rows_as_one_file_without_sources(tmp_path: Path) -> None:
+    base = [
+        "evaluate",
+        "--data",
+        str(EVAL / "intent_eval.jsonl"),
+        "--data",
+        str(EVAL / "app_eval_blind.jsonl"),
+        "--no-baseline",
+        "--json",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    n = len(_rows(EVAL / "intent_eval.jsonl")) + len(_rows(EVAL / "app_eval_blind.jsonl"))
+    content = json.loads(CliRunner().invoke(app, [*base, "--one-file", "content"]).output)
+    assert list(content["streams"]) == ["one file"]
+    assert content["streams"]["one file"]["items"] == n == content["overall"]["n"]
+    assert content["streams"]["one file"]["reason"].startswith("each item to the mix")
+    assert len(content["per_file"]) == 2
+    whole = json.loads(CliRunner().invoke(app, [*base, "--one-file", "file"]).output)
+    assert whole["streams"]["one file"]["reason"] == "adapted"
+    # The sample is the file: its mix is estimated on the sampled rows only.
+    sample = json.loads(
+        CliRunner().invoke(app, [*base, "--one-file", "content", "--balanced", "10"]).output
+    )
+    assert sample["streams"]["one file"]["items"] == sample["overall"]["n"] == 50
+    leads = json.loads(
+        CliRunner()
+        .invoke(app, [*base, "--one-file", "content", "--only-labels", "sales_lead"])
+        .output
+    )
+    assert leads["streams"]["one file"]["items"] == n > leads["overall"]["n"]
+    bad = CliRunner().invoke(app, [*base, "--one-file", "rows"])
+    assert bad.exit_code == 2
+
+
 def test_evaluate_estimates_each_files_mix_on_all_its_rows(tmp_path: Path) -> None:
     rows = _rows(EVAL / "intent_eval.jsonl")
     data = tmp_path / "intent.jsonl"

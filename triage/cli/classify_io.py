@@ -119,6 +119,10 @@ def read_rows(
     return list(_csv_rows(data, text_column, id_column, stream_column))
 
 
+WITHOUT_SOURCE = ("content", "file")
+"""How rows without a source adapt: by the rows most like each, or as the file's one stream."""
+
+
 def classify_file(
     input_path: Path,
     output_path: Path,
@@ -128,6 +132,7 @@ def classify_file(
     id_column: str = "id",
     stream_column: str = "source",
     adapt: bool = True,
+    without_source: str = "content",
 ) -> dict[str, Any]:
     """Classify a CSV/JSONL file into a JSONL file with one object per input row, in order.
 
@@ -135,11 +140,18 @@ def classify_file(
     consumer can zip input and output line by line. Each row's ``id_column`` value, when it has
     one, is written as ``id``. Scores are adapted to each stream's label mix
     (:mod:`classifiers.adapt`): a stream is the rows with one ``stream_column`` value, and rows
-    without one are the file's own stream (named after the file).
+    without one are the file's own stream (named after the file). That stream may mix sources, so
+    with ``without_source="content"`` each of its rows adapts to the mix of the rows that read
+    most like it (:func:`classifiers.adapt.content_mixes`); ``"file"`` adapts it as one source.
 
     Returns:
         ``{"ok": n, "errors": n, "streams": {stream: StreamMix}}``.
+
+    Raises:
+        ValueError: When ``without_source`` is neither ``content`` nor ``file``.
     """
+    if without_source not in WITHOUT_SOURCE:
+        raise ValueError(f"without_source must be one of {', '.join(WITHOUT_SOURCE)}")
     rows = read_rows(input_path, text_column, id_column, stream_column)
     clf = Classifier.load(model)
     if not adapt:
@@ -150,7 +162,12 @@ def classify_file(
     streams: dict[Hashable, StreamMix] = {}
     preds: Iterator[Any] = iter(())
     if texts:
-        scores, streams = clf.stream_scores(texts, [s for _, s in kept], batch_size=batch_size)
+        scores, streams = clf.stream_scores(
+            texts,
+            [s for _, s in kept],
+            batch_size=batch_size,
+            by_content={own} if without_source == "content" else (),
+        )
         preds = iter(clf.predictions(scores))
     ok = errors = 0
     output_path.parent.mkdir(parents=True, exist_ok=True)

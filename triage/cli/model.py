@@ -56,6 +56,14 @@ def classify(
             'label mix").',
         ),
     ] = True,
+    without_source: Annotated[
+        str,
+        typer.Option(
+            "--without-source",
+            help="Rows without a source: 'content' adapts each to the rows that read most like "
+            "it (a file may hold several sources); 'file' adapts them all as one source.",
+        ),
+    ] = "content",
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -66,7 +74,15 @@ def classify(
     model = _active_model(model, config, db)
     try:
         counts = classify_file(
-            input, output, model, batch_size, text_column, id_column, source_column, adapt
+            input,
+            output,
+            model,
+            batch_size,
+            text_column,
+            id_column,
+            source_column,
+            adapt,
+            without_source,
         )
     except (OSError, ValueError) as exc:
         _fail(str(exc), 2)
@@ -211,6 +227,14 @@ def evaluate(
             "adapts each source's.",
         ),
     ] = True,
+    one_file: Annotated[
+        str | None,
+        typer.Option(
+            "--one-file",
+            help="Score the rows (--balanced's sample, else all) as one file without a source "
+            "column, as `triage classify --without-source VALUE` would: 'content' or 'file'.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -277,8 +301,9 @@ def evaluate(
             only_labels=labels,
             report_dir=report_dir,
             adapt=adapt,
+            one_file=one_file,
         )
-    except DataError as exc:
+    except (DataError, ValueError) as exc:
         _fail(str(exc), 2)
         return
     if not errors:
