@@ -244,7 +244,13 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
                 line += f" (flagged because: {because})"
             if res.get("baseline_macro_f1") is not None:
                 line += f"; TF-IDF + LR baseline {res['baseline_macro_f1']:.4f}"
-            adapted = [k for k, v in (res.get("streams") or {}).items() if v.get("mix")]
+            adapted = [
+                k
+                if v.get("reason", "adapted") == "adapted"
+                else f"{k} (each row to the rows like it)"
+                for k, v in (res.get("streams") or {}).items()
+                if v.get("mix")
+            ]
             if adapted:
                 line += f"; scores adapted to the label mix of {', '.join(adapted)}"
             lines.append(line)
@@ -278,9 +284,16 @@ def adaptation_limits(adaptation: dict[str, Any] | None) -> list[str]:
     ]
     protect = " and ".join(lab.replace("_", " ") + "s" for lab in adaptation.get("protect", []))
     if not protect:
-        return [*lines, "  (a lead among complaints) is then flagged more often."]
+        lines.append("  (a lead among complaints) is then flagged more often.")
+    else:
+        lines += [
+            "  (a lead among complaints) is then flagged more often, though its score is never",
+            f"  lowered for {protect}.",
+        ]
     return [
         *lines,
-        "  (a lead among complaints) is then flagged more often, though its score is never",
-        f"  lowered for {protect}.",
+        "- `triage classify` adapts the rows of a file without a source column one by one, each",
+        f"  to the {adaptation['min_items']} rows that read most like it: sources that write alike "
+        + "about the",
+        "  same things are not told apart there. Give the file a `source` column when it has one.",
     ]

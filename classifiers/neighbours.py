@@ -3,7 +3,7 @@
 Adapting to a stream's label mix (:mod:`classifiers.adapt`) needs to know which rows came from
 one source. A file handed to ``triage classify`` without a ``source`` column often holds several:
 an export of tweets, app reviews and support mail together. Adapted as one stream, its mix is the
-average of theirs and fits none (README, "What it needs: sources kept apart"). Rows of one source
+average of theirs and fits none (README, "Files without a source column"). Rows of one source
 share vocabulary (handles, product names, the way a channel writes), so each row's mix is
 estimated instead from the rows that read most like it.
 
@@ -29,13 +29,13 @@ import numpy as np
 COMPONENTS = 20
 """Dimensions rows are compared in. Fewer than the usual 50-100 on purpose: the leading
 directions are what sources differ by (vocabulary, register); the rest is topic within a source.
-Chosen on the shared train files pooled into one stream (README, "Files without a source")."""
+Chosen on the shared train files pooled into one file (README, "Files without a source column")."""
 MAX_TERMS = 10_000
 """The most frequent terms kept (words, @handles, #tags and word pairs seen in two rows or more)."""
 REFERENCE = 5_000
 """Rows compared exactly; a longer file is compared against a seeded sample of this many."""
 _WORD = re.compile(r"[#@]?\w+")
-_CHUNK = 4_096
+_CHUNK = 2_048
 
 
 @dataclass(slots=True)
@@ -53,17 +53,22 @@ class _Terms:
         lengths = np.diff(self.indptr)
         filled = np.flatnonzero(lengths)
         if len(filled):
-            # reduceat sums each row's slice; an empty row would get its neighbour's first
-            # entry instead of zero, hence only the filled rows.
-            products = self.data[:, None] * dense[self.indices]
-            out[filled] = np.add.reduceat(products, self.indptr[filled], axis=0)
+            # Column by column, so the temporary is one float per entry, not k. reduceat sums
+            # each row's slice; an empty row would get its neighbour's first entry instead of
+            # zero, hence only the filled rows.
+            for j in range(dense.shape[1]):
+                products = self.data * dense[self.indices, j]
+                out[filled, j] = np.add.reduceat(products, self.indptr[filled])
         return out
 
     def tdot(self, dense: np.ndarray) -> np.ndarray:
         """The transpose of this matrix times ``dense`` (rows x k)."""
         rows = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
         out = np.zeros((self.width, dense.shape[1]), dtype=np.float64)
-        np.add.at(out, self.indices, self.data[:, None] * dense[rows])
+        for j in range(dense.shape[1]):
+            out[:, j] = np.bincount(
+                self.indices, weights=self.data * dense[rows, j], minlength=self.width
+            )
         return out
 
 
@@ -189,14 +194,14 @@ def nearest(queries: np.ndarray, candidates: np.ndarray, m: int) -> np.ndarray:
         out[:] = np.arange(m)
         return out
     if m == 1:
-        for start in range(0, len(queries), 512):
-            sim = queries[start : start + 512] @ candidates.T
-            out[start : start + 512, 0] = sim.argmax(axis=1)
+        for start in range(0, len(queries), 256):
+            sim = queries[start : start + 256] @ candidates.T
+            out[start : start + 256, 0] = sim.argmax(axis=1)
         return out
     # A few hundred rows at a time: each holds a similarity row per candidate (5,000 floats).
-    for start in range(0, len(queries), 512):
-        sim = queries[start : start + 512] @ candidates.T
-        out[start : start + 512] = np.argpartition(-sim, m - 1, axis=1)[:, :m]
+    for start in range(0, len(queries), 256):
+        sim = queries[start : start + 256] @ candidates.T
+        out[start : start + 256] = np.argpartition(-sim, m - 1, axis=1)[:, :m]
     return out
 
 

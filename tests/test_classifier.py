@@ -730,6 +730,15 @@ def test_shipped_model_carries_its_vectors_and_stays_small() -> None:
     from classifiers.card import model_card
 
     assert card == model_card(meta)
+    # A file scored without sources says it was adapted row by row, not to one mix.
+    content = [
+        name
+        for name, res in meta.get("evaluations", {}).items()
+        if any(v.get("reason", "").startswith("each item") for v in res["streams"].values())
+    ]
+    for name in content:
+        line = next(x for x in card.splitlines() if x.startswith(f"- {name}:"))
+        assert line.endswith("of one file (each row to the rows like it)"), line
     # Each recorded evaluation says why items were flagged, and the reasons add up.
     for name, res in meta.get("evaluations", {}).items():  # none until `--record`ed
         shares = res["flagged_by_reason"]
