@@ -7,8 +7,10 @@ average of theirs and fits none (README, "Files without a source column"). Rows 
 share vocabulary (handles, product names, the way a channel writes), so each row's mix is
 estimated instead from the rows that read most like it.
 
-Rows are compared on TF-IDF word and word-pair weights reduced to :data:`COMPONENTS` dimensions by
-a randomised truncated SVD (Halko, Martinsson and Tropp, 2011) and normalised to unit length.
+Rows are compared on TF-IDF weights of words, word pairs, four-letter word pieces and a few marks of
+how a channel writes (length, an opening handle, links, shouting), reduced to :data:`COMPONENTS`
+dimensions by a randomised truncated SVD (Halko, Martinsson and Tropp, 2011) and normalised to
+unit length.
 Everything is NumPy: the term matrix is kept as CSR arrays, never dense. A file of more than
 :data:`REFERENCE` rows is compared against a fixed sample of that many: each sampled row's mix is
 estimated from its nearest sampled rows, and every other row takes the mix of the sampled row it
@@ -31,7 +33,8 @@ COMPONENTS = 20
 directions are what sources differ by (vocabulary, register); the rest is topic within a source.
 Chosen on the shared train files pooled into one file (README, "Files without a source column")."""
 MAX_TERMS = 10_000
-"""The most frequent terms kept (words, @handles, #tags and word pairs seen in two rows or more)."""
+"""The most frequent terms kept (words, @handles, #tags, word pairs, word pieces and style marks
+seen in two rows or more)."""
 REFERENCE = 5_000
 """Rows compared exactly; a longer file is compared against a seeded sample of this many."""
 _WORD = re.compile(r"[#@]?\w+")
@@ -173,6 +176,8 @@ def text_features(
         # Chunk by chunk: the term counts of a long file would outweigh the vectors many times.
         part = [_terms(t) for t in texts[start : start + _CHUNK]]
         out[start : start + _CHUNK] = _matrix(part, index, idf).dot(directions)
+    # The pieces of a file's words are worth keeping while it is read, not after.
+    _pieces.cache_clear()
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
@@ -193,15 +198,13 @@ def nearest(queries: np.ndarray, candidates: np.ndarray, m: int) -> np.ndarray:
     if m == len(candidates):
         out[:] = np.arange(m)
         return out
-    if m == 1:
-        for start in range(0, len(queries), 256):
-            sim = queries[start : start + 256] @ candidates.T
-            out[start : start + 256, 0] = sim.argmax(axis=1)
-        return out
     # A few hundred rows at a time: each holds a similarity row per candidate (5,000 floats).
     for start in range(0, len(queries), 256):
         sim = queries[start : start + 256] @ candidates.T
-        out[start : start + 256] = np.argpartition(-sim, m - 1, axis=1)[:, :m]
+        if m == 1:
+            out[start : start + 256, 0] = sim.argmax(axis=1)
+        else:
+            out[start : start + 256] = np.argpartition(-sim, m - 1, axis=1)[:, :m]
     return out
 
 
