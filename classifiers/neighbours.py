@@ -37,6 +37,9 @@ MAX_TERMS = 10_000
 seen in two rows or more)."""
 REFERENCE = 5_000
 """Rows compared exactly; a longer file is compared against a seeded sample of this many."""
+READ_CHARS = 2_000
+"""Only a text's first characters are compared: a source shows in how its texts open, and a long
+email or pasted log would otherwise cost time in proportion to its length."""
 _WORD = re.compile(r"[#@]?\w+")
 _CHUNK = 2_048
 
@@ -102,6 +105,7 @@ def _style(text: str, words: int) -> list[str]:
 
 def _terms(text: str) -> list[str]:
     """The row's terms, repeated as often as they occur."""
+    text = text[:READ_CHARS]
     words = _WORD.findall(text.lower())
     terms = words + [f"{a} {b}" for a, b in pairwise(words)]
     terms.extend(chain.from_iterable(map(_pieces, words)))

@@ -160,3 +160,14 @@ def test_many_groups_at_once_match_one_at_a_time() -> None:
         if done:
             break
     assert np.allclose(together[0], mix, atol=1e-12)
+
+
+def test_only_the_opening_of_a_long_text_is_read() -> None:
+    texts, _, _ = two_sources(60)
+    opening = texts[3]
+    long = texts.copy()
+    # A pasted log after the opening: megabytes that say nothing about the source.
+    long[3] = opening + " " + "x" * (neighbours.READ_CHARS - len(opening) - 1) + " log" * 250_000
+    cut = texts.copy()
+    cut[3] = long[3][: neighbours.READ_CHARS]
+    assert np.array_equal(text_features(long), text_features(cut))
