@@ -265,6 +265,8 @@ def test_evaluate_scores_rows_as_one_file_without_sources(tmp_path: Path) -> Non
     assert leads["streams"]["one file"]["items"] == n > leads["overall"]["n"]
     bad = CliRunner().invoke(app, [*base, "--one-file", "rows"])
     assert bad.exit_code == 2
+    loso = CliRunner().invoke(app, [*base, "--one-file", "content", "--leave-one-source-out"])
+    assert loso.exit_code == 2 and "does not apply" in loso.output
 
 
 def test_evaluate_estimates_each_files_mix_on_all_its_rows(tmp_path: Path) -> None:

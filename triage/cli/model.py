@@ -249,6 +249,12 @@ def evaluate(
     unknown = [lab for lab in labels if lab not in LABELS]
     if unknown:
         _fail(f"unknown label(s) {', '.join(unknown)} (labels: {', '.join(LABELS)})", 2)
+    if loso and one_file is not None:
+        _fail(
+            "--one-file scores a model's rows as one file; it does not apply to "
+            "--leave-one-source-out, whose left-out groups are each one stream",
+            2,
+        )
     if loso:
         from classifiers.crosseval import leave_one_source_out, render
 
