@@ -212,12 +212,18 @@ def adaptation_for(
     damping = float(settings.get("adapt_damping") or 0.0)
     if damping <= 0 or not len(targets):
         return None
+    # A setting the config leaves out keeps the dataclass's default (one place for each), so a
+    # config without adapt_protect still protects the service issue and the sales lead.
+    given: dict[str, Any] = {}
+    if "adapt_min_items" in settings:
+        given["min_items"] = int(settings["adapt_min_items"])
+    if "adapt_protect" in settings:
+        given["protect"] = tuple(str(x) for x in settings["adapt_protect"])
     return Adaptation(
         prior={lab: float(targets[:, j].mean()) for j, lab in enumerate(LABELS)},
         damping=damping,
-        min_items=int(settings.get("adapt_min_items", 50)),
-        protect=tuple(str(x) for x in settings.get("adapt_protect", [])),
         learned=tuple(sorted({stream_name(ex.origin) for ex in examples if ex.origin})),
+        **given,
     )
 
 

@@ -148,3 +148,21 @@ def test_policy_round_trip_and_older_policies() -> None:
     # A policy without it serialises as before (so its model's version does not change).
     assert "adaptation" not in Policy().to_json()
     assert Policy.from_json(Policy().to_json()).adaptation is None
+
+
+def test_a_config_that_leaves_a_setting_out_gets_the_dataclass_default() -> None:
+    from classifiers.calibration import adaptation_for
+    from classifiers.data import Example
+
+    rows = [Example(text=f"t{i}", label=LABELS[i % 5], origin="a/kudos.jsonl") for i in range(10)]
+    targets = np.eye(len(LABELS))[[i % 5 for i in range(10)]]
+    plain = Adaptation(prior={})
+    got = adaptation_for({"adapt_damping": 0.3}, rows, targets)
+    assert got is not None
+    assert (got.protect, got.min_items) == (plain.protect, plain.min_items)
+    assert got.learned == ("kudos",) and got.prior == dict.fromkeys(LABELS, 0.2)
+    given = adaptation_for(
+        {"adapt_damping": 0.5, "adapt_min_items": 20, "adapt_protect": []}, rows, targets
+    )
+    assert given is not None and (given.damping, given.min_items, given.protect) == (0.5, 20, ())
+    assert adaptation_for({"adapt_damping": 0}, rows, targets) is None
