@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from classifiers.adapt import LEARNED, StreamMix, adapt_streams
+from classifiers.adapt import LEARNED, StreamMix, adapt_streams, stream_name
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
 from flows.drift import watch_drift
@@ -203,7 +203,8 @@ class SourceMixes:
     The first batch that brings a source reads its latest ``window`` classified items from the
     store and scores them (not adapted, not stored); after each batch, its own scores join that
     history, so the later batches of a long backlog see the source's items so far without
-    reading the store again.
+    reading the store again. A source the model learned is left as it is, so its history is
+    neither read nor kept.
     """
 
     def __init__(self, clf: Classifier, store: Store, window: int) -> None:
@@ -221,7 +222,12 @@ class SourceMixes:
         settings = self._clf.policy.adaptation
         if settings is None:
             return plain
-        new = [s for s in dict.fromkeys(sources) if s not in self._history]
+        learned = set(settings.learned)
+        new = [
+            s
+            for s in dict.fromkeys(sources)
+            if s not in self._history and stream_name(s) not in learned
+        ]
         if new:
             past = {s: self._store.recent_texts(s, self._window) for s in new}
             scored = self._clf.history_scores(past)
@@ -230,7 +236,9 @@ class SourceMixes:
         adapted, report = adapt_streams(plain, sources, settings, self._history)
         self.mixes.update(report)
         of = np.array(sources, dtype=object)
-        for key in report:
+        for key, done in report.items():
+            if done.reason == LEARNED:
+                continue
             # The batch before the older history; the window bounds memory.
             self._history[key] = np.vstack([plain[of == key], self._history[key]])[: self._window]
         return adapted

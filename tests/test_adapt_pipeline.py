@@ -402,6 +402,53 @@ def test_a_run_says_which_sources_it_left_alone_because_the_model_learned_their_
     assert "corrections it trained on): kudos\n" in out
 
 
+def test_a_run_reads_no_history_for_a_source_the_model_learned(
+    tmp_path: Path, clf: Classifier
+) -> None:
+    """A learned source is left as it is, so reading and scoring its history would be waste."""
+    from classifiers.adapt import LEARNED
+    from flows.triage import SourceMixes
+    from triage.store import open_store
+
+    praise = _app_store_praise(60)
+    for name in ("kudos", "store"):
+        _feed(tmp_path / f"{name}.jsonl", praise, 0)
+    config_path = tmp_path / "triage.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "database": str(tmp_path / "t.duckdb"),
+                "sources": [
+                    {"name": name, "type": "file", "path": f"{name}.jsonl"}
+                    for name in ("kudos", "store")
+                ],
+            }
+        )
+    )
+    cfg = load_config(config_path)
+    for source in cfg.sources:
+        ingest(cfg, source)
+    classify_pending(cfg)  # both sources now have 60 classified items of history
+    asked: list[str] = []
+    with open_store(cfg.database) as store:
+
+        class Counting:
+            """The real store, counting which sources' history is read."""
+
+            def recent_texts(self, source: str, n: int) -> list[str]:
+                asked.append(source)
+                return store.recent_texts(source, n)
+
+        mixes = SourceMixes(clf, Counting(), 500)  # type: ignore[arg-type]
+        for _ in range(2):  # a second batch adds to the history it keeps
+            mixes.scores(praise[:10] * 2, ["kudos"] * 10 + ["store"] * 10)
+    assert asked == ["store"]
+    assert mixes.mixes["kudos"].reason == LEARNED and mixes.mixes["kudos"].items == 10
+    assert (
+        mixes.mixes["store"].reason == "adapted" and mixes.mixes["store"].items == 80
+    )  # 60 stored, 10 kept, 10 new
+
+
 def test_a_left_out_groups_mix_is_estimated_on_all_its_rows(clf: Classifier) -> None:
     """Leave-one-source-out with --only-labels scores some rows of a group, adapted to all of it."""
     from classifiers.crosseval import score_group
