@@ -23,6 +23,7 @@ from classifiers.model import Classifier
 from flows.settings import load_config
 from flows.triage import classify_pending, ingest
 from triage.cli import app
+from triage.config import Config
 from triage.models import LABELS
 
 EVAL = STARTER_DIR.parent / "eval"
@@ -359,14 +360,9 @@ def test_a_run_adapts_a_few_new_items_with_the_sources_history(
     assert not np.allclose(stored, plain, atol=1e-3)
 
 
-def test_a_run_says_which_sources_it_left_alone_because_the_model_learned_their_name(
-    tmp_path: Path, clf: Classifier, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A source named like a starter file is not adapted; the run summary says so, not silence."""
-    from triage.cli.pipeline import print_summary
-
-    assert "kudos" in clf.policy.adaptation.learned  # type: ignore[union-attr]
-    praise = _app_store_praise(60)
+def _kudos_and_store(tmp_path: Path, praise: list[str]) -> Config:
+    """Two file sources fed the same praise and ingested: ``kudos`` (named like a starter file,
+    so the shipped model learned it) and ``store``."""
     for name in ("kudos", "store"):
         _feed(tmp_path / f"{name}.jsonl", praise, 0)
     config_path = tmp_path / "triage.yaml"
@@ -384,6 +380,18 @@ def test_a_run_says_which_sources_it_left_alone_because_the_model_learned_their_
     cfg = load_config(config_path)
     for source in cfg.sources:
         ingest(cfg, source)
+    return cfg
+
+
+def test_a_run_says_which_sources_it_left_alone_because_the_model_learned_their_name(
+    tmp_path: Path, clf: Classifier, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source named like a starter file is not adapted; the run summary says so, not silence."""
+    from triage.cli.pipeline import print_summary
+
+    assert "kudos" in clf.policy.adaptation.learned  # type: ignore[union-attr]
+    praise = _app_store_praise(60)
+    cfg = _kudos_and_store(tmp_path, praise)
     result = classify_pending(cfg)
     assert result["adapted_sources"] == ["store"]
     assert result["learned_sources"] == ["kudos"]
@@ -411,23 +419,7 @@ def test_a_run_reads_no_history_for_a_source_the_model_learned(
     from triage.store import open_store
 
     praise = _app_store_praise(60)
-    for name in ("kudos", "store"):
-        _feed(tmp_path / f"{name}.jsonl", praise, 0)
-    config_path = tmp_path / "triage.yaml"
-    config_path.write_text(
-        yaml.safe_dump(
-            {
-                "database": str(tmp_path / "t.duckdb"),
-                "sources": [
-                    {"name": name, "type": "file", "path": f"{name}.jsonl"}
-                    for name in ("kudos", "store")
-                ],
-            }
-        )
-    )
-    cfg = load_config(config_path)
-    for source in cfg.sources:
-        ingest(cfg, source)
+    cfg = _kudos_and_store(tmp_path, praise)
     classify_pending(cfg)  # both sources now have 60 classified items of history
     asked: list[str] = []
     with open_store(cfg.database) as store:
