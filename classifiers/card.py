@@ -292,8 +292,8 @@ def adaptation_limits(adaptation: dict[str, Any] | None) -> list[str]:
         ]
     return [
         *lines,
-        "- `triage classify` adapts the rows of a file without a source column one by one, each",
-        f"  to the {adaptation['min_items']} rows that read most like it: sources that write alike "
-        + "about the",
-        "  same things are not told apart there. Give the file a `source` column when it has one.",
+        "- `triage classify` adapts each row to the mix of the "
+        + f"{adaptation['min_items']} rows of its source (of the",
+        "  file, without a `source` column) that read most like it: sources that write alike",
+        "  about the same things are not told apart in a file without sources.",
     ]

@@ -86,7 +86,7 @@ def plot_confusion(result: dict[str, Any], path: Path, title: str) -> Path:
 
 
 ONE_FILE = "one file"
-"""The stream name of rows scored as one file (``evaluate_model(one_file=...)``)."""
+"""The stream name of rows scored as one file (``evaluate_model(one_file=True)``)."""
 
 
 def evaluate_model(
@@ -98,7 +98,8 @@ def evaluate_model(
     only_labels: Sequence[str] = (),
     report_dir: Path | None = Path("reports"),
     adapt: bool = True,
-    one_file: str | None = None,
+    one_file: bool = False,
+    adapt_to: str = "source",
 ) -> dict[str, Any]:
     """Score a model on labelled data, per file and overall, with an optional baseline.
 
@@ -110,8 +111,10 @@ def evaluate_model(
 
     With ``one_file`` the rows are scored as one file without a source column handed to
     ``triage classify`` (``balanced``'s sample is that file, else every row; ``only_labels`` then
-    picks the rows scored), its rows adapting as ``--without-source`` says: ``content`` or
-    ``file``. That is how a user's export of several sources arrives.
+    picks the rows scored): how a user's export of several sources arrives. With
+    ``adapt_to="neighbours"`` each row adapts to the rows of its stream (its file, or the one
+    file) that read most like it, as ``triage classify`` does; ``"source"`` adapts each stream to
+    its one mix, as a run does.
 
     Args:
         data: Labelled CSV/JSONL files or folders.
@@ -121,8 +124,9 @@ def evaluate_model(
         only_labels: Score only the rows whose gold label is one of these.
         report_dir: Where ``confusion_matrix.png`` is written; None skips the plot.
         adapt: Adapt each file's scores to its label mix (the model's policy permitting).
-        one_file: None, or score the rows as one file without a source column, adapted as
-            ``triage classify --without-source`` says (``content`` or ``file``).
+        one_file: Score the rows as one file without a source column.
+        adapt_to: ``source`` (each stream to its one mix) or ``neighbours`` (each row to the
+            rows of its stream most like it).
 
     Returns:
         ``{"model", "overall", "per_file", "streams", "errors", "baseline"?, "confusion_png"?}``;
@@ -137,16 +141,16 @@ def evaluate_model(
     clf = Classifier.load(model)
     if not adapt:
         clf = clf.with_overrides({}, None, adapt=False)
-    if one_file not in (None, "content", "file"):
-        raise ValueError(f"one_file must be content or file, not {one_file!r}")
+    if adapt_to not in ("neighbours", "source"):
+        raise ValueError(f"adapt_to must be neighbours or source, not {adapt_to!r}")
     everything = load_examples(list(data))
-    if one_file is not None and balanced:
+    if one_file and balanced:
         # The file a user would hand over is the sample; gold labels then only pick rows to score.
         everything = balanced_sample(everything, balanced)
     examples = everything
     if only_labels:
         examples = [ex for ex in examples if ex.label in only_labels]
-    if balanced and one_file is None:
+    if balanced and not one_file:
         examples = balanced_sample(examples, balanced)
     if not examples:
         raise DataError(
@@ -156,16 +160,12 @@ def evaluate_model(
             f"({', '.join(LABELS)})"
         )
     texts = [ex.text for ex in examples]
-    if one_file is not None:
-        all_scores, streams = clf.stream_scores(
-            [ex.text for ex in everything],
-            [ONE_FILE] * len(everything),
-            by_content={ONE_FILE} if one_file == "content" else (),
-        )
-    else:
-        all_scores, streams = clf.stream_scores(
-            [ex.text for ex in everything], [stream_name(ex.origin) for ex in everything]
-        )
+    keys = [ONE_FILE if one_file else stream_name(ex.origin) for ex in everything]
+    all_scores, streams = clf.stream_scores(
+        [ex.text for ex in everything],
+        keys,
+        by_content=set(keys) if adapt_to == "neighbours" else (),
+    )
     position = {id(ex): i for i, ex in enumerate(everything)}
     preds = clf.predictions(all_scores[[position[id(ex)] for ex in examples]])
     labels = [p.label for p in preds]

@@ -152,19 +152,36 @@ def test_classify_adapts_each_source_of_a_file_on_its_own(tmp_path: Path, clf: C
     result = CliRunner().invoke(app, ["classify", "--input", str(src), "--output", str(out)])
 
     assert result.exit_code == 0, result.output
-    assert "source store: 80 items, scores adapted to its mix" in result.output
-    assert "source forum: 70 items, scores adapted to its mix" in result.output
+    assert "source store: 80 items, scores adapted each item to the mix of the 50" in result.output
+    assert "source forum: 70 items, scores adapted each item to the mix of the 50" in result.output
     assert "source mixed: 10 items, not adapted (fewer than 50 items)" in result.output
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [g["id"] for g in got] == [r["id"] for r in lines]
     # Each source is adapted on its own rows only: the same as classifying it alone.
     store = [i for i, r in enumerate(lines) if r.get("source") == "store"]
+    store_texts = [lines[i]["text"] for i in store]
     alone, _ = adapt_streams(
-        clf.scores([lines[i]["text"] for i in store]), ["store"] * 80, clf.policy.adaptation
+        clf.scores(store_texts),
+        ["store"] * 80,
+        clf.policy.adaptation,
+        texts=store_texts,
+        by_content={"store"},
     )
     mine = np.array([[got[i]["scores"][lab] for lab in LABELS] for i in store])
     # The output rounds scores to four places.
     assert np.allclose(mine, alone, atol=1e-4)
+    # --adapt-to source: each source to its one mix, as a run adapts it.
+    whole_out = tmp_path / "whole.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["classify", "--input", str(src), "--output", str(whole_out), "--adapt-to", "source"],
+    )
+    assert "source store: 80 items, scores adapted to its mix" in result.output
+    whole = [json.loads(line) for line in whole_out.read_text(encoding="utf-8").splitlines()]
+    one_mix, _ = adapt_streams(clf.scores(store_texts), ["store"] * 80, clf.policy.adaptation)
+    assert np.allclose(
+        [[whole[i]["scores"][lab] for lab in LABELS] for i in store], one_mix, atol=1e-4
+    )
     own = [i for i, r in enumerate(lines) if "source" not in r]
     plain = clf.scores([lines[i]["text"] for i in own])
     assert np.allclose([[got[i]["scores"][lab] for lab in LABELS] for i in own], plain, atol=1e-4)
@@ -212,7 +229,7 @@ def test_a_file_without_sources_adapts_each_row_to_the_rows_like_it(
         by_content={"export"},
     )
     assert np.allclose(by_rows, expected, atol=1e-4)
-    said, whole = run("--without-source", "file")
+    said, whole = run("--adapt-to", "source")
     assert "source export: 150 items, scores adapted to its mix" in said
     # The praise keeps more of its kudos score when its mix is its own, not the file's average.
     kudos = LABELS.index("kudos")
@@ -226,11 +243,11 @@ def test_a_file_without_sources_adapts_each_row_to_the_rows_like_it(
             str(src),
             "--output",
             str(tmp_path / "x.jsonl"),
-            "--without-source",
+            "--adapt-to",
             "rows",
         ],
     )
-    assert bad.exit_code == 2 and "content, file" in bad.output
+    assert bad.exit_code == 2 and "neighbours, source" in bad.output
 
 
 def test_evaluate_scores_rows_as_one_file_without_sources(tmp_path: Path) -> None:
@@ -246,28 +263,38 @@ def test_evaluate_scores_rows_as_one_file_without_sources(tmp_path: Path) -> Non
         str(tmp_path),
     ]
     n = len(_rows(EVAL / "intent_eval.jsonl")) + len(_rows(EVAL / "app_eval_blind.jsonl"))
-    content = json.loads(CliRunner().invoke(app, [*base, "--one-file", "content"]).output)
+    content = json.loads(
+        CliRunner().invoke(app, [*base, "--one-file", "--adapt-to", "neighbours"]).output
+    )
     assert list(content["streams"]) == ["one file"]
     assert content["streams"]["one file"]["items"] == n == content["overall"]["n"]
     assert content["streams"]["one file"]["reason"].startswith("each item to the mix")
     assert len(content["per_file"]) == 2
-    whole = json.loads(CliRunner().invoke(app, [*base, "--one-file", "file"]).output)
+    whole = json.loads(CliRunner().invoke(app, [*base, "--one-file"]).output)
     assert whole["streams"]["one file"]["reason"] == "adapted"
     # The sample is the file: its mix is estimated on the sampled rows only.
     sample = json.loads(
-        CliRunner().invoke(app, [*base, "--one-file", "content", "--balanced", "10"]).output
+        CliRunner()
+        .invoke(app, [*base, "--one-file", "--adapt-to", "neighbours", "--balanced", "10"])
+        .output
     )
     assert sample["streams"]["one file"]["items"] == sample["overall"]["n"] == 50
     leads = json.loads(
         CliRunner()
-        .invoke(app, [*base, "--one-file", "content", "--only-labels", "sales_lead"])
+        .invoke(
+            app, [*base, "--one-file", "--adapt-to", "neighbours", "--only-labels", "sales_lead"]
+        )
         .output
     )
     assert leads["streams"]["one file"]["items"] == n > leads["overall"]["n"]
-    bad = CliRunner().invoke(app, [*base, "--one-file", "rows"])
+    # Each file on its own, row by row, as classify adapts a file with a source column.
+    per_file = json.loads(CliRunner().invoke(app, [*base, "--adapt-to", "neighbours"]).output)
+    assert sorted(per_file["streams"]) == ["app_eval_blind", "intent_eval"]
+    assert all(v["reason"].startswith("each item") for v in per_file["streams"].values())
+    bad = CliRunner().invoke(app, [*base, "--one-file", "--adapt-to", "rows"])
     assert bad.exit_code == 2
-    loso = CliRunner().invoke(app, [*base, "--one-file", "content", "--leave-one-source-out"])
-    assert loso.exit_code == 2 and "does not apply" in loso.output
+    loso = CliRunner().invoke(app, [*base, "--one-file", "--leave-one-source-out"])
+    assert loso.exit_code == 2 and "do not apply" in loso.output
 
 
 def test_evaluate_estimates_each_files_mix_on_all_its_rows(tmp_path: Path) -> None:

@@ -435,8 +435,8 @@ def test_a_mixed_file_without_sources_does_better_adapted_row_by_row() -> None:
     """Label-balanced dev as one file without a source column (skipped without ../shared).
 
     Adapted as one stream its mix is the average of five sources'; adapted row by row to the
-    rows like each (classify's default), it scores higher and flags fewer (README, "Files
-    without a source column").
+    rows like each (classify's default), it scores higher and flags fewer (README, "Adapting row
+    by row in `triage classify`").
     """
     if not (SHARED_DATASETS / "dev").exists():
         pytest.skip(f"{SHARED_DATASETS / 'dev'} not present (datasets are optional)")
@@ -449,10 +449,11 @@ def test_a_mixed_file_without_sources_does_better_adapted_row_by_row() -> None:
             baseline=False,
             balanced=150,
             report_dir=None,
-            one_file=mode,
+            one_file=True,
+            adapt_to=mode,
         )["overall"]
 
-    by_rows, whole = scored("content"), scored("file")
+    by_rows, whole = scored("neighbours"), scored("source")
     assert by_rows["macro_f1"] >= whole["macro_f1"] + 0.01
     assert by_rows["needs_review_rate"] <= whole["needs_review_rate"] - 0.05
     assert by_rows["accuracy_when_not_flagged"] >= 0.95
@@ -1230,7 +1231,7 @@ def test_card_says_which_review_target_the_model_was_held_to() -> None:
 def test_adapt_study_counts_rare_rows_for_rows_adapted_by_content(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``python -m classifiers.adapt_study --by-content``: the file-without-source setting."""
+    """``python -m classifiers.adapt_study --by-content``: the setting ``triage classify`` uses."""
     import re
     from dataclasses import replace
 

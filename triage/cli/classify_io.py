@@ -119,8 +119,8 @@ def read_rows(
     return list(_csv_rows(data, text_column, id_column, stream_column))
 
 
-WITHOUT_SOURCE = ("content", "file")
-"""How rows without a source adapt: by the rows most like each, or as the file's one stream."""
+ADAPT_TO = ("neighbours", "source")
+"""What a row's scores adapt to: the mix of the rows of its source most like it, or its source's."""
 
 
 def classify_file(
@@ -132,7 +132,7 @@ def classify_file(
     id_column: str = "id",
     stream_column: str = "source",
     adapt: bool = True,
-    without_source: str = "content",
+    adapt_to: str = "neighbours",
 ) -> dict[str, Any]:
     """Classify a CSV/JSONL file into a JSONL file with one object per input row, in order.
 
@@ -140,18 +140,20 @@ def classify_file(
     consumer can zip input and output line by line. Each row's ``id_column`` value, when it has
     one, is written as ``id``. Scores are adapted to each stream's label mix
     (:mod:`classifiers.adapt`): a stream is the rows with one ``stream_column`` value, and rows
-    without one are the file's own stream (named after the file). That stream may mix sources, so
-    with ``without_source="content"`` each of its rows adapts to the mix of the rows that read
-    most like it (:func:`classifiers.adapt.content_mixes`); ``"file"`` adapts it as one source.
+    without one are the file's own stream (named after the file). With ``adapt_to="neighbours"``
+    each row adapts to the mix of the rows of its stream that read most like it
+    (:func:`classifiers.adapt.content_mixes`): a source has parts with mixes of their own, and the
+    file's own stream may hold several sources. ``"source"`` adapts each stream to its one mix, as
+    a run does.
 
     Returns:
         ``{"ok": n, "errors": n, "streams": {stream: StreamMix}}``.
 
     Raises:
-        ValueError: When ``without_source`` is neither ``content`` nor ``file``.
+        ValueError: When ``adapt_to`` is neither ``neighbours`` nor ``source``.
     """
-    if without_source not in WITHOUT_SOURCE:
-        raise ValueError(f"without_source must be one of {', '.join(WITHOUT_SOURCE)}")
+    if adapt_to not in ADAPT_TO:
+        raise ValueError(f"adapt_to must be one of {', '.join(ADAPT_TO)}, not {adapt_to!r}")
     rows = read_rows(input_path, text_column, id_column, stream_column)
     clf = Classifier.load(model)
     if not adapt:
@@ -162,11 +164,12 @@ def classify_file(
     streams: dict[Hashable, StreamMix] = {}
     preds: Iterator[Any] = iter(())
     if texts:
+        keys = [s for _, s in kept]
         scores, streams = clf.stream_scores(
             texts,
-            [s for _, s in kept],
+            keys,
             batch_size=batch_size,
-            by_content={own} if without_source == "content" else (),
+            by_content=set(keys) if adapt_to == ADAPT_TO[0] else (),
         )
         preds = iter(clf.predictions(scores))
     ok = errors = 0

@@ -44,8 +44,8 @@ def classify(
         str,
         typer.Option(
             "--source-column",
-            help="Column / field naming each row's source: each source's scores adapt to its "
-            "own label mix (rows without one: the file is their source).",
+            help="Column / field naming each row's source: scores adapt to the label mix of the "
+            "row's own source (rows without one: the file is their source).",
         ),
     ] = "source",
     adapt: Annotated[
@@ -56,14 +56,14 @@ def classify(
             'label mix").',
         ),
     ] = True,
-    without_source: Annotated[
+    adapt_to: Annotated[
         str,
         typer.Option(
-            "--without-source",
-            help="Rows without a source: 'content' adapts each to the rows that read most like "
-            "it (a file may hold several sources); 'file' adapts them all as one source.",
+            "--adapt-to",
+            help="'neighbours': each row's scores adapt to the mix of the rows of its source "
+            "(without one: of the file) that read most like it; 'source': to its source's one mix.",
         ),
-    ] = "content",
+    ] = "neighbours",
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -82,7 +82,7 @@ def classify(
             id_column,
             source_column,
             adapt,
-            without_source,
+            adapt_to,
         )
     except (OSError, ValueError) as exc:
         _fail(str(exc), 2)
@@ -228,13 +228,21 @@ def evaluate(
         ),
     ] = True,
     one_file: Annotated[
-        str | None,
+        bool,
         typer.Option(
             "--one-file",
             help="Score the rows (--balanced's sample, else all) as one file without a source "
-            "column, as `triage classify --without-source VALUE` would: 'content' or 'file'.",
+            "column, as `triage classify` would.",
         ),
-    ] = None,
+    ] = False,
+    adapt_to: Annotated[
+        str,
+        typer.Option(
+            "--adapt-to",
+            help="'source' (default, as a run): each file (or the one file) to its one mix; "
+            "'neighbours' (as `triage classify`): each row to the rows of its file most like it.",
+        ),
+    ] = "source",
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -249,10 +257,10 @@ def evaluate(
     unknown = [lab for lab in labels if lab not in LABELS]
     if unknown:
         _fail(f"unknown label(s) {', '.join(unknown)} (labels: {', '.join(LABELS)})", 2)
-    if loso and one_file is not None:
+    if loso and (one_file or adapt_to != "source"):
         _fail(
-            "--one-file scores a model's rows as one file; it does not apply to "
-            "--leave-one-source-out, whose left-out groups are each one stream",
+            "--one-file and --adapt-to do not apply to --leave-one-source-out, whose left-out "
+            "groups are each one stream adapted to its one mix",
             2,
         )
     if loso:
@@ -308,6 +316,7 @@ def evaluate(
             report_dir=report_dir,
             adapt=adapt,
             one_file=one_file,
+            adapt_to=adapt_to,
         )
     except (DataError, ValueError) as exc:
         _fail(str(exc), 2)
