@@ -26,7 +26,7 @@ And a stream needs ``min_items`` items (with its history) before its mix is esti
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, TypeVar
@@ -81,6 +81,10 @@ class Adaptation:
     def prior_vector(self) -> np.ndarray:
         """The prior in :data:`LABELS` order, kept away from 0 and 1."""
         return np.clip(np.array([self.prior.get(lab, 0.0) for lab in LABELS]), _EPS, 1 - _EPS)
+
+    def learns(self, stream: Hashable) -> bool:
+        """Whether the model trained on this stream (by :func:`stream_name`): left as it is."""
+        return stream_name(str(stream)) in self.learned
 
 
 def stream_name(name: str) -> str:
@@ -189,7 +193,7 @@ def adapt_streams(
     settings: Adaptation | None,
     history: Mapping[K, np.ndarray] | None = None,
     texts: Sequence[str] | None = None,
-    by_content: Collection[K] = (),
+    by_content: bool = False,
 ) -> tuple[np.ndarray, dict[K, StreamMix]]:
     """Adapt each stream's scores to its own label mix.
 
@@ -201,15 +205,16 @@ def adapt_streams(
             estimated on together with the stream's rows: a scheduled run brings a few new items,
             and the mix is a property of the source, not of one run.
         texts: Each row's text; needed only for ``by_content``.
-        by_content: Streams whose rows may come from several sources (a file without a source
-            column): each row adapts to the mix of the rows that read most like it
-            (:func:`content_mixes`) instead of the stream's one mix. Their history is not used.
+        by_content: Each row adapts to the mix of the rows of its stream that read most like it
+            (:func:`content_mixes`) instead of the stream's one mix: a stream has parts with
+            mixes of their own, and a file without a source column may hold several sources.
+            History is not used then.
 
     Returns:
         The adapted scores (a new array) and, per stream, what was done.
 
     Raises:
-        ValueError: When ``by_content`` names a stream and ``texts`` is not given.
+        ValueError: When ``by_content`` is set and ``texts`` is not given.
     """
     if by_content and texts is None:
         raise ValueError("adapting by content needs the texts")
@@ -221,17 +226,16 @@ def adapt_streams(
     for i, key in enumerate(streams):
         rows[key].append(i)
     prior = settings.prior_vector()
-    learned = set(settings.learned)
     for key, idx in rows.items():
         past = (history or {}).get(key)
         sample = out[idx] if past is None or not len(past) else np.vstack([out[idx], past])
-        if stream_name(str(key)) in learned:
+        if settings.learns(key):
             report[key] = StreamMix(len(sample), None, LEARNED)
             continue
         if len(sample) < settings.min_items:
             report[key] = StreamMix(len(sample), None, f"fewer than {settings.min_items} items")
             continue
-        if key in by_content:
+        if by_content:
             assert texts is not None  # checked above; narrows the type
             mixes = content_mixes(out[idx], [texts[i] for i in idx], settings)
             out[idx] = _shift(out[idx], prior, mixes)
@@ -247,6 +251,10 @@ def adapt_streams(
         )
     return out, report
 
+
+ADAPT_TO = ("neighbours", "source")
+"""What ``triage classify`` and ``triage evaluate`` adapt each row's scores to: the mix of the
+rows of its stream most like it (``adapt_streams(by_content=True)``), or its stream's one mix."""
 
 BY_CONTENT = "each item to the mix of the {n} items most like it"
 """How a stream adapted by content was adapted (``{n}``: the neighbourhood size)."""
@@ -281,8 +289,10 @@ def content_mixes(scores: np.ndarray, texts: Sequence[str], settings: Adaptation
     around = nearest(local, local, settings.min_items)
     estimated = applied_mix(estimate_mixes(scores[ref][around], prior), settings)
     # A row outside the sample takes the mix of the sampled row it reads most like.
-    owner = np.arange(len(ref)) if len(ref) == len(texts) else nearest(features, local, 1)[:, 0]
-    owner[ref] = np.arange(len(ref))
+    owner = np.arange(len(texts))
+    if len(ref) < len(texts):
+        owner = nearest(features, local, 1)[:, 0]
+        owner[ref] = np.arange(len(ref))
     lonely = ~features.any(axis=1)
     lonely_ref = ~local.any(axis=1)
     use = ~lonely & ~lonely_ref[owner]

@@ -99,7 +99,7 @@ def decided(
         [name] * len(rows),
         setting,
         texts=[ex.text for ex in rows],
-        by_content={name} if by_content else (),
+        by_content=by_content,
     )
     decisions = decide(adapted, policy)
     gold = [ex.label for ex in rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -419,7 +419,7 @@ class Classifier:
         streams: Sequence[K],
         history: Mapping[K, Sequence[str]] | None = None,
         batch_size: int = PIPE_BATCH,
-        by_content: Collection[K] = (),
+        by_content: bool = False,
     ) -> tuple[np.ndarray, dict[K, StreamMix]]:
         """Calibrated scores, each stream's adapted to its label mix (:mod:`classifiers.adapt`).
 
@@ -428,9 +428,8 @@ class Classifier:
             streams: Each text's stream (its source's name, or its file's).
             history: Earlier texts of a stream, scored only to estimate its mix.
             batch_size: Texts per ``nlp.pipe`` batch.
-            by_content: Streams that may mix sources (a file without a source column): each of
-                their rows adapts to the mix of the rows most like it
-                (:func:`classifiers.adapt.content_mixes`).
+            by_content: Each row adapts to the mix of the rows of its stream most like it
+                (:func:`classifiers.adapt.content_mixes`), not to its stream's one mix.
 
         Returns:
             The (n, labels) scores and, per stream, the mix applied (or why none was).

@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from classifiers.adapt import LEARNED, StreamMix, adapt_streams, stream_name
+from classifiers.adapt import LEARNED, StreamMix, adapt_streams
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
 from flows.drift import watch_drift
@@ -222,11 +222,8 @@ class SourceMixes:
         settings = self._clf.policy.adaptation
         if settings is None:
             return plain
-        learned = set(settings.learned)
         new = [
-            s
-            for s in dict.fromkeys(sources)
-            if s not in self._history and stream_name(s) not in learned
+            s for s in dict.fromkeys(sources) if s not in self._history and not settings.learns(s)
         ]
         if new:
             past = {s: self._store.recent_texts(s, self._window) for s in new}

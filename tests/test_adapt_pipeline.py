@@ -165,7 +165,7 @@ def test_classify_adapts_each_source_of_a_file_on_its_own(tmp_path: Path, clf: C
         ["store"] * 80,
         clf.policy.adaptation,
         texts=store_texts,
-        by_content={"store"},
+        by_content=True,
     )
     mine = np.array([[got[i]["scores"][lab] for lab in LABELS] for i in store])
     # The output rounds scores to four places.
@@ -226,7 +226,7 @@ def test_a_file_without_sources_adapts_each_row_to_the_rows_like_it(
         ["export"] * len(order),
         clf.policy.adaptation,
         texts=[texts[i] for i in order],
-        by_content={"export"},
+        by_content=True,
     )
     assert np.allclose(by_rows, expected, atol=1e-4)
     said, whole = run("--adapt-to", "source")

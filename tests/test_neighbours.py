@@ -71,7 +71,7 @@ def test_each_row_adapts_to_its_own_sources_mix() -> None:
     # Adapted as one stream, every row gets one mix between the two.
     whole, report = adapt_streams(scores, ["export"] * len(texts), settings())
     by_rows, by_report = adapt_streams(
-        scores, ["export"] * len(texts), settings(), texts=texts, by_content={"export"}
+        scores, ["export"] * len(texts), settings(), texts=texts, by_content=True
     )
     assert report["export"].reason == "adapted"
     assert by_report["export"].reason == BY_CONTENT.format(n=settings().min_items)
@@ -83,13 +83,13 @@ def test_each_row_adapts_to_its_own_sources_mix() -> None:
 def test_content_adaptation_keeps_the_guards() -> None:
     texts, scores, _ = two_sources()
     adapted, _ = adapt_streams(
-        scores, ["export"] * len(texts), settings(), texts=texts, by_content={"export"}
+        scores, ["export"] * len(texts), settings(), texts=texts, by_content=True
     )
     for label in ("service_issue", "sales_lead"):
         j = LABELS.index(label)
         assert (adapted[:, j] >= scores[:, j] - 1e-12).all()
     few, report = adapt_streams(
-        scores[:20], ["small"] * 20, settings(), texts=texts[:20], by_content={"small"}
+        scores[:20], ["small"] * 20, settings(), texts=texts[:20], by_content=True
     )
     assert np.array_equal(few, scores[:20]) and report["small"].mix is None
     learned, report = adapt_streams(
@@ -97,11 +97,11 @@ def test_content_adaptation_keeps_the_guards() -> None:
         ["airline_tweets"] * len(texts),
         settings(learned=("airline_tweets",)),
         texts=texts,
-        by_content={"airline_tweets"},
+        by_content=True,
     )
     assert np.array_equal(learned, scores) and report["airline_tweets"].mix is None
     with pytest.raises(ValueError, match="texts"):
-        adapt_streams(scores, ["export"] * len(scores), settings(), by_content={"export"})
+        adapt_streams(scores, ["export"] * len(scores), settings(), by_content=True)
 
 
 def test_rows_without_a_shared_term_get_the_whole_streams_mix(

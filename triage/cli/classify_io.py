@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from classifiers.adapt import StreamMix, stream_name
+from classifiers.adapt import ADAPT_TO, StreamMix, stream_name
 from classifiers.model import PIPE_BATCH, Classifier
 
 csv.field_size_limit(2**31 - 1)
@@ -119,10 +119,6 @@ def read_rows(
     return list(_csv_rows(data, text_column, id_column, stream_column))
 
 
-ADAPT_TO = ("neighbours", "source")
-"""What a row's scores adapt to: the mix of the rows of its source most like it, or its source's."""
-
-
 def classify_file(
     input_path: Path,
     output_path: Path,
@@ -164,12 +160,8 @@ def classify_file(
     streams: dict[Hashable, StreamMix] = {}
     preds: Iterator[Any] = iter(())
     if texts:
-        keys = [s for _, s in kept]
         scores, streams = clf.stream_scores(
-            texts,
-            keys,
-            batch_size=batch_size,
-            by_content=set(keys) if adapt_to == ADAPT_TO[0] else (),
+            texts, [s for _, s in kept], batch_size=batch_size, by_content=adapt_to == "neighbours"
         )
         preds = iter(clf.predictions(scores))
     ok = errors = 0
