@@ -173,13 +173,19 @@ def text_features(
         return np.zeros((len(texts), 0))
     index = {t: j for j, t in enumerate(kept)}
     idf = np.log((1 + len(fit)) / (1 + np.array([df[t] for t in kept], dtype=np.float64))) + 1
-    directions = _directions(_matrix(fitted, index, idf), k, seed).T
+    fitted_matrix = _matrix(fitted, index, idf)
     del fitted
-    out = np.zeros((len(texts), k))
-    for start in range(0, len(texts), _CHUNK):
-        # Chunk by chunk: the term counts of a long file would outweigh the vectors many times.
-        part = [_terms(t) for t in texts[start : start + _CHUNK]]
-        out[start : start + _CHUNK] = _matrix(part, index, idf).dot(directions)
+    directions = _directions(fitted_matrix, k, seed).T
+    if np.array_equal(fit, np.arange(len(texts))):
+        # Every row was fitted on, in order (a file of REFERENCE rows or fewer): project the
+        # matrix already built rather than reading each text a second time.
+        out = fitted_matrix.dot(directions)
+    else:
+        out = np.zeros((len(texts), k))
+        for start in range(0, len(texts), _CHUNK):
+            # Chunk by chunk: the terms of a long file would outweigh the vectors many times.
+            part = [_terms(t) for t in texts[start : start + _CHUNK]]
+            out[start : start + _CHUNK] = _matrix(part, index, idf).dot(directions)
     # The pieces of a file's words are worth keeping while it is read, not after.
     _pieces.cache_clear()
     norms = np.linalg.norm(out, axis=1, keepdims=True)
