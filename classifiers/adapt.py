@@ -194,6 +194,7 @@ def adapt_streams(
     history: Mapping[K, np.ndarray] | None = None,
     texts: Sequence[str] | None = None,
     by_content: bool = False,
+    history_texts: Mapping[K, Sequence[str]] | None = None,
 ) -> tuple[np.ndarray, dict[K, StreamMix]]:
     """Adapt each stream's scores to its own label mix.
 
@@ -208,13 +209,17 @@ def adapt_streams(
         by_content: Each row adapts to the mix of the rows of its stream that read most like it
             (:func:`content_mixes`) instead of the stream's one mix: a stream has parts with
             mixes of their own, and a file without a source column may hold several sources.
-            History is not used then.
+            A stream's history is among the neighbours only when its texts are given too.
+        history_texts: With ``by_content``: the texts of each stream's ``history`` rows, in the
+            same order, so that a run's few new items find their neighbours among the source's
+            earlier ones.
 
     Returns:
         The adapted scores (a new array) and, per stream, what was done.
 
     Raises:
-        ValueError: When ``by_content`` is set and ``texts`` is not given.
+        ValueError: When ``by_content`` is set and ``texts`` is not given, or a stream's history
+            texts do not match its history scores.
     """
     if by_content and texts is None:
         raise ValueError("adapting by content needs the texts")
@@ -228,6 +233,13 @@ def adapt_streams(
     prior = settings.prior_vector()
     for key, idx in rows.items():
         past = (history or {}).get(key)
+        before: list[str] = []
+        if by_content:
+            before = list((history_texts or {}).get(key, ()))
+            if before and (past is None or len(past) != len(before)):
+                raise ValueError(f"stream {key!r}: history texts do not match its scores")
+            if not before:
+                past = None  # neighbours are found by text: history without texts is not used
         sample = out[idx] if past is None or not len(past) else np.vstack([out[idx], past])
         if settings.learns(key):
             report[key] = StreamMix(len(sample), None, LEARNED)
@@ -237,7 +249,8 @@ def adapt_streams(
             continue
         if by_content:
             assert texts is not None  # checked above; narrows the type
-            mixes = content_mixes(out[idx], [texts[i] for i in idx], settings)
+            # The history is compared and estimated on; only the stream's own rows change.
+            mixes = content_mixes(sample, [texts[i] for i in idx] + before, settings)[: len(idx)]
             out[idx] = _shift(out[idx], prior, mixes)
             mix, reason = mixes.mean(axis=0), BY_CONTENT.format(n=settings.min_items)
         else:

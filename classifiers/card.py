@@ -81,7 +81,9 @@ def adaptation_card_line(adaptation: dict[str, Any] | None) -> str:
     protect = ", ".join(adaptation.get("protect", [])) or "none"
     return (
         "- Adapted to each source's label mix: estimated from the source's own scores (at least "
-        f"{adaptation['min_items']} items, its recent history included), applied "
+        f"{adaptation['min_items']} items, its recent history included; in `triage classify`, "
+        f"each item to the mix of the {adaptation['min_items']} items of its source most like "
+        "it), applied "
         f"{adaptation['damping']} of the way in log-odds from the training mix ({prior}); never "
         f"lowered: {protect}; not adapted: the {len(adaptation.get('learned', []))} sources the "
         "model trained on."
@@ -189,7 +191,13 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
             (
                 f"`triage evaluate --leave-one-source-out` ({res['mode']}, `{res['config']}`"
                 + (f", gold labels {', '.join(res['only_labels'])}" if res["only_labels"] else "")
-                + "): each group scored by a model trained without it."
+                + "): each group scored by a model trained without it"
+                # Records from before --adapt-to have none: each group adapted to its one mix.
+                + (
+                    ", each row adapted to the mix of the group's rows most like it."
+                    if res.get("adapt_to") == "neighbours"
+                    else "."
+                )
             ),
             "",
             (
@@ -223,7 +231,12 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
             lines += [
                 "",
                 (
-                    "Each group's scores adapted to its own label mix; without that, the mean "
+                    (
+                        "Each row's scores adapted to the mix of its group's rows most like it"
+                        if res.get("adapt_to") == "neighbours"
+                        else "Each group's scores adapted to its own label mix"
+                    )
+                    + "; without that, the mean "
                     f"macro-F1 is {cell(mean['macro_f1_unadapted'])}, "
                     f"{cell(mean.get('needs_review_rate_unadapted'), True)} flagged, "
                     f"{cell(mean.get('accuracy_when_not_flagged_unadapted'))} accurate when not "

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.adapt import adapt_streams
+from classifiers.adapt import ADAPT_TO, adapt_streams
 from classifiers.data import Example, source_family
 from classifiers.metrics import evaluate_labels
 from classifiers.model import Classifier, decide, review_reason_kind
@@ -39,12 +39,14 @@ def score_group(
     baseline: list[str] | None = None,
     stream: str = "",
     context: Sequence[Example] | None = None,
+    adapt_to: str = "source",
 ) -> dict[str, Any]:
     """Score one left-out group: macro-F1, accuracy, review rate and unflagged accuracy.
 
     The group is one stream: its scores adapt to its label mix (:mod:`classifiers.adapt`), as a
-    new source's would, when the model's policy does that; the ``*_unadapted`` figures are the
-    same without it. The mix is estimated on ``context`` (all of the group's rows, of which
+    new source's would, when the model's policy does that; with ``adapt_to="neighbours"`` each
+    row adapts to the mix of the group's rows most like it instead, as ``triage classify`` adapts
+    a file. The ``*_unadapted`` figures are the same without it. The mix is estimated on ``context`` (all of the group's rows, of which
     ``test`` is the part scored, e.g. only some gold labels): a stream is everything that
     arrives, not the rows chosen by their labels. Also the macro-F1 the same scores give under
     the other primary-label rule (``argmax`` for a ``priority`` model and the reverse), so the
@@ -54,7 +56,11 @@ def score_group(
     gold = [ex.label for ex in test]
     plain_all = clf.scores([ex.text for ex in rows])
     adapted_all, _ = adapt_streams(
-        plain_all, [stream or "left out"] * len(rows), clf.policy.adaptation
+        plain_all,
+        [stream or "left out"] * len(rows),
+        clf.policy.adaptation,
+        texts=[ex.text for ex in rows],
+        by_content=adapt_to == "neighbours",
     )
     position = {id(ex): i for i, ex in enumerate(rows)}
     take = [position[id(ex)] for ex in test]
@@ -150,6 +156,7 @@ def leave_one_source_out(
     folds: int | None = None,
     baseline: bool = True,
     adapt: bool = True,
+    adapt_to: str = "source",
     log: Callable[[str], None] = print,
     rich: bool | None = None,
 ) -> dict[str, Any]:
@@ -174,11 +181,20 @@ def leave_one_source_out(
         baseline: Also train TF-IDF + logistic regression on each training part and score it.
         log: Where progress lines go.
         adapt: Adapt each scored group to its label mix (as the trained policy says).
+        adapt_to: ``source``: each group to its one mix (as recorded before there was a
+            choice); ``neighbours``: each row to the mix of its group's rows most like it, as
+            ``triage classify`` and runs adapt.
         rich: Draw a progress bar (None: when stderr is a terminal).
 
     Returns:
-        ``{"mode", "groups": {family: metrics}, "mean": {...}, "mean_by_kind": {...}}``.
+        ``{"mode", "adapt_to", "groups": {family: metrics}, "mean": {...}, "mean_by_kind": {...}}``.
+
+    Raises:
+        ValueError: When ``adapt_to`` is not one of :data:`classifiers.adapt.ADAPT_TO`, or there
+            is too little or unknown data to leave out.
     """
+    if adapt_to not in ADAPT_TO:
+        raise ValueError(f"adapt_to must be one of {', '.join(ADAPT_TO)}, not {adapt_to!r}")
     by_family: dict[str, list[Example]] = defaultdict(list)
     for ex in train_data:
         by_family[source_family(ex)].append(ex)
@@ -241,7 +257,9 @@ def leave_one_source_out(
                     from classifiers.evaluate import baseline_predictions
 
                     base = baseline_predictions(training, [ex.text for ex in rows])
-                groups[name] = score_group(clf, rows, base, stream=name, context=every)
+                groups[name] = score_group(
+                    clf, rows, base, stream=name, context=every, adapt_to=adapt_to
+                )
                 kinds[name] = "starter" if name.startswith("starter:") else "data"
                 g = groups[name]
                 progress.note(
@@ -258,6 +276,7 @@ def leave_one_source_out(
         "mode": "starter-only" if unseen_by else "with-data",
         "config": config_path.name,
         "only_labels": sorted(wanted),
+        "adapt_to": adapt_to,
         "groups": groups,
         "mean": summarise(groups) if groups else {},
         "mean_by_kind": by_kind,
@@ -273,6 +292,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"leave-one-source-out ({result['mode']}, {result['config']}"
         + (f", labels {','.join(result['only_labels'])}" if result["only_labels"] else "")
+        # Older records have no adapt_to: they adapted each group to its one mix.
+        + (", each row to its neighbours' mix" if result.get("adapt_to") == "neighbours" else "")
         + ")",
         head,
     ]

@@ -113,8 +113,8 @@ def evaluate_model(
     ``triage classify`` (``balanced``'s sample is that file, else every row; ``only_labels`` then
     picks the rows scored): how a user's export of several sources arrives. With
     ``adapt_to="neighbours"`` each row adapts to the rows of its stream (its file, or the one
-    file) that read most like it, as ``triage classify`` does; ``"source"`` adapts each stream to
-    its one mix, as a run does.
+    file) that read most like it, as ``triage classify`` and runs do; ``"source"`` (the default, so
+    recorded figures compare with earlier ones) adapts each stream to its one mix.
 
     Args:
         data: Labelled CSV/JSONL files or folders.
@@ -301,6 +301,7 @@ def record(result: dict[str, Any], name: str, model_dir: Path | None = None) -> 
             "mode": result["mode"],
             "config": result["config"],
             "only_labels": result["only_labels"],
+            "adapt_to": result.get("adapt_to", "source"),
             "groups": {
                 g: {k: v for k, v in r.items() if k in keep or k.endswith(("_rule", "_unadapted"))}
                 for g, r in result["groups"].items()

@@ -201,18 +201,22 @@ class SourceMixes:
     """Scores adapted to each source's label mix over one classify run (:mod:`classifiers.adapt`).
 
     The first batch that brings a source reads its latest ``window`` classified items from the
-    store and scores them (not adapted, not stored); after each batch, its own scores join that
-    history, so the later batches of a long backlog see the source's items so far without
-    reading the store again. A source the model learned is left as it is, so its history is
-    neither read nor kept.
+    store and scores them (not adapted, not stored); after each batch, its own scores (and
+    texts) join that history, so the later batches of a long backlog see the source's items so
+    far without reading the store again. With ``by_content`` each new item adapts to the mix of
+    the ``min_items`` items of its source, history included, that read most like it, as
+    ``triage classify`` adapts a file; otherwise to the source's one mix. A source the model
+    learned is left as it is, so its history is neither read nor kept.
     """
 
-    def __init__(self, clf: Classifier, store: Store, window: int) -> None:
+    def __init__(self, clf: Classifier, store: Store, window: int, by_content: bool) -> None:
         """Adapt with ``clf``'s policy, reading history from ``store``."""
         self._clf = clf
         self._store = store
         self._window = window
+        self._by_content = by_content
         self._history: dict[str, np.ndarray] = {}
+        self._texts: dict[str, list[str]] = {}
         self.mixes: dict[str, StreamMix] = {}
         """What was done for each source, as of its latest batch."""
 
@@ -230,14 +234,26 @@ class SourceMixes:
             scored = self._clf.history_scores(past)
             for s in new:
                 self._history[s] = scored.get(s, np.empty((0, plain.shape[1])))
-        adapted, report = adapt_streams(plain, sources, settings, self._history)
+                self._texts[s] = past[s] if s in scored else []
+        adapted, report = adapt_streams(
+            plain,
+            sources,
+            settings,
+            self._history,
+            texts=texts,
+            by_content=self._by_content,
+            history_texts=self._texts,
+        )
         self.mixes.update(report)
         of = np.array(sources, dtype=object)
         for key, done in report.items():
             if done.reason == LEARNED:
                 continue
             # The batch before the older history; the window bounds memory.
-            self._history[key] = np.vstack([plain[of == key], self._history[key]])[: self._window]
+            mine = of == key
+            self._history[key] = np.vstack([plain[mine], self._history[key]])[: self._window]
+            batch = [t for t, m in zip(texts, mine, strict=True) if m]
+            self._texts[key] = (batch + self._texts[key])[: self._window]
         return adapted
 
 
@@ -253,7 +269,9 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
     needs_review = 0
     emit(Event("classify", "start"))
     with open_store(config.database) as store, BackgroundWriter(store) as writer:
-        mixes = SourceMixes(clf, store, config.adapt_history)
+        mixes = SourceMixes(
+            clf, store, config.adapt_history, by_content=config.adapt_to == "neighbours"
+        )
         for n, batch in enumerate(store.unclassified(batch_size), start=1):
             scores = mixes.scores(
                 batch.column("text").to_pylist(), batch.column("source").to_pylist()
@@ -274,6 +292,8 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
         "model_version": clf.version,
         # Sources whose scores were adapted to their label mix in this run.
         "adapted_sources": sorted(k for k, v in mixes.mixes.items() if v.mix is not None),
+        # How: each item to the items of its source most like it, or each source to one mix.
+        "adapted_by": next((v.reason for v in mixes.mixes.values() if v.mix is not None), None),
         # Sources left as they are because the model learned a source of that name: intended
         # for a source whose corrections it trained on, a surprise for one that happens to be
         # named like a training file (``kudos``), so the summary says so.

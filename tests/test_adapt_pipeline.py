@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from classifiers.adapt import adapt_streams
+from classifiers.adapt import BY_CONTENT, adapt_streams
 from classifiers.data import STARTER_DIR, load_starter
 from classifiers.model import Classifier
 from flows.settings import load_config
@@ -294,7 +294,10 @@ def test_evaluate_scores_rows_as_one_file_without_sources(tmp_path: Path) -> Non
     bad = CliRunner().invoke(app, [*base, "--one-file", "--adapt-to", "rows"])
     assert bad.exit_code == 2
     loso = CliRunner().invoke(app, [*base, "--one-file", "--leave-one-source-out"])
-    assert loso.exit_code == 2 and "do not apply" in loso.output
+    assert loso.exit_code == 2 and "does not apply" in loso.output
+    # --adapt-to reaches the cross-source evaluation, which checks it before any training.
+    loso = CliRunner().invoke(app, [*base, "--adapt-to", "rows", "--leave-one-source-out"])
+    assert loso.exit_code == 2 and "adapt_to must be one of neighbours, source" in loso.output
 
 
 def test_evaluate_estimates_each_files_mix_on_all_its_rows(tmp_path: Path) -> None:
@@ -345,12 +348,19 @@ def _scores(db: Path, ids: list[str]) -> np.ndarray:
     return np.array([[json.loads(found[i])[lab] for lab in LABELS] for i in ids])
 
 
-@pytest.mark.parametrize("adapt", [True, False])
+@pytest.mark.parametrize("adapt_to", ["neighbours", "source", None])
 def test_a_run_adapts_a_few_new_items_with_the_sources_history(
-    tmp_path: Path, clf: Classifier, adapt: bool
+    tmp_path: Path, clf: Classifier, adapt_to: str | None
 ) -> None:
-    """A scheduled run brings a handful of items; the source's earlier ones carry its mix."""
-    praise = _app_store_praise(130)
+    """A scheduled run brings a handful of items; the source's earlier ones carry its mix, and
+    (by default) are the neighbours each new item's mix is estimated on."""
+    adapt = adapt_to is not None
+    # 120 raves, then a run that brings ten posts weighing a purchase: their neighbours are
+    # each other more than the raves, so row by row and one mix tell them apart.
+    leads = [
+        str(r["text"]) for r in _rows(EVAL / "intent_eval.jsonl") if r["label"] == "sales_lead"
+    ]
+    praise = _app_store_praise(120) + leads[:10]
     feed = tmp_path / "reviews.jsonl"
     _feed(feed, praise[:120], 0)
     config_path = tmp_path / "triage.yaml"
@@ -359,7 +369,11 @@ def test_a_run_adapts_a_few_new_items_with_the_sources_history(
             {
                 "database": str(tmp_path / "t.duckdb"),
                 "sources": [{"name": "reviews", "type": "file", "path": "reviews.jsonl"}],
-                "classification": {"adapt_to_source": adapt, "adapt_history": 100},
+                "classification": {
+                    "adapt_to_source": adapt,
+                    "adapt_history": 100,
+                    "adapt_to": adapt_to or "neighbours",
+                },
             }
         )
     )
@@ -381,10 +395,28 @@ def test_a_run_adapts_a_few_new_items_with_the_sources_history(
     if not adapt:
         assert np.allclose(stored, plain, atol=1e-5)
         return
-    history = {"reviews": clf.scores(list(reversed(praise[20:120])))}
-    expected, _ = adapt_streams(plain, ["reviews"] * 10, clf.policy.adaptation, history)
+    earlier = list(reversed(praise[20:120]))
+    history = {"reviews": clf.scores(earlier)}
+
+    def adapted(by_content: bool) -> tuple[np.ndarray, Any]:
+        return adapt_streams(
+            plain,
+            ["reviews"] * 10,
+            clf.policy.adaptation,
+            history,
+            texts=praise[120:130],
+            by_content=by_content,
+            history_texts={"reviews": earlier},
+        )
+
+    expected, report = adapted(adapt_to == "neighbours")
+    assert report["reviews"].items == 110
+    assert second["adapted_by"] == report["reviews"].reason
     assert np.allclose(stored, expected, atol=1e-5)
     assert not np.allclose(stored, plain, atol=1e-3)
+    # Row by row and one mix are different adaptations of the same items.
+    other, _ = adapted(adapt_to != "neighbours")
+    assert not np.allclose(stored, other, atol=1e-4)
 
 
 def _kudos_and_store(tmp_path: Path, praise: list[str]) -> Config:
@@ -432,7 +464,14 @@ def test_a_run_says_which_sources_it_left_alone_because_the_model_learned_their_
     }
     print_summary(summary)
     out = capsys.readouterr().out
+    assert result["adapted_by"] == "adapted"
     assert "scores adapted to the label mix of store\n" in out
+    # Row by row (classification.adapt_to: neighbours) says how.
+    print_summary({**summary, "classify": {**result, "adapted_by": BY_CONTENT.format(n=50)}})
+    assert (
+        "scores adapted to the label mix of store (each item to the mix of the 50 items most "
+        "like it, within its source)\n" in capsys.readouterr().out
+    )
     assert "not adapted, the model learned sources of these names" in out
     assert "corrections it trained on): kudos\n" in out
 
@@ -458,13 +497,13 @@ def test_a_run_reads_no_history_for_a_source_the_model_learned(
                 asked.append(source)
                 return store.recent_texts(source, n)
 
-        mixes = SourceMixes(clf, Counting(), 500)  # type: ignore[arg-type]
+        mixes = SourceMixes(clf, Counting(), 500, by_content=True)  # type: ignore[arg-type]
         for _ in range(2):  # a second batch adds to the history it keeps
             mixes.scores(praise[:10] * 2, ["kudos"] * 10 + ["store"] * 10)
     assert asked == ["store"]
     assert mixes.mixes["kudos"].reason == LEARNED and mixes.mixes["kudos"].items == 10
     assert (
-        mixes.mixes["store"].reason == "adapted" and mixes.mixes["store"].items == 80
+        mixes.mixes["store"].reason.startswith("each item") and mixes.mixes["store"].items == 80
     )  # 60 stored, 10 kept, 10 new
 
 
@@ -490,3 +529,31 @@ def test_a_left_out_groups_mix_is_estimated_on_all_its_rows(clf: Classifier) -> 
     # The figures without adapting are reported beside (these leads: fewer found, more flagged).
     assert scored["needs_review_rate_unadapted"] > scored["needs_review_rate"]
     assert "accuracy_when_not_flagged_unadapted" in scored
+
+
+def test_a_left_out_group_can_adapt_row_by_row(clf: Classifier) -> None:
+    """--adapt-to neighbours: each row of a left-out group adapts as classify adapts a file."""
+    from classifiers.crosseval import score_group
+    from classifiers.data import load_examples
+
+    every = load_examples([EVAL / "intent_eval.jsonl", EVAL / "app_eval_blind.jsonl"])
+    texts = [ex.text for ex in every]
+    gold = [ex.label for ex in every]
+
+    def accuracy(by_content: bool) -> float:
+        adapted, _ = adapt_streams(
+            clf.scores(texts),
+            ["group"] * len(every),
+            clf.policy.adaptation,
+            texts=texts,
+            by_content=by_content,
+        )
+        pred = [p.label for p in clf.predictions(adapted)]
+        return sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)
+
+    rows = score_group(clf, every, stream="group", adapt_to="neighbours")
+    one = score_group(clf, every, stream="group")
+    assert rows["accuracy"] == pytest.approx(accuracy(True), abs=1e-4)
+    assert one["accuracy"] == pytest.approx(accuracy(False), abs=1e-4)
+    # Two sources in one group: their own mixes differ from the group's, so the scores do too.
+    assert rows["needs_review_rate"] != one["needs_review_rate"]

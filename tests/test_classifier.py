@@ -1155,7 +1155,10 @@ def test_review_study_lower_starter_target_flags_less_on_the_folds(tmp_path: Pat
     data = tmp_path / "files"
     data.mkdir()
     scored = [ex for i, ex in enumerate(rows) if i % 12 == 5]
-    kinds = {"forum": {"kudos", "service_issue"}, "chat": {"sales_lead", "feature_request", "other"}}
+    kinds = {
+        "forum": {"kudos", "service_issue"},
+        "chat": {"sales_lead", "feature_request", "other"},
+    }
     for name, labels in kinds.items():
         with (data / f"{name}.csv").open("w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
@@ -1188,7 +1191,9 @@ def test_review_study_lower_starter_target_flags_less_on_the_folds(tmp_path: Pat
     assert [j[0] for j in joint] == ["0", "0.3", "0", "0.3"]
     assert len({j[4] for j in joint}) == 1 and int(joint[0][4]) > 0
     assert all(int(j[3]) <= int(j[4]) for j in joint)
-    assert all(sorted(part.split()[0] for part in j[5].split(", ")) == ["chat", "forum"] for j in joint)
+    assert all(
+        sorted(part.split()[0] for part in j[5].split(", ")) == ["chat", "forum"] for j in joint
+    )
     # The shipped damping scores the sample as the target's own block does (both adapt at it).
     assert shipped.policy.adaptation is not None and shipped.policy.adaptation.damping == 0.3
     block_rates = re.findall(
@@ -1226,6 +1231,34 @@ def test_card_says_which_review_target_the_model_was_held_to() -> None:
     assert (
         "at least 95% right overall (the starter corpus's own target, 92.5%, applies" in with_files
     )
+
+
+def test_card_says_how_a_recorded_cross_source_run_adapted(tmp_path: Path) -> None:
+    """A leave-one-source-out run recorded with --adapt-to neighbours says so in the card."""
+    import shutil
+
+    from classifiers.evaluate import record
+    from classifiers.model import DEFAULT_MODEL_DIR
+
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    group = {"n": 10, "macro_f1": 0.5, "accuracy": 0.6, "needs_review_rate": 0.3}
+    result = {
+        "mode": "starter-only",
+        "config": "textcat_vectors.cfg",
+        "only_labels": [],
+        "groups": {"left": {**group, "accuracy_when_not_flagged": 0.9}},
+        "mean": {"macro_f1_unadapted": 0.4, "needs_review_rate_unadapted": 0.5},
+        "mean_by_kind": {},
+    }
+    said = "each row adapted to the mix of the group's rows most like it"
+    record({**result, "adapt_to": "neighbours"}, "rows", folder)
+    record(result, "one mix", folder)
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+    rows, one = card.split("## Leave-one-source-out: rows")[1].split("## Leave-one-source-out: one")
+    assert said in rows and said not in one
+    assert "Each row's scores adapted to the mix of its group's rows most like it; without" in rows
+    assert "Each group's scores adapted to its own label mix; without that" in one
 
 
 def test_adapt_study_counts_rare_rows_for_rows_adapted_by_content(

@@ -104,6 +104,12 @@ CASES: dict[str, tuple[str, int, str, str]] = {
         "sources[0].spool_dir",
         "required",
     ),
+    "adapt_to: rows": (
+        "classification:\n  adapt_to: rows\n",
+        2,
+        "classification.adapt_to",
+        "'source' or 'neighbours'",
+    ),
     "bad resurface_after": (
         "review:\n  resurface_after: tomorrow\n",
         2,

@@ -7,6 +7,8 @@ generative model as tests/test_adapt.py), and check that each row adapts to its 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -102,6 +104,38 @@ def test_content_adaptation_keeps_the_guards() -> None:
     assert np.array_equal(learned, scores) and report["airline_tweets"].mix is None
     with pytest.raises(ValueError, match="texts"):
         adapt_streams(scores, ["export"] * len(scores), settings(), by_content=True)
+
+
+def test_a_few_new_rows_find_their_neighbours_in_the_streams_history() -> None:
+    """A run brings ten items; the source's earlier items are the rows they are compared with."""
+    texts, scores, second = two_sources()
+    new, old = slice(0, 10), slice(10, None)
+
+    def run(history_texts: list[str] | None) -> tuple[np.ndarray, Any]:
+        return adapt_streams(
+            scores[new],
+            ["src"] * 10,
+            settings(),
+            {"src": scores[old]},
+            texts=texts[new],
+            by_content=True,
+            history_texts=None if history_texts is None else {"src": history_texts},
+        )
+
+    got, report = run(texts[old])
+    # The same as adapting the whole stream row by row, read off for the new rows.
+    whole, _ = adapt_streams(scores, ["src"] * len(texts), settings(), texts=texts, by_content=True)
+    assert np.allclose(got, whole[new], atol=1e-12)
+    assert report["src"].items == len(texts) and report["src"].reason.startswith("each item")
+    # Not what one mix for the source gives them: the game's rows get more praise than that.
+    one, _ = adapt_streams(scores[new], ["src"] * 10, settings(), {"src": scores[old]})
+    kudos = LABELS.index("kudos")
+    assert (got[second[new], kudos] > one[second[new], kudos]).all()
+    # Ten rows alone are too few: without the history's texts, its scores are not used either.
+    alone, said = run(None)
+    assert np.array_equal(alone, scores[new]) and said["src"].mix is None
+    with pytest.raises(ValueError, match="history texts do not match"):
+        run(texts[old][:5])
 
 
 def test_rows_without_a_shared_term_get_the_whole_streams_mix(

@@ -139,8 +139,8 @@ def classify_file(
     without one are the file's own stream (named after the file). With ``adapt_to="neighbours"``
     each row adapts to the mix of the rows of its stream that read most like it
     (:func:`classifiers.adapt.content_mixes`): a source has parts with mixes of their own, and the
-    file's own stream may hold several sources. ``"source"`` adapts each stream to its one mix, as
-    a run does.
+    file's own stream may hold several sources. ``"source"`` adapts each stream to its one mix (a
+    run's ``classification.adapt_to`` chooses the same way).
 
     Returns:
         ``{"ok": n, "errors": n, "streams": {stream: StreamMix}}``.

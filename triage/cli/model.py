@@ -239,8 +239,9 @@ def evaluate(
         str,
         typer.Option(
             "--adapt-to",
-            help="'source' (default, as a run): each file (or the one file) to its one mix; "
-            "'neighbours' (as `triage classify`): each row to the rows of its file most like it.",
+            help="'source' (default, so recorded figures compare): each file (or the one file, "
+            "or left-out group) to its one mix; 'neighbours' (as `triage classify` and runs): "
+            "each row to the rows of its file (or group) most like it.",
         ),
     ] = "source",
     config: ConfigOpt = None,
@@ -257,10 +258,10 @@ def evaluate(
     unknown = [lab for lab in labels if lab not in LABELS]
     if unknown:
         _fail(f"unknown label(s) {', '.join(unknown)} (labels: {', '.join(LABELS)})", 2)
-    if loso and (one_file or adapt_to != "source"):
+    if loso and one_file:
         _fail(
-            "--one-file and --adapt-to do not apply to --leave-one-source-out, whose left-out "
-            "groups are each one stream adapted to its one mix",
+            "--one-file does not apply to --leave-one-source-out, whose left-out groups are "
+            "each one stream (use --adapt-to neighbours to adapt their rows as classify does)",
             2,
         )
     if loso:
@@ -289,6 +290,7 @@ def evaluate(
                 folds=folds,
                 baseline=baseline,
                 adapt=adapt,
+                adapt_to=adapt_to,
                 log=lambda msg: typer.echo(msg, err=True),
             )
         except ValueError as exc:

@@ -83,7 +83,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     labels = ", ".join(f"{k} {v}" for k, v in c["by_label"].items()) or "nothing new"
     out.append(f"classified {c['classified']} ({labels}); needs review {c['needs_review']}")
     if c.get("adapted_sources"):
-        out.append(f"  scores adapted to the label mix of {', '.join(c['adapted_sources'])}")
+        how = c.get("adapted_by")
+        # A one-mix adaptation says "adapted"; row by row says how (classifiers.adapt.BY_CONTENT).
+        detail = f" ({how}, within its source)" if how and how != "adapted" else ""
+        out.append(
+            f"  scores adapted to the label mix of {', '.join(c['adapted_sources'])}{detail}"
+        )
     if c.get("learned_sources"):
         out.append(
             "  not adapted, the model learned sources of these names (its training files, or "

@@ -259,6 +259,7 @@ def _build(cfg_path: Path, model: Any, database: str | None) -> Config:
         service_watch=model.classification.service_watch,
         adapt_to_source=model.classification.adapt_to_source,
         adapt_history=model.classification.adapt_history,
+        adapt_to=model.classification.adapt_to,
         model=None,
         outbox_dir=Path(os.environ.get("TRIAGE_OUTBOX_DIR") or model.outbox_dir or "outbox"),
         max_attempts=model.delivery.max_attempts,

@@ -264,6 +264,11 @@ class Classification(Strict):
         description="a source's latest classified items its label mix is estimated on, with the "
         "new ones",
     )
+    adapt_to: Literal["source", "neighbours"] = Field(
+        default="source",
+        description="each source to its one mix, or each item to the mix of its source's items "
+        "most like it",
+    )
 
 
 class Review(Strict):

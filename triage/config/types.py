@@ -151,9 +151,12 @@ class Config:
     # None: the model's service watch (classifiers.model.service_watched); 1.0 all but turns it off.
     service_watch: float | None = None
     # Adapt each source's scores to its label mix (classifiers.adapt), estimated on its latest
-    # ``adapt_history`` classified items and the new ones.
+    # ``adapt_history`` classified items and the new ones: each source to its one mix
+    # (``source``), or each item to the mix of the items of its source most like it
+    # (``neighbours``, as ``triage classify`` does; it costs a backlog more than it gains there).
     adapt_to_source: bool = True
     adapt_history: int = 500
+    adapt_to: str = "source"
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
