@@ -3,7 +3,7 @@
 Adapting to a stream's label mix (:mod:`classifiers.adapt`) needs to know which rows came from
 one source. A file handed to ``triage classify`` without a ``source`` column often holds several:
 an export of tweets, app reviews and support mail together. Adapted as one stream, its mix is the
-average of theirs and fits none (README, "Adapting row by row in `triage classify`"). Rows of one source
+average of theirs and fits none (README, "Adapting row by row"). Rows of one source
 share vocabulary (handles, product names, the way a channel writes), so each row's mix is
 estimated instead from the rows that read most like it.
 
@@ -31,7 +31,7 @@ import numpy as np
 COMPONENTS = 20
 """Dimensions rows are compared in. Fewer than the usual 50-100 on purpose: the leading
 directions are what sources differ by (vocabulary, register); the rest is topic within a source.
-Chosen on the shared train files pooled into one file (README, "Adapting row by row in `triage classify`")."""
+Chosen on the shared train files pooled into one file (README, "Adapting row by row")."""
 MAX_TERMS = 10_000
 """The most frequent terms kept (words, @handles, #tags, word pairs, word pieces and style marks
 seen in two rows or more)."""

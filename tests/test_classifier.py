@@ -436,7 +436,7 @@ def test_a_mixed_file_without_sources_does_better_adapted_row_by_row() -> None:
 
     Adapted as one stream its mix is the average of five sources'; adapted row by row to the
     rows like each (classify's default), it scores higher and flags fewer (README, "Adapting row
-    by row in `triage classify`").
+    by row").
     """
     if not (SHARED_DATASETS / "dev").exists():
         pytest.skip(f"{SHARED_DATASETS / 'dev'} not present (datasets are optional)")
