@@ -46,11 +46,11 @@ def score_group(
     The group is one stream: its scores adapt to its label mix (:mod:`classifiers.adapt`), as a
     new source's would, when the model's policy does that; with ``adapt_to="neighbours"`` each
     row adapts to the mix of the group's rows most like it instead, as ``triage classify`` adapts
-    a file. The ``*_unadapted`` figures are the same without it. The mix is estimated on ``context`` (all of the group's rows, of which
-    ``test`` is the part scored, e.g. only some gold labels): a stream is everything that
-    arrives, not the rows chosen by their labels. Also the macro-F1 the same scores give under
-    the other primary-label rule (``argmax`` for a ``priority`` model and the reverse), so the
-    rule can be compared on sources never seen.
+    a file. The ``*_unadapted`` figures are the same without it. The mix is estimated on
+    ``context`` (all of the group's rows, of which ``test`` is the part scored, e.g. only some
+    gold labels): a stream is everything that arrives, not the rows chosen by their labels. Also
+    the macro-F1 the same scores give under the other primary-label rule (``argmax`` for a
+    ``priority`` model and the reverse), so the rule can be compared on sources never seen.
     """
     rows = list(context) if context is not None else list(test)
     gold = [ex.label for ex in test]

@@ -234,7 +234,8 @@ class SourceMixes:
             scored = self._clf.history_scores(past)
             for s in new:
                 self._history[s] = scored.get(s, np.empty((0, plain.shape[1])))
-                self._texts[s] = past[s] if s in scored else []
+                # Texts are kept only to find neighbours among; one mix needs the scores alone.
+                self._texts[s] = past[s] if s in scored and self._by_content else []
         adapted, report = adapt_streams(
             plain,
             sources,
@@ -252,8 +253,9 @@ class SourceMixes:
             # The batch before the older history; the window bounds memory.
             mine = of == key
             self._history[key] = np.vstack([plain[mine], self._history[key]])[: self._window]
-            batch = [t for t, m in zip(texts, mine, strict=True) if m]
-            self._texts[key] = (batch + self._texts[key])[: self._window]
+            if self._by_content:
+                batch = [t for t, m in zip(texts, mine, strict=True) if m]
+                self._texts[key] = (batch + self._texts[key])[: self._window]
         return adapted
 
 
