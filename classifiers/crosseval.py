@@ -183,7 +183,7 @@ def leave_one_source_out(
         adapt: Adapt each scored group to its label mix (as the trained policy says).
         adapt_to: ``source``: each group to its one mix (as recorded before there was a
             choice); ``neighbours``: each row to the mix of its group's rows most like it, as
-            ``triage classify`` and runs adapt.
+            ``triage classify`` adapts a file.
         rich: Draw a progress bar (None: when stderr is a terminal).
 
     Returns:

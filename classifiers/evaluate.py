@@ -113,7 +113,7 @@ def evaluate_model(
     ``triage classify`` (``balanced``'s sample is that file, else every row; ``only_labels`` then
     picks the rows scored): how a user's export of several sources arrives. With
     ``adapt_to="neighbours"`` each row adapts to the rows of its stream (its file, or the one
-    file) that read most like it, as ``triage classify`` and runs do; ``"source"`` (the default, so
+    file) that read most like it, as ``triage classify`` does; ``"source"`` (the default, so
     recorded figures compare with earlier ones) adapts each stream to its one mix.
 
     Args:

@@ -240,7 +240,7 @@ def evaluate(
         typer.Option(
             "--adapt-to",
             help="'source' (default, so recorded figures compare): each file (or the one file, "
-            "or left-out group) to its one mix; 'neighbours' (as `triage classify` and runs): "
+            "or left-out group) to its one mix; 'neighbours' (as `triage classify`): "
             "each row to the rows of its file (or group) most like it.",
         ),
     ] = "source",
