@@ -266,8 +266,21 @@ def adapt_streams(
 
 
 ADAPT_TO = ("neighbours", "source")
-"""What ``triage classify`` and ``triage evaluate`` adapt each row's scores to: the mix of the
-rows of its stream most like it (``adapt_streams(by_content=True)``), or its stream's one mix."""
+"""What ``triage classify``, ``triage evaluate`` and a run (``classification.adapt_to``) adapt each
+row's scores to: the mix of the rows of its stream most like it
+(``adapt_streams(by_content=True)``), or its stream's one mix."""
+
+
+def adapts_by_content(adapt_to: str) -> bool:
+    """Whether ``adapt_to`` (one of :data:`ADAPT_TO`) asks for each row's neighbours' mix.
+
+    Raises:
+        ValueError: When ``adapt_to`` is not one of :data:`ADAPT_TO`.
+    """
+    if adapt_to not in ADAPT_TO:
+        raise ValueError(f"adapt_to must be one of {', '.join(ADAPT_TO)}, not {adapt_to!r}")
+    return adapt_to == "neighbours"
+
 
 BY_CONTENT = "each item to the mix of the {n} items most like it"
 """How a stream adapted by content was adapted (``{n}``: the neighbourhood size)."""

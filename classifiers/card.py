@@ -184,6 +184,8 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
             ),
         ]
     for name, res in meta.get("cross_source_evaluations", {}).items():
+        # Records from before --adapt-to have none: each group adapted to its one mix.
+        by_rows = res.get("adapt_to") == "neighbours"
         lines += [
             "",
             f"## Leave-one-source-out: {name}",
@@ -192,10 +194,9 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
                 f"`triage evaluate --leave-one-source-out` ({res['mode']}, `{res['config']}`"
                 + (f", gold labels {', '.join(res['only_labels'])}" if res["only_labels"] else "")
                 + "): each group scored by a model trained without it"
-                # Records from before --adapt-to have none: each group adapted to its one mix.
                 + (
                     ", each row adapted to the mix of the group's rows most like it."
-                    if res.get("adapt_to") == "neighbours"
+                    if by_rows
                     else "."
                 )
             ),
@@ -233,7 +234,7 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
                 (
                     (
                         "Each row's scores adapted to the mix of its group's rows most like it"
-                        if res.get("adapt_to") == "neighbours"
+                        if by_rows
                         else "Each group's scores adapted to its own label mix"
                     )
                     + "; without that, the mean "

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.adapt import ADAPT_TO, adapt_streams
+from classifiers.adapt import adapt_streams, adapts_by_content
 from classifiers.data import Example, source_family
 from classifiers.metrics import evaluate_labels
 from classifiers.model import Classifier, decide, review_reason_kind
@@ -60,7 +60,7 @@ def score_group(
         [stream or "left out"] * len(rows),
         clf.policy.adaptation,
         texts=[ex.text for ex in rows],
-        by_content=adapt_to == "neighbours",
+        by_content=adapts_by_content(adapt_to),
     )
     position = {id(ex): i for i, ex in enumerate(rows)}
     take = [position[id(ex)] for ex in test]
@@ -193,8 +193,7 @@ def leave_one_source_out(
         ValueError: When ``adapt_to`` is not one of :data:`classifiers.adapt.ADAPT_TO`, or there
             is too little or unknown data to leave out.
     """
-    if adapt_to not in ADAPT_TO:
-        raise ValueError(f"adapt_to must be one of {', '.join(ADAPT_TO)}, not {adapt_to!r}")
+    adapts_by_content(adapt_to)  # refused before the first training, not after it
     by_family: dict[str, list[Example]] = defaultdict(list)
     for ex in train_data:
         by_family[source_family(ex)].append(ex)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from classifiers.adapt import ADAPT_TO, StreamMix, describe_streams, stream_name
+from classifiers.adapt import StreamMix, adapts_by_content, describe_streams, stream_name
 from classifiers.card import REASON_WORDS, flagged_because
 from classifiers.data import DataError, Example, load_examples, load_starter
 from classifiers.metrics import evaluate_labels, format_report
@@ -141,8 +141,7 @@ def evaluate_model(
     clf = Classifier.load(model)
     if not adapt:
         clf = clf.with_overrides({}, None, adapt=False)
-    if adapt_to not in ADAPT_TO:
-        raise ValueError(f"adapt_to must be one of {', '.join(ADAPT_TO)}, not {adapt_to!r}")
+    by_content = adapts_by_content(adapt_to)
     everything = load_examples(list(data))
     if one_file and balanced:
         # The file a user would hand over is the sample; gold labels then only pick rows to score.
@@ -164,7 +163,7 @@ def evaluate_model(
     all_scores, streams = clf.stream_scores(
         [ex.text for ex in everything],
         keys,
-        by_content=adapt_to == "neighbours",
+        by_content=by_content,
     )
     position = {id(ex): i for i, ex in enumerate(everything)}
     preds = clf.predictions(all_scores[[position[id(ex)] for ex in examples]])

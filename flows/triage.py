@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from classifiers.adapt import LEARNED, StreamMix, adapt_streams
+from classifiers.adapt import LEARNED, StreamMix, adapt_streams, adapts_by_content
 from classifiers.model import Classifier, decide_columns
 from connectors import SourceContext, get_connector
 from flows.drift import watch_drift
@@ -272,7 +272,7 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
     emit(Event("classify", "start"))
     with open_store(config.database) as store, BackgroundWriter(store) as writer:
         mixes = SourceMixes(
-            clf, store, config.adapt_history, by_content=config.adapt_to == "neighbours"
+            clf, store, config.adapt_history, by_content=adapts_by_content(config.adapt_to)
         )
         for n, batch in enumerate(store.unclassified(batch_size), start=1):
             scores = mixes.scores(

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from classifiers.adapt import ADAPT_TO, StreamMix, stream_name
+from classifiers.adapt import StreamMix, adapts_by_content, stream_name
 from classifiers.model import PIPE_BATCH, Classifier
 
 csv.field_size_limit(2**31 - 1)
@@ -148,8 +148,7 @@ def classify_file(
     Raises:
         ValueError: When ``adapt_to`` is neither ``neighbours`` nor ``source``.
     """
-    if adapt_to not in ADAPT_TO:
-        raise ValueError(f"adapt_to must be one of {', '.join(ADAPT_TO)}, not {adapt_to!r}")
+    by_content = adapts_by_content(adapt_to)
     rows = read_rows(input_path, text_column, id_column, stream_column)
     clf = Classifier.load(model)
     if not adapt:
@@ -161,7 +160,7 @@ def classify_file(
     preds: Iterator[Any] = iter(())
     if texts:
         scores, streams = clf.stream_scores(
-            texts, [s for _, s in kept], batch_size=batch_size, by_content=adapt_to == "neighbours"
+            texts, [s for _, s in kept], batch_size=batch_size, by_content=by_content
         )
         preds = iter(clf.predictions(scores))
     ok = errors = 0
