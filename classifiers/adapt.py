@@ -170,6 +170,9 @@ def applied_mix(estimated: np.ndarray, settings: Adaptation) -> np.ndarray:
     return np.asarray(mix)
 
 
+ADAPTED = "adapted"
+"""How a stream adapted to its one mix was adapted (:class:`StreamMix`'s ``reason``)."""
+
 LEARNED = "the model trained on this source"
 """Why a stream the model learned (its name among ``Adaptation.learned``) is left as it is."""
 
@@ -256,7 +259,7 @@ def adapt_streams(
         else:
             mix = applied_mix(estimate_mix(sample, prior), settings)
             out[idx] = _shift(out[idx], prior, mix)
-            reason = "adapted"
+            reason = ADAPTED
         report[key] = StreamMix(
             len(sample),
             {lab: round(float(v), 4) for lab, v in zip(LABELS, mix, strict=True)},
@@ -334,7 +337,7 @@ def describe_streams(streams: Mapping[Hashable, StreamMix], limit: int = 20) -> 
             lines.append(f"source {key}: {done.items} items, not adapted ({done.reason})")
         else:
             shares = ", ".join(f"{lab} {v:.2f}" for lab, v in done.mix.items())
-            if done.reason == "adapted":
+            if done.reason == ADAPTED:
                 lines.append(
                     f"source {key}: {done.items} items, scores adapted to its mix ({shares})"
                 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from classifiers.adapt import ADAPTED
+
 # Words for each kind of review reason (``classifiers.model.REVIEW_REASON_KINDS``), shared by
 # ``triage evaluate``'s report and the model card.
 REASON_WORDS = {
@@ -259,9 +261,7 @@ def model_card(meta: dict[str, Any], evaluations: dict[str, Any] | None = None) 
             if res.get("baseline_macro_f1") is not None:
                 line += f"; TF-IDF + LR baseline {res['baseline_macro_f1']:.4f}"
             adapted = [
-                k
-                if v.get("reason", "adapted") == "adapted"
-                else f"{k} (each row to the rows like it)"
+                k if v.get("reason", ADAPTED) == ADAPTED else f"{k} (each row to the rows like it)"
                 for k, v in (res.get("streams") or {}).items()
                 if v.get("mix")
             ]

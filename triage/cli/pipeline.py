@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from classifiers.adapt import ADAPTED
 from triage.cli.clock import STARTED
 from triage.cli.options import ConfigOpt, DbOpt, load_config_or_exit, store_or_exit
 from triage.cli.options import fail as _fail
@@ -84,8 +85,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     out.append(f"classified {c['classified']} ({labels}); needs review {c['needs_review']}")
     if c.get("adapted_sources"):
         how = c.get("adapted_by")
-        # A one-mix adaptation says "adapted"; row by row says how (classifiers.adapt.BY_CONTENT).
-        detail = f" ({how}, within its source)" if how and how != "adapted" else ""
+        # One mix needs no more words; row by row says how (classifiers.adapt.BY_CONTENT).
+        detail = f" ({how}, within its source)" if how and how != ADAPTED else ""
         out.append(
             f"  scores adapted to the label mix of {', '.join(c['adapted_sources'])}{detail}"
         )
