@@ -27,7 +27,7 @@ import numpy as np
 
 from classifiers.adapt import adapt_streams, adapts_by_content
 from classifiers.data import Example, source_family
-from classifiers.metrics import evaluate_labels
+from classifiers.metrics import evaluate_labels, review_figures
 from classifiers.model import Classifier, decide, review_reason_kind
 from classifiers.progress import Progress
 from classifiers.train import DEFAULT_CONFIG, fit_classifier
@@ -67,8 +67,6 @@ def score_group(
     scores = adapted_all[take]
     decisions = decide(scores, clf.policy)
     pred = [d[0] for d in decisions]
-    flagged = np.array([d[2] for d in decisions], dtype=bool)
-    correct = np.array([g == p for g, p in zip(gold, pred, strict=True)], dtype=bool)
     metrics = evaluate_labels(gold, pred)
     other_rule = "argmax" if clf.policy.primary_rule == "priority" else "priority"
     # Everything else as the model decides, so a field added to the policy is never dropped here.
@@ -78,10 +76,7 @@ def score_group(
         "n": len(test),
         "macro_f1": metrics["macro_f1"],
         "accuracy": metrics["accuracy"],
-        "needs_review_rate": round(float(flagged.mean()), 4) if len(test) else 0.0,
-        "accuracy_when_not_flagged": (
-            round(float(correct[~flagged].mean()), 4) if (~flagged).any() else None
-        ),
+        **review_figures(gold, pred, [d[2] for d in decisions]),
         "flagged_by_margin_only": (
             round(float(np.mean([review_reason_kind(d[3]) == "margin" for d in decisions])), 4)
             if len(test)
@@ -93,17 +88,10 @@ def score_group(
     }
     if clf.policy.adaptation is not None:
         plain = decide(plain_all[take], clf.policy)
-        plain_flagged = np.array([d[2] for d in plain], dtype=bool)
-        plain_correct = np.array([g == d[0] for g, d in zip(gold, plain, strict=True)], dtype=bool)
-        result["macro_f1_unadapted"] = evaluate_labels(gold, [d[0] for d in plain])["macro_f1"]
-        result["needs_review_rate_unadapted"] = (
-            round(float(plain_flagged.mean()), 4) if len(test) else 0.0
-        )
-        result["accuracy_when_not_flagged_unadapted"] = (
-            round(float(plain_correct[~plain_flagged].mean()), 4)
-            if (~plain_flagged).any()
-            else None
-        )
+        plain_pred = [d[0] for d in plain]
+        result["macro_f1_unadapted"] = evaluate_labels(gold, plain_pred)["macro_f1"]
+        for key, value in review_figures(gold, plain_pred, [d[2] for d in plain]).items():
+            result[f"{key}_unadapted"] = value
     if baseline is not None:
         base = evaluate_labels(gold, baseline)
         result["baseline_macro_f1"] = base["macro_f1"]

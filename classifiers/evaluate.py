@@ -13,7 +13,7 @@ from typing import Any
 from classifiers.adapt import StreamMix, adapts_by_content, describe_streams, stream_name
 from classifiers.card import REASON_WORDS, flagged_because
 from classifiers.data import DataError, Example, load_examples, load_starter
-from classifiers.metrics import evaluate_labels, format_report
+from classifiers.metrics import evaluate_labels, format_report, review_figures
 from classifiers.model import REVIEW_REASON_KINDS, Classifier, review_reason_kind
 from triage.models import LABELS
 from triage.normalize import normalize
@@ -170,12 +170,7 @@ def evaluate_model(
     labels = [p.label for p in preds]
     gold = [ex.label for ex in examples]
     overall = evaluate_labels(gold, labels)
-    flagged = sum(p.needs_review for p in preds)
-    overall["needs_review_rate"] = round(flagged / max(1, len(preds)), 4)
-    unflagged = [p.label == g for p, g in zip(preds, gold, strict=True) if not p.needs_review]
-    overall["accuracy_when_not_flagged"] = (
-        round(sum(unflagged) / len(unflagged), 4) if unflagged else None
-    )
+    overall.update(review_figures(gold, labels, [p.needs_review for p in preds]))
     # Why items were flagged, as shares of all rows (each item counts under the first reason that
     # applies): what each review setting costs, e.g. the service watch, on the user's own data.
     kinds = Counter(review_reason_kind(p.review_reason) for p in preds if p.needs_review)

@@ -54,6 +54,31 @@ def evaluate_labels(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def review_figures(
+    gold: Sequence[str], pred: Sequence[str], flagged: Sequence[bool]
+) -> dict[str, float | None]:
+    """The two figures a review policy is judged by, on rows scored against gold labels.
+
+    Args:
+        gold: True labels.
+        pred: Predicted primary labels, same order.
+        flagged: Whether each row was flagged for review, same order.
+
+    Returns:
+        ``{"needs_review_rate", "accuracy_when_not_flagged"}``, rounded to 4 places: the share
+        flagged (0.0 for no rows) and the accuracy of the rows handed off without review (None
+        when every row was flagged, so "nothing handed off" never reads as a score).
+    """
+    if not len(gold) == len(pred) == len(flagged):
+        raise ValueError("gold, pred and flagged differ in length")
+    n_flagged = sum(bool(f) for f in flagged)
+    right = [g == p for g, p, f in zip(gold, pred, flagged, strict=True) if not f]
+    return {
+        "needs_review_rate": round(n_flagged / len(gold), 4) if gold else 0.0,
+        "accuracy_when_not_flagged": round(sum(right) / len(right), 4) if right else None,
+    }
+
+
 def format_report(result: dict[str, Any], title: str = "") -> str:
     """Render a metrics dict as a fixed-width table with the confusion matrix."""
     lines = [title] if title else []

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from classifiers.card import REASON_WORDS
 from classifiers.corpus_stats import copies_of, jaccard, near_duplicates, shingles
 from classifiers.data import STARTER_DIR, load_examples
+from classifiers.metrics import review_figures
 from classifiers.model import REVIEW_REASON_KINDS, Classifier, review_reason_kind
 from tests.decision_oracle import reason_matches, reference_decision
 from triage.cli import app
@@ -567,6 +568,22 @@ def test_evaluate_fails_on_a_file_with_no_usable_rows(tmp_path: Path) -> None:
         )
         assert result.exit_code == 2, (name, result.output)
         assert "no usable rows" in result.output, name
+
+
+def test_review_figures_count_flagged_rows_and_score_only_the_rest() -> None:
+    gold = ["kudos", "other", "service_issue", "sales_lead"]
+    pred = ["kudos", "kudos", "service_issue", "other"]
+    # One row of four flagged (the wrong "other"); two of the three handed off are right.
+    figures = review_figures(gold, pred, [False, True, False, False])
+    assert figures == {"needs_review_rate": 0.25, "accuracy_when_not_flagged": 0.6667}
+    # Everything flagged: nothing was handed off, which is not a score of 0.
+    assert review_figures(gold, pred, [True] * 4)["accuracy_when_not_flagged"] is None
+    assert review_figures([], [], []) == {
+        "needs_review_rate": 0.0,
+        "accuracy_when_not_flagged": None,
+    }
+    with pytest.raises(ValueError):
+        review_figures(gold, pred, [False])
 
 
 def test_evaluate_errors_lists_the_misclassified_rows(tmp_path: Path) -> None:
