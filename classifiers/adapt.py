@@ -253,7 +253,7 @@ def adapt_streams(
         if by_content:
             assert texts is not None  # checked above; narrows the type
             # The history is compared and estimated on; only the stream's own rows change.
-            mixes = content_mixes(sample, [texts[i] for i in idx] + before, settings)[: len(idx)]
+            mixes = content_mixes(sample, [texts[i] for i in idx] + before, settings, len(idx))
             out[idx] = _shift(out[idx], prior, mixes)
             mix, reason = mixes.mean(axis=0), BY_CONTENT.format(n=settings.min_items)
         else:
@@ -289,7 +289,9 @@ BY_CONTENT = "each item to the mix of the {n} items most like it"
 """How a stream adapted by content was adapted (``{n}``: the neighbourhood size)."""
 
 
-def content_mixes(scores: np.ndarray, texts: Sequence[str], settings: Adaptation) -> np.ndarray:
+def content_mixes(
+    scores: np.ndarray, texts: Sequence[str], settings: Adaptation, wanted: int | None = None
+) -> np.ndarray:
     """The mix applied to each row of a stream that may mix sources: its neighbourhood's.
 
     Each row's mix is estimated (EM, as :func:`estimate_mix`) on the ``settings.min_items`` rows
@@ -303,29 +305,34 @@ def content_mixes(scores: np.ndarray, texts: Sequence[str], settings: Adaptation
         scores: Calibrated (n, labels) scores of the stream's rows (n >= 1).
         texts: The rows' texts.
         settings: The model's adaptation.
+        wanted: Only the first this many rows need a mix (a run's new items, ahead of the
+            source's history); the rest are compared and estimated on, not given a mix.
 
     Returns:
-        An (n, labels) array: each row's applied mix.
+        An (n, labels) array, or (wanted, labels): each row's applied mix.
     """
+    n = len(texts) if wanted is None else min(wanted, len(texts))
     prior = settings.prior_vector()
     ref = reference_rows(len(texts))
     features = text_features(texts, ref)
     whole = applied_mix(estimate_mix(scores[ref], prior), settings)
-    mixes = np.tile(whole, (len(texts), 1))
+    mixes = np.tile(whole, (n, 1))
     if features.shape[1] == 0:
         return mixes
     local = features[ref]
-    around = nearest(local, local, settings.min_items)
-    estimated = applied_mix(estimate_mixes(scores[ref][around], prior), settings)
     # A row outside the sample takes the mix of the sampled row it reads most like.
-    owner = np.arange(len(texts))
+    owner = np.arange(n)
     if len(ref) < len(texts):
-        owner = nearest(features, local, 1)[:, 0]
-        owner[ref] = np.arange(len(ref))
-    lonely = ~features.any(axis=1)
-    lonely_ref = ~local.any(axis=1)
-    use = ~lonely & ~lonely_ref[owner]
-    mixes[use] = estimated[owner[use]]
+        owner = nearest(features[:n], local, 1)[:, 0]
+        inside = ref < n
+        owner[ref[inside]] = np.flatnonzero(inside)
+    use = features[:n].any(axis=1) & local.any(axis=1)[owner]
+    # EM only for the sampled rows whose mix is handed on: each neighbourhood is estimated on
+    # its own, so leaving out the history's (most of a run's rows) changes no mix.
+    needed, position = np.unique(owner[use], return_inverse=True)
+    around = nearest(local[needed], local, settings.min_items)
+    estimated = applied_mix(estimate_mixes(scores[ref][around], prior), settings)
+    mixes[use] = estimated[position]
     return mixes
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from classifiers import neighbours
+from classifiers import adapt, neighbours
 from classifiers.adapt import (
     BY_CONTENT,
     adapt_streams,
@@ -173,6 +173,33 @@ def test_a_long_file_is_compared_against_a_sample(monkeypatch: pytest.MonkeyPatc
     outside = np.setdiff1d(np.arange(len(texts)), ref)
     owner = ref[nearest(features[outside], features[ref], 1)[:, 0]]
     assert np.allclose(mixes[outside], mixes[owner])
+
+
+@pytest.mark.parametrize("reference", [None, 120])
+def test_the_rows_wanted_get_the_mixes_the_whole_file_gives_them(
+    monkeypatch: pytest.MonkeyPatch, reference: int | None
+) -> None:
+    """A run wants mixes for its new rows only; the history is compared, not estimated for."""
+    texts, scores, _ = two_sources(150)
+    if reference is not None:
+        monkeypatch.setattr(neighbours, "REFERENCE", reference)
+    everything = content_mixes(scores, texts, settings())
+    groups: list[int] = []
+    real = adapt.estimate_mixes
+
+    def counted(batch: np.ndarray, *args: Any) -> np.ndarray:
+        groups.append(len(batch))
+        return real(batch, *args)
+
+    monkeypatch.setattr(adapt, "estimate_mixes", counted)
+    for wanted in (1, 10, 37, len(texts)):
+        groups.clear()
+        got = content_mixes(scores, texts, settings(), wanted)
+        assert got.shape == (wanted, len(LABELS))
+        assert np.array_equal(got, everything[:wanted])
+        # The whole stream's mix, and one neighbourhood per row wanted at most, not one per row
+        # of the file.
+        assert sum(groups) <= 1 + wanted
 
 
 def test_many_groups_at_once_match_one_at_a_time() -> None:
