@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from classifiers.neighbours import nearest, reference_rows, text_features
+from classifiers.neighbours import NEIGHBOURS, nearest, reference_rows, text_features
 from triage.models import LABELS
 
 _EPS = 1e-4
@@ -255,7 +255,7 @@ def adapt_streams(
             # The history is compared and estimated on; only the stream's own rows change.
             mixes = content_mixes(sample, [texts[i] for i in idx] + before, settings, len(idx))
             out[idx] = _shift(out[idx], prior, mixes)
-            mix, reason = mixes.mean(axis=0), BY_CONTENT.format(n=settings.min_items)
+            mix, reason = mixes.mean(axis=0), BY_CONTENT.format(n=NEIGHBOURS)
         else:
             mix = applied_mix(estimate_mix(sample, prior), settings)
             out[idx] = _shift(out[idx], prior, mix)
@@ -294,8 +294,9 @@ def content_mixes(
 ) -> np.ndarray:
     """The mix applied to each row of a stream that may mix sources: its neighbourhood's.
 
-    Each row's mix is estimated (EM, as :func:`estimate_mix`) on the ``settings.min_items`` rows
-    that read most like it, itself included (:mod:`classifiers.neighbours`), so a file of airline
+    Each row's mix is estimated (EM, as :func:`estimate_mix`) on the
+    :data:`~classifiers.neighbours.NEIGHBOURS` rows that read most like it, itself included
+    (:mod:`classifiers.neighbours`), so a file of airline
     tweets and app reviews adapts each part to its own mix. The guards are the same as for a
     whole stream (:func:`applied_mix`). Rows that share no term with the rest (no word, word
     piece or style mark), and every row when no term is shared at all, get the mix of the whole
@@ -330,7 +331,7 @@ def content_mixes(
     # EM only for the sampled rows whose mix is handed on: each neighbourhood is estimated on
     # its own, so leaving out the history's (most of a run's rows) changes no mix.
     needed, position = np.unique(owner[use], return_inverse=True)
-    around = nearest(local[needed], local, settings.min_items)
+    around = nearest(local[needed], local, NEIGHBOURS)
     estimated = applied_mix(estimate_mixes(scores[ref][around], prior), settings)
     mixes[use] = estimated[position]
     return mixes

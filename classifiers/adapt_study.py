@@ -29,6 +29,7 @@ from classifiers.adapt import Adaptation, adapt_streams, stream_name
 from classifiers.data import Example, load_examples
 from classifiers.metrics import evaluate_labels
 from classifiers.model import Classifier, Policy, decide
+from classifiers.neighbours import NEIGHBOURS
 
 RARE = 0.02
 """A label under this share of a file is mixed in at :data:`MIXED_IN`."""
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     content: list[str] = []
     if args.by_content:
-        label = f"shipped, each row by the {shipped.min_items} most like it"
+        label = f"shipped, each row by the {NEIGHBOURS} most like it"
         settings.append((label, shipped))
         content.append(label)
     print(study(clf, args.data, settings, content))

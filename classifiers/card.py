@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from classifiers.adapt import ADAPTED
+from classifiers.neighbours import NEIGHBOURS
 
 # Words for each kind of review reason (``classifiers.model.REVIEW_REASON_KINDS``), shared by
 # ``triage evaluate``'s report and the model card.
@@ -84,8 +85,7 @@ def adaptation_card_line(adaptation: dict[str, Any] | None) -> str:
     return (
         "- Adapted to each source's label mix: estimated from the source's own scores (at least "
         f"{adaptation['min_items']} items, its recent history included; in `triage classify`, "
-        f"each item to the mix of the {adaptation['min_items']} items of its source most like "
-        "it), applied "
+        f"each item to the mix of the {NEIGHBOURS} items of its source most like it), applied "
         f"{adaptation['damping']} of the way in log-odds from the training mix ({prior}); never "
         f"lowered: {protect}; not adapted: the {len(adaptation.get('learned', []))} sources the "
         "model trained on."
@@ -307,7 +307,7 @@ def adaptation_limits(adaptation: dict[str, Any] | None) -> list[str]:
     return [
         *lines,
         "- `triage classify` adapts each row to the mix of the "
-        + f"{adaptation['min_items']} rows of its source (of the",
+        + f"{NEIGHBOURS} rows of its source (of the",
         "  file, without a `source` column) that read most like it: sources that write alike",
         "  about the same things are not told apart in a file without sources.",
     ]

@@ -204,9 +204,9 @@ class SourceMixes:
     store and scores them (not adapted, not stored); after each batch, its own scores (and
     texts) join that history, so the later batches of a long backlog see the source's items so
     far without reading the store again. With ``by_content`` each new item adapts to the mix of
-    the ``min_items`` items of its source, history included, that read most like it, as
-    ``triage classify`` adapts a file; otherwise to the source's one mix. A source the model
-    learned is left as it is, so its history is neither read nor kept.
+    the :data:`~classifiers.neighbours.NEIGHBOURS` items of its source, history included, that
+    read most like it, as ``triage classify`` adapts a file; otherwise to the source's one mix.
+    A source the model learned is left as it is, so its history is neither read nor kept.
     """
 
     def __init__(self, clf: Classifier, store: Store, window: int, by_content: bool) -> None:

@@ -152,8 +152,8 @@ def test_classify_adapts_each_source_of_a_file_on_its_own(tmp_path: Path, clf: C
     result = CliRunner().invoke(app, ["classify", "--input", str(src), "--output", str(out)])
 
     assert result.exit_code == 0, result.output
-    assert "source store: 80 items, scores adapted each item to the mix of the 50" in result.output
-    assert "source forum: 70 items, scores adapted each item to the mix of the 50" in result.output
+    assert "source store: 80 items, scores adapted each item to the mix of the 30" in result.output
+    assert "source forum: 70 items, scores adapted each item to the mix of the 30" in result.output
     assert "source mixed: 10 items, not adapted (fewer than 50 items)" in result.output
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [g["id"] for g in got] == [r["id"] for r in lines]
@@ -220,7 +220,7 @@ def test_a_file_without_sources_adapts_each_row_to_the_rows_like_it(
         return result.output, np.array([[g["scores"][lab] for lab in LABELS] for g in got])
 
     said, by_rows = run()
-    assert "source export: 150 items, scores adapted each item to the mix of the 50" in said
+    assert "source export: 150 items, scores adapted each item to the mix of the 30" in said
     expected, _ = adapt_streams(
         clf.scores([texts[i] for i in order]),
         ["export"] * len(order),
@@ -467,9 +467,9 @@ def test_a_run_says_which_sources_it_left_alone_because_the_model_learned_their_
     assert result["adapted_by"] == "adapted"
     assert "scores adapted to the label mix of store\n" in out
     # Row by row (classification.adapt_to: neighbours) says how.
-    print_summary({**summary, "classify": {**result, "adapted_by": BY_CONTENT.format(n=50)}})
+    print_summary({**summary, "classify": {**result, "adapted_by": BY_CONTENT.format(n=30)}})
     assert (
-        "scores adapted to the label mix of store (each item to the mix of the 50 items most "
+        "scores adapted to the label mix of store (each item to the mix of the 30 items most "
         "like it, within its source)\n" in capsys.readouterr().out
     )
     assert "not adapted, the model learned sources of these names" in out

@@ -17,6 +17,7 @@ from classifiers.corpus_stats import copies_of, jaccard, near_duplicates, shingl
 from classifiers.data import STARTER_DIR, load_examples
 from classifiers.metrics import review_figures
 from classifiers.model import REVIEW_REASON_KINDS, Classifier, review_reason_kind
+from classifiers.neighbours import NEIGHBOURS
 from tests.decision_oracle import reason_matches, reference_decision
 from triage.cli import app
 from triage.models import LABELS, primary_label
@@ -1302,7 +1303,8 @@ def test_adapt_study_counts_rare_rows_for_rows_adapted_by_content(
     main(["--data", str(data), "--damping", "0.3", "--by-content"])
     report = capsys.readouterr().out
     line = re.search(
-        r"^shipped, each row by the 50 most like it\s+macro-F1 [\d.]+\s+flagged\s+[\d.]+%.*"
+        rf"^shipped, each row by the {NEIGHBOURS} most like it"
+        r"\s+macro-F1 [\d.]+\s+flagged\s+[\d.]+%.*"
         r"rare rows right (\d+)/(\d+), to the wrong owner unreviewed (\d+)$",
         report,
         re.MULTILINE,

@@ -76,7 +76,7 @@ def test_each_row_adapts_to_its_own_sources_mix() -> None:
         scores, ["export"] * len(texts), settings(), texts=texts, by_content=True
     )
     assert report["export"].reason == "adapted"
-    assert by_report["export"].reason == BY_CONTENT.format(n=settings().min_items)
+    assert by_report["export"].reason == BY_CONTENT.format(n=neighbours.NEIGHBOURS)
     assert by_report["export"].mix is not None and by_report["export"].items == len(texts)
     # The game's kudos scores rise above what one mix for the whole file gives them.
     assert (by_rows[second, kudos] > whole[second, kudos]).mean() > 0.95
