@@ -7,7 +7,6 @@ from the delivery bot's: a bot installed in the community workspace with ``chann
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -26,6 +25,7 @@ from connectors import paging
 from connectors import social_api as sa
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
+from triage.http import JITTER
 from triage.models import Author, InvalidRecord, Mention, clean_text, parse_timestamp
 
 DEFAULT_API_URL = "https://slack.com/api/"
@@ -54,7 +54,7 @@ class _ProportionalJitter(Jitter):
     """Up to +50% of the wait: the default adds up to a whole second, which small backoffs drown in."""
 
     def recalculate(self, duration: float) -> float:
-        return duration * (1 + random.random() / 2)
+        return duration * (1 + JITTER.random() / 2)
 
 
 def _client(ctx: SourceContext) -> WebClient:

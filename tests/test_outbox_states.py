@@ -389,7 +389,7 @@ def due_in(desk: Desk, key: str, before: datetime) -> float:
 def test_each_failed_send_backs_off_twice_as_long_as_the_one_before(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("triage.delivery.random.random", lambda: 0.0)
+    monkeypatch.setattr("triage.delivery.JITTER.random", lambda: 0.0)
     key = desk.queue(item("a"))
     desk.hook.fail_next(500, times=2, path="/hooks")
     for attempt, delay in ((1, 15.0), (2, 30.0)):
@@ -404,7 +404,7 @@ def test_each_failed_send_backs_off_twice_as_long_as_the_one_before(
 def test_a_failed_lookup_backs_off_as_the_attempt_it_counts_as(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("triage.delivery.random.random", lambda: 0.0)
+    monkeypatch.setattr("triage.delivery.JITTER.random", lambda: 0.0)
     key = desk.queue(item("a"))
     desk.store.mark_sending(key)  # attempt 1 crashed mid-send
     desk.hook.fail_next(500, times=1, path="/status")

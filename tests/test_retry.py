@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import httpx
@@ -44,6 +45,23 @@ def test_backoff_doubles_and_gives_up_after_the_retries() -> None:
             send(client, "GET", "/x", policy)
     assert waits == [1.0, 2.0, 4.0]  # no wait after the last attempt
     assert len(fake.calls) == 4
+
+
+def test_retry_jitter_leaves_the_global_random_state_alone() -> None:
+    """Retries run in worker threads: a caller's seeded ``random`` must not move under them."""
+    from connectors.slack_community import _ProportionalJitter
+    from triage.delivery import backoff_seconds
+
+    random.seed(11)
+    before = random.getstate()
+    waits = [Backoff(first=1.0, jitter=0.5).wait(attempt) for attempt in range(3)]
+    waits.append(Backoff().wait(0, asked=3.0))
+    waits.append(backoff_seconds(2))
+    waits.append(_ProportionalJitter().recalculate(1.0))
+    assert random.getstate() == before
+    # And the waits are still jittered, each within its documented range.
+    assert 1.0 <= waits[0] <= 1.5 and 2.0 <= waits[1] <= 3.0 and 4.0 <= waits[2] <= 6.0
+    assert 3.0 <= waits[3] <= 3.3 and 30.0 <= waits[4] < 60.0 and 1.0 <= waits[5] <= 1.5
 
 
 def test_only_the_callers_errors_are_retried() -> None:

@@ -8,11 +8,11 @@ next drain asks the destination (``lookup``) for the key instead of sending it a
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 
 from triage.config import Config
 from triage.destinations import DeliveryError, Destination
+from triage.http import JITTER
 from triage.privacy.policy import PrivacyPolicy
 from triage.store import Store
 
@@ -49,7 +49,7 @@ def backoff_seconds(attempts: int, base: float = 30.0, cap: float = 3600.0) -> f
     delivery is due again after ``base * 2 ** (n - 1)`` seconds, at most ``cap``, times a random
     factor in [0.5, 1): 15-30 s after the first failure, 30-60 s after the second, and so on.
     """
-    return min(cap, base * 2 ** max(0, attempts - 1)) * (0.5 + random.random() / 2)
+    return min(cap, base * 2 ** max(0, attempts - 1)) * (0.5 + JITTER.random() / 2)
 
 
 def _mark_done(store: Store, dest: Destination, key: str, ref: str) -> None:

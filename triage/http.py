@@ -32,6 +32,11 @@ from tenacity import (
     stop_after_attempt,
 )
 
+JITTER = random.Random()
+"""The jitter of retry waits (here, deliveries and the Slack source). A generator of its own:
+retries run in worker threads, and drawing from the global one would move the random state that
+a caller (or a test framework) seeded and relies on."""
+
 T = TypeVar("T")
 
 # 429 and the 5xx answers that mean "try again later"; other answers go back to the caller.
@@ -58,8 +63,8 @@ class Backoff:
         """Seconds to wait after failed attempt number ``attempt`` (0 for the first)."""
         if asked is not None:
             # A little jitter so that clients told the same time do not all come back at once.
-            return min(self.cap, asked * (1 + random.random() / 10))
-        return min(self.cap, self.first * 2**attempt * (1 + random.random() * self.jitter))
+            return min(self.cap, asked * (1 + JITTER.random() / 10))
+        return min(self.cap, self.first * 2**attempt * (1 + JITTER.random() * self.jitter))
 
 
 def _never(_: Any) -> bool:
