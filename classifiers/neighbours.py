@@ -33,8 +33,8 @@ NEIGHBOURS = 30
 ``min_items`` rows before it is adapted at all). Chosen on the shared train files written as one
 label-balanced file (seeds 1-6): 30 gave 0.868 macro-F1, 30.1% flagged and 96.5% right when not
 flagged, against 0.860, 32.7% and 96.4% for 50. 15-25 flagged 1-4 points fewer still but were
-less right (25: 0.869, 29.0%, 96.3%); 100 and more did worse on every count (README, "Adapting
-row by row")."""
+less right (25: 0.869, 29.0%, 96.3%); 100 and more scored lower and flagged more (README,
+"Adapting row by row")."""
 COMPONENTS = 20
 """Dimensions rows are compared in. Fewer than the usual 50-100 on purpose: the leading
 directions are what sources differ by (vocabulary, register); the rest is topic within a source.
