@@ -297,9 +297,9 @@ def content_mixes(
     Each row's mix is estimated (EM, as :func:`estimate_mix`) on the
     :data:`~classifiers.neighbours.NEIGHBOURS` rows that read most like it, itself included
     (:mod:`classifiers.neighbours`), so a file of airline tweets and app reviews adapts each part
-    to its own mix. The guards are the same as for a whole stream (:func:`applied_mix`). Rows that share no term with the rest (no word, word
-    piece or style mark), and every row when no term is shared at all, get the mix of the whole
-    stream.
+    to its own mix. The guards are the same as for a whole stream (:func:`applied_mix`). Rows
+    that share no term with the rest (no word, word piece or style mark), and every row when no
+    term is shared at all, get the mix of the whole stream.
 
     Args:
         scores: Calibrated (n, labels) scores of the stream's rows (n >= 1).
