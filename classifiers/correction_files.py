@@ -8,6 +8,7 @@ resolve are in :mod:`classifiers.corrections`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from classifiers.corrections import (
     normalise_label,
     resolve_latest,
 )
+from classifiers.data import csv_delimiter
 from triage.models import LABELS
 
 # Real-world exports occasionally carry very long cells; the csv module's default limit is 128 KiB.
@@ -55,8 +57,12 @@ class ParsedFile:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
+    text = path.read_text(encoding="utf-8-sig")
+    # Spreadsheets in many locales export with ';' (or tabs): read with whichever splits the
+    # header into a text column.
+    delimiter = csv_delimiter(text, "text")
+    with io.StringIO(text, newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
             return
@@ -73,7 +79,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
             if not any(c.strip() for c in cells):
                 continue
             if len(cells) > len(names):
-                yield line, f"{len(cells)} cells for {len(names)} columns (unquoted comma?)"
+                unquoted = "comma" if delimiter == "," else repr(delimiter)
+                yield line, f"{len(cells)} cells for {len(names)} columns (unquoted {unquoted}?)"
                 continue
             yield line, dict(zip(names, cells, strict=False))
 

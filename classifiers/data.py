@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,18 +51,103 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
+CSV_DELIMITERS = (",", ";", "\t", "|")
+"""Delimiters a CSV export may use: spreadsheets in many locales write ``;``, others tabs."""
+
+
+def csv_delimiter(text: str, wanted: str) -> str:
+    """The delimiter that makes ``wanted`` one of the header's columns in CSV ``text``.
+
+    Commas are tried first; a header whose columns only come apart on ``;``, a tab or ``|``
+    (:data:`CSV_DELIMITERS`) is read with that instead. When none yields the column, commas, and
+    the caller reports the missing column with the header it found.
+
+    Args:
+        text: The CSV text, at least its header (decoded; a byte-order mark already removed).
+        wanted: A column the file must have, e.g. ``text``; compared as :func:`find_column` does.
+    """
+    for delimiter in CSV_DELIMITERS:
+        header = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
+        if find_column(header, wanted) is not None:
+            return delimiter
+    return ","
+
+
+def csv_rows(text: str, wanted: str) -> csv.DictReader[str]:
+    """A ``DictReader`` over CSV ``text`` with :func:`csv_delimiter`'s delimiter for ``wanted``."""
+    return csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text, wanted))
+
+
+def find_column(columns: Sequence[str] | None, wanted: str) -> str | None:
+    """The header column that names ``wanted``: itself, else one equal but for case and spaces.
+
+    Exports title-case their headers ("Text") or pad them ("text "); both still name the column.
+    """
+    names = list(columns or [])
+    if wanted in names:
+        return wanted
+    key = wanted.strip().casefold()
+    return next((name for name in names if name.strip().casefold() == key), None)
+
+
+def json_array(data: bytes, path: Path) -> list[object] | None:
+    """The elements of a JSON array document, or None when ``data`` does not start with ``[``.
+
+    A ``.json`` export is usually one array of objects, not JSON Lines; it is read whole.
+
+    Args:
+        data: The file's bytes.
+        path: The file, named in the error.
+
+    Raises:
+        DataError: When the document starts with ``[`` but is not one valid JSON array.
+    """
+    if data.lstrip()[:1] != b"[":
+        return None
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: starts with '[' but is not one valid JSON array: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: the JSON array is not valid UTF-8 (byte {exc.start})") from exc
+    # A document that starts with '[' and parses is an array.
+    return list(value)
+
+
 def _rows(path: Path) -> Iterable[dict[str, object]]:
     if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            yield from csv.DictReader(fh)
-    else:
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path} line {n}: invalid JSON: {exc}") from exc
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+        reader = csv_rows(text, "text")
+        # Header names compared without case or padding ("Text", "Label "), as for classify.
+        names = {name: name.strip().casefold() for name in reader.fieldnames or []}
+        for row in reader:
+            yield {names.get(k, k): v for k, v in row.items() if k is not None}
+        return
+    data = path.read_bytes()
+    elements = json_array(data, path)
+    if elements is not None:
+        for n, element in enumerate(elements, 1):
+            if not isinstance(element, dict):
+                raise DataError(f"{path} element {n}: not a JSON object")
+            yield element
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+    # Split on newlines only: str.splitlines would also cut at U+2028, which JSON allows in text.
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path} line {n}: invalid JSON: {exc}") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path} line {n}: not a JSON object")
+            yield row
 
 
 def load_examples(paths: Sequence[str | Path]) -> list[Example]:

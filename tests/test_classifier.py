@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from classifiers.card import REASON_WORDS
 from classifiers.corpus_stats import copies_of, jaccard, near_duplicates, shingles
-from classifiers.data import STARTER_DIR, load_examples
+from classifiers.data import STARTER_DIR, DataError, load_examples
 from classifiers.metrics import review_figures
 from classifiers.model import REVIEW_REASON_KINDS, Classifier, review_reason_kind
 from classifiers.neighbours import NEIGHBOURS
@@ -346,6 +346,100 @@ def test_classify_cli_csv_binary_and_empty_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["classify", "-i", str(no_text), "-o", str(out)])
     assert result.exit_code == 2
     assert "text" in result.output
+
+
+def test_classify_reads_spreadsheet_csv_dialects_and_json_arrays(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+
+    def classify(path: Path) -> list[dict[str, Any]]:
+        result = CliRunner().invoke(app, ["classify", "-i", str(path), "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+    # A spreadsheet export in a locale that writes ';', with title-case headers; the text
+    # itself holds commas, which must not split it.
+    semi = tmp_path / "export.csv"
+    semi.write_text(
+        "ID;Text\nA-1;charged twice this month, please refund\nA-2;wish it had dark mode\n",
+        encoding="utf-8-sig",
+    )
+    rows = classify(semi)
+    assert [(r["id"], r["label"]) for r in rows] == [
+        ("A-1", "service_issue"),
+        ("A-2", "feature_request"),
+    ]
+    # Tab-separated, with a padded header name.
+    tabs = tmp_path / "export.tsv.csv"
+    tabs.write_text("id\t text \n7\tdo you ship to Canada? asking for a quote\n", encoding="utf-8")
+    assert [(r["id"], r["label"]) for r in classify(tabs)] == [("7", "sales_lead")]
+    # A comma file whose text holds semicolons stays a comma file.
+    commas = tmp_path / "commas.csv"
+    commas.write_text('id,text\n1,"app crashes; every time; on login"\n', encoding="utf-8")
+    assert [r["label"] for r in classify(commas)] == ["service_issue"]
+
+    # A .json export is one array of objects: each element is a row, numbered from 1.
+    array = tmp_path / "export.json"
+    array.write_text(
+        json.dumps(
+            [
+                {"id": "x", "text": "wish it had dark mode"},
+                "not an object",
+                {"id": "y", "text": "   "},
+                {"id": "z", "text": "app crashes every time I log in"},
+            ],
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+    rows = classify(array)
+    assert [r["row"] for r in rows] == [1, 2, 3, 4]
+    assert (rows[0]["id"], rows[0]["label"]) == ("x", "feature_request")
+    assert rows[1]["error"] == "not a JSON object"
+    assert rows[2]["error"] == "text is empty"
+    assert (rows[3]["id"], rows[3]["label"]) == ("z", "service_issue")
+
+    # An array cut short cannot be split into rows: the whole file fails, naming it.
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"text": "wish it had dark mode"}, ', encoding="utf-8")
+    result = CliRunner().invoke(app, ["classify", "-i", str(broken), "-o", str(out)])
+    assert result.exit_code == 2
+    assert "broken.json" in result.output and "JSON array" in result.output
+
+
+def test_training_files_read_the_same_dialects_and_name_bad_rows(tmp_path: Path) -> None:
+    semi = tmp_path / "semi.csv"
+    semi.write_text(
+        "Text;Label\nwhere can I buy this, and is there a discount;sales_lead\n", encoding="utf-8"
+    )
+    array = tmp_path / "rows.json"
+    array.write_text(
+        json.dumps([{"text": "love it", "label": "kudos"}, {"text": "hi", "label": "other"}]),
+        encoding="utf-8",
+    )
+    got = [(ex.text, ex.label, ex.origin, ex.row) for ex in load_examples([semi, array])]
+    assert got == [
+        ("where can I buy this, and is there a discount", "sales_lead", "semi.csv", 1),
+        ("love it", "kudos", "rows.json", 1),
+        ("hi", "other", "rows.json", 2),
+    ]
+    # JSON text may hold U+2028; it is not a line break of JSON Lines.
+    sep = tmp_path / "sep.jsonl"
+    sep.write_text(json.dumps({"text": "a\u2028b", "label": "other"}, ensure_ascii=False) + "\n")
+    assert [ex.text for ex in load_examples([sep])] == ["a\u2028b"]
+
+    for name, content, message in [
+        ("bad.jsonl", '{"text": "ok", "label": "other"}\n[1, 2]\n', "line 2: not a JSON object"),
+        ("bad.json", '[{"text": "ok", "label": "other"}, 5]', "element 2: not a JSON object"),
+        ("cut.json", '[{"text": "ok", ', "not one valid JSON array"),
+    ]:
+        path = tmp_path / name
+        path.write_text(content, encoding="utf-8")
+        with pytest.raises(DataError, match=message):
+            load_examples([path])
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"text,label\ncaf\xe9,other\n")
+    with pytest.raises(DataError, match="latin.csv: not valid UTF-8"):
+        load_examples([latin])
 
 
 # ------------------------------------------------------------- train/evaluate

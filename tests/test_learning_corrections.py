@@ -68,6 +68,23 @@ def test_csv_rows_with_errors_are_reported_by_line_and_the_rest_imported(tmp_pat
     assert first.created_at == T0
 
 
+def test_a_semicolon_export_is_read_like_a_comma_one(tmp_path: Path) -> None:
+    # A spreadsheet saved in a locale that writes ';': commas inside the text stay text.
+    path = _write(
+        tmp_path / "export.csv",
+        "Text;Label;Source\n"
+        "app crashes on login, every time;service_issue;appstore\n"
+        "love it;kudos;;extra\n"
+        "wish it had dark mode, pls;Feature Request;\n",
+    )
+    parsed = read_corrections(path, now=T0)
+    assert [(c.text, c.label, c.source) for c in parsed.corrections] == [
+        ("app crashes on login, every time", "service_issue", "appstore"),
+        ("wish it had dark mode, pls", "feature_request", "import"),
+    ]
+    assert [str(e) for e in parsed.errors] == ["line 3: 4 cells for 3 columns (unquoted ';'?)"]
+
+
 def test_jsonl_bad_lines_are_reported_not_fatal(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "c.jsonl",

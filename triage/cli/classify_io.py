@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +9,9 @@ from typing import Any
 import orjson
 
 from classifiers.adapt import StreamMix, adapts_by_content, stream_name
+from classifiers.data import csv_rows, find_column, json_array
 from classifiers.model import PIPE_BATCH, Classifier
 
-csv.field_size_limit(2**31 - 1)
 _NUL = "\ufffe"
 
 
@@ -34,6 +32,20 @@ def _stream(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def _object_row(obj: Any, text_field: str, id_field: str, stream_field: str) -> Row:
+    """(text, id, error, stream) of one JSON value: a line of JSONL or an element of an array."""
+    if not isinstance(obj, dict):
+        return None, None, "not a JSON object", None
+    text = obj.get(text_field)
+    ident = obj.get(id_field)
+    stream = _stream(obj.get(stream_field))
+    if not isinstance(text, str):
+        return None, ident, f"no {text_field!r} string field", stream
+    if not text.strip():
+        return None, ident, "text is empty", stream
+    return text, ident, None, stream
+
+
 def _jsonl_rows(
     data: bytes, text_field: str = "text", id_field: str = "id", stream_field: str = "source"
 ) -> Iterator[Row]:
@@ -51,18 +63,7 @@ def _jsonl_rows(
         except orjson.JSONDecodeError as exc:
             yield None, None, f"invalid JSON: {exc}", None
             continue
-        if not isinstance(obj, dict):
-            yield None, None, "line is not a JSON object", None
-            continue
-        text = obj.get(text_field)
-        ident = obj.get(id_field)
-        stream = _stream(obj.get(stream_field))
-        if not isinstance(text, str):
-            yield None, ident, f"no {text_field!r} string field", stream
-        elif not text.strip():
-            yield None, ident, "text is empty", stream
-        else:
-            yield text, ident, None, stream
+        yield _object_row(obj, text_field, id_field, stream_field)
 
 
 def _csv_rows(
@@ -71,17 +72,20 @@ def _csv_rows(
     # surrogateescape keeps undecodable bytes visible per row instead of failing the whole file.
     # NUL bytes would stop the csv module; swap them for a noncharacter and flag those rows.
     text = data.decode("utf-8-sig", errors="surrogateescape").replace("\x00", _NUL)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or text_column not in reader.fieldnames:
+    reader = csv_rows(text, text_column)
+    column = find_column(reader.fieldnames, text_column)
+    if column is None:
         found = ", ".join(repr(f) for f in reader.fieldnames or []) or "none"
         raise ValueError(
             f"CSV input needs a header row with a {text_column!r} column (columns: {found}); "
             "name the text column with --text-column"
         )
+    id_key = find_column(reader.fieldnames, id_column)
+    stream_key = find_column(reader.fieldnames, stream_column)
     for row in reader:
-        value = row.get(text_column)
-        ident = row.get(id_column)
-        stream = _stream(row.get(stream_column))
+        value = row.get(column)
+        ident = row.get(id_key) if id_key else None
+        stream = _stream(row.get(stream_key)) if stream_key else None
         if value is None:
             yield None, ident, "row has fewer columns than the header", stream
             continue
@@ -104,16 +108,22 @@ def read_rows(
     """Read an input file into (text, id, error, stream) rows in file order.
 
     Args:
-        path: A CSV or JSONL file.
+        path: A CSV file (comma, semicolon, tab or ``|`` delimited), a JSONL file, or a JSON
+            file holding one array of objects.
         text_column: The CSV column or JSON field holding the text.
         id_column: The column or field whose value is copied to the output as ``id``.
         stream_column: The column or field naming the row's source (its stream).
 
     Raises:
-        ValueError: When the file as a whole cannot be used (e.g. a CSV without a text column).
+        ValueError: When the file as a whole cannot be used (e.g. a CSV without a text column,
+            or a JSON array that does not parse).
         OSError: When the file cannot be read.
     """
     data = path.read_bytes()
+    elements = json_array(data, path)
+    if elements is not None:
+        # Rows are the array's elements, numbered from 1 like lines.
+        return [_object_row(obj, text_column, id_column, stream_column) for obj in elements]
     if _is_jsonl(path, data[:64]):
         return list(_jsonl_rows(data, text_column, id_column, stream_column))
     return list(_csv_rows(data, text_column, id_column, stream_column))

@@ -29,7 +29,13 @@ def _active_model(model: Path | None, config: str | None, db: str | None) -> Pat
 
 def classify(
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="CSV (text column) or JSONL (text field).")
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="CSV (text column; comma, semicolon, tab or | delimited), JSONL (text field) "
+            "or a JSON array of objects.",
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
     model: Annotated[Path | None, typer.Option("--model", help=MODEL_HELP)] = None,
