@@ -22,8 +22,8 @@ from classifiers.corrections import (
     normalise_label,
     resolve_latest,
 )
-from classifiers.data import csv_delimiter
 from triage.models import LABELS
+from triage.tabular import csv_delimiter
 
 # Real-world exports occasionally carry very long cells; the csv module's default limit is 128 KiB.
 csv.field_size_limit(2**31 - 1)

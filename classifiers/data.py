@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from triage.models import LABELS
+from triage.tabular import csv_delimiter
 
 STARTER_DIR = Path(__file__).parent / "corpus" / "starter"
 EVAL_DIR = Path(__file__).parent / "corpus" / "eval"
@@ -51,43 +52,9 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-CSV_DELIMITERS = (",", ";", "\t", "|")
-"""Delimiters a CSV export may use: spreadsheets in many locales write ``;``, others tabs."""
-
-
-def csv_delimiter(text: str, wanted: str) -> str:
-    """The delimiter that makes ``wanted`` one of the header's columns in CSV ``text``.
-
-    Commas are tried first; a header whose columns only come apart on ``;``, a tab or ``|``
-    (:data:`CSV_DELIMITERS`) is read with that instead. When none yields the column, commas, and
-    the caller reports the missing column with the header it found.
-
-    Args:
-        text: The CSV text, at least its header (decoded; a byte-order mark already removed).
-        wanted: A column the file must have, e.g. ``text``; compared as :func:`find_column` does.
-    """
-    for delimiter in CSV_DELIMITERS:
-        header = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
-        if find_column(header, wanted) is not None:
-            return delimiter
-    return ","
-
-
 def csv_rows(text: str, wanted: str) -> csv.DictReader[str]:
     """A ``DictReader`` over CSV ``text`` with :func:`csv_delimiter`'s delimiter for ``wanted``."""
     return csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text, wanted))
-
-
-def find_column(columns: Sequence[str] | None, wanted: str) -> str | None:
-    """The header column that names ``wanted``: itself, else one equal but for case and spaces.
-
-    Exports title-case their headers ("Text") or pad them ("text "); both still name the column.
-    """
-    names = list(columns or [])
-    if wanted in names:
-        return wanted
-    key = wanted.strip().casefold()
-    return next((name for name in names if name.strip().casefold() == key), None)
 
 
 def json_array(data: bytes, path: Path) -> list[object] | None:

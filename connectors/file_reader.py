@@ -21,8 +21,9 @@ import pyarrow as pa
 
 from connectors.base import FetchBatch, SourceContext
 from connectors.columns import item_rows
-from connectors.records import decode_json
+from connectors.records import ALIASES, decode_json
 from triage.models import InvalidRecord, Rejected
+from triage.tabular import csv_delimiter
 
 # Long enough for any real feedback record (texts are cut at 20,000 characters anyway), short
 # enough that one runaway line never has to be held in memory or parsed.
@@ -341,13 +342,18 @@ def _read_csv(
                 _oversized(ctx, fmt, path, src, batch)
                 yield batch, src.pos, src.line
             return
-        header = next(csv.reader([header_line.decode("utf-8-sig", errors="replace")]), [])
+        header_text = header_line.decode("utf-8-sig", errors="replace")
+        # A spreadsheet saved with ';' (or tabs, or '|') between cells: read with whichever
+        # delimiter splits the header into a text column, so the rows are not all quarantined.
+        text_names = [fmt.mapping["text"]] if fmt.mapping and "text" in fmt.mapping else []
+        delimiter = csv_delimiter(header_text, text_names or ALIASES["text"])
+        header = next(csv.reader([header_text], delimiter=delimiter), [])
         if not header:
             return
         if offset > src.pos:
             src.seek(offset, line)
         lines = _CsvLines(src)
-        reader = csv.reader(lines)
+        reader = csv.reader(lines, delimiter=delimiter)
 
         def broken(into: _Batch, reason: str) -> None:
             # Quarantine the line that opened the record and read on from the line after it.

@@ -135,6 +135,27 @@ def test_the_readme_export_example_reads_a_real_export_whole(tmp_path: Path) -> 
     assert text == 'Love the new editor.\nThe "focus mode" is exactly what I needed'
 
 
+def test_a_semicolon_export_reads_like_the_comma_one(tmp_path: Path) -> None:
+    # The same export saved by a spreadsheet in a locale that writes ';': the descriptions hold
+    # commas and quoted line breaks, which must stay inside their cells.
+    out = io.StringIO()
+    csv.writer(out, delimiter=";", lineterminator="\n").writerows(
+        csv.reader(io.StringIO(zendesk_export(30)))
+    )
+    source = readme_backfill_example()
+    folder = tmp_path / source["path"]
+    folder.mkdir(parents=True)
+    (folder / "tickets-2025-11.csv").write_text(out.getvalue(), encoding="utf-8-sig")
+    config = write_config(tmp_path, [source])
+
+    result = run_ingest(config, source["name"])
+
+    assert result == {**result, "fetched": 30, "stored": 30, "quarantined": 0}
+    got = dict(rows(tmp_path, "SELECT external_id, text FROM items"))
+    assert got["4100"] == "Charged twice for March, please refund one of them"
+    assert got["4101"] == 'Love the new editor.\nThe "focus mode" is exactly what I needed'
+
+
 def test_internal_field_names_still_work_and_both_spellings_are_one_field(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("Key,Body,When\nk1,hello there,2026-01-02T03:04:05Z\n")
     fields = {"external_id": "Key", "text": "Body", "created_at": "When"}

@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 
 from classifiers.adapt import StreamMix, adapts_by_content, stream_name
-from classifiers.data import csv_rows, find_column, json_array
+from classifiers.data import csv_rows, json_array
 from classifiers.model import PIPE_BATCH, Classifier
+from triage.tabular import find_column
 
 _NUL = "\ufffe"
 
