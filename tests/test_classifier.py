@@ -348,6 +348,39 @@ def test_classify_cli_csv_binary_and_empty_files(tmp_path: Path) -> None:
     assert "text" in result.output
 
 
+def test_classify_reports_progress_on_a_long_file_and_scores_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triage.cli import classify_io
+
+    starter = load_examples([STARTER_DIR])[::50]
+    src = tmp_path / "long.jsonl"
+    src.write_text(
+        "".join(json.dumps({"text": ex.text}) + "\n" for ex in starter), encoding="utf-8"
+    )
+    quiet, loud = tmp_path / "quiet.jsonl", tmp_path / "loud.jsonl"
+    classify_io.classify_file(src, quiet, None)
+    # A part size that does not divide the file, so the last part is short.
+    monkeypatch.setattr(classify_io, "PROGRESS_ROWS", 40)
+    lines: list[str] = []
+    counts = classify_io.classify_file(src, loud, None, log=lines.append, rich=False)
+
+    assert counts["ok"] == len(starter) > 100
+    parts = -(-len(starter) // 40)
+    scored = [line for line in lines if "rows scored" in line]
+    assert len(scored) == parts
+    assert scored[0].startswith(f"[classify 1/{parts}")
+    assert scored[-1].endswith(f"{len(starter):,} of {len(starter):,} rows scored")
+    assert any(line.startswith(f"adapting {len(starter):,} rows") for line in lines)
+    # Scoring in parts changes nothing in the output (adaptation included).
+    assert loud.read_bytes() == quiet.read_bytes()
+    # A short file prints nothing.
+    lines.clear()
+    monkeypatch.setattr(classify_io, "PROGRESS_ROWS", len(starter))
+    classify_io.classify_file(src, loud, None, log=lines.append, rich=False)
+    assert lines == []
+
+
 def test_classify_reads_spreadsheet_csv_dialects_and_json_arrays(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
-from classifiers.adapt import StreamMix, adapts_by_content, stream_name
+from classifiers.adapt import StreamMix, adapt_streams, adapts_by_content, stream_name
 from classifiers.data import csv_rows, json_array
 from classifiers.model import PIPE_BATCH, Classifier
+from classifiers.progress import Progress
 from triage.tabular import find_column
 
 _NUL = "\ufffe"
@@ -130,6 +132,31 @@ def read_rows(
     return list(_csv_rows(data, text_column, id_column, stream_column))
 
 
+PROGRESS_ROWS = 20_000
+"""Rows scored between two progress lines; a file of at most this many prints none."""
+
+
+def _scores(
+    clf: Classifier,
+    texts: Sequence[str],
+    batch_size: int,
+    log: Callable[[str], None] | None,
+    rich: bool | None,
+) -> np.ndarray:
+    """Calibrated scores of ``texts``, with a progress line per :data:`PROGRESS_ROWS` rows."""
+    if log is None or len(texts) <= PROGRESS_ROWS:
+        return clf.scores(texts, batch_size)
+    parts = []
+    steps = -(-len(texts) // PROGRESS_ROWS)
+    with Progress("classify", steps, log, rich=rich) as progress:
+        for start in range(0, len(texts), PROGRESS_ROWS):
+            # Each text's score is its own: scoring in parts gives the same scores as one pass.
+            parts.append(clf.scores(texts[start : start + PROGRESS_ROWS], batch_size))
+            done = min(start + PROGRESS_ROWS, len(texts))
+            progress.advance(f"{done:,} of {len(texts):,} rows scored")
+    return np.vstack(parts)
+
+
 def classify_file(
     input_path: Path,
     output_path: Path,
@@ -140,6 +167,8 @@ def classify_file(
     stream_column: str = "source",
     adapt: bool = True,
     adapt_to: str = "neighbours",
+    log: Callable[[str], None] | None = None,
+    rich: bool | None = None,
 ) -> dict[str, Any]:
     """Classify a CSV/JSONL file into a JSONL file with one object per input row, in order.
 
@@ -152,6 +181,9 @@ def classify_file(
     (:func:`classifiers.adapt.content_mixes`): a source has parts with mixes of their own, and the
     file's own stream may hold several sources. ``"source"`` adapts each stream to its one mix (a
     run's ``classification.adapt_to`` chooses the same way).
+
+    With ``log``, a file of more than :data:`PROGRESS_ROWS` rows reports its progress there (a
+    bar on a terminal, see ``rich``; else one line per part scored) and says when it adapts.
 
     Returns:
         ``{"ok": n, "errors": n, "streams": {stream: StreamMix}}``.
@@ -170,8 +202,11 @@ def classify_file(
     streams: dict[Hashable, StreamMix] = {}
     preds: Iterator[Any] = iter(())
     if texts:
-        scores, streams = clf.stream_scores(
-            texts, [s for _, s in kept], batch_size=batch_size, by_content=by_content
+        raw = _scores(clf, texts, batch_size, log, rich)
+        if log is not None and len(texts) > PROGRESS_ROWS and clf.policy.adaptation is not None:
+            log(f"adapting {len(texts):,} rows' scores to their label mix ...")
+        scores, streams = adapt_streams(
+            raw, [s for _, s in kept], clf.policy.adaptation, texts=texts, by_content=by_content
         )
         preds = iter(clf.predictions(scores))
     ok = errors = 0

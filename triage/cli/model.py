@@ -89,6 +89,7 @@ def classify(
             source_column,
             adapt,
             adapt_to,
+            log=lambda line: typer.echo(line, err=True),
         )
     except (OSError, ValueError) as exc:
         _fail(str(exc), 2)
