@@ -25,6 +25,9 @@ from connectors.records import ALIASES, decode_json
 from triage.models import InvalidRecord, Rejected
 from triage.tabular import csv_delimiter
 
+JSON_ARRAY_HINT = "a JSON array? this source reads JSON Lines: one object per line"
+"""Added to the reason of a line that opens or closes a JSON array and is not JSON itself."""
+
 # Long enough for any real feedback record (texts are cut at 20,000 characters anyway), short
 # enough that one runaway line never has to be held in memory or parsed.
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
@@ -198,7 +201,11 @@ def _take_line(ctx: SourceContext, into: _Batch, data: bytes, place: str) -> Non
     try:
         record = decode_json(data)
     except InvalidRecord as exc:
-        into.out.rejected.append(_reject(ctx, place, str(exc), data))
+        reason = str(exc)
+        if data.strip()[:1] in (b"[", b"]"):
+            # The usual cause: a .json export (one array over many lines) named as JSON Lines.
+            reason += f" ({JSON_ARRAY_HINT})"
+        into.out.rejected.append(_reject(ctx, place, reason, data))
         return
     into.records.append(record)
     # decode_json accepted the line, so it is valid UTF-8.

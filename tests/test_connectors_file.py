@@ -24,6 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 from connectors import SourceContext, file
+from connectors.file_reader import JSON_ARRAY_HINT
 from flows.settings import load_config
 from flows.triage import ingest
 from triage.cli import app
@@ -232,6 +233,26 @@ def test_quarantine_line_numbers_count_from_the_start_of_the_file(tmp_path: Path
     }
     assert sorted(got) == ["c.csv line 4", "c.csv line 8", "c.csv line 9"]
     assert "yesterday" in got["c.csv line 8"] and "4 columns" in got["c.csv line 9"]
+
+
+def test_a_json_array_named_as_json_lines_is_quarantined_with_a_hint(tmp_path: Path) -> None:
+    good = '{"id": "%s", "text": "fine", "created_at": "2026-01-02T03:04:05Z"}'
+    # A .json export (one array over many lines) dropped where JSON Lines are read: nothing is
+    # stored wrong, and the reasons say what the file is.
+    (tmp_path / "export.jsonl").write_text("[\n" + good % "a" + ",\n" + good % "b" + "\n]\n")
+    config = write_config(tmp_path, [{"name": "e", "type": "file", "path": "export.jsonl"}])
+    run_ingest(config, "e")
+    got = {
+        r[0].split(":")[0]: r[0]
+        for r in rows(tmp_path, "SELECT reason FROM quarantine WHERE source = 'e'")
+    }
+    assert sorted(got) == ["export.jsonl line 1", "export.jsonl line 2", "export.jsonl line 4"]
+    assert JSON_ARRAY_HINT in got["export.jsonl line 1"]
+    assert JSON_ARRAY_HINT in got["export.jsonl line 4"]
+    # A line that is an object with a trailing comma is not an array's opening or end.
+    assert JSON_ARRAY_HINT not in got["export.jsonl line 2"]
+    # The last object has no comma after it and is a record of its own.
+    assert rows(tmp_path, "SELECT external_id FROM items") == [("b",)]
 
 
 def test_a_cursor_written_before_lines_were_counted_still_numbers_from_the_start(
