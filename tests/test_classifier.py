@@ -409,6 +409,10 @@ def test_classify_reads_spreadsheet_csv_dialects_and_json_arrays(tmp_path: Path)
     commas = tmp_path / "commas.csv"
     commas.write_text('id,text\n1,"app crashes; every time; on login"\n', encoding="utf-8")
     assert [r["label"] for r in classify(commas)] == ["service_issue"]
+    # A .csv whose header opens with '[' is still CSV, not a broken JSON array.
+    bracket = tmp_path / "bracket.csv"
+    bracket.write_text("[id],text\n1,wish it had dark mode\n", encoding="utf-8")
+    assert [r["label"] for r in classify(bracket)] == ["feature_request"]
 
     # A .json export is one array of objects: each element is a row, numbered from 1.
     array = tmp_path / "export.json"

@@ -123,7 +123,8 @@ def read_rows(
         OSError: When the file cannot be read.
     """
     data = path.read_bytes()
-    elements = json_array(data, path)
+    # A .csv is CSV even when its header opens with '[' ("[id],text").
+    elements = None if path.suffix.lower() == ".csv" else json_array(data, path)
     if elements is not None:
         # Rows are the array's elements, numbered from 1 like lines.
         return [_object_row(obj, text_column, id_column, stream_column) for obj in elements]
