@@ -341,16 +341,16 @@ def describe_streams(streams: Mapping[Hashable, StreamMix], limit: int = 20) -> 
     lines = []
     for key, done in sorted(streams.items(), key=lambda kv: str(kv[0]))[:limit]:
         if done.mix is None:
-            lines.append(f"source {key}: {done.items} items, not adapted ({done.reason})")
+            lines.append(f"source {key}: {done.items:,} items, not adapted ({done.reason})")
         else:
             shares = ", ".join(f"{lab} {v:.2f}" for lab, v in done.mix.items())
             if done.reason == ADAPTED:
                 lines.append(
-                    f"source {key}: {done.items} items, scores adapted to its mix ({shares})"
+                    f"source {key}: {done.items:,} items, scores adapted to its mix ({shares})"
                 )
             else:
                 lines.append(
-                    f"source {key}: {done.items} items, scores adapted {done.reason} "
+                    f"source {key}: {done.items:,} items, scores adapted {done.reason} "
                     f"(on average {shares})"
                 )
     if len(streams) > limit:

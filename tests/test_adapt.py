@@ -11,6 +11,7 @@ import pytest
 
 from classifiers.adapt import (
     Adaptation,
+    StreamMix,
     adapt_streams,
     applied_mix,
     describe_streams,
@@ -125,6 +126,9 @@ def test_small_learned_and_separate_streams() -> None:
     lines = describe_streams(adapt_streams(scores, streams, settings())[1])
     assert lines[0].startswith("source airline_tweets: 170 items, scores adapted to its mix (kudos")
     assert lines[2] == "source small: 30 items, not adapted (fewer than 50 items)"
+    # Large counts are grouped, as the rest of the progress output writes them.
+    (line,) = describe_streams({"export": StreamMix(1_234_567, None, "the model trained on this")})
+    assert line == "source export: 1,234,567 items, not adapted (the model trained on this)"
 
 
 def test_stream_names() -> None:
