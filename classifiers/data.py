@@ -89,9 +89,8 @@ def _rows(path: Path) -> Iterable[dict[str, object]]:
             raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
         reader = csv_rows(text, "text")
         # Header names compared without case or padding ("Text", "Label "), as for classify.
-        names = {name: name.strip().casefold() for name in reader.fieldnames or []}
-        for row in reader:
-            yield {names.get(k, k): v for k, v in row.items() if k is not None}
+        reader.fieldnames = [name.strip().casefold() for name in reader.fieldnames or []]
+        yield from reader
         return
     data = path.read_bytes()
     elements = json_array(data, path)

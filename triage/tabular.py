@@ -15,6 +15,10 @@ from collections.abc import Sequence
 CSV_DELIMITERS = (",", ";", "\t", "|")
 """The delimiters tried, in order: commas first, as the CSV default."""
 
+HEADER_CHARS = 65_536
+"""How much of a file's start :func:`csv_delimiter` parses for its header (quoted header cells
+may span lines; no real header comes near this)."""
+
 
 def find_column(columns: Sequence[str] | None, wanted: str) -> str | None:
     """The header column that names ``wanted``: itself, else one equal but for case and spaces.
@@ -43,8 +47,10 @@ def csv_delimiter(text: str, wanted: str | Sequence[str]) -> str:
             compared as :func:`find_column` does.
     """
     names = [wanted] if isinstance(wanted, str) else list(wanted)
+    # Only the header is parsed: a StringIO of a whole export would copy it once per delimiter.
+    head = text[:HEADER_CHARS]
     for delimiter in CSV_DELIMITERS:
-        header = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
+        header = next(csv.reader(io.StringIO(head, newline=""), delimiter=delimiter), [])
         if any(find_column(header, name) is not None for name in names):
             return delimiter
     return ","
