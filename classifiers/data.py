@@ -42,11 +42,14 @@ class DataError(ValueError):
     """A training or evaluation file cannot be used; the message names the file and row."""
 
 
+DATA_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson", ".json"})
+"""The files a folder given as training or evaluation data is searched for (``.json``: an array
+of rows or JSON Lines, as :func:`_rows` reads a file given by name)."""
+
+
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(
-            p for p in path.rglob("*") if p.suffix.lower() in {".csv", ".jsonl", ".ndjson"}
-        )
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in DATA_SUFFIXES)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     return [path]
@@ -120,7 +123,7 @@ def load_examples(paths: Sequence[str | Path]) -> list[Example]:
     """Load ``text``/``label`` (and optional ``labels``) rows from files or folders.
 
     Args:
-        paths: CSV or JSONL files, or folders searched recursively for them.
+        paths: CSV, JSONL or JSON-array files, or folders searched recursively for them.
 
     Returns:
         The examples, in file order.

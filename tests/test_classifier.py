@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -459,6 +460,15 @@ def test_training_files_read_the_same_dialects_and_name_bad_rows(tmp_path: Path)
         ("love it", "kudos", "rows.json", 1),
         ("hi", "other", "rows.json", 2),
     ]
+    # A folder is searched for the same kinds of file that are read when named one by one.
+    folder = tmp_path / "exports"
+    (folder / "older").mkdir(parents=True)
+    shutil.copy(array, folder / "older" / "rows.json")
+    shutil.copy(semi, folder / "semi.csv")
+    (folder / "notes.txt").write_text("not data", encoding="utf-8")
+    assert sorted((ex.text, ex.origin) for ex in load_examples([folder])) == sorted(
+        (text, origin) for text, _, origin, _ in got
+    )
     # JSON text may hold U+2028; it is not a line break of JSON Lines.
     sep = tmp_path / "sep.jsonl"
     sep.write_text(json.dumps({"text": "a\u2028b", "label": "other"}, ensure_ascii=False) + "\n")
