@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,31 @@ DEMO_DIR = Path(__file__).resolve().parents[1] / "triage" / "demo"
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
+# Modules that draw from the global ``random`` module in Prefect's background threads: the
+# events client's websocket keepalive pings and reconnect backoff, and delivery retry jitter.
+_BACKGROUND_RANDOM_USERS = (
+    "websockets.asyncio.connection",
+    "websockets.client",
+    "prefect._internal._observation_delivery",
+)
+
+
+def _private_random_for_background_threads() -> None:
+    """Give the modules Prefect runs in background threads their own random generator.
+
+    Hypothesis checks that a strategy leaves the global ``random`` state untouched and warns
+    ("Do not use the `random` module inside strategies") when it changes during a draw. The
+    events client keeps a websocket open to the test server, and a keepalive ping that lands in
+    the middle of any fuzz test's draw changed that state from another thread, so a full run now
+    and then warned about an innocent test. A private generator per module keeps pings out of
+    the global state while the warning stays live for our own strategies.
+    """
+    for name in _BACKGROUND_RANDOM_USERS:
+        module = importlib.import_module(name)
+        if getattr(module, "random", None) is random:
+            module.random = random.Random()  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server() -> Iterator[None]:
     """A temporary Prefect API for the whole session: flows run for real, once per test.
@@ -29,6 +56,7 @@ def prefect_server() -> Iterator[None]:
     if os.environ.get("TRIAGE_TESTS_WITHOUT_PREFECT"):
         yield
         return
+    _private_random_for_background_threads()
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
