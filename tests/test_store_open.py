@@ -177,3 +177,27 @@ def test_only_a_real_lock_conflict_waits(good_store: Path, tmp_path: Path) -> No
         holder.wait()
     with open_store(path) as store:  # free again
         assert store.status()["items_total"] == 20000
+
+
+_SLOW_QUERY = "SELECT count(*) FROM range(150000000) t(x) WHERE x % 7 = 3"
+
+
+def test_long_queries_draw_no_progress_bar_on_stdout(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """DuckDB's progress bar would land in the output of ``--json`` commands and scheduled runs."""
+    control = duckdb.connect()
+    control.execute("SET progress_bar_time = 0")  # draw at once instead of after two seconds
+    control.execute(_SLOW_QUERY).fetchall()
+    control.close()
+    drawn = capfd.readouterr()
+    assert "%" in drawn.out + drawn.err, "DuckDB drew no bar even on a bare connection"
+
+    with open_store(tmp_path / "quiet.duckdb") as store:
+        writer = store.writer()
+        for con in (store.con, writer.con):
+            con.execute("SET progress_bar_time = 0")
+            assert con.execute(_SLOW_QUERY).fetchone() == (21428571,)
+        writer.close()
+    printed = capfd.readouterr()
+    assert printed.out == "" and "%" not in printed.err

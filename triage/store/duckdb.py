@@ -21,6 +21,21 @@ from triage.store.interface import Store
 _VIEW_IDS = count()
 
 
+def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Turn DuckDB's progress bar off on this connection and return it.
+
+    DuckDB draws a bar on standard output whenever a query runs longer than two seconds, in
+    scripts and scheduled runs too: a 1M-mention ``triage bench --json`` printed one line of it
+    before its JSON. The setting is per connection (cursors do not inherit it, and it cannot be
+    set globally), so every connection and cursor the store makes goes through here. Printing is
+    turned off as well as the bar: DuckDB turns the bar back on when ``progress_bar_time`` is set,
+    and still drew its last line with the bar off, but never prints with printing off.
+    """
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET enable_progress_bar_print = false")
+    return con
+
+
 class DuckDBStore(Store):
     """A connection to the triage database with the project's queries as methods.
 
@@ -30,7 +45,7 @@ class DuckDBStore(Store):
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
         """Wrap an open connection; use :func:`open_store` rather than calling this directly."""
-        self.con = con
+        self.con = quiet(con)
         self.path = path
 
     # ------------------------------------------------------------ primitives
@@ -57,7 +72,7 @@ class DuckDBStore(Store):
 
     def _stream(self, sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
         # A separate cursor keeps this scan's snapshot while writes commit on the main one.
-        yield from self.con.cursor().execute(sql).to_arrow_reader(batch_size)
+        yield from quiet(self.con.cursor()).execute(sql).to_arrow_reader(batch_size)
 
     @contextmanager
     def _with_rows(self, rows: pa.Table, like: str | None = None) -> Iterator[str]:

@@ -240,7 +240,10 @@ def compact(path: Path) -> None:
     """
     fresh = path.with_name(path.name + ".compact")
     fresh.unlink(missing_ok=True)
-    con = duckdb.connect(str(fresh))
+    # Imported here: triage.store.duckdb imports the store interface, which imports this module.
+    from triage.store.duckdb import quiet
+
+    con = quiet(duckdb.connect(str(fresh)))
     try:
         name = str(con.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
         con.execute(f"ATTACH '{_sql_path(path)}' AS old_store (READ_ONLY)")
