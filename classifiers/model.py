@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import cache
 from operator import itemgetter
 from pathlib import Path
 from string import Formatter
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import spacy
 from spacy.language import Language
+from threadpoolctl import ThreadpoolController
 
 from classifiers.adapt import Adaptation, K, StreamMix, adapt_streams
 from classifiers.tokenizer import FastTokenizer
@@ -31,6 +34,23 @@ MAX_CLASSIFY_CHARS = 20_000
 # texts, 2,000 a batch peaked 66 MB higher than 500, at the same speed (README, "Performance").
 # Scores do not depend on the batch (tests/test_classifier.py).
 PIPE_BATCH = 500
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    # Found once: finding the loaded BLAS libraries walks the process's shared objects.
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> AbstractContextManager[Any]:
+    """Limit numpy's BLAS to one thread while the ``with`` block runs.
+
+    The classifier's and the neighbour search's matrices are small: on 50,000 texts a second
+    BLAS thread bought no speed (13,484-14,348 texts/s with two, 14,788-14,824 with one), but
+    OpenBLAS keeps a buffer for every thread it has used, 59 MB more at the peak. The limit is
+    process-wide (BLAS has no per-thread setting) and is undone when the block ends.
+    """
+    return _blas().limit(limits=1, user_api="blas")
 
 
 class ModelError(RuntimeError):
@@ -401,12 +421,14 @@ class Classifier:
             cut if isinstance(self.nlp.tokenizer, FastTokenizer) else (normalize(t) for t in cut)
         )
         docs = self.nlp.pipe(stream, batch_size=batch_size)
-        if self._has_all_labels:
-            # One C-level lookup per document instead of a Python loop over the labels.
-            get = itemgetter(*LABELS)
-            rows = [get(doc.cats) for doc in docs]
-        else:
-            rows = [[doc.cats.get(lab, 0.0) for lab in LABELS] for doc in docs]
+        # The pipe runs lazily inside this block (the docs are made as the rows are read).
+        with one_blas_thread():
+            if self._has_all_labels:
+                # One C-level lookup per document instead of a Python loop over the labels.
+                get = itemgetter(*LABELS)
+                rows = [get(doc.cats) for doc in docs]
+            else:
+                rows = [[doc.cats.get(lab, 0.0) for lab in LABELS] for doc in docs]
         return np.array(rows, dtype=np.float64).reshape(-1, len(LABELS))
 
     def scores(self, texts: Iterable[str], batch_size: int = PIPE_BATCH) -> np.ndarray:

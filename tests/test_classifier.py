@@ -1292,6 +1292,32 @@ def test_scores_do_not_depend_on_the_pipe_batch(clf: Classifier) -> None:
     assert np.allclose(clf.raw_scores(texts[:40], batch_size=1), whole[:40], atol=1e-6)
 
 
+def test_classifying_runs_blas_in_one_thread_and_gives_the_limit_back(clf: Classifier) -> None:
+    """Scoring holds numpy's BLAS to one thread (no faster with more, 59 MB more memory each)."""
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    assert controller.select(user_api="blas").lib_controllers, "numpy is linked to no BLAS"
+
+    def blas_threads() -> set[int]:
+        return {lib.num_threads for lib in controller.select(user_api="blas").lib_controllers}
+
+    seen: list[set[int]] = []
+
+    def texts() -> Any:
+        # nlp.pipe reads its texts lazily, so this runs while documents are being scored.
+        for text in ["love it", "app crashes on login", "how much for 40 seats?"] * 300:
+            seen.append(blas_threads())
+            yield text
+
+    with controller.limit(limits=2, user_api="blas"):
+        scores = clf.raw_scores(texts())
+        after = blas_threads()
+    assert scores.shape == (900, len(LABELS))
+    assert seen and all(threads == {1} for threads in seen)
+    assert after == {2}
+
+
 @pytest.mark.slow
 def test_review_study_lower_starter_target_flags_less_on_the_folds(tmp_path: Path) -> None:
     """``python -m classifiers.review_study``: one block per target, each file scored.
