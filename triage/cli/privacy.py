@@ -36,7 +36,7 @@ def forget(
     """
     from triage.privacy.erasure import forget as erase
     from triage.privacy.erasure import identifiers
-    from triage.store.privacy import compact
+    from triage.store.duckdb import compact
 
     try:
         identifiers(author)

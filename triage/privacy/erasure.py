@@ -14,7 +14,7 @@ Given a handle (``@jane``, ``jane``) or an e-mail address, :func:`forget`:
 5. records the erasure (counts and deliveries, never the data) in ``erasures``.
 
 All database changes are one transaction; ``dry_run`` rolls it back and touches no file. The
-caller then rewrites the database file (:func:`triage.store.privacy.compact`), because a deleted
+caller then rewrites the database file (:func:`triage.store.duckdb.compact`), because a deleted
 row's bytes may otherwise survive in the file's free blocks.
 """
 

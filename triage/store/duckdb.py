@@ -6,6 +6,7 @@ DuckDB-only parts: migrations, deferred checkpoints, a second connection for a b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import count
@@ -109,3 +110,32 @@ class DuckDBStore(Store):
     def close(self) -> None:
         """Close this connection."""
         self.con.close()
+
+
+def compact(path: Path) -> None:
+    """Rewrite the database file so no deleted row's bytes survive in its free blocks.
+
+    The tables, sequences and data are copied into a fresh file beside it (DuckDB's
+    ``COPY FROM DATABASE``), which then replaces the original. Call it with the store closed.
+    """
+    fresh = path.with_name(path.name + ".compact")
+    fresh.unlink(missing_ok=True)
+    con = quiet(duckdb.connect(str(fresh)))
+    try:
+        name = str(con.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+        con.execute(f"ATTACH '{_sql_path(path)}' AS old_store (READ_ONLY)")
+        con.execute(f"COPY FROM DATABASE old_store TO {_quoted(name)}")
+        con.execute("DETACH old_store")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(fresh, path)
+    Path(str(path) + ".wal").unlink(missing_ok=True)
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -8,13 +8,9 @@ does not exist (yet) in this database is skipped. Every statement is portable SQ
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
-
-import duckdb
 
 from triage.privacy.registry import ERASED, PersonalTable
 from triage.store.base import StoreBase, chunks, marks
@@ -230,35 +226,3 @@ class PrivacySection(StoreBase):
             [{"table_name": entry.table, "ran_at": now, "cutoff": cutoff, "row_count": n}],
         )
         return n
-
-
-def compact(path: Path) -> None:
-    """Rewrite the database file so no deleted row's bytes survive in its free blocks.
-
-    The tables, sequences and data are copied into a fresh file beside it (DuckDB's
-    ``COPY FROM DATABASE``), which then replaces the original. Call it with the store closed.
-    """
-    fresh = path.with_name(path.name + ".compact")
-    fresh.unlink(missing_ok=True)
-    # Imported here: triage.store.duckdb imports the store interface, which imports this module.
-    from triage.store.duckdb import quiet
-
-    con = quiet(duckdb.connect(str(fresh)))
-    try:
-        name = str(con.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
-        con.execute(f"ATTACH '{_sql_path(path)}' AS old_store (READ_ONLY)")
-        con.execute(f"COPY FROM DATABASE old_store TO {_quoted(name)}")
-        con.execute("DETACH old_store")
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
-    os.replace(fresh, path)
-    Path(str(path) + ".wal").unlink(missing_ok=True)
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
