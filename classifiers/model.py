@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from functools import cache
 from operator import itemgetter
 from pathlib import Path
 from string import Formatter
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import spacy
 from spacy.language import Language
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import threadpool_limits
 
 from classifiers.adapt import Adaptation, K, StreamMix, adapt_streams
 from classifiers.tokenizer import FastTokenizer
@@ -36,21 +35,17 @@ MAX_CLASSIFY_CHARS = 20_000
 PIPE_BATCH = 500
 
 
-@cache
-def _blas() -> ThreadpoolController:
-    # Found once: finding the loaded BLAS libraries walks the process's shared objects.
-    return ThreadpoolController()
-
-
 def one_blas_thread() -> AbstractContextManager[Any]:
-    """Limit numpy's BLAS to one thread while the ``with`` block runs.
+    """Limit every loaded BLAS library (numpy's, scipy's) to one thread while the block runs.
 
     The classifier's and the neighbour search's matrices are small: on 50,000 texts a second
     BLAS thread bought no speed (13,484-14,348 texts/s with two, 14,788-14,824 with one), but
     OpenBLAS keeps a buffer for every thread it has used, 59 MB more at the peak. The limit is
-    process-wide (BLAS has no per-thread setting) and is undone when the block ends.
+    process-wide (BLAS has no per-thread setting) and is undone when the block ends. The loaded
+    libraries are looked up on each call (about 1.5 ms), because scipy brings a second OpenBLAS
+    when something imports it later.
     """
-    return _blas().limit(limits=1, user_api="blas")
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class ModelError(RuntimeError):
