@@ -41,7 +41,10 @@ def _private_random_for_background_threads() -> None:
     the global state while the warning stays live for our own strategies.
     """
     for name in _BACKGROUND_RANDOM_USERS:
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue  # private modules: an older or newer Prefect or websockets may not have one
         if getattr(module, "random", None) is random:
             module.random = random.Random()  # type: ignore[attr-defined]
 
