@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +100,32 @@ def test_model_ships_in_the_package_and_loads_without_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(language, "_MODEL", None)  # force a fresh load under the guard
-    language.shared_detector.cache_clear()
+    language._detector.cache_clear()
     assert (
         detect_language("the parcel arrived broken and nobody answers the phone").language == "en"
     )
+
+
+def test_threads_asking_at_once_share_one_detector(monkeypatch):
+    # The triage flow ingests its sources in parallel threads, and each batch asks for the
+    # shared detector: one load of the model, not one per thread.
+    built: list[object] = []
+
+    class Slow(LanguageDetector):
+        def __init__(self, **kwargs: Any) -> None:
+            time.sleep(0.2)  # a model load takes about a second; the others ask meanwhile
+            super().__init__(**kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(language, "LanguageDetector", Slow)
+    language._detector.cache_clear()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda _: language.shared_detector(("en", "de")), range(4)))
+    finally:
+        language._detector.cache_clear()
+    assert len(built) == 1
+    assert all(d is built[0] for d in got)
 
 
 def _py3langid_answer(identifier: Any, detector: LanguageDetector, text: str) -> Any:

@@ -301,6 +301,13 @@ class _BatchClassifier:
 
 
 @functools.lru_cache(maxsize=8)
+def _detector(languages: tuple[str, ...] | None) -> LanguageDetector:
+    return LanguageDetector(languages=languages)
+
+
+_DETECTORS_LOCK = threading.Lock()
+
+
 def shared_detector(languages: tuple[str, ...] | None = None) -> LanguageDetector:
     """One detector per language set and process, built on first use (about a second each).
 
@@ -308,7 +315,11 @@ def shared_detector(languages: tuple[str, ...] | None = None) -> LanguageDetecto
         languages: The ISO codes to restrict answers to, as a tuple (it is the cache key);
             ``None`` for all of the model's languages.
     """
-    return LanguageDetector(languages=languages)
+    # lru_cache does not hold other callers back while it computes a missing entry: the triage
+    # flow ingests its sources in parallel threads, and each built its own detector (three
+    # loads of py3langid's model at once, about 250 MB each at the peak of loading).
+    with _DETECTORS_LOCK:
+        return _detector(languages)
 
 
 def detect_language(text: str) -> LanguageGuess:
