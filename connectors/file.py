@@ -1,8 +1,11 @@
-"""File drops: a folder of JSONL and CSV files (exports, backfills, form dumps), read incrementally.
+"""File drops: a folder of JSONL, JSON-array and CSV files (exports, backfills, form dumps), read
+incrementally.
 
-The cursor remembers, per file, how many bytes of complete lines have been stored (and how many
-lines that is, so quarantine reasons name the line counted from the start of the file), so files that
-grow by appending are picked up where they left off and unchanged files cost one ``stat``.
+The cursor remembers, per file, how many bytes of complete lines (of a JSON array: elements) have
+been stored, and how many lines that is, so quarantine reasons name the line counted from the start
+of the file. Files that grow by appending are picked up where they left off, and unchanged files
+cost one ``stat``. A JSON array that has been read to its closing bracket cannot grow: when its size
+changes, it was written again, and it is read again from the start.
 
 One bad record never stops a file: a line that is not JSON, a CSV row with the wrong number of
 columns, a quote that is never closed, a line over ``max_record_bytes`` (skipped unread) or a
@@ -33,8 +36,9 @@ from triage.config import ConfigError
 from triage.models import InvalidRecord
 
 SETTINGS = {
-    "path": "folder (or single file) of *.jsonl / *.csv drops, relative to the config file (required)",
-    "pattern": "glob of files to read inside the folder (default: *.jsonl and *.csv)",
+    "path": "folder (or single file) of *.jsonl / *.json / *.csv drops, relative to the config "
+    "file (required)",
+    "pattern": "glob of files to read inside the folder (default: *.jsonl, *.ndjson, *.json, *.csv)",
     "fields": "map our field names to the file's columns, e.g. {id: Ticket ID, text: Description}",
     "source_type": "source_type for records that do not say (e.g. app_review, email, web_form)",
     "date_format": "strptime pattern of text dates, e.g. '%m/%d/%Y %I:%M %p' (default: ISO 8601)",
@@ -103,7 +107,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     Args:
         ctx: The configured source.
         cursor: ``{"files": {name: {"offset": int, "size": int, "line": int}}}`` from the last
-            run, or None.
+            run, or None; ``"closed": true`` marks a JSON array read to its end.
 
     Yields:
         Batches whose cursor covers exactly the lines read so far.
@@ -120,11 +124,17 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         offset = int(seen.get("offset", 0))
         if offset == size:
             continue  # unchanged since the last run: the cheap path of every scheduled run
-        if offset > size:
-            offset = 0  # the file was replaced by a shorter one: read it again, ids absorb repeats
+        if offset > size or (seen.get("closed") and size != seen.get("size")):
+            # Replaced by a shorter file, or a finished array written again (an export run once
+            # more): read it again from the start; the stable ids keep items from doubling.
+            offset = 0
         line = int(seen["line"]) if "line" in seen and offset else count_lines(path, offset)
-        for batch, new_offset, new_line in read(ctx, fmt, path, offset, line, fetched_at):
-            state["files"][key] = {"offset": new_offset, "size": size, "line": new_line}
+        for batch, new_offset, new_line, closed in read(ctx, fmt, path, offset, line, fetched_at):
+            # A file that grew while it was read ends past the size seen before reading.
+            entry = {"offset": new_offset, "size": max(size, new_offset), "line": new_line}
+            if closed:
+                entry["closed"] = True
+            state["files"][key] = entry
             batch.cursor = {"files": dict(state["files"])}
             yield batch
 
@@ -139,7 +149,7 @@ def sample(ctx: SourceContext, limit: int = SAMPLE_SIZE) -> FetchBatch:
     small = replace(ctx, batch_size=max(1, min(limit, ctx.batch_size)))
     fetched_at = datetime.now(UTC)
     for path in _files(ctx):
-        for batch, _, _ in read(small, fmt, path, 0, 0, fetched_at):
+        for batch, *_ in read(small, fmt, path, 0, 0, fetched_at):
             out.rejected.extend(batch.rejected)
             if batch.items is not None and batch.items.num_rows:
                 parts = [batch.items] if out.items is None else [out.items, batch.items]

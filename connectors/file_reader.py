@@ -1,4 +1,5 @@
-"""Reading one drop file of the ``file`` source: JSONL lines and CSV records, into batches.
+"""Reading one drop file of the ``file`` source: JSONL lines, CSV records or the elements of one
+JSON array (``connectors/json_array.py``), into batches.
 
 Each record is at most ``max_record_bytes``: a longer line is skipped unread, a quote that is never
 closed cannot swallow the rest of the file. A line that is not JSON, a CSV row with the wrong
@@ -14,19 +15,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 import pyarrow as pa
 
 from connectors.base import FetchBatch, SourceContext
 from connectors.columns import item_rows
+from connectors.json_array import ArrayReader, is_array_file
 from connectors.records import ALIASES, decode_json
 from triage.models import InvalidRecord, Rejected
 from triage.tabular import csv_delimiter
 
-JSON_ARRAY_HINT = "a JSON array? this source reads JSON Lines: one object per line"
-"""Added to the reason of a line that opens or closes a JSON array and is not JSON itself."""
+JSON_ARRAY_HINT = (
+    "a JSON document over many lines? this source reads JSON Lines (one object per line) or "
+    "a file that holds one JSON array"
+)
+"""Added to the reason of a line of JSON Lines that opens or closes an array and is not JSON itself."""
 
 # Long enough for any real feedback record (texts are cut at 20,000 characters anyway), short
 # enough that one runaway line never has to be held in memory or parsed.
@@ -46,6 +51,10 @@ class RecordFormat:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
+Position = tuple[FetchBatch, int, int, bool]
+"""A batch, with the byte offset and line count after it and whether the file is finished."""
+
+
 def read(
     ctx: SourceContext,
     fmt: RecordFormat,
@@ -53,10 +62,11 @@ def read(
     offset: int,
     line: int,
     fetched_at: datetime,
-) -> Iterator[tuple[FetchBatch, int, int]]:
-    """Batches of the complete lines (CSV: records) of one file from ``offset``, each with the
-    position and line count after it."""
-    reader = _read_csv if path.suffix.lower() == ".csv" else _read_jsonl
+) -> Iterator[Position]:
+    """Batches of the complete lines (CSV: records; a JSON array: elements) of one file from
+    ``offset``, each with the position and line count after it, and True once a JSON array's
+    closing bracket has been read (nothing can be appended to it)."""
+    reader = _read_csv if path.suffix.lower() == ".csv" else _read_json
     yield from reader(ctx, fmt, path, offset, line, fetched_at)
 
 
@@ -92,6 +102,7 @@ class _Lines:
         self.pos = offset  # after the last line handed out
         self.line = line  # lines before ``pos``
         self.oversized: list[tuple[int, int, bytes]] = []  # (line number, size, head)
+        self.closed = False  # lines can always be appended
         fh.seek(offset)
 
     def seek(self, pos: int, line: int) -> None:
@@ -147,14 +158,22 @@ class _Batch:
     raws: list[str] = field(default_factory=list)
 
 
+class _Source(Protocol):
+    """Where a reader is in its file: what the cursor stores after each batch."""
+
+    pos: int
+    line: int
+    closed: bool
+
+
 def _batches(
     ctx: SourceContext,
     fmt: RecordFormat,
     path: Path,
-    src: _Lines,
+    src: _Source,
     fetched_at: datetime,
     step: Callable[[_Batch], bool],
-) -> Iterator[tuple[FetchBatch, int, int]]:
+) -> Iterator[Position]:
     """Fill batches of ``ctx.batch_size`` lines (CSV: records) with ``step``; yield each with the
     position after it. ``step`` reads one line or record into the batch, False at the end."""
     offset = src.pos
@@ -166,32 +185,50 @@ def _batches(
         batch = current.out
         _add_items(ctx, fmt, batch, current.records, current.places, fetched_at, current.raws)
         if batch.size or count or src.pos == offset:
-            yield batch, src.pos, src.line
+            yield batch, src.pos, src.line, src.closed
         if count < ctx.batch_size:
             return
         offset = src.pos
 
 
-def _read_jsonl(
+def _read_json(
     ctx: SourceContext,
     fmt: RecordFormat,
     path: Path,
     offset: int,
     line: int,
     fetched_at: datetime,
-) -> Iterator[tuple[FetchBatch, int, int]]:
+) -> Iterator[Position]:
     with path.open("rb") as fh:
-        src = _Lines(fh, offset, line, fmt.max_record_bytes)
+        # Whatever its name: a file that opens with '[' is one array, not lines of JSON.
+        if is_array_file(path):
+            array = ArrayReader(fh, offset, line, fmt.max_record_bytes)
 
-        def step(into: _Batch) -> bool:
-            data = src.next_line()
-            _oversized(ctx, fmt, path, src, into.out)
+            def element(into: _Batch) -> bool:
+                got = array.next()
+                if got is None:
+                    return False
+                place = _place(path, got.line)
+                if got.error is not None:
+                    into.out.rejected.append(_reject(ctx, place, got.error, got.text))
+                else:
+                    # Checked as a line of JSON Lines is: strict UTF-8, no NaN, an object.
+                    _take_line(ctx, into, got.text.encode("utf-8", "surrogateescape"), place)
+                return True
+
+            yield from _batches(ctx, fmt, path, array, fetched_at, element)
+            return
+        lines = _Lines(fh, offset, line, fmt.max_record_bytes)
+
+        def next_line(into: _Batch) -> bool:
+            data = lines.next_line()
+            _oversized(ctx, fmt, path, lines, into.out)
             if data is None:
                 return False
-            _take_line(ctx, into, data, _place(path, src.line))
+            _take_line(ctx, into, data, _place(path, lines.line))
             return True
 
-        yield from _batches(ctx, fmt, path, src, fetched_at, step)
+        yield from _batches(ctx, fmt, path, lines, fetched_at, next_line)
 
 
 def _take_line(ctx: SourceContext, into: _Batch, data: bytes, place: str) -> None:
@@ -202,8 +239,10 @@ def _take_line(ctx: SourceContext, into: _Batch, data: bytes, place: str) -> Non
         record = decode_json(data)
     except InvalidRecord as exc:
         reason = str(exc)
-        if data.strip()[:1] in (b"[", b"]"):
-            # The usual cause: a .json export (one array over many lines) named as JSON Lines.
+        stripped = data.strip()
+        if stripped[:1] == b"]" or stripped[-1:] == b"[":
+            # The usual cause: an export that wraps its array in an object ({"reviews": [ ...),
+            # pretty-printed over many lines. A file that opens with '[' is read as an array.
             reason += f" ({JSON_ARRAY_HINT})"
         into.out.rejected.append(_reject(ctx, place, reason, data))
         return
@@ -337,7 +376,7 @@ def _read_csv(
     offset: int,
     line: int,
     fetched_at: datetime,
-) -> Iterator[tuple[FetchBatch, int, int]]:
+) -> Iterator[Position]:
     # The csv module refuses fields over its own limit (128 KiB); our record limit is the bound.
     csv.field_size_limit(max(csv.field_size_limit(), fmt.max_record_bytes))
     with path.open("rb") as fh:
@@ -347,7 +386,7 @@ def _read_csv(
             if src.oversized:
                 batch = FetchBatch()
                 _oversized(ctx, fmt, path, src, batch)
-                yield batch, src.pos, src.line
+                yield batch, src.pos, src.line, src.closed
             return
         header_text = header_line.decode("utf-8-sig", errors="replace")
         # A spreadsheet saved with ';' (or tabs, or '|') between cells: read with whichever

@@ -235,22 +235,23 @@ def test_quarantine_line_numbers_count_from_the_start_of_the_file(tmp_path: Path
     assert "yesterday" in got["c.csv line 8"] and "4 columns" in got["c.csv line 9"]
 
 
-def test_a_json_array_named_as_json_lines_is_quarantined_with_a_hint(tmp_path: Path) -> None:
+def test_an_array_wrapped_in_an_object_is_quarantined_with_a_hint(tmp_path: Path) -> None:
     good = '{"id": "%s", "text": "fine", "created_at": "2026-01-02T03:04:05Z"}'
-    # A .json export (one array over many lines) dropped where JSON Lines are read: nothing is
-    # stored wrong, and the reasons say what the file is.
-    (tmp_path / "export.jsonl").write_text("[\n" + good % "a" + ",\n" + good % "b" + "\n]\n")
-    config = write_config(tmp_path, [{"name": "e", "type": "file", "path": "export.jsonl"}])
+    # An export that wraps its array in an object, pretty-printed: it is neither JSON Lines nor
+    # one array. Nothing is stored wrong, and the reasons say what the file is.
+    text = '{"reviews": [\n' + good % "a" + ",\n" + good % "b" + "\n]}\n"
+    (tmp_path / "export.json").write_text(text)
+    config = write_config(tmp_path, [{"name": "e", "type": "file", "path": "export.json"}])
     run_ingest(config, "e")
     got = {
         r[0].split(":")[0]: r[0]
         for r in rows(tmp_path, "SELECT reason FROM quarantine WHERE source = 'e'")
     }
-    assert sorted(got) == ["export.jsonl line 1", "export.jsonl line 2", "export.jsonl line 4"]
-    assert JSON_ARRAY_HINT in got["export.jsonl line 1"]
-    assert JSON_ARRAY_HINT in got["export.jsonl line 4"]
-    # A line that is an object with a trailing comma is not an array's opening or end.
-    assert JSON_ARRAY_HINT not in got["export.jsonl line 2"]
+    assert sorted(got) == ["export.json line 1", "export.json line 2", "export.json line 4"]
+    assert JSON_ARRAY_HINT in got["export.json line 1"]
+    assert JSON_ARRAY_HINT in got["export.json line 4"]
+    # A line that is an object with a trailing comma does not open or close an array.
+    assert JSON_ARRAY_HINT not in got["export.json line 2"]
     # The last object has no comma after it and is a record of its own.
     assert rows(tmp_path, "SELECT external_id FROM items") == [("b",)]
 

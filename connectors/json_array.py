@@ -1,0 +1,258 @@
+"""Reading a file that holds one JSON array, element by element, with byte positions.
+
+Helpdesk and review-tool exports are often one array of objects, pretty-printed over many lines,
+not JSON Lines. The ``file`` source reads such a file one element at a time, never whole, and keeps
+its cursor as the byte offset just after the last element it handed out, so a backfill that stops
+part way resumes there, as it does in a JSON Lines file.
+
+What can go wrong stays local, as it does for a line of JSON Lines: an element that is not valid
+JSON, or is longer than ``max_record_bytes``, is found by its brackets and quotes and reported with
+the line it starts on, and reading goes on after it. An array whose end has not been written yet
+waits for the next run; one that is broken past where its brackets can be followed is reported once,
+and the rest of that file is not read.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+# Text is decoded with surrogateescape so that bytes that are not UTF-8 survive to the strict
+# check (orjson, in connectors.records.decode_json) and are reported there, for that element only.
+_ERRORS = "surrogateescape"
+_CHUNK = 1024 * 1024
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+# What decides where an element ends when it cannot be parsed: quotes, escapes and brackets.
+_STRUCTURE = re.compile(r'["\\\[\]{}]')
+# Where a bare number or literal (or stray text) ends.
+_SCALAR_END = re.compile(r"[,\] \t\n\r]")
+_DECODER = json.JSONDecoder()
+
+
+def is_array_file(path: Path) -> bool:
+    """Whether the file's first character that is not whitespace (or a BOM) is ``[``."""
+    with path.open("rb") as fh:
+        head = fh.read(3).removeprefix(codecs.BOM_UTF8)
+        while True:
+            head = head.lstrip(b" \t\r\n")
+            if head:
+                return head[:1] == b"["
+            head = fh.read(4096)
+            if not head:
+                return False
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One element of the array: its JSON text, or why it cannot be a record."""
+
+    line: int
+    """The line the element starts on, counted from 1 at the start of the file."""
+    text: str
+    """The element's JSON text (only its first 200 characters when it is too long)."""
+    error: str | None = None
+    """Why the element is not read as a record; None when ``text`` is the whole element."""
+
+
+class ArrayReader:
+    """The elements of one JSON array file from a byte offset, each at most ``limit`` bytes.
+
+    ``pos`` and ``line`` are where the next run resumes: just after the last element handed out
+    (the array's opening bracket is read again when that is the start of the file). ``closed``
+    turns True once the array's closing bracket has been read; ``pos`` is then the end of the file.
+    """
+
+    def __init__(
+        self, fh: IO[bytes], offset: int, line: int, limit: int, chunk: int = _CHUNK
+    ) -> None:
+        self.fh = fh
+        self.limit = limit
+        self.chunk = chunk  # bytes read at a time (tests make it tiny, to split everything)
+        self.pos = offset
+        self.line = line
+        self.closed = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(_ERRORS)
+        self._buf = ""
+        self._i = 0  # the read position in _buf
+        self._bpos = offset  # its byte offset in the file ...
+        self._bline = line  # ... and the lines before it
+        self._eof = False
+        # Resuming after an element: a comma or the closing bracket comes next.
+        self._state = "open" if offset == 0 else "after"
+        fh.seek(offset)
+
+    def next(self) -> Element | None:
+        """The next element; None at the end of the array or of what has been written so far."""
+        while not self.closed:
+            char = self._peek()
+            if not char:
+                return None  # the rest of the array is not written yet: it waits
+            if self._state == "open":
+                if char == "\ufeff" and self._bpos == 0:
+                    self._advance(self._i + 1)
+                    continue
+                if char != "[":
+                    head = Element(self._bline + 1, self._head(), "the file does not open an array")
+                    self._close()
+                    return head
+                self._advance(self._i + 1)
+                self._state = "value"
+            elif char == "]":
+                # Also after a trailing comma, which JSON does not allow but exports do write.
+                self._advance(self._i + 1)
+                return self._close()
+            elif char == ",":
+                self._advance(self._i + 1)
+                self._state = "value"
+            else:
+                # A value, also where a comma is missing: reading on loses nothing.
+                self._state = "after"
+                return self._element()
+        return None
+
+    def _element(self) -> Element | None:
+        start = self._bline + 1
+        while True:
+            try:
+                _, end = _DECODER.raw_decode(self._buf, self._i)
+            except json.JSONDecodeError as exc:
+                if not self._eof and len(self._buf) - self._i <= self.limit:
+                    self._fill()  # the element may simply go on in the next chunk
+                    continue
+                return self._unreadable(start, f"invalid JSON: {exc.msg.removesuffix(' at')}")
+            if end == len(self._buf) and self._buf[end - 1] not in '}]"':
+                if self._eof:
+                    return None  # a number cut off by the end of the file: it waits too
+                self._fill()  # a number or literal at the end of a chunk may go on
+                continue
+            size, text = self._advance(end)
+            if size > self.limit:
+                return self._commit(Element(start, text[:200], _too_long(size, self.limit)))
+            return self._commit(Element(start, text))
+
+    def _unreadable(self, start: int, reason: str) -> Element | None:
+        """Find the end of an element that does not parse, by its brackets and quotes."""
+        found, size, kept, last = self._skip()
+        if found:
+            if size > self.limit:
+                reason = _too_long(size, self.limit)
+            return self._commit(Element(start, kept[:200] if size > self.limit else kept, reason))
+        if last != "]":
+            return None  # the file ends inside the element: its writer may not be done yet
+        # A file whose last character is ']' looks finished. If its writer was not done after
+        # all, the file's size changes when it is, and a closed array is then read again.
+        self._close()
+        return Element(
+            start,
+            kept[:200],
+            f"{reason}; the rest of the file is not read (fix the file, then run "
+            "`triage sources reset` for this source)",
+        )
+
+    def _skip(self) -> tuple[bool, int, str, str]:
+        """Move past the element at the read position, keeping at most ``limit`` characters.
+
+        Returns:
+            ``(found, size in bytes, text kept, last character that is not whitespace)``;
+            ``found`` is False when the file ends first.
+        """
+        first = self._buf[self._i]
+        depth, in_string, skip_to = 0, False, 0
+        size, kept, last = 0, list[str](), ""
+        while True:
+            buf, end = self._buf, None
+            if first not in '{["':
+                # At least one character: the one that could not start a value.
+                match = _SCALAR_END.search(buf, self._i + (size == 0))
+                end = match.start() if match else None
+            else:
+                for match in _STRUCTURE.finditer(buf, max(self._i, skip_to)):
+                    k = match.start()
+                    if k < skip_to:
+                        continue  # the character after a backslash
+                    char = buf[k]
+                    if in_string:
+                        if char == "\\":
+                            skip_to = k + 2
+                        elif char == '"':
+                            in_string = False
+                            if depth == 0:
+                                end = k + 1
+                                break
+                    elif char == '"':
+                        in_string = True
+                    elif char in "[{":
+                        depth += 1
+                    elif char in "]}":
+                        depth -= 1
+                        if depth <= 0:
+                            end = k + 1
+                            break
+            stop = len(buf) if end is None else end
+            part_size, part = self._advance(stop)
+            if size < self.limit:
+                kept.append(part[: self.limit - size])
+            size += part_size
+            last = part.rstrip(" \t\r\n")[-1:] or last  # JSON whitespace only
+            if end is not None:
+                return True, size, "".join(kept), last
+            skip_to = max(0, skip_to - len(buf))
+            if not self._fill():
+                return False, size, "".join(kept), last
+
+    def _close(self) -> Element | None:
+        """The array is over: anything after it is not read, and the cursor moves to the end."""
+        self.closed = True
+        rest = self._peek()
+        self.fh.seek(0, 2)
+        self.pos, self.line = self.fh.tell(), self._bline
+        if rest:
+            return Element(self._bline + 1, self._head(), "text after the array's end is not read")
+        return None
+
+    def _commit(self, element: Element) -> Element:
+        self.pos, self.line = self._bpos, self._bline
+        return element
+
+    def _head(self) -> str:
+        return self._buf[self._i : self._i + 200]
+
+    def _peek(self) -> str:
+        """The next character that is not JSON whitespace; '' at the end of the file."""
+        while True:
+            self._advance(_WHITESPACE.match(self._buf, self._i).end())  # type: ignore[union-attr]
+            if self._i < len(self._buf):
+                return self._buf[self._i]
+            if not self._fill():
+                return ""
+
+    def _advance(self, end: int) -> tuple[int, str]:
+        """Move the read position to ``end``; the bytes and the text passed over."""
+        text = self._buf[self._i : end]
+        size = len(text.encode("utf-8", _ERRORS))
+        self._bpos += size
+        self._bline += text.count("\n")
+        self._i = end
+        return size, text
+
+    def _fill(self) -> bool:
+        """Read the next chunk into the buffer, dropping what was read; False at the end."""
+        if self._eof:
+            return False
+        data = self.fh.read(self.chunk)
+        self._eof = not data
+        more = self._decoder.decode(data, final=self._eof)
+        self._buf = self._buf[self._i :] + more
+        self._i = 0
+        return bool(more) or not self._eof
+
+
+def _too_long(size: int, limit: int) -> str:
+    return (
+        f"record is {size:,} bytes, over max_record_bytes ({limit:,}); "
+        "not read (raise max_record_bytes to read it)"
+    )
