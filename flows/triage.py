@@ -30,6 +30,7 @@ from triage.config import Config, SourceConfig
 from triage.delivery import drain
 from triage.destinations import after_drain, build_destinations
 from triage.models import LABELS
+from triage.privacy.language import release_shared
 from triage.privacy.retention import expire_personal_data
 from triage.privacy.routing import flag_languages, route_languages
 from triage.review import process_pending
@@ -141,7 +142,10 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
     )
     fetched = stored = quarantined = 0
     emit(Event("fetch", "start", source=source.name))
-    with open_store(config.database) as store, store.source_lease(source.name) as mine:
+    with (
+        open_store(config.database, streaming=True) as store,
+        store.source_lease(source.name) as mine,
+    ):
         if not mine:
             # Another run (another worker) is fetching this source right now: its batches and
             # cursor are its own; fetching the same pages again would only repeat them.
@@ -270,7 +274,7 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
     by_label: Counter[str] = Counter()
     needs_review = 0
     emit(Event("classify", "start"))
-    with open_store(config.database) as store, BackgroundWriter(store) as writer:
+    with open_store(config.database, streaming=True) as store, BackgroundWriter(store) as writer:
         mixes = SourceMixes(
             clf, store, config.adapt_history, by_content=adapts_by_content(config.adapt_to)
         )
@@ -453,6 +457,9 @@ def triage(
             except Exception as exc:  # noqa: BLE001 - one source down must not stop the others
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 log.warning("source %s failed: %s", name, failures[name])
+        # The sources are stored, and no later stage detects languages: py3langid's tables (about
+        # 100 MB) would otherwise sit beside the classifier through the rest of the run.
+        release_shared()
         classified = classify_task(config, batch_size)
         routed = route_task(config)
         delivered = deliver_task(config) if deliver else None

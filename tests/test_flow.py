@@ -15,6 +15,7 @@ from flows.triage import triage
 from tests.fakes.slack import FakeSlack
 from triage import store as store_mod
 from triage.cli import app
+from triage.privacy import language
 
 # Every valid record in the demo files: triage/demo/expected_labels.csv (233) and the recurring
 # customers of expected_customer_labels.csv (158).
@@ -35,6 +36,8 @@ def test_demo_run_stores_classifies_routes_and_posts(
 
     assert summary["failed_sources"] == {}
     assert sum(s["stored"] for s in summary["sources"].values()) == DEMO_VALID_ITEMS
+    # Languages were detected while storing, and the model was let go before classifying.
+    assert language._detector.cache_info().currsize == 0 and language._MODEL is None
     assert sum(s["quarantined"] for s in summary["sources"].values()) == DEMO_MALFORMED
     assert summary["classify"]["classified"] == DEMO_VALID_ITEMS
     assert set(summary["classify"]["by_label"]) == {

@@ -128,6 +128,19 @@ def test_threads_asking_at_once_share_one_detector(monkeypatch):
     assert all(d is built[0] for d in got)
 
 
+def test_released_detectors_load_again_and_held_ones_keep_working():
+    # The triage flow lets go of the shared model after ingest, before the classifier loads.
+    held = language.shared_detector(("en", "de"))
+    language.detect_language("warming up the model shared by every unrestricted detector")
+    assert language._detector.cache_info().currsize >= 1 and language._MODEL is not None
+    language.release_shared()
+    assert language._detector.cache_info().currsize == 0 and language._MODEL is None
+    text = "die Lieferung kam kaputt an und niemand geht ans Telefon"
+    assert held.detect(text).language == "de"
+    again = language.shared_detector(("en", "de"))
+    assert again is not held and again.detect(text) == held.detect(text)
+
+
 def _py3langid_answer(identifier: Any, detector: LanguageDetector, text: str) -> Any:
     """What py3langid's own per-text ``classify`` says, or None when the detector never asks."""
     if detector.detect(text).reason == "too_short":

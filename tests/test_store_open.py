@@ -27,6 +27,7 @@ from triage.store import (
     StoreTooNew,
     open_store,
 )
+from triage.store.opening import memory_limit
 
 
 def _digest(*paths: Path) -> list[str | None]:
@@ -201,3 +202,32 @@ def test_long_queries_draw_no_progress_bar_on_stdout(
         writer.close()
     printed = capfd.readouterr()
     assert printed.out == "" and "%" not in printed.err
+
+
+def _limit(store: object) -> str:
+    con = store.con  # type: ignore[attr-defined]
+    return str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+
+
+def test_streaming_stages_get_the_smaller_memory_limit_and_the_rest_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TRIAGE_DUCKDB_MEMORY", "TRIAGE_DUCKDB_MEMORY_STREAMING"):
+        monkeypatch.delenv(name, raising=False)
+    assert (memory_limit(), memory_limit(streaming=True)) == ("384MB", "256MB")
+    db = tmp_path / "t.duckdb"
+    # Connections in one process share one database instance: each use still gets its limit.
+    with open_store(db, streaming=True) as ingest:
+        assert _limit(ingest) == "244.1 MiB"  # 256 MB, as DuckDB shows it
+        with open_store(db) as route:
+            assert _limit(route) == "366.2 MiB"  # 384 MB
+        with open_store(db, streaming=True) as classify:
+            assert _limit(classify) == "244.1 MiB"
+    # A general limit below the streaming one is never raised by it; units are DuckDB's.
+    monkeypatch.setenv("TRIAGE_DUCKDB_MEMORY", "200MiB")
+    assert memory_limit(streaming=True) == "200MiB"
+    monkeypatch.setenv("TRIAGE_DUCKDB_MEMORY", "1GB")
+    monkeypatch.setenv("TRIAGE_DUCKDB_MEMORY_STREAMING", "0.5 GiB")
+    assert memory_limit(streaming=True) == "0.5 GiB" and memory_limit() == "1GB"
+    monkeypatch.setenv("TRIAGE_DUCKDB_MEMORY_STREAMING", "2GB")
+    assert memory_limit(streaming=True) == "1GB"

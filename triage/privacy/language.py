@@ -322,6 +322,20 @@ def shared_detector(languages: tuple[str, ...] | None = None) -> LanguageDetecto
         return _detector(languages)
 
 
+def release_shared() -> None:
+    """Let go of the shared detectors and model (about 100 MB); the next use loads them again.
+
+    The triage flow calls this once its sources are stored: nothing after that detects languages,
+    and the classifier it loads next needs the room (README, "Performance"). A detector someone
+    still holds keeps working: only the process-wide references are dropped.
+    """
+    global _MODEL
+    with _DETECTORS_LOCK:
+        _detector.cache_clear()
+    with _MODEL_LOCK:
+        _MODEL = None
+
+
 def detect_language(text: str) -> LanguageGuess:
     """Detect the language of ``text`` with the default thresholds."""
     return shared_detector().detect(text)

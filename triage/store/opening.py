@@ -9,6 +9,7 @@ Nothing is written to a file that fails a check (README, "Reliability": database
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,35 @@ from triage.store.schema import SCHEMA_VERSION
 
 # Tasks of one flow run open the store from several threads; only one may migrate at a time.
 _MIGRATE_LOCK = threading.Lock()
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B\s*", re.IGNORECASE)
+
+
+def memory_limit(streaming: bool = False) -> str:
+    """DuckDB's memory limit for a use of the store (README, "Performance").
+
+    ``TRIAGE_DUCKDB_MEMORY`` (384MB) in general. The stages that only stream 5,000-row batches
+    in and out (ingest, classification) take ``TRIAGE_DUCKDB_MEMORY_STREAMING`` (256MB) when that
+    is lower: they spill without slowing down, and it keeps a 1M-item backfill under 1 GB. Routing
+    keeps the larger pool, which inserting a million deliveries beside the key indexes needs.
+    """
+    general = os.environ.get("TRIAGE_DUCKDB_MEMORY", "384MB")
+    if not streaming:
+        return general
+    streaming_limit = os.environ.get("TRIAGE_DUCKDB_MEMORY_STREAMING", "256MB")
+    sizes = [_size(general), _size(streaming_limit)]
+    if None in sizes:
+        return streaming_limit  # not a size we read: DuckDB says what is wrong with it
+    return general if sizes[0] <= sizes[1] else streaming_limit  # type: ignore[operator]
+
+
+def _size(text: str) -> float | None:
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        return None
+    number, prefix, binary = match.groups()
+    power = "KMGT".find(prefix.upper()) + 1 if prefix else 0
+    return float(number) * (1024 if binary else 1000) ** power
 
 
 class StoreError(RuntimeError):
@@ -106,7 +136,9 @@ def _check_files(path: Path) -> None:
             )
 
 
-def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+def _connect(
+    path: Path, read_only: bool, wait_s: float, memory: str
+) -> duckdb.DuckDBPyConnection:
     # DuckDB admits one writing process per file; a scheduled run may overlap a CLI call, so wait a
     # little instead of failing at once, then say plainly what is going on.
     _check_files(path)
@@ -119,7 +151,10 @@ def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConne
                 # spills to disk beyond it instead of taking 80% of RAM, its default. Measured
                 # 1M-mention peak RSS: 1,044-1,057 MB with 512MB, 961 MB with 384MB (the faster
                 # columnar ingest leaves more freed memory with the allocators at any one time).
-                "memory_limit": os.environ.get("TRIAGE_DUCKDB_MEMORY", "384MB"),
+                # The same in every connection's configuration: DuckDB refuses a second
+                # connection to a file whose configuration differs from the first's. A use's
+                # own limit is set below.
+                "memory_limit": memory_limit(),
                 # The pipeline writes 5,000-row batches from one thread per stage: DuckDB's worker
                 # threads buy nothing on batches that small and take a core from the classifier
                 # (100k-mention ingest on 2 cores: 8.4 s with 2 threads, 6.0 s with 1).
@@ -130,7 +165,11 @@ def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConne
                 # Never fetch an extension at run time (an odd file can make DuckDB try to).
                 "autoinstall_known_extensions": False,
             }
-            return duckdb.connect(str(path), read_only=read_only, config=config)
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
+            # Connections in one process share one database instance and its limit: each use
+            # sets its own (the last to open wins while uses overlap; a flow's stages do not).
+            con.execute("SET memory_limit = '{}'".format(memory.replace("'", "''")))
+            return con
         except duckdb.Error as exc:
             if _LOCK_CONFLICT not in str(exc).lower():
                 if _is_damage(exc):
@@ -172,7 +211,11 @@ def _check_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 @contextmanager
 def open_store(
-    path: str | Path, *, read_only: bool = False, wait_s: float = 30.0
+    path: str | Path,
+    *,
+    read_only: bool = False,
+    wait_s: float = 30.0,
+    streaming: bool = False,
 ) -> Iterator[Store]:
     """Open the database, check it, apply migrations (when writable) and close it afterwards.
 
@@ -183,6 +226,8 @@ def open_store(
         path: The DuckDB file (its folder is created when missing) or a ``postgresql://`` URL.
         read_only: Open without taking the write lock (fails if the file does not exist yet).
         wait_s: How long to wait for another process's write lock before raising ``StoreBusy``.
+        streaming: For a stage that only streams batches in and out: DuckDB's smaller memory
+            limit (:func:`memory_limit`).
 
     Yields:
         A :class:`Store`.
@@ -198,7 +243,7 @@ def open_store(
     p = Path(path)
     if not read_only:
         p.parent.mkdir(parents=True, exist_ok=True)
-    con = _connect(p, read_only, wait_s)
+    con = _connect(p, read_only, wait_s, memory_limit(streaming))
     try:
         try:
             _check_schema(con, p)
