@@ -274,22 +274,28 @@ def classify_pending(config: Config, batch_size: int = 5000) -> dict[str, Any]:
     by_label: Counter[str] = Counter()
     needs_review = 0
     emit(Event("classify", "start"))
-    with open_store(config.database, streaming=True) as store, BackgroundWriter(store) as writer:
+    with open_store(config.database, streaming=True) as store:
         mixes = SourceMixes(
             clf, store, config.adapt_history, by_content=adapts_by_content(config.adapt_to)
         )
-        for n, batch in enumerate(store.unclassified(batch_size), start=1):
-            scores = mixes.scores(
-                batch.column("text").to_pylist(), batch.column("source").to_pylist()
-            )
-            table = prediction_table(batch.column("id"), scores, clf, datetime.now(UTC))
-            # Languages the model was not trained on are flagged for review, with the reason.
-            table = flag_languages(table, batch.column("language").to_pylist(), config.privacy)
-            # Stored while the next batch is classified; one batch in flight keeps memory flat.
-            writer.submit("insert_predictions", table)
-            by_label.update(table.column("label").to_pylist())
-            needs_review += pc.sum(table.column("needs_review")).as_py() or 0
-            emit(Event("classify", "batch", batch=n, done=by_label.total()))
+        with BackgroundWriter(store) as writer:
+            for n, batch in enumerate(store.unclassified(batch_size), start=1):
+                scores = mixes.scores(
+                    batch.column("text").to_pylist(), batch.column("source").to_pylist()
+                )
+                table = prediction_table(batch.column("id"), scores, clf, datetime.now(UTC))
+                # Languages the model was not trained on are flagged for review, with the reason.
+                table = flag_languages(
+                    table, batch.column("language").to_pylist(), config.privacy
+                )
+                # Stored while the next batch is classified; one batch in flight keeps memory
+                # flat.
+                writer.submit("insert_predictions", table)
+                by_label.update(table.column("label").to_pylist())
+                needs_review += pc.sum(table.column("needs_review")).as_py() or 0
+                emit(Event("classify", "batch", batch=n, done=by_label.total()))
+        # After the writer has committed every batch: the floor only covers stored results.
+        store.advance_floor("classify")
     seconds = finished("classify", started, done=by_label.total())
     return {
         "classified": by_label.total(),
@@ -314,14 +320,18 @@ def route_pending(config: Config, batch_size: int = 20_000) -> dict[str, Any]:
     by_department: Counter[str] = Counter()
     enqueued = 0
     emit(Event("route", "start"))
-    with open_store(config.database) as store, BackgroundWriter(store) as writer:
-        for n, batch in enumerate(store.unrouted(batch_size), start=1):
-            routes, outbox = route_languages(config, batch, *route_batch(config, batch))
-            # Routes and their deliveries still commit together, in the writer's transaction.
-            writer.submit("insert_routes", routes, outbox)
-            by_department.update(d or "none" for d in routes.column("department").to_pylist())
-            enqueued += outbox.num_rows
-            emit(Event("route", "batch", batch=n, done=by_department.total()))
+    with open_store(config.database) as store:
+        with BackgroundWriter(store) as writer:
+            for n, batch in enumerate(store.unrouted(batch_size), start=1):
+                routes, outbox = route_languages(config, batch, *route_batch(config, batch))
+                # Routes and their deliveries still commit together, in the writer's transaction.
+                writer.submit("insert_routes", routes, outbox)
+                by_department.update(
+                    d or "none" for d in routes.column("department").to_pylist()
+                )
+                enqueued += outbox.num_rows
+                emit(Event("route", "batch", batch=n, done=by_department.total()))
+        store.advance_floor("route")
     seconds = finished("route", started, done=by_department.total())
     return {
         "routed": by_department.total(),

@@ -105,6 +105,45 @@ def test_second_run_creates_nothing_and_posts_nothing(
     assert len(fake_slack.calls_to("chat.postMessage")) == posts_after_first
 
 
+def test_runs_look_for_pending_work_above_floors_that_follow_the_store(
+    fake_slack: FakeSlack, demo_config: Path, db_path: Path
+) -> None:
+    triage(config_path=str(demo_config), database=str(db_path))
+
+    def floors() -> dict[str, int]:
+        with duckdb.connect(str(db_path)) as con:
+            rows = con.execute("SELECT stage, seq FROM stage_floors").fetchall()
+        return {str(stage): int(seq) for stage, seq in rows}
+
+    with duckdb.connect(str(db_path)) as con:
+        bottom, top = con.execute("SELECT min(seq), max(seq) FROM items").fetchone() or (0, 0)
+    # Everything was stored just now: no floor covers items that recent.
+    assert all(seq < bottom for seq in floors().values())
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("UPDATE items SET stored_at = now() - INTERVAL 2 HOURS")
+    triage(config_path=str(demo_config), database=str(db_path))
+    assert floors() == {"classify": top, "route": top}
+
+    # A new mention lands above both floors and goes all the way through.
+    record = {
+        "id": "tw-floor-1",
+        "text": "@nimbusnotes sync has been failing on my phone since this morning, help",
+        "author": "@floor_tester",
+        "created_at": "2026-11-02T09:00:00Z",
+    }
+    with (demo_config.parent / "drops" / "social-mentions.jsonl").open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    summary = triage(config_path=str(demo_config), database=str(db_path))
+    assert summary["classify"]["classified"] == 1
+    assert summary["route"]["routed"] == 1
+    assert summary["deliver"]["sent"] >= 1
+    with duckdb.connect(str(db_path)) as con:
+        unrouted = con.execute(
+            "SELECT count(*) FROM items i ANTI JOIN routes r ON r.item_id = i.id"
+        ).fetchone()
+    assert unrouted == (0,)
+
+
 def test_rate_limited_slack_is_waited_out_without_duplicates(
     fake_slack: FakeSlack, demo_config: Path, db_path: Path
 ) -> None:

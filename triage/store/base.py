@@ -59,7 +59,9 @@ class StoreBase:
         """The one read helper: every row of a query as a dict of its columns."""
         raise NotImplementedError
 
-    def _stream(self, sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    def _stream(
+        self, sql: str, batch_size: int, params: Sequence[Any] = ()
+    ) -> Iterator[pa.RecordBatch]:
         """A long read as Arrow batches, on its own snapshot (writes may commit meanwhile)."""
         raise NotImplementedError
 

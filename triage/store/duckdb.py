@@ -71,9 +71,12 @@ class DuckDBStore(Store):
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
-    def _stream(self, sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    def _stream(
+        self, sql: str, batch_size: int, params: Sequence[Any] = ()
+    ) -> Iterator[pa.RecordBatch]:
         # A separate cursor keeps this scan's snapshot while writes commit on the main one.
-        yield from quiet(self.con.cursor()).execute(sql).to_arrow_reader(batch_size)
+        cur = quiet(self.con.cursor()).execute(sql, list(params))
+        yield from cur.to_arrow_reader(batch_size)
 
     @contextmanager
     def _with_rows(self, rows: pa.Table, like: str | None = None) -> Iterator[str]:

@@ -76,14 +76,16 @@ class PgStore(Store):
         cols = [d.name for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
-    def _stream(self, sql: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    def _stream(
+        self, sql: str, batch_size: int, params: Sequence[Any] = ()
+    ) -> Iterator[pa.RecordBatch]:
         # A connection of its own with a server-side cursor: one snapshot, rows in batches.
         with (
             psycopg.connect(self.url, **_CONNECT) as con,
             con.transaction(),
             con.cursor(name="triage_stream") as cur,
         ):
-            cur.execute(pgsql.statement(sql))
+            cur.execute(pgsql.statement(sql), list(params))
             while rows := cur.fetchmany(batch_size):
                 names = [d.name for d in cur.description or ()]
                 yield pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True)) for r in rows])
@@ -133,6 +135,14 @@ class PgStore(Store):
         rows = table.drop_columns(SCORE_COLUMNS.split(", ")).append_column("scores", scores)
         return self._insert("predictions", rows)
 
+    def _items_above(self, results: str, *, having: bool) -> str:
+        """Items above a floor with (or without) a result row, in PostgreSQL's words."""
+        exists = "EXISTS" if having else "NOT EXISTS"
+        return (
+            f"items i WHERE i.seq > ? AND {exists} "
+            f"(SELECT 1 FROM {results} r WHERE r.item_id = i.id)"
+        )
+
     # ------------------------------------------------------------ claims
     def unclassified(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Claim items without a prediction, a batch at a time, until none is left unclaimed.
@@ -149,6 +159,7 @@ class PgStore(Store):
             batch_size,
             "id",
             "predictions",
+            self.pending_floor("classify"),
         )
 
     def unrouted(self, batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -162,16 +173,18 @@ class PgStore(Store):
             batch_size,
             "item_id",
             "routes",
+            self.pending_floor("route"),
         )
 
     def _claims(
-        self, sql: str, batch_size: int, id_column: str, results: str
+        self, sql: str, batch_size: int, id_column: str, results: str, floor: int
     ) -> Iterator[pa.RecordBatch]:
-        # One sweep in item order, then one more from the start for rows that were locked by a
+        # One sweep in item order from the stage's floor (nothing under it is pending: see
+        # triage.store.floors), then one more from the floor for rows that were locked by a
         # worker that has died since; a row this call already handed out ends the sweep (its
         # caller did not store it, and handing it out again would loop).
         seen: set[str] = set()
-        after, sweeps = -1, 0
+        after, sweeps = floor, 0
         while sweeps < 2:
             # The claim, the caller's work on it and its writes are one transaction: a worker
             # killed meanwhile leaves nothing half-written, and its rows free for the others.
@@ -200,8 +213,8 @@ class PgStore(Store):
                             names=batch.schema.names,
                         )
                     continue
-            if sweeps == 0 and rows == [] and after >= 0:
-                after, sweeps = -1, 1
+            if sweeps == 0 and rows == [] and after > floor:
+                after, sweeps = floor, 1
             else:
                 return
 

@@ -319,6 +319,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        7,
+        "pending-work floors",
+        """
+        -- Per stage (classify, route): every item with seq <= seq has that stage's result, so
+        -- the search for pending work starts above it instead of joining the whole store.
+        CREATE TABLE stage_floors (
+            stage VARCHAR PRIMARY KEY,
+            seq BIGINT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
