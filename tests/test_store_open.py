@@ -24,6 +24,7 @@ from triage.store import (
     StoreBusy,
     StoreCorrupt,
     StoreError,
+    StoreOutOfMemory,
     StoreTooNew,
     open_store,
 )
@@ -231,3 +232,24 @@ def test_streaming_stages_get_the_smaller_memory_limit_and_the_rest_their_own(
     assert memory_limit(streaming=True) == "0.5 GiB" and memory_limit() == "1GB"
     monkeypatch.setenv("TRIAGE_DUCKDB_MEMORY_STREAMING", "2GB")
     assert memory_limit(streaming=True) == "1GB"
+
+
+def test_running_out_of_duckdbs_memory_says_which_setting_to_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIAGE_DUCKDB_MEMORY", "16MB")
+    db = tmp_path / "t.duckdb"
+    with open_store(db) as store:
+        # One list of ten million numbers: an aggregate DuckDB cannot spill to disk.
+        big = "SELECT list(i) AS l FROM range(10000000) t(i)"
+        with pytest.raises(StoreOutOfMemory) as caught:
+            store._rows(big)
+        with pytest.raises(StoreOutOfMemory):
+            list(store._stream(big, 10))
+        # The store is still usable after the failed statement.
+        assert store.count("items") == 0
+    message = str(caught.value)
+    assert "TRIAGE_DUCKDB_MEMORY" in message and "PostgreSQL" in message
+    assert str(db) in message and "of 0 items" in message and "15.2 MiB" in message
+    assert "SET memory_limit" not in message  # DuckDB's advice, which no user can follow here
+    assert isinstance(caught.value, StoreError) and caught.value.exit_code == 2

@@ -21,11 +21,19 @@ from duckdb import Error as _DuckDBError
 from psycopg import Error as _PsycopgError
 
 from triage.store.interface import Store
-from triage.store.opening import StoreBusy, StoreCorrupt, StoreError, StoreTooNew, open_store
+from triage.store.opening import (
+    StoreBusy,
+    StoreCorrupt,
+    StoreError,
+    StoreOutOfMemory,
+    StoreTooNew,
+    open_store,
+)
 from triage.store.schema import MIGRATIONS, OUTBOX_STATES, SCHEMA_VERSION
 
-# What a statement of either backend raises when the database refuses it.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (_DuckDBError, _PsycopgError)
+# What a statement of either backend raises when the database refuses it (DuckDB's out-of-memory
+# error comes explained, as StoreOutOfMemory).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (_DuckDBError, _PsycopgError, StoreOutOfMemory)
 
 __all__ = [
     "DATABASE_ERRORS",
@@ -36,6 +44,7 @@ __all__ = [
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
+    "StoreOutOfMemory",
     "StoreTooNew",
     "open_store",
 ]

@@ -63,20 +63,55 @@ class DuckDBStore(Store):
             self.con.commit()
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        row = self.con.execute(sql, list(params)).fetchone()
+        with self._memory_explained():
+            row = self.con.execute(sql, list(params)).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cur = self.con.execute(sql, list(params))
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        with self._memory_explained():
+            cur = self.con.execute(sql, list(params))
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     def _stream(
         self, sql: str, batch_size: int, params: Sequence[Any] = ()
     ) -> Iterator[pa.RecordBatch]:
         # A separate cursor keeps this scan's snapshot while writes commit on the main one.
-        cur = quiet(self.con.cursor()).execute(sql, list(params))
-        yield from cur.to_arrow_reader(batch_size)
+        with self._memory_explained():
+            cur = quiet(self.con.cursor()).execute(sql, list(params))
+            yield from cur.to_arrow_reader(batch_size)
+
+    @contextmanager
+    def _memory_explained(self) -> Iterator[None]:
+        """Turn DuckDB's out-of-memory error into one that says which setting to raise.
+
+        DuckDB's own message suggests ``SET memory_limit``, which a user of this tool cannot
+        type anywhere; and the error comes back on every run with the same backlog.
+        """
+        try:
+            yield
+        except duckdb.OutOfMemoryException as exc:
+            from triage.store.opening import StoreOutOfMemory
+
+            raise StoreOutOfMemory(self._memory_advice(exc)) from exc
+
+    def _memory_advice(self, exc: BaseException) -> str:
+        try:
+            row = self.con.execute(
+                "SELECT current_setting('memory_limit'), (SELECT count(*) FROM items)"
+            ).fetchone()
+        except duckdb.Error:
+            row = None
+        limit, items = (str(row[0]), int(row[1])) if row else ("its limit", None)
+        size = f" of {items:,} items" if items is not None else ""
+        first_line = str(exc).splitlines()[0]
+        return (
+            f"DuckDB ran out of memory ({limit}) in the store{size} at {self.path}: "
+            f"{first_line}. What was stored before this is kept, but the next run will likely "
+            "stop here again. Raise TRIAGE_DUCKDB_MEMORY (its key indexes grow with the store: "
+            "routing a backlog of a million items into a store of six million needed 1GB), or "
+            "move to the PostgreSQL store (README, Limits)."
+        )
 
     @contextmanager
     def _with_rows(self, rows: pa.Table, like: str | None = None) -> Iterator[str]:

@@ -80,6 +80,14 @@ class StoreTooNew(StoreError):
     """The database was written by a newer feedback-triage whose schema this one does not know."""
 
 
+class StoreOutOfMemory(StoreError):
+    """DuckDB needed more than its memory limit (``TRIAGE_DUCKDB_MEMORY``) for a statement.
+
+    What was committed before stays, and the next run goes on from there; but the same backlog on
+    the same store will usually fail the same way until the limit is raised.
+    """
+
+
 # The one DuckDB error that means "another process has the file": only this one is waited out.
 # Anything else that mentions a lock (a checksum failure "in block at location ...") is damage.
 _LOCK_CONFLICT = "could not set lock on file"
