@@ -20,15 +20,15 @@ from __future__ import annotations
 from duckdb import Error as _DuckDBError
 from psycopg import Error as _PsycopgError
 
-from triage.store.interface import Store
-from triage.store.opening import (
+from triage.store.errors import (
     StoreBusy,
     StoreCorrupt,
     StoreError,
     StoreOutOfMemory,
     StoreTooNew,
-    open_store,
 )
+from triage.store.interface import Store
+from triage.store.opening import open_store
 from triage.store.schema import MIGRATIONS, OUTBOX_STATES, SCHEMA_VERSION
 
 # What a statement of either backend raises when the database refuses it (DuckDB's out-of-memory

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from triage.store.errors import StoreOutOfMemory
 from triage.store.interface import Store
 
 # View names for registered Arrow tables: unique per registration, so nested ones never clash.
@@ -91,8 +92,6 @@ class DuckDBStore(Store):
         try:
             yield
         except duckdb.OutOfMemoryException as exc:
-            from triage.store.opening import StoreOutOfMemory
-
             raise StoreOutOfMemory(self._memory_advice(exc)) from exc
 
     def _memory_advice(self, exc: BaseException) -> str:
