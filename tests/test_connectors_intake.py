@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 
 from connectors import SourceContext, webhook
 from connectors.columns import item_rows
+from triage.servers.http import LINGER_SECONDS
 from triage.servers.intake import IntakeError, IntakeSettings, make_server, spool_line, validate
 
 SECRET = "oracle-secret-7d1e"
@@ -223,6 +226,10 @@ def test_a_signed_lone_surrogate_or_deep_nesting_is_a_400(intake: Server) -> Non
     deep = b'{"text": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     status, answer = exchange(intake.port, signed(deep))
     assert status == 400 and "not valid JSON" in answer["error"]
+    # Deep enough for the JSON reader (1,024 levels) but too deep for the spool line's writer.
+    deeper_than_spool = b'{"text": "hi", "x": ' + b"[" * 300 + b"]" * 300 + b"}"
+    status, answer = exchange(intake.port, signed(deeper_than_spool))
+    assert status == 400 and "cannot be stored" in answer["error"]
     huge_int = b'{"text": "hi", "id": ' + b"9" * 5000 + b"}"
     status, _ = exchange(intake.port, signed(huge_int))
     assert status == 400
@@ -301,6 +308,131 @@ def test_a_slow_client_is_answered_408_and_its_thread_freed(intake: Server) -> N
         answered += b"".join(iter(lambda: sock.recv(65536), b""))
     assert answered.startswith(b"HTTP/1.0 408"), answered[:40]
     assert intake.spooled() == []
+
+
+def trickle(sock: socket.socket, data: bytes, every: float) -> bytes:
+    """Send one byte every ``every`` seconds until an answer comes; return what came."""
+    sock.settimeout(every)
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+            answered = sock.recv(1024)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if answered:
+            sock.settimeout(ANSWER_WITHIN)
+            return answered + b"".join(iter(lambda: sock.recv(65536), b""))
+    return b""
+
+
+def test_a_body_trickled_slowly_is_cut_off_at_the_request_deadline(intake: Server) -> None:
+    # One read of the body is many recv calls: each may wait only for what is left of the
+    # request's 0.5 s, or a byte every 0.2 s would hold the thread for the whole body.
+    body = json.dumps({"text": "a" * 300}).encode()
+    head, _, rest = signed(body).partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", intake.port), timeout=ANSWER_WITHIN) as sock:
+        started = time.monotonic()
+        sock.sendall(head + b"\r\n\r\n")
+        answered = trickle(sock, rest, 0.2)
+        elapsed = time.monotonic() - started
+    assert answered.startswith(b"HTTP/1.0 408"), answered[:40]
+    assert elapsed < 2.0
+    assert intake.spooled() == []
+
+
+def test_clients_trickling_their_head_over_the_cap_cannot_hold_the_refusers(
+    tmp_path: Path,
+) -> None:
+    # One slot and two refusers. Two clients over the cap trickle a head that never ends; each
+    # is answered 429 within the refusers' one second, so a third client is answered too
+    # instead of being closed unanswered.
+    srv, server = start(tmp_path, max_connections=1, request_timeout=60.0)
+    idle = socket.create_connection(("127.0.0.1", srv.port))
+    idle.sendall(b"POST /intake HTTP/1.1\r\n")
+    head = b"POST /intake HTTP/1.1\r\nX-Pad: " + b"a" * 200
+    answers: list[bytes] = []
+    try:
+        time.sleep(0.2)  # the idle client holds the slot
+        clients = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=lambda c=c: answers.append(trickle(c, head, 0.2)))
+            for c in clients
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(ANSWER_WITHIN)
+        elapsed = time.monotonic() - started
+        assert len(answers) == 2 and all(a.startswith(b"HTTP/1.0 429") for a in answers), [
+            a[:40] for a in answers
+        ]
+        assert elapsed < 3.0
+        # A refuser then lingers up to LINGER_SECONDS for the client to finish sending.
+        time.sleep(LINGER_SECONDS + 0.3)
+        status, answer = exchange(srv.port, signed(b'{"text": "me too"}'))
+        assert status == 429 and "too many" in answer["error"]
+        for c in clients:
+            c.close()
+    finally:
+        idle.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_client_that_resets_mid_request_is_logged_without_a_traceback(
+    intake: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Anyone can connect and reset: one ERROR with a traceback each would let them fill the log.
+    caplog.set_level(logging.INFO, logger="triage.servers")
+    body = b'{"text": "never finished"}'
+    with socket.create_connection(("127.0.0.1", intake.port)) as sock:
+        sock.sendall(signed(body)[:-10])
+        time.sleep(0.1)
+        # SO_LINGER 0: close() sends a reset instead of an orderly end of stream.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while not any("went away" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        time.sleep(0.05)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert intake.spooled() == []
+
+
+def test_a_burst_of_clients_is_let_in_at_once(tmp_path: Path) -> None:
+    # Forty posts at once, under the cap of 64. With the standard library's accept queue of 5
+    # the kernel dropped the others' handshakes, and they connected only on the retry a second
+    # or more later (10-20 s for sixty clients): the cap's answers never got the chance.
+    srv, server = start(tmp_path, request_timeout=10.0)
+    statuses: list[int] = []
+    connect_seconds: list[float] = []
+    barrier = threading.Barrier(40)
+
+    def client(n: int) -> None:
+        data = signed(json.dumps({"id": f"burst-{n}", "text": f"post {n}"}).encode())
+        barrier.wait()
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=ANSWER_WITHIN) as sock:
+            connect_seconds.append(time.monotonic() - started)
+            sock.sendall(data)
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        statuses.append(int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(40)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(2 * ANSWER_WITHIN)
+        assert statuses == [202] * 40
+        # A dropped handshake is retried after one second at the earliest.
+        assert max(connect_seconds) < 0.9, sorted(connect_seconds)[-3:]
+        assert len(srv.spooled()) == 40
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_connections_over_the_cap_get_429_and_the_server_recovers(tmp_path: Path) -> None:

@@ -187,6 +187,31 @@ def test_a_click_signed_per_slacks_scheme_is_accepted(endpoint: Endpoint) -> Non
     assert [(d.item_id, d.action) for d in endpoint.spool.read()] == [(ITEM, "confirm")]
 
 
+def test_a_click_naming_its_channel_by_bare_id_is_accepted(endpoint: Endpoint) -> None:
+    # The payload check and Bolt take `channel` as an object or as a bare id; so must the reader.
+    payload = click_payload(endpoint.fake)
+    payload["channel"] = "C0REVIEW"
+    del payload["container"]["channel_id"]
+    body = form_of(payload)
+
+    resp = post(endpoint.url, body, signed_headers(body))
+
+    assert resp.status_code == 200, resp.text
+    assert [(d.item_id, d.channel) for d in endpoint.spool.read()] == [(ITEM, "C0REVIEW")]
+
+
+def test_a_form_body_that_bolt_would_read_as_json_is_checked_as_json(endpoint: Endpoint) -> None:
+    # Bolt parses any body opening with '{' as JSON, whatever its Content-Type: the valid click
+    # hidden in a `payload` form field must not vouch for the JSON object Bolt acts on.
+    hidden = form_of(click_payload(endpoint.fake))
+    body = '{"type": "block_actions", "user": "U1", "actions": "x", "pad": "&' + hidden + '&"}'
+
+    resp = post(endpoint.url, body, signed_headers(body))
+
+    assert resp.status_code == 400, resp.text
+    assert endpoint.spool.read() == []
+
+
 @pytest.mark.parametrize(
     "case",
     [

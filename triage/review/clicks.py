@@ -70,7 +70,11 @@ def parse_actions(body: dict[str, Any], now: datetime | None = None) -> list[Dec
         raise InvalidAction("the payload names no user")
     user_name = user.get("username") or user.get("name")
     container = body.get("container") or {}
-    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    # Bolt and the payload check take ``channel`` as an object or as a bare id.
+    named = body.get("channel")
+    channel = container.get("channel_id") or (
+        named.get("id") if isinstance(named, dict) else named
+    )
     message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
     response_url = body.get("response_url")
     out: list[Decision] = []

@@ -19,13 +19,13 @@ closes the socket silently. This module adds, for any handler built on :class:`B
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,38 +52,34 @@ class RequestError(Exception):
         self.reason = reason
 
 
-class _DeadlineReader:
-    """``rfile`` with one deadline for the whole request: each read gets only the time left."""
+class _DeadlineSocket(io.RawIOBase):
+    """The connection's input with one deadline for the whole request.
 
-    def __init__(self, raw: Any, sock: socket.socket, deadline: float, handler: BoundedHandler):
-        self._raw = raw
+    The deadline is applied to every ``recv``, below the buffered reader: one ``readline`` or
+    ``read`` of the buffered reader may call ``recv`` many times, and a client that sends a byte
+    every few seconds would otherwise get the whole time left on each call and hold its thread
+    for as long as it likes.
+    """
+
+    def __init__(self, sock: socket.socket, handler: BoundedHandler) -> None:
+        super().__init__()
         self._sock = sock
-        self._deadline = deadline
         self._handler = handler
 
-    def _arm(self) -> None:
-        left = self._deadline - time.monotonic()
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._handler.deadline - time.monotonic()
         if left <= 0:
             self._handler.timed_out = True
             raise TimeoutError("the request was not received in time")
         self._sock.settimeout(left)
-
-    def _timed(self, read: Callable[[int], bytes], size: int) -> bytes:
-        self._arm()
         try:
-            return bytes(read(size))
+            return self._sock.recv_into(buffer)
         except TimeoutError:
             self._handler.timed_out = True
             raise
-
-    def readline(self, limit: int = -1) -> bytes:
-        return self._timed(self._raw.readline, limit)
-
-    def read(self, n: int = -1) -> bytes:
-        return self._timed(self._raw.read, n)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
 
 
 class BoundedHandler(BaseHTTPRequestHandler):
@@ -105,11 +101,15 @@ class BoundedHandler(BaseHTTPRequestHandler):
         super().setup()
         self.timed_out = False
         self.answered = False
+        # What the access log and the answer read; a request line not received in time sets none.
+        self.requestline = ""
+        self.command = ""
         budget = getattr(self.server, "request_timeout", self.request_timeout)
         self.request_timeout = float(budget)
         deadline = time.monotonic() + self.request_timeout
         self.deadline = deadline
-        self.rfile = _DeadlineReader(self.rfile, self.connection, deadline, self)  # type: ignore[assignment]
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, self))
 
     def time_left(self) -> float:
         """Seconds left of this request's deadline (negative once it has passed)."""
@@ -136,6 +136,12 @@ class BoundedHandler(BaseHTTPRequestHandler):
         """Handle one request; a timeout is answered 408 and an unexpected error 500."""
         try:
             super().handle_one_request()
+        except ConnectionError as exc:
+            # The client went away (reset, broken pipe): nobody to answer, nothing to fix here,
+            # and a traceback per dropped client would let anyone fill the log.
+            log.info("client %s went away: %s", self.address_string(), exc)
+            self.close_connection = True
+            return
         except Exception:
             log.exception(
                 "unexpected error answering %s", getattr(self, "requestline", "") or "a request"
@@ -226,6 +232,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a connection cap, a request deadline and a lingering close."""
 
     daemon_threads = True
+    # The kernel's queue of connections not yet accepted (the standard library's 5 resets a burst
+    # of a few dozen clients before the cap below can answer them).
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -277,10 +286,16 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def _refuse(self, request: socket.socket) -> None:
         try:
-            request.settimeout(min(1.0, self.request_timeout))
+            # One short deadline for the whole head, not per recv: a client trickling a byte
+            # at a time would otherwise keep a refuser, and soon all of them, busy.
+            deadline = time.monotonic() + min(1.0, self.request_timeout)
             head = b""
             try:
                 while b"\r\n\r\n" not in head and len(head) < 65536:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    request.settimeout(left)
                     chunk = request.recv(4096)
                     if not chunk:
                         break

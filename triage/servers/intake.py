@@ -240,7 +240,12 @@ def make_handler(settings: IntakeSettings, spool: Spool) -> type[BoundedHandler]
             body = self.read_body(settings.max_bytes)
             verify(settings, self.headers, body)
             record = validate(settings, body, stamp)
-            line = spool_line(record)
+            try:
+                line = spool_line(record)
+            except orjson.JSONEncodeError as exc:
+                # orjson reads 1,024 levels of nesting but writes only about 254: a record it
+                # cannot write is refused as the client's, not answered with a 500.
+                raise IntakeError(400, f"body cannot be stored: {exc}") from None
             if len(line) > settings.max_record_bytes:
                 raise IntakeError(
                     413,

@@ -236,7 +236,9 @@ def check_request(body: str, content_type: str) -> None:
     Raises:
         InvalidPayload: When it is neither an interaction, a slash command nor an event.
     """
-    if content_type.split(";")[0].strip().lower() == "application/json":
+    # Bolt reads a body that opens with '{' as JSON whatever its Content-Type, so it is checked
+    # as JSON too: a form check would pass a `payload` field that Bolt never looks at.
+    if content_type.split(";")[0].strip().lower() == "application/json" or body.startswith("{"):
         try:
             decoded = json.loads(body)
         except (ValueError, RecursionError) as exc:
