@@ -382,6 +382,10 @@ def _read_csv(
     with path.open("rb") as fh:
         src = _Lines(fh, 0, 0, fmt.max_record_bytes)
         header_line = src.next_line()
+        # Blank lines before the header (a spreadsheet export with an empty first row) are
+        # skipped, as every run re-reads the header from the top of the file.
+        while header_line is not None and not header_line.strip():
+            header_line = src.next_line()
         if header_line is None:
             if src.oversized:
                 batch = FetchBatch()
@@ -393,7 +397,23 @@ def _read_csv(
         # delimiter splits the header into a text column, so the rows are not all quarantined.
         text_names = [fmt.mapping["text"]] if fmt.mapping and "text" in fmt.mapping else []
         delimiter = csv_delimiter(header_text, text_names or ALIASES["text"])
-        header = next(csv.reader([header_text], delimiter=delimiter), [])
+        try:
+            header = next(csv.reader([header_text], delimiter=delimiter), [])
+        except csv.Error as exc:
+            # A stray carriage return or NUL bytes (a UTF-16 export): no column can be named, so
+            # no row can be read. Said once, in quarantine, and the file is passed over instead
+            # of stopping the source (and every file after it) on every run.
+            reason = (
+                f"header line {src.line} cannot be read as CSV ({exc}); none of this file's "
+                "rows were read (save it as UTF-8 CSV, then run `triage sources reset` for this source)"
+            )
+            batch = FetchBatch()
+            batch.rejected.append(_reject(ctx, _place(path, src.line), reason, header_line))
+            while src.next_line() is not None:
+                pass
+            _oversized(ctx, fmt, path, src, batch)
+            yield batch, src.pos, src.line, src.closed
+            return
         if not header:
             return
         if offset > src.pos:

@@ -124,6 +124,10 @@ class ArrayReader:
                     self._fill()  # the element may simply go on in the next chunk
                     continue
                 return self._unreadable(start, f"invalid JSON: {exc.msg.removesuffix(' at')}")
+            except (RecursionError, ValueError) as exc:
+                # Nesting too deep for Python's decoder, or an integer past its 4,300 digits:
+                # the element is quarantined like any other that cannot be read.
+                return self._unreadable(start, f"unreadable JSON: {type(exc).__name__}: {exc}")
             if end == len(self._buf) and self._buf[end - 1] not in '}]"':
                 if self._eof:
                     return None  # a number cut off by the end of the file: it waits too

@@ -20,6 +20,7 @@ from triage.models import (
     Author,
     InvalidRecord,
     Mention,
+    check_mention,
     clean_text,
     parse_timestamp,
 )
@@ -121,7 +122,10 @@ def record_parser(fn: Callable[_P, _T]) -> Callable[_P, _T]:
     @functools.wraps(fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            if isinstance(result, Mention):
+                check_mention(result)
+            return result
         except InvalidRecord:
             raise
         except Exception as exc:

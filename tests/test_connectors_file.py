@@ -372,3 +372,36 @@ def test_quarantine_inspect_check_retry_reset_and_clear_through_the_cli(tmp_path
 
     unknown = triage_cli("sources", "reset", "nope", *cfg, cwd=tmp_path)
     assert unknown.returncode == 2 and "no source named 'nope'" in unknown.stderr
+
+
+def test_blank_lines_before_a_csv_header_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text(
+        "\n\nid,text,created_at\nr1,first row,2026-01-02T03:04:05Z\n", encoding="utf-8"
+    )
+    config = write_config(
+        tmp_path, [{"name": "x", "type": "file", "path": ".", "pattern": "*.csv"}]
+    )
+    run_ingest(config, "x")
+    assert rows(tmp_path, "SELECT external_id, text FROM items") == [("r1", "first row")]
+
+
+def test_a_csv_whose_header_cannot_be_read_is_quarantined_and_later_files_still_read(
+    tmp_path: Path,
+) -> None:
+    # A carriage return inside the header is not CSV: the csv module raised, which stopped the
+    # source, and every file after this one, on every run.
+    (tmp_path / "a.csv").write_bytes(b"id,text\rx,created_at\nr1,lost row,2026-01-02T03:04:05Z\n")
+    (tmp_path / "b.csv").write_text(
+        "id,text,created_at\nr2,next file,2026-01-02T03:04:05Z\n", encoding="utf-8"
+    )
+    config = write_config(
+        tmp_path, [{"name": "x", "type": "file", "path": ".", "pattern": "*.csv"}]
+    )
+    run_ingest(config, "x")
+    assert rows(tmp_path, "SELECT external_id FROM items") == [("r2",)]
+    (reason,) = [r[0] for r in rows(tmp_path, "SELECT reason FROM quarantine")]
+    assert "a.csv line 1" in reason and "cannot be read as CSV" in reason
+    # Once said is enough: the next run neither fails nor quarantines it again.
+    again = run_ingest(config, "x")
+    assert again["quarantined"] == 0
+    assert len(rows(tmp_path, "SELECT reason FROM quarantine")) == 1

@@ -243,3 +243,23 @@ def test_any_bytes_after_a_bracket_end_in_elements_or_reasons_and_never_raise(
     else:
         raise AssertionError("the reader did not stop")
     assert 0 <= reader.pos <= len(data)
+
+
+def test_elements_too_deep_or_too_long_for_the_decoder_are_quarantined_and_reading_goes_on(
+    tmp_path: Path,
+) -> None:
+    # Python's decoder raises RecursionError on deep nesting and ValueError on an integer of
+    # more than 4,300 digits: neither may stop the source (and every later file) on every run.
+    deep = '{"id": "deep", "text": "x", "n": ' + "[" * 3000 + "]" * 3000 + "}"
+    huge = '{"id": ' + "7" * 5000 + ', "text": "x", "created_at": "2026-01-02T03:04:05Z"}'
+    text = pretty([element("a"), deep, huge, element("b")])
+    (tmp_path / "export.json").write_text(text, encoding="utf-8")
+    config = write_config(
+        tmp_path,
+        [{"name": "x", "type": "file", "path": ".", "pattern": "*.json", "max_record_bytes": 65536}],
+    )
+    summary = run_ingest(config, "x")
+    assert stored(tmp_path) == ["a", "b"]
+    reasons = sorted(quarantined(tmp_path, "x").values())
+    assert len(reasons) == 2 and all("unreadable JSON" in r for r in reasons), reasons
+    assert summary["quarantined"] == 2

@@ -400,6 +400,39 @@ def test_malformed_records_are_quarantined(spec: Spec, fake: Any) -> None:
     assert all(r.reason and r.raw and r.source == f"my-{spec.name}" for r in rejected)
 
 
+def test_mastodon_values_of_the_wrong_type_are_quarantined_and_the_rest_stored(
+    tmp_path: Path,
+) -> None:
+    # Values the API documents as text or a count, sent as another type, once passed the parser
+    # and failed the whole batch when stored, on every run.
+    fake = FakeMastodon()
+    fake.start()
+    try:
+        spec = SPECS_BY_NAME["mastodon"]
+        good = fake.add("a perfectly fine post", _now(5))
+        for n, (key, value) in enumerate([("language", 7), ("url", True), ("followers", 2**70)]):
+            bad_id = fake.add(f"odd post {n}", _now(4 - n))
+            status = next(p for p in fake.posts if p["id"] == bad_id)
+            if key == "followers":
+                status["account"]["followers_count"] = value
+            else:
+                status[key] = value
+        with open_store(tmp_path / "t.duckdb") as store:
+            for batch in spec.module.fetch(_ctx(spec, fake), None):
+                store.ingest("my-mastodon", batch.mentions, batch.rejected, batch.cursor)
+            stored = [r[0] for r in store.con.execute("SELECT external_id FROM items").fetchall()]
+            reasons = sorted(
+                r[0] for r in store.con.execute("SELECT reason FROM quarantine").fetchall()
+            )
+    finally:
+        fake.stop()
+    assert stored == [good]
+    assert len(reasons) == 3
+    assert any("language is int, not text" in r for r in reasons), reasons
+    assert any("url is bool, not text" in r for r in reasons), reasons
+    assert any("followers" in r and "not a count" in r for r in reasons), reasons
+
+
 def test_a_lone_surrogate_in_a_post_is_stored_not_fatal_to_the_batch(
     spec: Spec, fake: Any, tmp_path: Path
 ) -> None:

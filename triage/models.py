@@ -226,6 +226,43 @@ class InvalidRecord(ValueError):
     """Raised by normalisers when a record cannot become a mention; the message is the reason."""
 
 
+_OPTIONAL_TEXT = ("url", "thread", "in_reply_to", "language", "source_type")
+_AUTHOR_TEXT = ("handle", "name", "url")
+_MAX_BIGINT = 2**63 - 1
+
+
+def check_mention(mention: Mention) -> Mention:
+    """Return ``mention`` if every field has the type its column stores; else InvalidRecord.
+
+    Connectors copy values from API answers; a number or a boolean where the platform documents
+    text (``"language": 7``) would otherwise pass the parser and fail the whole batch when it is
+    stored, on every run, instead of quarantining the one record.
+    """
+    for name, value in (("id", mention.external_id), ("text", mention.text)):
+        if not isinstance(value, str):
+            raise InvalidRecord(f"{name} is {type(value).__name__}, not text")
+    if not isinstance(mention.created_at, datetime):
+        raise InvalidRecord(f"created_at is {type(mention.created_at).__name__}, not a time")
+    fields = [(name, getattr(mention, name)) for name in _OPTIONAL_TEXT]
+    fields += [(f"author {name}", getattr(mention.author, name)) for name in _AUTHOR_TEXT]
+    for name, value in fields:
+        if value is not None and not isinstance(value, str):
+            raise InvalidRecord(f"{name} is {type(value).__name__}, not text")
+    followers = mention.author.followers
+    if followers is not None and (
+        isinstance(followers, bool)
+        or not isinstance(followers, int)
+        or not 0 <= followers <= _MAX_BIGINT
+    ):
+        raise InvalidRecord(f"author followers {_short_repr(followers)} is not a count")
+    return mention
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def storable(value: str | None) -> str | None:
     """``value`` with lone surrogates replaced by U+FFFD, so that it can be encoded and stored.
 
