@@ -234,6 +234,8 @@ _MAX_BIGINT = 2**63 - 1
 def check_mention(mention: Mention) -> Mention:
     """Return ``mention`` if every field has the type its column stores; else InvalidRecord.
 
+    A follower count that is not a count (it is optional metadata) becomes unknown instead.
+
     Connectors copy values from API answers; a number or a boolean where the platform documents
     text (``"language": 7``) would otherwise pass the parser and fail the whole batch when it is
     stored, on every run, instead of quarantining the one record.
@@ -249,18 +251,11 @@ def check_mention(mention: Mention) -> Mention:
         if value is not None and not isinstance(value, str):
             raise InvalidRecord(f"{name} is {type(value).__name__}, not text")
     followers = mention.author.followers
-    if followers is not None and (
-        isinstance(followers, bool)
-        or not isinstance(followers, int)
-        or not 0 <= followers <= _MAX_BIGINT
-    ):
-        raise InvalidRecord(f"author followers {_short_repr(followers)} is not a count")
+    if followers is not None and not (type(followers) is int and 0 <= followers <= _MAX_BIGINT):
+        # A count that is not one (true, 2**70) is unknown, not a reason to lose the post, as
+        # for the file and webhook sources (``connectors.records.followers``).
+        mention.author.followers = None
     return mention
-
-
-def _short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def storable(value: str | None) -> str | None:
