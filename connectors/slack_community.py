@@ -113,9 +113,11 @@ def _message(ctx: SourceContext, channel: str, msg: Any, fetched_at: datetime) -
         raise InvalidRecord("message has no ts")
     ts = str(msg["ts"])
     try:
-        created = parse_timestamp(float(ts))
+        seconds = float(ts)
     except ValueError:
         raise InvalidRecord(f"message ts is not a Slack timestamp: {ts!r}") from None
+    # Outside the try: InvalidRecord is a ValueError, and a time out of range keeps its reason.
+    created = parse_timestamp(seconds)
     workspace = str(ctx.settings.get("workspace_url") or "").rstrip("/")
     profile = sa.obj(msg.get("user_profile"))
     thread = msg.get("thread_ts")

@@ -784,3 +784,13 @@ def test_paginator_stops_at_the_stored_id_and_quarantines_what_it_cannot_read() 
     assert [(r.reason, r.external_id) for r in rejected] == [("post has no numeric id", None)]
     assert all(b.cursor is None for b in batches[:-1])
     assert batches[-1].cursor == {"a": {"last_id": 9}, "b": {"last_id": 9}}
+
+
+def test_a_slack_message_dated_far_ahead_is_quarantined_for_its_date() -> None:
+    # The reason must say what is wrong: the time is out of range, not that it is unreadable.
+    ctx = SourceContext(name="my-slack", settings={}, base_dir=Path("."), secret=lambda _: None)
+    msg = {"type": "message", "user": "U1", "ts": "9999999999.000000", "text": "hello"}
+    with pytest.raises(InvalidRecord) as caught:
+        slack_community_mod._message(ctx, "C1", msg, datetime.now(UTC))
+    assert "not a Slack timestamp" not in str(caught.value)
+    assert "ahead" in str(caught.value) or "range" in str(caught.value), str(caught.value)
