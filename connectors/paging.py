@@ -84,7 +84,7 @@ class Mark(Protocol):
     """Where a stream was left, and what is new since."""
 
     def see(self, position: Any) -> None:
-        """Note a record's position, readable or not (id-ordered streams move past it)."""
+        """Note the position of a record that was read (id-ordered streams move past it)."""
         ...
 
     def behind(self, position: Any) -> bool:
@@ -346,18 +346,23 @@ def _pages(
         fetched_at = datetime.now(UTC)
         done = False
         for entry in entries:
-            mark.see(entry.place)
             if mark.behind(entry.place):
                 done = done or entry.ends
                 continue
             if entry.skip:
+                mark.see(entry.place)
                 continue
             try:
                 read = parse(entry, fetched_at)
             except InvalidRecord as exc:
+                # Its position is not trusted either: a broken record with a bogus high id (a
+                # Slack ts in the year 2286) would put every later post behind the cursor. Left
+                # below it, the record is read again until a newer post passes it, and the
+                # quarantine keeps one copy of the same record with the same reason.
                 raw = entry.record if entry.raw is None else entry.raw
                 batch.rejected.append(ctx.reject(str(exc), raw, entry.id))
                 continue
+            mark.see(entry.place)
             mention, ordered_at = read if isinstance(read, tuple) else (read, read.created_at)
             verdict = mark.admit(ordered_at, mention.external_id)
             if verdict is Verdict.PAST:

@@ -786,6 +786,41 @@ def test_paginator_stops_at_the_stored_id_and_quarantines_what_it_cannot_read() 
     assert batches[-1].cursor == {"a": {"last_id": 9}, "b": {"last_id": 9}}
 
 
+# A broken record with an id far above the real ones, as each id-ordered API would carry it.
+BOGUS_HIGH_IDS: dict[str, Callable[[Any], None]] = {
+    "discourse": lambda f: f.add_raw({"id": 10**12, "created_at": "soon", "post_type": 1}),
+    "slack_community": lambda f: f.state.add_raw(
+        {"type": "message", "user": "U1", "ts": "9999999999.000000", "text": "from 2286"}
+    ),
+    "x": lambda f: f.add_raw({"id": "9" * 19, "text": "no date on this one"}),
+    "mastodon": lambda f: f.add_raw(
+        {"id": "9" * 19, "created_at": "last tuesday", "content": "<p>hi</p>", "account": {}}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOGUS_HIGH_IDS))
+def test_a_broken_record_with_a_bogus_high_id_does_not_hide_later_posts(name: str) -> None:
+    # The cursor keeps the highest id of what was read: had the broken record's id moved it,
+    # every later post would sit below it and never be fetched (Slack's oldest, X's since_id).
+    spec = SPECS_BY_NAME[name]
+    fake = spec.make_fake()
+    fake.start()
+    try:
+        first = spec.add(fake, "sync broke again after the update", _now(5))
+        BOGUS_HIGH_IDS[name](fake)
+        ctx = _ctx(spec, fake)
+        got, rejected, cursor = _fetch(spec, ctx, None)
+        later = spec.add(fake, "how much is the team plan for 12 seats?", _now(1))
+        again, rejected_again, _ = _fetch(spec, ctx, cursor)
+    finally:
+        fake.stop()
+    assert [m.external_id for m in got] == [first] and len(rejected) == 1
+    assert [m.external_id for m in again] == [later]
+    # Read again, as it is still above the cursor; the store keeps one copy (same key).
+    assert [r.reason for r in rejected_again] == [r.reason for r in rejected]
+
+
 def test_a_slack_message_dated_far_ahead_is_quarantined_for_its_date() -> None:
     # The reason must say what is wrong: the time is out of range, not that it is unreadable.
     ctx = SourceContext(name="my-slack", settings={}, base_dir=Path("."), secret=lambda _: None)
