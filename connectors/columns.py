@@ -18,15 +18,16 @@ from connectors.records import (
     ALIASES,
     INT64,
     created_at,
-    followers,
     mention_from_record,
     opt_str,
 )
 from triage.models import (
     ITEM_SCHEMA,
+    MAX_BIGINT,
     MAX_TEXT_CHARS,
     InvalidRecord,
     cap_raw,
+    follower_count,
     item_id,
     raw_text,
     storable,
@@ -136,7 +137,7 @@ def item_rows(
         "author_name": texts(column("author_name")),
         "author_url": texts(column("author_url")),
         "author_followers": [
-            v if type(v) is int and INT64[0] <= v <= INT64[1] else followers(v)
+            v if type(v) is int and 0 <= v <= MAX_BIGINT else follower_count(v)
             for v in column("followers")
         ],
         "text": text,

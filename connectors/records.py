@@ -22,6 +22,7 @@ from triage.models import (
     Mention,
     check_mention,
     clean_text,
+    follower_count,
     parse_timestamp,
 )
 
@@ -226,15 +227,6 @@ def created_at(value: Any, date_format: str | None = None, tz: tzinfo = UTC) -> 
     return parse_timestamp(value, naive_tz=tz)
 
 
-def followers(value: Any) -> int | None:
-    """A follower count when it is one (and fits the column), None when missing or unreadable."""
-    try:
-        n = int(value) if value not in (None, "") else None
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return n if n is None or INT64[0] <= n <= INT64[1] else None
-
-
 @record_parser
 def mention_from_record(
     source: str,
@@ -273,7 +265,7 @@ def mention_from_record(
         raise InvalidRecord("id is missing")
     text = _text(record, mapping, cands)
     created = created_at(_pick(record, "created_at", mapping, cands), date_format, tz)
-    followers_n = followers(_pick(record, "followers", mapping, cands))
+    followers_n = follower_count(_pick(record, "followers", mapping, cands))
     return Mention(
         source=source,
         external_id=str(ext),

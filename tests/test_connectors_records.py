@@ -29,7 +29,15 @@ from connectors.records import ALIASES, mention_from_record
 from flows.settings import load_config
 from flows.triage import ingest
 from tests.fakes.hackernews import FakeHackerNews
-from triage.models import ITEM_SCHEMA, MAX_RAW_CHARS, InvalidRecord, Mention, parse_timestamp
+from triage.models import (
+    ITEM_SCHEMA,
+    MAX_RAW_CHARS,
+    Author,
+    InvalidRecord,
+    Mention,
+    check_mention,
+    parse_timestamp,
+)
 
 FETCHED = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
 
@@ -101,6 +109,35 @@ def test_a_signed_web_form_post_cannot_poison_the_webhook_source(tmp_path: Path)
     rows = dict(query(tmp_path, "SELECT external_id, author_followers FROM items"))
     # A count too large for the column is unknown, not a failure of the batch.
     assert rows == {"w-1": None, "w-3": None, "w-4": None}
+
+
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [
+        (17, 17),
+        ("17", 17),
+        (3.9, 3),
+        (0, 0),
+        (-5, None),  # not a count
+        (True, None),  # int(True) is 1, but a boolean is not a count
+        (2**70, None),  # past the BIGINT column
+        ("many", None),
+        (None, None),
+    ],
+)
+def test_a_follower_count_is_read_the_same_by_every_source(value: Any, count: int | None) -> None:
+    # The file and webhook sources (per record and column-wise) and the API parsers (through
+    # check_mention) keep a count, or make it unknown, alike: the post is stored either way.
+    record = {"id": "f1", "text": "hi", "created_at": "2026-01-02T03:04:05Z", "followers": value}
+    by_record = mention_from_record("s", record, fetched_at=FETCHED)
+    table, rejected = item_rows("s", [record], fetched_at=FETCHED, raws=[None])
+    api = Mention(
+        source="s", external_id="f1", text="hi", created_at=FETCHED, author=Author(followers=value)
+    )
+    assert rejected == []
+    assert by_record.author.followers == count
+    assert table.column("author_followers").to_pylist() == [count]
+    assert check_mention(api).author.followers == count
 
 
 def test_unbalanced_quote_followed_by_more_than_128kb_of_rows(tmp_path: Path) -> None:

@@ -228,7 +228,8 @@ class InvalidRecord(ValueError):
 
 _OPTIONAL_TEXT = ("url", "thread", "in_reply_to", "language", "source_type")
 _AUTHOR_TEXT = ("handle", "name", "url")
-_MAX_BIGINT = 2**63 - 1
+# The largest value of a BIGINT column (DuckDB and PostgreSQL), and of Arrow's int64.
+MAX_BIGINT = 2**63 - 1
 
 
 def check_mention(mention: Mention) -> Mention:
@@ -250,12 +251,26 @@ def check_mention(mention: Mention) -> Mention:
     for name, value in fields:
         if value is not None and not isinstance(value, str):
             raise InvalidRecord(f"{name} is {type(value).__name__}, not text")
-    followers = mention.author.followers
-    if followers is not None and not (type(followers) is int and 0 <= followers <= _MAX_BIGINT):
-        # A count that is not one (true, 2**70) is unknown, not a reason to lose the post, as
-        # for the file and webhook sources (``connectors.records.followers``).
-        mention.author.followers = None
+    # A count that is not one (true, 2**70) is unknown, not a reason to lose the post.
+    mention.author.followers = follower_count(mention.author.followers)
     return mention
+
+
+def follower_count(value: Any) -> int | None:
+    """A follower count when ``value`` is one, None (unknown) when it is missing or is not.
+
+    Exports and APIs give counts as numbers or numeric text (``"17"``). A boolean, a negative
+    number or one past the column's BIGINT is not a count; every source treats it the same way,
+    as unknown, because the count is optional metadata and not worth losing the post over.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if type(value) is not int:
+        try:
+            value = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return value if 0 <= value <= MAX_BIGINT else None
 
 
 def storable(value: str | None) -> str | None:
