@@ -7,7 +7,8 @@ part way resumes there, as it does in a JSON Lines file.
 
 What can go wrong stays local, as it does for a line of JSON Lines: an element that is not valid
 JSON, or is longer than ``max_record_bytes``, is found by its brackets and quotes and reported with
-the line it starts on, and reading goes on after it. An array whose end has not been written yet
+the line it starts on, and reading goes on after it (an object that runs into the next one, its
+``}`` missing, ends where that one starts). An array whose end has not been written yet
 waits for the next run; one that is broken past where its brackets can be followed is reported once,
 and the rest of that file is not read.
 """
@@ -123,7 +124,10 @@ class ArrayReader:
                 if not self._eof and len(self._buf) - self._i <= self.limit:
                     self._fill()  # the element may simply go on in the next chunk
                     continue
-                return self._unreadable(start, f"invalid JSON: {exc.msg.removesuffix(' at')}")
+                reason = f"invalid JSON: {exc.msg.removesuffix(' at')}"
+                if self._buf[exc.pos : exc.pos + 1] == "{" and self._open(exc.pos) == "{":
+                    return self._cut(start, exc.pos, reason)
+                return self._unreadable(start, reason)
             except (RecursionError, ValueError) as exc:
                 # Nesting too deep for Python's decoder, or an integer past its 4,300 digits:
                 # the element is quarantined like any other that cannot be read.
@@ -137,6 +141,45 @@ class ArrayReader:
             if size > self.limit:
                 return self._commit(Element(start, text[:200], _too_long(size, self.limit)))
             return self._commit(Element(start, text))
+
+    def _open(self, end: int) -> str:
+        """The brackets the element at the read position leaves open at ``end`` ('' in a string)."""
+        stack: list[str] = []
+        in_string, skip_to = False, 0
+        for match in _STRUCTURE.finditer(self._buf, self._i, end):
+            k = match.start()
+            if k < skip_to:
+                continue  # the character after a backslash
+            char = self._buf[k]
+            if in_string:
+                if char == "\\":
+                    skip_to = k + 2
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char in "[{":
+                stack.append(char)
+            elif stack:
+                stack.pop()
+        return "" if in_string else "".join(stack)
+
+    def _cut(self, start: int, end: int, reason: str) -> Element:
+        """End a broken object where an object starts in place of its next key or comma.
+
+        That is where an element whose closing brace is missing runs into the next one. Followed
+        by its brackets instead, it would take in every element after it, up to the array's end.
+        """
+        size, text = self._advance(end)
+        reason += (
+            f"; an object starts on line {self._bline + 1} before this one is closed (a missing "
+            "'}'?), so this element is read as ending there and reading goes on from that object"
+        )
+        if size > self.limit:
+            return self._commit(
+                Element(start, text[:200], f"{_too_long(size, self.limit)}; {reason}")
+            )
+        return self._commit(Element(start, text.rstrip(" \t\r\n"), reason))
 
     def _unreadable(self, start: int, reason: str) -> Element | None:
         """Find the end of an element that does not parse, by its brackets and quotes."""

@@ -142,6 +142,26 @@ def test_a_broken_array_is_reported_once_and_read_whole_once_fixed(tmp_path: Pat
     assert stored(tmp_path) == ["a", "b", "c"]
 
 
+def test_an_element_missing_its_closing_brace_does_not_take_in_the_ones_after_it(
+    tmp_path: Path,
+) -> None:
+    # Followed by its brackets, the broken element would run to the array's end: every later
+    # element would be lost inside its quarantine row, and the array would never close.
+    broken = element("b").rstrip().removesuffix("}")
+    path = tmp_path / "export.json"
+    path.write_text(pretty([element("a"), broken, element("c"), element("d")]), "utf-8")
+    config = write_config(tmp_path, [{"name": "x", "type": "file", "path": "export.json"}])
+    run_ingest(config, "x")
+    assert stored(tmp_path) == ["a", "c", "d"]
+    (reason,) = quarantined(tmp_path, "x").values()
+    assert reason.startswith("export.json line 7: invalid JSON")
+    assert "an object starts on line 12 before this one is closed" in reason
+    (raw,) = rows(tmp_path, "SELECT raw FROM quarantine")[0]
+    assert '"b"' in raw and '"c"' not in raw
+    run_ingest(config, "x")  # the array was read to its end: nothing new, nothing twice
+    assert stored(tmp_path) == ["a", "c", "d"] and len(quarantined(tmp_path, "x")) == 1
+
+
 def test_a_json_lines_file_that_opens_with_a_bracket_is_read_as_the_array_it_is(
     tmp_path: Path,
 ) -> None:
