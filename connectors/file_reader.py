@@ -84,6 +84,16 @@ def count_lines(path: Path, offset: int) -> int:
     return count
 
 
+def _line_end(fh: IO[bytes]) -> bytes:
+    """``b"\\r"`` for a file whose lines end in a bare CR (old Mac exports, "CSV (Macintosh)" from
+    spreadsheets), else ``b"\\n"`` (LF or CRLF); judged on the first 64 KiB."""
+    fh.seek(0)
+    head = fh.read(65536)
+    # A CR at the very end may be the first half of a CRLF still being written.
+    lone_cr = b"\n" not in head and 0 <= head.find(b"\r") < len(head) - 1
+    return b"\r" if lone_cr else b"\n"
+
+
 class _TooLong(Exception):
     """The record being read grew past ``max_record_bytes``."""
 
@@ -103,6 +113,7 @@ class _Lines:
         self.line = line  # lines before ``pos``
         self.oversized: list[tuple[int, int, bytes]] = []  # (line number, size, head)
         self.closed = False  # lines can always be appended
+        self.newline = _line_end(fh)
         fh.seek(offset)
 
     def seek(self, pos: int, line: int) -> None:
@@ -117,8 +128,8 @@ class _Lines:
         than ``limit``.
         """
         while True:
-            data = self.fh.readline(self.limit)
-            if data.endswith(b"\n"):
+            data = self.fh.readline(self.limit) if self.newline == b"\n" else self._cr_line()
+            if data.endswith(self.newline):
                 self.pos += len(data)
                 self.line += 1
                 return data
@@ -128,6 +139,21 @@ class _Lines:
             if not self._skip(data):
                 return None
 
+    def _cr_line(self) -> bytes:
+        # readline knows only LF: read ahead, cut after the first CR and go back to just past it.
+        start = self.fh.tell()
+        want = min(8192, self.limit)
+        while True:
+            data = self.fh.read(want)
+            cut = data.find(b"\r")
+            if cut >= 0:
+                self.fh.seek(start + cut + 1)
+                return data[: cut + 1]
+            if len(data) < want or want == self.limit:
+                return data  # the end of the file, or a line at the limit
+            self.fh.seek(start)
+            want = min(want * 8, self.limit)
+
     def _skip(self, head: bytes) -> bool:
         # Find the end of an oversized line without keeping it; False when it has no end yet.
         size = len(head)
@@ -136,7 +162,7 @@ class _Lines:
             if not chunk:
                 self.fh.seek(self.pos)
                 return False
-            cut = chunk.find(b"\n")
+            cut = chunk.find(self.newline)
             if cut >= 0:
                 size += cut + 1
                 self.line += 1
@@ -392,6 +418,20 @@ def _read_csv(
                 _oversized(ctx, fmt, path, src, batch)
                 yield batch, src.pos, src.line, src.closed
             return
+        if src.oversized:
+            # The first line that is not blank was over max_record_bytes: that was the header,
+            # and the line read after it is a row. Named from it, every row would be misread.
+            number, size, head = src.oversized[0]
+            reason = (
+                f"header line {number} is {size:,} bytes, over max_record_bytes "
+                f"({fmt.max_record_bytes:,}); none of this file's rows were read (raise "
+                "max_record_bytes, then run `triage sources reset` for this source)"
+            )
+            src.oversized.clear()
+            yield _passed_over(
+                ctx, fmt, path, src, _reject(ctx, _place(path, number), reason, head + b"...")
+            )
+            return
         header_text = header_line.decode("utf-8-sig", errors="replace")
         # A spreadsheet saved with ';' (or tabs, or '|') between cells: read with whichever
         # delimiter splits the header into a text column, so the rows are not all quarantined.
@@ -407,12 +447,9 @@ def _read_csv(
                 f"header line {src.line} cannot be read as CSV ({exc}); none of this file's "
                 "rows were read (save it as UTF-8 CSV, then run `triage sources reset` for this source)"
             )
-            batch = FetchBatch()
-            batch.rejected.append(_reject(ctx, _place(path, src.line), reason, header_line))
-            while src.next_line() is not None:
-                pass
-            _oversized(ctx, fmt, path, src, batch)
-            yield batch, src.pos, src.line, src.closed
+            yield _passed_over(
+                ctx, fmt, path, src, _reject(ctx, _place(path, src.line), reason, header_line)
+            )
             return
         if not header:
             return
@@ -467,6 +504,21 @@ def _read_csv(
             return True
 
         yield from _batches(ctx, fmt, path, src, fetched_at, step)
+
+
+def _passed_over(
+    ctx: SourceContext, fmt: RecordFormat, path: Path, src: _Lines, header: Rejected
+) -> Position:
+    """A CSV file whose header cannot be used: its one quarantine row, and the cursor at its end.
+
+    Said once instead of stopping the source (and every file after it) on every run.
+    """
+    batch = FetchBatch()
+    batch.rejected.append(header)
+    while src.next_line() is not None:
+        pass
+    _oversized(ctx, fmt, path, src, batch)
+    return batch, src.pos, src.line, src.closed
 
 
 def _place(path: Path, lineno: int) -> str:

@@ -405,3 +405,64 @@ def test_a_csv_whose_header_cannot_be_read_is_quarantined_and_later_files_still_
     again = run_ingest(config, "x")
     assert again["quarantined"] == 0
     assert len(rows(tmp_path, "SELECT reason FROM quarantine")) == 1
+
+
+def test_a_csv_header_over_max_record_bytes_is_quarantined_not_taken_from_the_first_row(
+    tmp_path: Path,
+) -> None:
+    # The oversized header was skipped unread and the first row became the header: every other
+    # row was then read under the wrong column names ("id is missing").
+    wide = "id,text,created_at," + ",".join(f"extra_{i}" for i in range(400))
+    cells = "," * 400
+    (tmp_path / "wide.csv").write_text(
+        f"{wide}\nr1,first row,2026-01-02T03:04:05Z{cells}\nr2,second,2026-01-02T03:04:05Z{cells}\n",
+        encoding="utf-8",
+    )
+    source = {"name": "x", "type": "file", "path": ".", "pattern": "*.csv"}
+    config = write_config(tmp_path, [{**source, "max_record_bytes": 2048}])
+    run_ingest(config, "x")
+    assert rows(tmp_path, "SELECT count(*) FROM items") == [(0,)]
+    (reason,) = [r[0] for r in rows(tmp_path, "SELECT reason FROM quarantine")]
+    assert reason.startswith("wide.csv line 1: header line 1 is ")
+    assert "over max_record_bytes (2,048)" in reason and "none of this file's rows" in reason
+    assert run_ingest(config, "x")["quarantined"] == 0  # said once
+    # What the reason says to do reads the file.
+    config = write_config(tmp_path, [source])
+    reset = triage_cli("sources", "reset", "x", "--config", str(config), cwd=tmp_path)
+    assert reset.returncode == 0, reset.stderr
+    run_ingest(config, "x")
+    assert rows(tmp_path, "SELECT external_id FROM items ORDER BY 1") == [("r1",), ("r2",)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_file_whose_lines_end_in_a_bare_cr_is_read_line_by_line(
+    tmp_path: Path, suffix: str
+) -> None:
+    # Old Mac line endings ("CSV (Macintosh)"): with no LF anywhere, the whole file looked like
+    # one unfinished last line, and nothing was read or said, run after run.
+    at = "2026-01-02T03:04:05Z"
+    if suffix == ".csv":
+        lines = ["id,text,created_at", f'r1,"two\rlines",{at}', f"r2,plain,{at}"]
+        more = f"r3,appended,{at}"
+    else:
+        lines = [json.dumps({"id": f"r{i}", "text": f"line {i}", "created_at": at}) for i in (1, 2)]
+        more = json.dumps({"id": "r3", "text": "appended", "created_at": at})
+    path = tmp_path / f"export{suffix}"
+    path.write_bytes(("\r".join(lines) + "\r").encode())
+    config = write_config(
+        tmp_path, [{"name": "x", "type": "file", "path": ".", "pattern": f"*{suffix}"}]
+    )
+    run_ingest(config, "x")
+    assert rows(tmp_path, "SELECT external_id FROM items ORDER BY 1") == [("r1",), ("r2",)]
+    if suffix == ".csv":
+        texts = rows(tmp_path, "SELECT text FROM items WHERE external_id = 'r1'")
+        assert texts == [("two\rlines",)]
+    with path.open("ab") as fh:
+        fh.write(more.encode() + b"\r")
+    run_ingest(config, "x")
+    assert [r[0] for r in rows(tmp_path, "SELECT external_id FROM items ORDER BY 1")] == [
+        "r1",
+        "r2",
+        "r3",
+    ]
+    assert rows(tmp_path, "SELECT count(*) FROM quarantine") == [(0,)]
