@@ -133,6 +133,10 @@ class Watermark:
 
     def take(self, created: datetime, external_id: str) -> None:
         """Remember an item that is being stored in this run."""
+        # Never past now: an item dated ahead (within the day allowed for clock skew) would
+        # put every item published before its time behind the watermark. Held at now, it is
+        # read again until the clock passes it, and its stable id keeps it stored once.
+        created = min(created, datetime.now(UTC))
         if self.newest is None or created > self.newest:
             self.newest, self.newest_ids = created, {external_id}
         elif created == self.newest:

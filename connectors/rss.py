@@ -204,7 +204,11 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
             newest = created
     state.update({k: v for k, v in validators.items() if v})
     if newest is not None:
-        state["watermark"] = newest.isoformat()
+        # Never past the moment of the fetch: an entry dated hours ahead (a local time labelled
+        # UTC, inside the day that is allowed for clock skew) would otherwise put every entry
+        # published before that hour behind the watermark. It is read again until the clock
+        # passes it, and its stable id keeps it stored once.
+        state["watermark"] = min(newest, fetched_at).isoformat()
     batch.cursor = state
     yield batch
 

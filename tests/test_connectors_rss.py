@@ -166,6 +166,23 @@ def test_poison_entries_are_quarantined_and_do_not_move_the_watermark(
     assert stored(tmp_path) == ["ok-1", "ok-2"]
 
 
+def test_an_entry_dated_hours_ahead_does_not_hide_the_entries_after_it(
+    feed: FeedServer, tmp_path: Path
+) -> None:
+    # Dated ahead within the day allowed for clock skew (a local time labelled UTC): with the
+    # watermark at its time, every entry published before that hour was skipped.
+    feed.add("ok-1", "fine comment", NOW - timedelta(hours=2))
+    feed.add("skewed", "posted at 9 local, labelled UTC", NOW + timedelta(hours=20))
+    cfg = config(tmp_path, feed)
+    fetch_into_store(cfg)
+    assert stored(tmp_path) == ["ok-1", "skewed"]
+    assert datetime.fromisoformat(cursor(tmp_path)["watermark"]) <= datetime.now(UTC)
+    feed.add("ok-2", "a comment written after the run", datetime.now(UTC) + timedelta(seconds=2))
+    result = fetch_into_store(cfg)
+    assert stored(tmp_path) == ["ok-1", "ok-2", "skewed"]
+    assert result["stored"] == 1  # the skewed entry was read again and not stored twice
+
+
 def test_sources_check_samples_the_feed(feed: FeedServer, tmp_path: Path) -> None:
     feed.add("ok-1", "fine comment", NOW - timedelta(hours=2))
     feed.add("nodate", "no date at all", None)

@@ -132,6 +132,24 @@ def test_watermark_with_nothing_new_keeps_its_cursor() -> None:
     assert mark.dump() == cursor
 
 
+def test_an_item_dated_ahead_holds_the_watermark_at_now_and_is_read_again() -> None:
+    # Dated ahead within the day allowed for clock skew: had the watermark moved to its time,
+    # every post published before that hour would have been PAST on the next runs, and lost.
+    now = datetime.now(UTC)
+    ahead = now + timedelta(hours=20)
+    mark = Watermark.load(None, now - timedelta(days=7))
+    assert mark.admit(ahead, "skewed") is Verdict.NEW
+    assert mark.admit(now - timedelta(minutes=5), "real") is Verdict.NEW
+    cursor = mark.dump()
+    held = datetime.fromisoformat(cursor["since"])
+    assert now <= held <= datetime.now(UTC)
+    again = Watermark.load(cursor, now - timedelta(days=7))
+    later = held + timedelta(seconds=30)  # published after the first run, before the skewed time
+    assert again.admit(ahead, "skewed") is Verdict.NEW  # read again; the store keeps one copy
+    assert again.admit(later, "later") is Verdict.NEW
+    assert again.admit(now - timedelta(minutes=5), "real") is Verdict.PAST
+
+
 # ------------------------------------------------------------------ id-ordered streams
 
 
