@@ -25,7 +25,9 @@ EVAL_FILE = STARTER_DIR.parent / "eval" / "intent_eval.jsonl"
 BLIND_FILE = STARTER_DIR.parent / "eval" / "intent_eval_blind.jsonl"
 # App-store problem reports and wishes, written blind the same way (README there).
 APP_BLIND_FILE = STARTER_DIR.parent / "eval" / "app_eval_blind.jsonl"
-EVAL_FILES = (EVAL_FILE, BLIND_FILE, APP_BLIND_FILE)
+# Purchase intent in slang and informal registers, written blind the same way (README there).
+SLANG_FILE = STARTER_DIR.parent / "eval" / "intent_eval_slang.jsonl"
+EVAL_FILES = (EVAL_FILE, BLIND_FILE, APP_BLIND_FILE, SLANG_FILE)
 
 AMBIENT_PURCHASE_INTENT = [
     "thinking of finally getting a robot vacuum this weekend, the dog hair is winning",
@@ -228,7 +230,21 @@ def test_purchase_intent_written_blind_is_recognised(clf: Classifier) -> None:
     0.862, 64 of 70 near misses not a lead, 99% right when not flagged. The bounds are the
     issue's target for recall and what a reviewer-free hand-off must keep.
     """
-    rows = _eval_rows(BLIND_FILE)
+    _assert_intent_recognised(clf, _eval_rows(BLIND_FILE))
+
+
+def test_purchase_intent_in_slang_written_blind_is_recognised(clf: Classifier) -> None:
+    """The same target on purchase intent in slang and informal registers ("copping", "link??",
+    "payday purchase", code-switched English), written blind by a writer who saw no corpus file.
+
+    Measured when the file was added (shipped model ``textcat_vectors-bbf25e3a1f``): recall
+    0.885 (115 of 130), 65 of 70 near misses not a lead, 52.0% flagged, 99.0% right when not
+    flagged. A hand probe of 20 such posts had found slang read as kudos or other.
+    """
+    _assert_intent_recognised(clf, _eval_rows(SLANG_FILE))
+
+
+def _assert_intent_recognised(clf: Classifier, rows: list[dict[str, Any]]) -> None:
     preds = clf.predict([str(r["text"]) for r in rows])
     leads = [
         p.label == "sales_lead"
@@ -306,6 +322,7 @@ def test_eval_set_is_separate_from_the_training_corpus(
         (EVAL_FILE, "purchase_intent", 300),
         (BLIND_FILE, "purchase_intent", 200),
         (APP_BLIND_FILE, "wish", 220),
+        (SLANG_FILE, "purchase_intent", 200),
     ):
         rows = _eval_rows(path)
         assert len(rows) >= size
