@@ -251,6 +251,7 @@ SOURCE_FAMILIES: dict[str, str] = {
     "instagram_comment": "starter:creator-comments",
     "tiktok_comment": "starter:creator-comments",
     "facebook_comment": "starter:creator-comments",
+    "twitch_chat": "starter:creator-comments",  # a creator's live-stream chat
     "email": "starter:direct",
     "web_form": "starter:direct",
     "chat": "starter:direct",
