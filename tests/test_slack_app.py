@@ -670,6 +670,18 @@ def test_crashed_threaded_post_is_reconciled_in_its_thread(
     assert item
 
 
+def test_a_slash_command_with_payload_in_its_fields_is_answered(env: Env, start_server) -> None:
+    # Bolt reads a form body with "payload" anywhere in it as an interaction and, with no
+    # payload field, as {}: a workspace or channel whose name holds the word got no queue.
+    server = start_server()
+    form = slash_command(env.fake.response_url())
+    form.update(team_domain="payload-labs", channel_name="payloads", text="payload")
+    resp = post_form(server.url, form)
+    assert resp.status_code == 200 and resp.text == ""
+    (body,) = wait_for(lambda: server.app.responder.wait(1) and env.responses())
+    assert body["blocks"][0]["text"]["text"].startswith("Review queue: ")
+
+
 def test_slash_command_and_app_home_show_the_queue(env: Env, start_server) -> None:
     server = start_server()
     waiting = env.rows("SELECT count(*) FROM routes WHERE state = 'awaiting_review'")[0][0]

@@ -26,12 +26,14 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.socket_mode.builtin import SocketModeHandler
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context import BoltContext
 from slack_bolt.request import BoltRequest
+from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.socket_mode.builtin import SocketModeClient
@@ -402,7 +404,7 @@ def handler_for(review: ReviewApp) -> type[BoundedHandler]:
                 headers: dict[str, str | Sequence[str]] = {
                     k.lower(): [v] for k, v in self.headers.items()
                 }
-                request = BoltRequest(body=body, query=parsed.query, headers=headers)
+                request = bolt_request(body, parsed.query, headers)
             except (InvalidPayload, ValueError, TypeError, KeyError, AttributeError) as exc:
                 detail = str(exc) if isinstance(exc, InvalidPayload) else "malformed payload"
                 self.answer(
@@ -415,6 +417,24 @@ def handler_for(review: ReviewApp) -> type[BoundedHandler]:
             self.answer(resp.status, resp.body, resp.headers)
 
     return Handler
+
+
+def bolt_request(body: str, query: str, headers: dict[str, str | Sequence[str]]) -> BoltRequest:
+    """Bolt's request for a body that :func:`check_request` passed, read as that check read it.
+
+    Bolt takes a form body with "payload" anywhere in it (a team domain, a channel or user name,
+    a command's text) for an interaction, finds no ``payload`` field and reads ``{}``: the slash
+    command then matches no listener and Slack shows the user a dispatch failure. Such a body is
+    the form it looks like, so its fields are handed over as such. The signature was checked on
+    the raw body, which stays as it came.
+    """
+    request = BoltRequest(body=body, query=query, headers=headers)
+    if not request.body and "payload" in body and not body.startswith("{"):
+        fields = dict(parse_qsl(body, keep_blank_values=True))
+        if "payload" not in fields:
+            request.body = fields
+            request.context = build_context(BoltContext({}), fields)
+    return request
 
 
 def serve(review: ReviewApp, host: str = "127.0.0.1", port: int = 3000) -> BoundedHTTPServer:
