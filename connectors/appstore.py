@@ -253,7 +253,15 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
             if reached_old:
                 break
     if newest is not None:
-        state = {"updated": newest[0].isoformat(), "id": newest[1]}
+        at, ident = newest
+        if at > fetched_at:
+            # Dated ahead (inside the day allowed for clock skew): a watermark at its time would
+            # put every review written before that hour behind it, and its id would stop the
+            # next run at the top of the first page. Held at now, without an id, the review is
+            # read again until the clock passes it, and its stable id keeps it stored once.
+            state = {"updated": fetched_at.isoformat(), "id": None}
+        else:
+            state = {"updated": at.isoformat(), "id": ident}
     batch.cursor = state
     if batch.mentions or batch.rejected or state != (cursor or {}):
         yield batch

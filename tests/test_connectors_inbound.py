@@ -583,6 +583,25 @@ def test_appstore_pages_cursor_and_incremental(fake_store: FakeAppStore, tmp_pat
     assert rows(db, "SELECT count(*) FROM items")[0][0] == 123
 
 
+def test_an_appstore_review_dated_ahead_does_not_hide_the_reviews_after_it(
+    fake_store: FakeAppStore, tmp_path: Path
+) -> None:
+    # A review stamped hours ahead sits at the top of the feed until the clock passes it: as the
+    # cursor (its time and id) it would stop every later run at the first entry.
+    now = datetime.now(UTC).replace(microsecond=0)
+    fake_store.add_reviews(
+        "gb", "123456789", [review(3001, now + timedelta(hours=20)), review(3000, now)]
+    )
+    cfg = write_config(tmp_path, [store_source(fake_store)])
+    assert run_ingest(cfg, "ios")["stored"] == 2
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    fake_store.add_reviews("gb", "123456789", [review(3002, later)])
+    again = run_ingest(cfg, "ios")
+    assert again["stored"] == 1  # 3002; 3001 read again and not stored twice
+    ids = rows(tmp_path / "t.duckdb", "SELECT external_id FROM items ORDER BY 1")
+    assert [i for (i,) in ids] == ["3000", "3001", "3002"]
+
+
 def test_appstore_reads_at_most_ten_pages_and_bounds_backfill(
     fake_store: FakeAppStore, tmp_path: Path
 ) -> None:
