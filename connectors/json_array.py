@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -144,25 +145,14 @@ class ArrayReader:
 
     def _open(self, end: int) -> str:
         """The brackets the element at the read position leaves open at ``end`` ('' in a string)."""
+        scan = _Strings()
         stack: list[str] = []
-        in_string, skip_to = False, 0
-        for match in _STRUCTURE.finditer(self._buf, self._i, end):
-            k = match.start()
-            if k < skip_to:
-                continue  # the character after a backslash
-            char = self._buf[k]
-            if in_string:
-                if char == "\\":
-                    skip_to = k + 2
-                elif char == '"':
-                    in_string = False
-            elif char == '"':
-                in_string = True
-            elif char in "[{":
+        for _, char in scan.structure(self._buf, self._i, end):
+            if char in "[{":
                 stack.append(char)
-            elif stack:
+            elif char != '"' and stack:
                 stack.pop()
-        return "" if in_string else "".join(stack)
+        return "" if scan.inside else "".join(stack)
 
     def _cut(self, start: int, end: int, reason: str) -> Element:
         """End a broken object where an object starts in place of its next key or comma.
@@ -208,7 +198,7 @@ class ArrayReader:
             ``found`` is False when the file ends first.
         """
         first = self._buf[self._i]
-        depth, in_string, skip_to = 0, False, 0
+        depth, scan = 0, _Strings()
         size, kept, last = 0, list[str](), ""
         while True:
             buf, end = self._buf, None
@@ -217,24 +207,14 @@ class ArrayReader:
                 match = _SCALAR_END.search(buf, self._i + (size == 0))
                 end = match.start() if match else None
             else:
-                for match in _STRUCTURE.finditer(buf, max(self._i, skip_to)):
-                    k = match.start()
-                    if k < skip_to:
-                        continue  # the character after a backslash
-                    char = buf[k]
-                    if in_string:
-                        if char == "\\":
-                            skip_to = k + 2
-                        elif char == '"':
-                            in_string = False
-                            if depth == 0:
-                                end = k + 1
-                                break
-                    elif char == '"':
-                        in_string = True
+                for k, char in scan.structure(buf, self._i):
+                    if char == '"':
+                        if depth == 0:  # a string element ends with its closing quote
+                            end = k + 1
+                            break
                     elif char in "[{":
                         depth += 1
-                    elif char in "]}":
+                    else:
                         depth -= 1
                         if depth <= 0:
                             end = k + 1
@@ -247,7 +227,7 @@ class ArrayReader:
             last = part.rstrip(" \t\r\n")[-1:] or last  # JSON whitespace only
             if end is not None:
                 return True, size, "".join(kept), last
-            skip_to = max(0, skip_to - len(buf))
+            scan.shift(len(buf))
             if not self._fill():
                 return False, size, "".join(kept), last
 
@@ -296,6 +276,37 @@ class ArrayReader:
         self._buf = self._buf[self._i :] + more
         self._i = 0
         return bool(more) or not self._eof
+
+
+class _Strings:
+    """Where JSON strings begin and end in text read left to right, across buffer refills."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.skip_to = 0  # the character after a backslash, which is never structure
+
+    def structure(self, buf: str, start: int, end: int | None = None) -> Iterator[tuple[int, str]]:
+        """The brackets outside strings in ``buf[start:end]``, and the quote that ends each string."""
+        stop = len(buf) if end is None else end
+        for match in _STRUCTURE.finditer(buf, max(start, self.skip_to), stop):
+            k = match.start()
+            if k < self.skip_to:
+                continue
+            char = buf[k]
+            if self.inside:
+                if char == "\\":
+                    self.skip_to = k + 2
+                elif char == '"':
+                    self.inside = False
+                    yield k, char
+            elif char == '"':
+                self.inside = True
+            elif char != "\\":  # a backslash outside a string is only a broken value
+                yield k, char
+
+    def shift(self, n: int) -> None:
+        """The buffer dropped its first ``n`` characters (a refill)."""
+        self.skip_to = max(0, self.skip_to - n)
 
 
 def _too_long(size: int, limit: int) -> str:
