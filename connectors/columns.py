@@ -23,7 +23,6 @@ from connectors.records import (
 )
 from triage.models import (
     ITEM_SCHEMA,
-    MAX_BIGINT,
     MAX_TEXT_CHARS,
     InvalidRecord,
     cap_raw,
@@ -136,10 +135,7 @@ def item_rows(
         "author_handle": texts(column("author")),
         "author_name": texts(column("author_name")),
         "author_url": texts(column("author_url")),
-        "author_followers": [
-            v if type(v) is int and 0 <= v <= MAX_BIGINT else follower_count(v)
-            for v in column("followers")
-        ],
+        "author_followers": [follower_count(v) for v in column("followers")],
         "text": text,
         "created_at": created,
         "thread": texts(column("thread")),

@@ -133,10 +133,6 @@ class Watermark:
 
     def take(self, created: datetime, external_id: str) -> None:
         """Remember an item that is being stored in this run."""
-        # Never past now: an item dated ahead (within the day allowed for clock skew) would
-        # put every item published before its time behind the watermark. Held at now, it is
-        # read again until the clock passes it, and its stable id keeps it stored once.
-        created = min(created, datetime.now(UTC))
         if self.newest is None or created > self.newest:
             self.newest, self.newest_ids = created, {external_id}
         elif created == self.newest:
@@ -162,11 +158,15 @@ class Watermark:
         """The cursor entry to store once this run's items are durable."""
         if self.newest is None:
             return {"since": self.since.isoformat(), "ids": sorted(self.ids)}
-        if self.newest == self.since:
+        # Never past now: an item dated ahead (within the day allowed for clock skew) would put
+        # every item published before its time behind the watermark. Held at now, it is read
+        # again until the clock passes it, and its stable id keeps it stored once.
+        newest = min(self.newest, datetime.now(UTC))
+        if newest == self.since:
             ids = self.ids | self.newest_ids
         else:
             ids = self.newest_ids
-        return {"since": self.newest.isoformat(), "ids": sorted(ids)}
+        return {"since": newest.isoformat(), "ids": sorted(ids)}
 
 
 @dataclass

@@ -17,6 +17,7 @@ import orjson
 
 from triage.config import ConfigError
 from triage.models import (
+    MAX_BIGINT,
     Author,
     InvalidRecord,
     Mention,
@@ -53,7 +54,7 @@ FIELD_NAMES: dict[str, str] = {
     "channel": "source_type",
     **{name: name for name in ALIASES},
 }
-INT64 = (-(2**63), 2**63 - 1)
+INT64 = (-MAX_BIGINT - 1, MAX_BIGINT)
 
 
 def normalise_fields(value: Any, where: str) -> dict[str, str] | None:
