@@ -4,7 +4,9 @@ incrementally.
 The cursor remembers, per file, how many bytes of complete lines (of a JSON array: elements) have
 been stored, and how many lines that is, so quarantine reasons name the line counted from the start
 of the file. Files that grow by appending are picked up where they left off, and unchanged files
-cost one ``stat``. A JSON array that has been read to its closing bracket cannot grow: when its size
+cost one ``stat``. The end of a file that may still be being written (a last line without its line
+end, a CSV quote still open, an array without its closing bracket) waits until the file has not
+changed for ``settle_seconds``; then it is read as the file's last record, or reported. A JSON array that has been read to its closing bracket cannot grow: when its size
 changes, it was written again, and it is read again from the start.
 
 One bad record never stops a file: a line that is not JSON, a CSV row with the wrong number of
@@ -15,6 +17,7 @@ around it are stored.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,6 +34,7 @@ from connectors.file_reader import (
     item_rows_for,
     read,
 )
+from connectors.json_array import is_array_file
 from connectors.records import check_date_format, decode_json, normalise_fields, time_zone
 from triage.config import ConfigError
 from triage.models import InvalidRecord
@@ -44,10 +48,15 @@ SETTINGS = {
     "date_format": "strptime pattern of text dates, e.g. '%m/%d/%Y %I:%M %p' (default: ISO 8601)",
     "timezone": "IANA time zone of dates that carry none, e.g. Europe/Berlin (default: UTC)",
     "max_record_bytes": "longer lines (CSV: records) are quarantined unread (default 1048576)",
+    "settle_seconds": "a file unchanged for this long is finished: a last line without its line "
+    "end is read, a CSV quote still open or an array's missing ']' is reported (default 60)",
 }
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
 MIN_RECORD_BYTES = 1024
+# Long enough that a writer part way through a line (an export, a copy over the network) has
+# touched the file since; short enough that an export's last row is read on the next run.
+DEFAULT_SETTLE_SECONDS = 60
 # How many records `triage sources check` parses.
 SAMPLE_SIZE = 1000
 
@@ -80,7 +89,20 @@ def validate(name: str, settings: dict[str, Any]) -> None:
         raise ConfigError(f"source '{name}': setting 'path' is required")
     if not isinstance(settings.get("pattern", ""), str):
         raise ConfigError(f"source '{name}': pattern must be a glob such as '*.csv'")
+    settle_seconds(name, settings)
     record_format(name, settings)
+
+
+def settle_seconds(name: str, settings: dict[str, Any]) -> float:
+    """How long a file must be unchanged before its unterminated end is read as finished.
+
+    Raises:
+        ConfigError: Naming the source and the setting.
+    """
+    value = settings.get("settle_seconds", DEFAULT_SETTLE_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise ConfigError(f"source '{name}': settle_seconds must be a number of seconds >= 0")
+    return float(value)
 
 
 def _files(ctx: SourceContext) -> list[Path]:
@@ -107,31 +129,46 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     Args:
         ctx: The configured source.
         cursor: ``{"files": {name: {"offset": int, "size": int, "line": int}}}`` from the last
-            run, or None; ``"closed": true`` marks a JSON array read to its end.
+            run, or None; ``"array": true`` marks a file that holds one JSON array, and
+            ``"closed": true`` one read to its end.
 
     Yields:
         Batches whose cursor covers exactly the lines read so far.
     """
     fmt = _format(ctx)
+    try:
+        settle = settle_seconds(ctx.name, ctx.settings)
+    except ConfigError as exc:
+        raise ConnectorError(str(exc)) from None
     state: dict[str, Any] = {"files": dict((cursor or {}).get("files", {}))}
     root = ctx.path("path")
     base = root if root.is_dir() else root.parent
     fetched_at = datetime.now(UTC)
     for path in _files(ctx):
         key = str(path.relative_to(base))
-        size = path.stat().st_size
+        stat = path.stat()
+        size = stat.st_size
+        # Not touched for a while: its writer is done, so an unterminated end is all there is.
+        final = time.time() - stat.st_mtime >= settle
         seen = state["files"].get(key, {})
         offset = int(seen.get("offset", 0))
-        if offset == size:
+        # An array read up to its last element has nothing left to read until its ']' comes,
+        # unless it has settled without one: that is said once (and closes it).
+        unfinished = seen.get("array") and not seen.get("closed") and final
+        if offset == size and not unfinished:
             continue  # unchanged since the last run: the cheap path of every scheduled run
         if offset > size or (seen.get("closed") and size != seen.get("size")):
             # Replaced by a shorter file, or a finished array written again (an export run once
             # more): read it again from the start; the stable ids keep items from doubling.
             offset = 0
         line = int(seen["line"]) if "line" in seen and offset else count_lines(path, offset)
-        for batch, new_offset, new_line, closed in read(ctx, fmt, path, offset, line, fetched_at):
+        array = path.suffix.lower() != ".csv" and is_array_file(path)
+        reading = read(ctx, fmt, path, offset, line, fetched_at, final)
+        for batch, new_offset, new_line, closed in reading:
             # A file that grew while it was read ends past the size seen before reading.
             entry = {"offset": new_offset, "size": max(size, new_offset), "line": new_line}
+            if array:
+                entry["array"] = True
             if closed:
                 entry["closed"] = True
             state["files"][key] = entry
@@ -142,14 +179,15 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
 def sample(ctx: SourceContext, limit: int = SAMPLE_SIZE) -> FetchBatch:
     """Parse the first ``limit`` records of the drop, from the start, storing nothing.
 
-    ``triage sources check`` uses this to say how many records would be quarantined and why.
+    ``triage sources check`` uses this to say how many records would be quarantined and why. Each
+    file is read as finished, so a file being checked is judged whole, its last line included.
     """
     fmt = _format(ctx)
     out = FetchBatch()
     small = replace(ctx, batch_size=max(1, min(limit, ctx.batch_size)))
     fetched_at = datetime.now(UTC)
     for path in _files(ctx):
-        for batch, *_ in read(small, fmt, path, 0, 0, fetched_at):
+        for batch, *_ in read(small, fmt, path, 0, 0, fetched_at, final=True):
             out.rejected.extend(batch.rejected)
             if batch.items is not None and batch.items.num_rows:
                 parts = [batch.items] if out.items is None else [out.items, batch.items]

@@ -2,7 +2,10 @@
 JSON array (``connectors/json_array.py``), into batches.
 
 Each record is at most ``max_record_bytes``: a longer line is skipped unread, a quote that is never
-closed cannot swallow the rest of the file. A line that is not JSON, a CSV row with the wrong
+closed cannot swallow the rest of the file. The end of a file its writer may still be appending to
+(a last line without its line end, a CSV record whose quote is still open, an array without its
+closing bracket) waits, unless the caller says the file is finished (``final``): then it is read
+as the last record, or reported. A line that is not JSON, a CSV row with the wrong
 number of columns and a record that does not validate go to quarantine with the file, the line
 (counted from the start of the file) and the reason; the records around them are stored. Valid
 records become item rows column by column (``connectors/columns.py``).
@@ -62,12 +65,18 @@ def read(
     offset: int,
     line: int,
     fetched_at: datetime,
+    final: bool = False,
 ) -> Iterator[Position]:
     """Batches of the complete lines (CSV: records; a JSON array: elements) of one file from
     ``offset``, each with the position and line count after it, and True once a JSON array's
-    closing bracket has been read (nothing can be appended to it)."""
+    closing bracket has been read (nothing can be appended to it).
+
+    With ``final`` (nothing is being written to the file any more), a last line without its line
+    end is read too, a CSV record whose quote is still open at the end is quarantined, and an
+    array that ends without its closing bracket is reported and closed. Without it, they wait.
+    """
     reader = _read_csv if path.suffix.lower() == ".csv" else _read_json
-    yield from reader(ctx, fmt, path, offset, line, fetched_at)
+    yield from reader(ctx, fmt, path, offset, line, fetched_at, final)
 
 
 def count_lines(path: Path, offset: int) -> int:
@@ -103,21 +112,30 @@ class _Lines:
 
     A line over the limit is never held in memory: it is skipped in chunks up to its newline and
     reported in ``oversized``. A last line without its newline is not read (its writer may still
-    be appending): iteration stops before it.
+    be appending): iteration stops before it, unless ``final`` says the file is finished.
     """
 
-    def __init__(self, fh: IO[bytes], offset: int, line: int, limit: int) -> None:
+    def __init__(
+        self, fh: IO[bytes], offset: int, line: int, limit: int, final: bool = False
+    ) -> None:
         self.fh = fh
         self.limit = limit
-        self.pos = offset  # after the last line handed out
-        self.line = line  # lines before ``pos``
+        self.final = final
         self.oversized: list[tuple[int, int, bytes]] = []  # (line number, size, head)
         self.closed = False  # lines can always be appended
         self.newline = _line_end(fh)
-        fh.seek(offset)
+        self.pos, self.line = offset, line
+        self._joined = False
+        self.seek(offset, line)
 
     def seek(self, pos: int, line: int) -> None:
-        """Continue from ``pos`` (the start of line ``line + 1``)."""
+        """Continue from ``pos`` (the start of line ``line + 1``, or the rest of line ``line``
+        when an earlier run read that line as a finished file's last, before its line end)."""
+        if pos > 0:
+            self.fh.seek(pos - 1)
+            # What follows a last line taken without its line end belongs to that line: at least
+            # its line end, which must not count as a line of its own.
+            self._joined = self.fh.read(1) != self.newline
         self.fh.seek(pos)
         self.pos, self.line = pos, line
 
@@ -129,9 +147,11 @@ class _Lines:
         """
         while True:
             data = self.fh.readline(self.limit) if self.newline == b"\n" else self._cr_line()
-            if data.endswith(self.newline):
+            if data.endswith(self.newline) or (self.final and data and len(data) < self.limit):
                 self.pos += len(data)
-                self.line += 1
+                # The rest of a line counted before (see ``seek``) is not a line of its own.
+                self.line += not self._joined
+                self._joined = not data.endswith(self.newline)
                 return data
             if len(data) < self.limit:
                 self.fh.seek(self.pos)  # a partial last line: it waits for the next run
@@ -155,22 +175,26 @@ class _Lines:
             want = min(want * 8, self.limit)
 
     def _skip(self, head: bytes) -> bool:
-        # Find the end of an oversized line without keeping it; False when it has no end yet.
+        # Find the end of an oversized line without keeping it; False when it has no end yet
+        # (in a finished file, the end of the file ends it).
         size = len(head)
         while True:
             chunk = self.fh.read(_SKIP_CHUNK)
-            if not chunk:
+            if chunk:
+                cut = chunk.find(self.newline)
+                if cut < 0:
+                    size += len(chunk)
+                    continue
+                size += cut + 1
+            elif not self.final:
                 self.fh.seek(self.pos)
                 return False
-            cut = chunk.find(self.newline)
-            if cut >= 0:
-                size += cut + 1
-                self.line += 1
-                self.oversized.append((self.line, size, head[:200]))
-                self.pos += size
-                self.fh.seek(self.pos)
-                return True
-            size += len(chunk)
+            self.line += not self._joined
+            self._joined = not chunk
+            self.oversized.append((self.line, size, head[:200]))
+            self.pos += size
+            self.fh.seek(self.pos)
+            return True
 
 
 @dataclass
@@ -224,11 +248,12 @@ def _read_json(
     offset: int,
     line: int,
     fetched_at: datetime,
+    final: bool,
 ) -> Iterator[Position]:
     with path.open("rb") as fh:
         # Whatever its name: a file that opens with '[' is one array, not lines of JSON.
         if is_array_file(path):
-            array = ArrayReader(fh, offset, line, fmt.max_record_bytes)
+            array = ArrayReader(fh, offset, line, fmt.max_record_bytes, final=final)
 
             def element(into: _Batch) -> bool:
                 got = array.next()
@@ -244,7 +269,7 @@ def _read_json(
 
             yield from _batches(ctx, fmt, path, array, fetched_at, element)
             return
-        lines = _Lines(fh, offset, line, fmt.max_record_bytes)
+        lines = _Lines(fh, offset, line, fmt.max_record_bytes, final)
 
         def next_line(into: _Batch) -> bool:
             data = lines.next_line()
@@ -402,11 +427,12 @@ def _read_csv(
     offset: int,
     line: int,
     fetched_at: datetime,
+    final: bool,
 ) -> Iterator[Position]:
     # The csv module refuses fields over its own limit (128 KiB); our record limit is the bound.
     csv.field_size_limit(max(csv.field_size_limit(), fmt.max_record_bytes))
     with path.open("rb") as fh:
-        src = _Lines(fh, 0, 0, fmt.max_record_bytes)
+        src = _Lines(fh, 0, 0, fmt.max_record_bytes, final)
         header_line = src.next_line()
         # Blank lines before the header (a spreadsheet export with an empty first row) are
         # skipped, as every run re-reads the header from the top of the file.
@@ -489,7 +515,12 @@ def _read_csv(
             if row is None:
                 return False
             if lines.ended:
-                # The file ended inside a quoted field: the quote that opened it is broken.
+                if not final:
+                    # The end of what has been written so far is inside a quoted field: its
+                    # writer may be part way through the record, which waits for the next run.
+                    src.seek(*lines.start)
+                    return False
+                # A finished file ends inside a quoted field: the quote that opened it is broken.
                 broken(into, "a quoted field that opens on this line is never closed")
                 return True
             if not row:

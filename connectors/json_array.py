@@ -9,8 +9,9 @@ What can go wrong stays local, as it does for a line of JSON Lines: an element t
 JSON, or is longer than ``max_record_bytes``, is found by its brackets and quotes and reported with
 the line it starts on, and reading goes on after it (an object that runs into the next one, its
 ``}`` missing, ends where that one starts). An array whose end has not been written yet
-waits for the next run; one that is broken past where its brackets can be followed is reported once,
-and the rest of that file is not read.
+waits for the next run, unless the file is finished (``final``): then the missing end is reported
+once. One that is broken past where its brackets can be followed is reported once, and the rest of
+that file is not read.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ _STRUCTURE = re.compile(r'["\\\[\]{}]')
 # Where a bare number or literal (or stray text) ends.
 _SCALAR_END = re.compile(r"[,\] \t\n\r]")
 _DECODER = json.JSONDecoder()
+# Said of an array that ends before its closing bracket in a finished file.
+_CUT_OFF = (
+    " (cut off? the elements before it were read; if the file is written again, or finished, it "
+    "is read again from the start)"
+)
 
 
 def is_array_file(path: Path) -> bool:
@@ -66,13 +72,22 @@ class ArrayReader:
     ``pos`` and ``line`` are where the next run resumes: just after the last element handed out
     (the array's opening bracket is read again when that is the start of the file). ``closed``
     turns True once the array's closing bracket has been read; ``pos`` is then the end of the file.
+    ``final`` says that nothing more will be written: an array that ends before its closing
+    bracket is then reported and closed, where otherwise it waits.
     """
 
     def __init__(
-        self, fh: IO[bytes], offset: int, line: int, limit: int, chunk: int = _CHUNK
+        self,
+        fh: IO[bytes],
+        offset: int,
+        line: int,
+        limit: int,
+        chunk: int = _CHUNK,
+        final: bool = False,
     ) -> None:
         self.fh = fh
         self.limit = limit
+        self.final = final
         self.chunk = chunk  # bytes read at a time (tests make it tiny, to split everything)
         self.pos = offset
         self.line = line
@@ -92,7 +107,11 @@ class ArrayReader:
         while not self.closed:
             char = self._peek()
             if not char:
-                return None  # the rest of the array is not written yet: it waits
+                if not self.final:
+                    return None  # the rest of the array is not written yet: it waits
+                line = self._bline + 1
+                self._close()
+                return Element(line, "", f"the file ends before the array's closing ']'{_CUT_OFF}")
             if self._state == "open":
                 if char == "\ufeff" and self._bpos == 0:
                     self._advance(self._i + 1)
@@ -134,10 +153,11 @@ class ArrayReader:
                 # the element is quarantined like any other that cannot be read.
                 return self._unreadable(start, f"unreadable JSON: {type(exc).__name__}: {exc}")
             if end == len(self._buf) and self._buf[end - 1] not in '}]"':
-                if self._eof:
+                if not self._eof:
+                    self._fill()  # a number or literal at the end of a chunk may go on
+                    continue
+                if not self.final:
                     return None  # a number cut off by the end of the file: it waits too
-                self._fill()  # a number or literal at the end of a chunk may go on
-                continue
             size, text = self._advance(end)
             if size > self.limit:
                 return self._commit(Element(start, text[:200], _too_long(size, self.limit)))
@@ -179,7 +199,10 @@ class ArrayReader:
                 reason = _too_long(size, self.limit)
             return self._commit(Element(start, kept[:200] if size > self.limit else kept, reason))
         if last != "]":
-            return None  # the file ends inside the element: its writer may not be done yet
+            if not self.final:
+                return None  # the file ends inside the element: its writer may not be done yet
+            self._close()
+            return Element(start, kept[:200], f"{reason}; the file ends inside it{_CUT_OFF}")
         # A file whose last character is ']' looks finished. If its writer was not done after
         # all, the file's size changes when it is, and a closed array is then read again.
         self._close()

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,8 @@ def test_internal_field_names_still_work_and_both_spellings_are_one_field(tmp_pa
         ({"date_format": "MM/DD/YYYY"}, "date_format must be a strptime pattern"),
         ({"timezone": "Mars/Olympus"}, "timezone 'Mars/Olympus' is not an IANA time zone"),
         ({"max_record_bytes": "1MB"}, "max_record_bytes must be a whole number"),
+        ({"settle_seconds": -1}, "settle_seconds must be a number of seconds >= 0"),
+        ({"settle_seconds": "1m"}, "settle_seconds must be a number of seconds >= 0"),
         ({"path": None}, "'path' is required"),
     ],
 )
@@ -466,3 +469,132 @@ def test_a_file_whose_lines_end_in_a_bare_cr_is_read_line_by_line(
         "r3",
     ]
     assert rows(tmp_path, "SELECT count(*) FROM quarantine") == [(0,)]
+
+
+# ----------------------------------------------------------------------------- the end of a file
+AT = "2026-01-02T03:04:05Z"
+
+
+def settle(path: Path) -> None:
+    """Make ``path`` look untouched for two minutes: past the default ``settle_seconds`` (60)."""
+    then = time.time() - 120
+    os.utime(path, (then, then))
+
+
+def item_ids(tmp_path: Path) -> list[str]:
+    return [r[0] for r in rows(tmp_path, "SELECT external_id FROM items ORDER BY 1")]
+
+
+def reasons(tmp_path: Path) -> list[str]:
+    return [r[0] for r in rows(tmp_path, "SELECT reason FROM quarantine ORDER BY reason")]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_last_line_without_its_line_end_is_read_once_the_file_has_settled(
+    tmp_path: Path, suffix: str
+) -> None:
+    # Many exports (spreadsheet downloads, "\n".join writers) end their last row without a line
+    # end. It waited as a partial line for ever: the last record of every such file was lost.
+    if suffix == ".csv":
+        lines = ["id,text,created_at", f"r1,first,{AT}", f"r2,last row,{AT}"]
+        more = [f"r3,appended,{AT}", "r4,not enough columns"]
+    else:
+        lines = [json.dumps({"id": f"r{i}", "text": f"row {i}", "created_at": AT}) for i in (1, 2)]
+        more = [json.dumps({"id": "r3", "text": "appended", "created_at": AT}), "{not json"]
+    path = tmp_path / f"export{suffix}"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    config = write_config(
+        tmp_path, [{"name": "x", "type": "file", "path": ".", "pattern": f"*{suffix}"}]
+    )
+    # Just written: its writer may be part way through that line, so it waits.
+    run_ingest(config, "x")
+    assert item_ids(tmp_path) == ["r1"]
+    settle(path)
+    assert run_ingest(config, "x")["stored"] == 1
+    assert item_ids(tmp_path) == ["r1", "r2"]
+    assert run_ingest(config, "x")["fetched"] == 0
+    # A writer that goes on starts with the line end the last line lacked: that is not a line of
+    # its own, so the lines after it keep their numbers from the start of the file.
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("\n" + "\n".join(more) + "\n")
+    run_ingest(config, "x")
+    assert item_ids(tmp_path) == ["r1", "r2", "r3"]
+    (reason,) = reasons(tmp_path)
+    assert reason.startswith(f"export{suffix} line {len(lines) + 2}: ")
+
+
+def test_a_csv_read_while_a_quoted_field_is_being_written_loses_no_record(
+    tmp_path: Path,
+) -> None:
+    # Read between two writes, cut inside a multi-line quoted field: the record was quarantined
+    # as "never closed", and its second half then as a row of its own. r1 was lost.
+    text = f'id,text,created_at\nr0,before,{AT}\nr1,"first line\nsecond line",{AT}\nr2,after,{AT}\n'
+    path = tmp_path / "live.csv"
+    config = write_config(tmp_path, [{"name": "x", "type": "file", "path": "."}])
+    for cut in (text.index("first line\n") + 11, text.index("second") + 3):
+        path.write_text(text[:cut], encoding="utf-8")
+        run_ingest(config, "x")
+        assert item_ids(tmp_path) == ["r0"]
+    path.write_text(text, encoding="utf-8")
+    run_ingest(config, "x")
+    assert item_ids(tmp_path) == ["r0", "r1", "r2"]
+    assert rows(tmp_path, "SELECT text FROM items WHERE external_id = 'r1'") == [
+        ("first line\nsecond line",)
+    ]
+    assert reasons(tmp_path) == []
+    # A finished file that really ends inside a quote is reported, once.
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(f'r3,"never closed,{AT}\nmore text\n')
+    run_ingest(config, "x")
+    assert reasons(tmp_path) == []
+    settle(path)
+    run_ingest(config, "x")
+    # Its opening line is quarantined and reading goes on after it, as with any unclosed quote.
+    assert reasons(tmp_path) == [
+        "live.csv line 6: a quoted field that opens on this line is never closed",
+        "live.csv line 7: 1 columns, header has 3",
+    ]
+    assert run_ingest(config, "x")["fetched"] == 0
+
+
+@pytest.mark.parametrize(
+    ("tail", "said"),
+    [
+        ("", "the file ends before the array's closing ']'"),
+        (',\n  {"id": "r3", "text": "cut o', "invalid JSON: Unterminated string"),
+    ],
+)
+def test_an_array_cut_off_before_its_end_is_reported_once_the_file_has_settled(
+    tmp_path: Path, tail: str, said: str
+) -> None:
+    # An export that died part way: the array never closes. It waited silently for ever.
+    elements = [json.dumps({"id": f"r{i}", "text": f"row {i}", "created_at": AT}) for i in (1, 2)]
+    path = tmp_path / "export.json"
+    path.write_text("[\n  " + ",\n  ".join(elements) + tail, encoding="utf-8")
+    config = write_config(tmp_path, [{"name": "x", "type": "file", "path": "."}])
+    run_ingest(config, "x")
+    assert item_ids(tmp_path) == ["r1", "r2"]
+    assert reasons(tmp_path) == []
+    settle(path)
+    run_ingest(config, "x")
+    (reason,) = reasons(tmp_path)
+    assert reason.startswith(f"export.json line {4 if tail else 3}: {said}")
+    assert "cut off?" in reason
+    assert run_ingest(config, "x")["fetched"] == 0
+    # Exported again, whole: read again from the start, and nothing is stored twice.
+    whole = elements + [json.dumps({"id": "r3", "text": "row 3", "created_at": AT})]
+    path.write_text("[\n  " + ",\n  ".join(whole) + "\n]\n", encoding="utf-8")
+    run_ingest(config, "x")
+    assert item_ids(tmp_path) == ["r1", "r2", "r3"]
+    assert len(reasons(tmp_path)) == 1
+
+
+def test_settle_seconds_zero_reads_the_end_of_a_file_at_once(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text(
+        json.dumps({"id": "r1", "text": "no line end", "created_at": AT}), encoding="utf-8"
+    )
+    config = write_config(
+        tmp_path, [{"name": "x", "type": "file", "path": ".", "settle_seconds": 0}]
+    )
+    run_ingest(config, "x")
+    assert item_ids(tmp_path) == ["r1"]
