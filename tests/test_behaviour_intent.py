@@ -239,8 +239,7 @@ def test_purchase_intent_in_slang_written_blind_is_recognised(clf: Classifier) -
 
     Measured when the file was added (shipped model ``textcat_vectors-bbf25e3a1f``): recall
     0.885 (115 of 130), 65 of 70 near misses not a lead, 52.0% flagged, 99.0% right when not
-    flagged. A hand probe of 20 such posts had found slang read as kudos or other. With round 10
-    of the corpus (``textcat_vectors-ab041a18df``): 0.931 (121), 64 of 70, 42.5% flagged, 98.3%.
+    flagged. A hand probe of 20 such posts had found slang read as kudos or other.
     """
     _assert_intent_recognised(clf, _eval_rows(SLANG_FILE))
 
