@@ -598,3 +598,24 @@ def test_settle_seconds_zero_reads_the_end_of_a_file_at_once(tmp_path: Path) -> 
     )
     run_ingest(config, "x")
     assert item_ids(tmp_path) == ["r1"]
+
+
+def test_sources_check_reads_a_file_whole_even_while_a_run_would_wait(tmp_path: Path) -> None:
+    # `triage sources check` judges the file being checked as it is: its last row is counted and
+    # a quote still open at the end is reported, though a run would wait for the file to settle.
+    (tmp_path / "export.csv").write_text(
+        f'id,text,created_at\nr1,first,{AT}\nr2,last row,{AT}\nr3,"open quote,{AT}', encoding="utf-8"
+    )
+    ctx = SourceContext(name="x", settings={"path": "."}, base_dir=tmp_path)
+    checked = file.sample(ctx)
+    assert checked.items is not None
+    assert checked.items.column("external_id").to_pylist() == ["r1", "r2"]
+    assert [r.reason for r in checked.rejected] == [
+        "export.csv line 4: a quoted field that opens on this line is never closed"
+    ]
+    (batch,) = list(file.fetch(ctx, None))
+    assert batch.items is not None and batch.items.column("external_id").to_pylist() == [
+        "r1",
+        "r2",
+    ]
+    assert batch.rejected == []
