@@ -6,8 +6,9 @@ been stored, and how many lines that is, so quarantine reasons name the line cou
 of the file. Files that grow by appending are picked up where they left off, and unchanged files
 cost one ``stat``. The end of a file that may still be being written (a last line without its line
 end, a CSV quote still open, an array without its closing bracket) waits until the file has not
-changed for ``settle_seconds``; then it is read as the file's last record, or reported. A JSON array that has been read to its closing bracket cannot grow: when its size
-changes, it was written again, and it is read again from the start.
+changed for ``settle_seconds``; then it is read as the file's last record, or reported. A JSON
+array that has been read to its closing bracket cannot grow: when its size changes, it was written
+again, and it is read again from the start.
 
 One bad record never stops a file: a line that is not JSON, a CSV row with the wrong number of
 columns, a quote that is never closed, a line over ``max_record_bytes`` (skipped unread) or a
@@ -18,11 +19,11 @@ around it are stored.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -31,10 +32,10 @@ from connectors.file_reader import (
     DEFAULT_MAX_RECORD_BYTES,
     RecordFormat,
     count_lines,
+    is_array,
     item_rows_for,
     read,
 )
-from connectors.json_array import is_array_file
 from connectors.records import check_date_format, decode_json, normalise_fields, time_zone
 from triage.config import ConfigError
 from triage.models import InvalidRecord
@@ -51,6 +52,8 @@ SETTINGS = {
     "settle_seconds": "a file unchanged for this long is finished: a last line without its line "
     "end is read, a CSV quote still open or an array's missing ']' is reported (default 60)",
 }
+
+T = TypeVar("T")
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
 MIN_RECORD_BYTES = 1024
@@ -136,10 +139,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         Batches whose cursor covers exactly the lines read so far.
     """
     fmt = _format(ctx)
-    try:
-        settle = settle_seconds(ctx.name, ctx.settings)
-    except ConfigError as exc:
-        raise ConnectorError(str(exc)) from None
+    settle = _checked(ctx, settle_seconds)
     state: dict[str, Any] = {"files": dict((cursor or {}).get("files", {}))}
     root = ctx.path("path")
     base = root if root.is_dir() else root.parent
@@ -162,7 +162,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
             # more): read it again from the start; the stable ids keep items from doubling.
             offset = 0
         line = int(seen["line"]) if "line" in seen and offset else count_lines(path, offset)
-        array = path.suffix.lower() != ".csv" and is_array_file(path)
+        array = is_array(path)
         reading = read(ctx, fmt, path, offset, line, fetched_at, final)
         for batch, new_offset, new_line, closed in reading:
             # A file that grew while it was read ends past the size seen before reading.
@@ -233,7 +233,12 @@ def reread(ctx: SourceContext, rows: list[dict[str, Any]]) -> tuple[pa.Table | N
 
 
 def _format(ctx: SourceContext) -> RecordFormat:
+    return _checked(ctx, record_format)
+
+
+def _checked(ctx: SourceContext, check: Callable[[str, dict[str, Any]], T]) -> T:
+    """A setting checked as at configuration load, failing the run as the connector's error."""
     try:
-        return record_format(ctx.name, ctx.settings)
+        return check(ctx.name, ctx.settings)
     except ConfigError as exc:
         raise ConnectorError(str(exc)) from None

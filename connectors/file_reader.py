@@ -79,6 +79,12 @@ def read(
     yield from reader(ctx, fmt, path, offset, line, fetched_at, final)
 
 
+def is_array(path: Path) -> bool:
+    """Whether :func:`read` reads the file as one JSON array (any file but a ``.csv`` whose first
+    character is ``[``), element by element, rather than as lines or CSV records."""
+    return path.suffix.lower() != ".csv" and is_array_file(path)
+
+
 def count_lines(path: Path, offset: int) -> int:
     """Lines before ``offset``: for cursors stored before they counted lines (read once)."""
     count = 0
@@ -124,17 +130,16 @@ class _Lines:
         self.oversized: list[tuple[int, int, bytes]] = []  # (line number, size, head)
         self.closed = False  # lines can always be appended
         self.newline = _line_end(fh)
-        self.pos, self.line = offset, line
-        self._joined = False
         self.seek(offset, line)
 
     def seek(self, pos: int, line: int) -> None:
         """Continue from ``pos`` (the start of line ``line + 1``, or the rest of line ``line``
         when an earlier run read that line as a finished file's last, before its line end)."""
+        # What follows a last line taken without its line end belongs to that line: at least its
+        # line end, which must not count as a line of its own.
+        self._joined = False
         if pos > 0:
             self.fh.seek(pos - 1)
-            # What follows a last line taken without its line end belongs to that line: at least
-            # its line end, which must not count as a line of its own.
             self._joined = self.fh.read(1) != self.newline
         self.fh.seek(pos)
         self.pos, self.line = pos, line
@@ -252,7 +257,7 @@ def _read_json(
 ) -> Iterator[Position]:
     with path.open("rb") as fh:
         # Whatever its name: a file that opens with '[' is one array, not lines of JSON.
-        if is_array_file(path):
+        if is_array(path):
             array = ArrayReader(fh, offset, line, fmt.max_record_bytes, final=final)
 
             def element(into: _Batch) -> bool:

@@ -198,20 +198,19 @@ class ArrayReader:
             if size > self.limit:
                 reason = _too_long(size, self.limit)
             return self._commit(Element(start, kept[:200] if size > self.limit else kept, reason))
-        if last != "]":
-            if not self.final:
-                return None  # the file ends inside the element: its writer may not be done yet
-            self._close()
-            return Element(start, kept[:200], f"{reason}; the file ends inside it{_CUT_OFF}")
-        # A file whose last character is ']' looks finished. If its writer was not done after
-        # all, the file's size changes when it is, and a closed array is then read again.
+        if last != "]" and not self.final:
+            return None  # the file ends inside the element: its writer may not be done yet
+        # Cut off in a finished file; or the file's last character is ']', so it looks finished
+        # (if its writer was not done after all, the file's size changes when it is, and a closed
+        # array is then read again).
         self._close()
-        return Element(
-            start,
-            kept[:200],
-            f"{reason}; the rest of the file is not read (fix the file, then run "
-            "`triage sources reset` for this source)",
+        rest = (
+            f"the file ends inside it{_CUT_OFF}"
+            if last != "]"
+            else "the rest of the file is not read (fix the file, then run `triage sources "
+            "reset` for this source)"
         )
+        return Element(start, kept[:200], f"{reason}; {rest}")
 
     def _skip(self) -> tuple[bool, int, str, str]:
         """Move past the element at the read position, keeping at most ``limit`` characters.
