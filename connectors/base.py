@@ -28,6 +28,9 @@ class FetchBatch:
     # Bulk connectors may hand over valid records already laid out as ``items`` rows
     # (``triage.models.ITEM_SCHEMA``): a backfill then skips one Python object per record.
     items: pa.Table | None = None
+    # What the operator should know about this fetch that is neither a record nor an error (a drop
+    # file whose end waits for its writer): it reaches the run summary, not the store.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def size(self) -> int:

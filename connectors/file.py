@@ -18,6 +18,7 @@ around it are stored.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -54,6 +55,8 @@ SETTINGS = {
 }
 
 T = TypeVar("T")
+
+OPEN_ARRAY = "its JSON array is not finished yet (no closing ']')"
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
 MIN_RECORD_BYTES = 1024
@@ -152,11 +155,14 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         final = time.time() - stat.st_mtime >= settle
         seen = state["files"].get(key, {})
         offset = int(seen.get("offset", 0))
-        # An array read up to its last element has nothing left to read until its ']' comes,
-        # unless it has settled without one: that is said once (and closes it).
-        unfinished = seen.get("array") and not seen.get("closed") and final
-        if offset == size and not unfinished:
-            continue  # unchanged since the last run: the cheap path of every scheduled run
+        open_array = bool(seen.get("array") and not seen.get("closed"))
+        if offset == size and not (open_array and final):
+            # Unchanged since the last run: the cheap path of every scheduled run. An array read
+            # up to its last element has nothing to read until its ']' comes, unless it has
+            # settled without one: that is said once (and closes it).
+            if open_array:
+                yield _waiting(state, key, OPEN_ARRAY, stat, settle)
+            continue
         if offset > size or (seen.get("closed") and size != seen.get("size")):
             # Replaced by a shorter file, or a finished array written again (an export run once
             # more): read it again from the start; the stable ids keep items from doubling.
@@ -164,9 +170,10 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
         line = int(seen["line"]) if "line" in seen and offset else count_lines(path, offset)
         array = is_array(path)
         reading = read(ctx, fmt, path, offset, line, fetched_at, final)
-        for batch, new_offset, new_line, closed in reading:
+        end, closed = offset, False
+        for batch, end, new_line, closed in reading:
             # A file that grew while it was read ends past the size seen before reading.
-            entry = {"offset": new_offset, "size": max(size, new_offset), "line": new_line}
+            entry = {"offset": end, "size": max(size, end), "line": new_line}
             if array:
                 entry["array"] = True
             if closed:
@@ -174,6 +181,30 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
             state["files"][key] = entry
             batch.cursor = {"files": dict(state["files"])}
             yield batch
+        if not final and (end < size or (array and not closed)):
+            what = (
+                OPEN_ARRAY
+                if array
+                else f"its last {size - end} bytes are not a finished record yet (a line "
+                "without its line end, or a quoted field still open)"
+            )
+            yield _waiting(state, key, what, stat, settle)
+
+
+def _waiting(
+    state: dict[str, Any], key: str, what: str, stat: os.stat_result, settle: float
+) -> FetchBatch:
+    """A batch of no records that says a file's end waits for its writer, and until when.
+
+    Without it a run reports nothing about a file whose last record is held back, and an
+    operator who dropped a file and ran at once sees its last row missing for no stated reason.
+    """
+    age = max(time.time() - stat.st_mtime, 0.0)
+    note = (
+        f"{key}: {what}; it changed {age:.0f} s ago and is read as finished once unchanged for "
+        f"{settle:g} s (settle_seconds)"
+    )
+    return FetchBatch(cursor={"files": dict(state["files"])}, notes=[note])
 
 
 def sample(ctx: SourceContext, limit: int = SAMPLE_SIZE) -> FetchBatch:

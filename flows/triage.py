@@ -129,7 +129,9 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
     """Fetch one source from its stored cursor and store each batch with the advanced cursor.
 
     Returns:
-        ``{"fetched", "stored", "quarantined", "seconds"}`` for the summary.
+        ``{"fetched", "stored", "quarantined", "seconds", "notes"}`` for the summary; ``notes``
+        are what the connector said about this fetch (a drop file whose end waits for its
+        writer), each once.
     """
     started = time.monotonic()
     connector = get_connector(source.type)
@@ -141,6 +143,7 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
         secret=lambda name: get_secret(name, name.lower().replace("_", "-")),
     )
     fetched = stored = quarantined = 0
+    notes: list[str] = []
     emit(Event("fetch", "start", source=source.name))
     with (
         open_store(config.database, streaming=True) as store,
@@ -150,7 +153,14 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
             # Another run (another worker) is fetching this source right now: its batches and
             # cursor are its own; fetching the same pages again would only repeat them.
             emit(Event("fetch", "finish", source=source.name, done=0, new=0))
-            return {"fetched": 0, "stored": 0, "quarantined": 0, "seconds": 0.0, "leased": False}
+            return {
+                "fetched": 0,
+                "stored": 0,
+                "quarantined": 0,
+                "seconds": 0.0,
+                "notes": [],
+                "leased": False,
+            }
         cursor = store.get_cursor(source.name)
         for n, batch in enumerate(connector.fetch(ctx, cursor), start=1):
             new_items, new_q = store.ingest(
@@ -159,6 +169,10 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
             fetched += batch.size
             stored += new_items
             quarantined += new_q
+            for note in batch.notes:
+                if note not in notes:
+                    notes.append(note)
+                    log.info("source %s: %s", source.name, note)
             emit(Event("fetch", "batch", source=source.name, batch=n, done=fetched, new=stored))
     seconds = finished("fetch", started, done=fetched, source=source.name, new=stored)
     return {
@@ -166,6 +180,7 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
         "stored": stored,
         "quarantined": quarantined,
         "seconds": seconds,
+        "notes": notes,
     }
 
 

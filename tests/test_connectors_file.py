@@ -118,7 +118,8 @@ def test_the_readme_export_example_reads_a_real_export_whole(tmp_path: Path) -> 
 
     result = run_ingest(config, source["name"])
 
-    assert result == {**result, "fetched": 30, "stored": 30, "quarantined": 0}
+    # A finished file has nothing to say beyond its counts.
+    assert result == {**result, "fetched": 30, "stored": 30, "quarantined": 0, "notes": []}
     got = {
         r[0]: r[1:]
         for r in rows(
@@ -152,7 +153,8 @@ def test_a_semicolon_export_reads_like_the_comma_one(tmp_path: Path) -> None:
 
     result = run_ingest(config, source["name"])
 
-    assert result == {**result, "fetched": 30, "stored": 30, "quarantined": 0}
+    # A finished file has nothing to say beyond its counts.
+    assert result == {**result, "fetched": 30, "stored": 30, "quarantined": 0, "notes": []}
     got = dict(rows(tmp_path, "SELECT external_id, text FROM items"))
     assert got["4100"] == "Charged twice for March, please refund one of them"
     assert got["4101"] == 'Love the new editor.\nThe "focus mode" is exactly what I needed'
@@ -309,6 +311,25 @@ def test_triage_run_says_loudly_when_most_of_a_source_was_quarantined(tmp_path: 
     assert result.exit_code == 1, result.output
     assert "WARNING: source 'export' quarantined 12 of the 12 records it read" in result.output
     assert "triage quarantine --source export" in result.output
+
+
+def test_triage_run_says_which_file_end_waits_for_its_writer(tmp_path: Path) -> None:
+    # A file dropped and read at once lost its last row to the next run with nothing said: an
+    # operator had no way to tell "waiting for the writer" from "dropped".
+    (tmp_path / "export.csv").write_text(f"id,text,created_at\nr1,first,{AT}\nr2,last,{AT}")
+    config = write_config(tmp_path, [{"name": "drop", "type": "file", "path": "."}])
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--no-deliver"])
+    assert result.exit_code == 0, result.output
+    held = len(f"r2,last,{AT}")
+    assert f"    note: export.csv: its last {held} bytes are not a finished record yet" in (
+        result.output
+    )
+    assert "unchanged for 60 s (settle_seconds)" in result.output
+    settle(tmp_path / "export.csv")
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--no-deliver"])
+    assert result.exit_code == 0, result.output
+    assert "note:" not in result.output
+    assert item_ids(tmp_path) == ["r1", "r2"]
 
 
 # ----------------------------------------------------------------------------- the CLI, as run
@@ -506,13 +527,21 @@ def test_a_last_line_without_its_line_end_is_read_once_the_file_has_settled(
     config = write_config(
         tmp_path, [{"name": "x", "type": "file", "path": ".", "pattern": f"*{suffix}"}]
     )
-    # Just written: its writer may be part way through that line, so it waits.
-    run_ingest(config, "x")
+    # Just written: its writer may be part way through that line, so it waits, and says so.
+    (note,) = run_ingest(config, "x")["notes"]
     assert item_ids(tmp_path) == ["r1"]
+    waits = f"export{suffix}: its last {len(lines[-1])} bytes are not a finished record yet"
+    assert note.startswith(waits)
+    assert note.endswith("read as finished once unchanged for 60 s (settle_seconds)")
+    # Nothing more to read on the next run: it is still waiting, and says so again.
+    (again,) = run_ingest(config, "x")["notes"]
+    assert again.startswith(waits)
     settle(path)
-    assert run_ingest(config, "x")["stored"] == 1
+    settled = run_ingest(config, "x")
+    assert (settled["stored"], settled["notes"]) == (1, [])
     assert item_ids(tmp_path) == ["r1", "r2"]
-    assert run_ingest(config, "x")["fetched"] == 0
+    unchanged = run_ingest(config, "x")
+    assert (unchanged["fetched"], unchanged["notes"]) == (0, [])
     # A writer that goes on starts with the line end the last line lacked: that is not a line of
     # its own, so the lines after it keep their numbers from the start of the file.
     with path.open("a", encoding="utf-8") as fh:
@@ -533,8 +562,10 @@ def test_a_csv_read_while_a_quoted_field_is_being_written_loses_no_record(
     config = write_config(tmp_path, [{"name": "x", "type": "file", "path": "."}])
     for cut in (text.index("first line\n") + 11, text.index("second") + 3):
         path.write_text(text[:cut], encoding="utf-8")
-        run_ingest(config, "x")
+        (note,) = run_ingest(config, "x")["notes"]
         assert item_ids(tmp_path) == ["r0"]
+        held = cut - text.index("r1,")
+        assert note.startswith(f"live.csv: its last {held} bytes are not a finished record yet")
     path.write_text(text, encoding="utf-8")
     run_ingest(config, "x")
     assert item_ids(tmp_path) == ["r0", "r1", "r2"]
@@ -572,15 +603,21 @@ def test_an_array_cut_off_before_its_end_is_reported_once_the_file_has_settled(
     path = tmp_path / "export.json"
     path.write_text("[\n  " + ",\n  ".join(elements) + tail, encoding="utf-8")
     config = write_config(tmp_path, [{"name": "x", "type": "file", "path": "."}])
-    run_ingest(config, "x")
+    waits = "export.json: its JSON array is not finished yet (no closing ']'); it changed "
+    (note,) = run_ingest(config, "x")["notes"]
+    assert note.startswith(waits)
     assert item_ids(tmp_path) == ["r1", "r2"]
     assert reasons(tmp_path) == []
+    # Read up to its last element and unchanged: still waiting, still said.
+    (again,) = run_ingest(config, "x")["notes"]
+    assert again.startswith(waits)
     settle(path)
-    run_ingest(config, "x")
+    assert run_ingest(config, "x")["notes"] == []
     (reason,) = reasons(tmp_path)
     assert reason.startswith(f"export.json line {4 if tail else 3}: {said}")
     assert "cut off?" in reason
-    assert run_ingest(config, "x")["fetched"] == 0
+    unchanged = run_ingest(config, "x")
+    assert (unchanged["fetched"], unchanged["notes"]) == (0, [])
     # Exported again, whole: read again from the start, and nothing is stored twice.
     whole = elements + [json.dumps({"id": "r3", "text": "row 3", "created_at": AT})]
     path.write_text("[\n  " + ",\n  ".join(whole) + "\n]\n", encoding="utf-8")
@@ -613,9 +650,14 @@ def test_sources_check_reads_a_file_whole_even_while_a_run_would_wait(tmp_path: 
     assert [r.reason for r in checked.rejected] == [
         "export.csv line 4: a quoted field that opens on this line is never closed"
     ]
-    (batch,) = list(file.fetch(ctx, None))
+    batch, waiting = list(file.fetch(ctx, None))
     assert batch.items is not None and batch.items.column("external_id").to_pylist() == [
         "r1",
         "r2",
     ]
     assert batch.rejected == []
+    # The run says why it stopped there; the records wait, and so does the cursor.
+    assert (waiting.size, waiting.cursor) == (0, batch.cursor)
+    (note,) = waiting.notes
+    held = len(f'r3,"open quote,{AT}')
+    assert note.startswith(f"export.csv: its last {held} bytes are not a finished record yet")

@@ -78,6 +78,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         out.append(
             f"  {name:<18} fetched {s['fetched']:>6}  new {s['stored']:>6}  quarantined {s['quarantined']:>4}"
         )
+        out.extend(f"    note: {note}" for note in s.get("notes", ()))
     for name, err in summary["failed_sources"].items():
         out.append(f"  {name:<18} FAILED: {err}")
     c = summary["classify"]
