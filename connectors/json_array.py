@@ -8,7 +8,8 @@ part way resumes there, as it does in a JSON Lines file.
 What can go wrong stays local, as it does for a line of JSON Lines: an element that is not valid
 JSON, or is longer than ``max_record_bytes``, is found by its brackets and quotes and reported with
 the line it starts on, and reading goes on after it (an object that runs into the next one, its
-``}`` missing, ends where that one starts). An array whose end has not been written yet
+``}`` missing, ends where that one starts; brackets are matched by kind, so one missing inside
+the element does not carry it past the elements after it). An array whose end has not been written yet
 waits for the next run, unless the file is finished (``final``): then the missing end is reported
 once. One that is broken past where its brackets can be followed is reported once, and the rest of
 that file is not read.
@@ -220,7 +221,8 @@ class ArrayReader:
             ``found`` is False when the file ends first.
         """
         first = self._buf[self._i]
-        depth, scan = 0, _Strings()
+        # The brackets the element has open, innermost last: a closer is matched by its kind.
+        opened, scan = list[str](), _Strings()
         size, kept, last = 0, list[str](), ""
         while True:
             buf, end = self._buf, None
@@ -231,16 +233,24 @@ class ArrayReader:
             else:
                 for k, char in scan.structure(buf, self._i):
                     if char == '"':
-                        if depth == 0:  # a string element ends with its closing quote
+                        if not opened:  # a string element ends with its closing quote
                             end = k + 1
                             break
                     elif char in "[{":
-                        depth += 1
-                    else:
-                        depth -= 1
-                        if depth <= 0:
+                        opened.append(char)
+                    elif (kind := "[" if char == "]" else "{") in opened:
+                        # A closer also closes what was left open inside it: counted as mere
+                        # depth, one missing '}' in a nested list ("[{...]") kept the element
+                        # open past every element after it, up to the end of the file.
+                        del opened[len(opened) - 1 - opened[::-1].index(kind) :]
+                        if not opened:
                             end = k + 1
                             break
+                    else:
+                        # It closes nothing this element opened: the array's own ']' (or a stray
+                        # brace) ends the element before it, and the array closes as written.
+                        end = k
+                        break
             stop = len(buf) if end is None else end
             part_size, part = self._advance(stop)
             if size < self.limit:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,6 +161,44 @@ def test_an_element_missing_its_closing_brace_does_not_take_in_the_ones_after_it
     assert '"b"' in raw and '"c"' not in raw
     run_ingest(config, "x")  # the array was read to its end: nothing new, nothing twice
     assert stored(tmp_path) == ["a", "c", "d"] and len(quarantined(tmp_path, "x")) == 1
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        # One bracket missing inside a nested list or object. Counted as depth alone, each kept
+        # the element open past every later one: those were lost, and the array never closed.
+        '{"id": "b", "tags": [{"k": 1], "created_at": "2026-01-02T03:04:05Z"}',
+        '{"id": "b", "tags": ["x", {"k": [1}, "created_at": "2026-01-02T03:04:05Z"}',
+        '{"id": "b", "tags": ["x", "y"}',
+    ],
+)
+def test_a_bracket_missing_inside_an_element_costs_that_element_alone(
+    tmp_path: Path, broken: str
+) -> None:
+    path = tmp_path / "export.json"
+    lines = [json.dumps(record(i)) for i in ("a", "c", "d")]
+    path.write_text("[\n" + ",\n".join([lines[0], broken, *lines[1:]]) + "\n]\n", "utf-8")
+    config = write_config(tmp_path, [{"name": "x", "type": "file", "path": "export.json"}])
+    run_ingest(config, "x")
+    assert stored(tmp_path) == ["a", "c", "d"]
+    (reason,) = quarantined(tmp_path, "x").values()
+    assert reason.startswith("export.json line 3: invalid JSON")
+    assert "not read" not in reason and "cut off" not in reason
+    (raw,) = rows(tmp_path, "SELECT raw FROM quarantine")[0]
+    assert raw == broken
+    # The array was read to its own ']': a second run finds nothing new and reports nothing twice.
+    assert run_ingest(config, "x")["fetched"] == 0
+    assert len(quarantined(tmp_path, "x")) == 1
+    # Exported again with the element last: the array's ']' ends it, and the array closes.
+    lines.append(json.dumps(record("e")))
+    path.write_text("[\n" + ",\n".join([*lines, broken]) + "\n]\n", "utf-8")
+    run_ingest(config, "x")
+    assert stored(tmp_path) == ["a", "c", "d", "e"]
+    got = quarantined(tmp_path, "x")
+    assert sorted(got) == ["export.json line 3", "export.json line 6"]
+    assert "not read" not in got["export.json line 6"]
+    assert "cut off" not in got["export.json line 6"]
 
 
 def test_a_json_lines_file_that_opens_with_a_bracket_is_read_as_the_array_it_is(
