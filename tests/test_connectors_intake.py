@@ -462,6 +462,75 @@ def test_connections_over_the_cap_get_429_and_the_server_recovers(tmp_path: Path
         server.server_close()
 
 
+@pytest.mark.slow
+def test_a_silent_flood_over_the_cap_is_closed_at_once_not_queued(tmp_path: Path) -> None:
+    # Connections over the cap and its refusers were "closed" with the lingering close on the
+    # accepting thread: up to a second each, so 20 silent ones held every later client for
+    # about 20 s, a 429 "within a second" included.
+    srv, server = start(tmp_path, max_connections=1, request_timeout=30.0)
+    socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(1 + 2 + 20)]
+    try:
+        time.sleep(0.2)  # the slot and both refusers are taken, the rest are over
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=ANSWER_WITHIN) as probe:
+            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                while probe.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass  # closed with the request unread: a reset is the quickest "no"
+        assert time.monotonic() - started < 5.0
+        for sock in socks:
+            sock.close()
+        # Once the flood has gone, the door is open again.
+        body = b'{"id": "after-flood", "text": "anyone there?"}'
+        for _ in range(200):
+            try:
+                status, answer = exchange(srv.port, signed(body))
+            except (AssertionError, ConnectionResetError):
+                status = 0
+            if status == 202:
+                break
+            time.sleep(0.05)
+        assert status == 202 and answer["id"] == "after-flood"
+    finally:
+        for sock in socks:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_request_headers_over_their_budget_are_431(intake: Server) -> None:
+    # The standard library alone allows 100 header lines of 64 KiB: 6.5 MB held per connection,
+    # 400 MB under the connection cap.
+    body = b'{"id": "big-head", "text": "hello"}'
+    pad = [f"X-Pad-{i}: {'p' * 12_000}".encode() for i in range(3)]
+    assert exchange(intake.port, signed(body, extra=pad))[0] == 431
+    assert intake.spooled() == []
+    assert exchange(intake.port, signed(body, extra=pad[:2]))[0] == 202
+
+
+def test_a_post_that_cannot_be_spooled_is_503_with_retry_after(intake: Server) -> None:
+    # A full or unwritable disk is the server's problem: the client is told to come back, and
+    # nothing of the post is left in the spool. (Here the day's spool file is a folder, which
+    # no write can get past, whoever runs the test.)
+    day = intake.spool / f"intake-{NOW_DT:%Y%m%d}.jsonl"
+    day.mkdir(parents=True)
+    body = b'{"id": "no-room", "text": "hello"}'
+    with socket.create_connection(("127.0.0.1", intake.port), timeout=ANSWER_WITHIN) as sock:
+        sock.sendall(signed(body))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"503"
+    assert b"\r\nRetry-After: 30" in head
+    assert "retry later" in json.loads(payload)["error"]
+    day.rmdir()
+    assert exchange(intake.port, signed(body)) == (202, {"status": "accepted", "id": "no-room"})
+    assert len(intake.spooled()) == 1
+
+
 # ----------------------------------------------------------------------------- one accepted shape
 @pytest.mark.parametrize(
     ("payload", "reason"),

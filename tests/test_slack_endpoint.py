@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -404,6 +405,21 @@ def test_non_utf8_bodies_and_unknown_methods_get_4xx(endpoint: Endpoint) -> None
     assert httpx.post(endpoint.url.replace(EVENTS_PATH, "/other"), timeout=30).status_code == 404
 
 
+def test_a_request_target_that_cannot_be_parsed_is_a_400_not_a_500(
+    endpoint: Endpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    # urlparse raises on an unclosed IPv6 bracket: the endpoint answered 500 with a logged
+    # traceback, so anyone could fill the log, unsigned.
+    for data in (
+        b"GET http://[ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST http://[/slack/events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET http://a]/healthz HTTP/1.1\r\n\r\n",
+    ):
+        assert raw_request(endpoint.port, data)[0] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert raw_request(endpoint.port, b"GET /healthz HTTP/1.1\r\n\r\n")[0] == 200
+
+
 def test_a_cleared_menu_is_ignored_not_an_error(endpoint: Endpoint) -> None:
     # Slack sends `selected_option: null` when a reviewer clears a static select.
     for action_id in (ACTION_RELABEL, ACTION_REROUTE):
@@ -595,7 +611,13 @@ def requests(draw: st.DrawFn, fake_response_url: str) -> tuple[bytes, bool]:
     elif length == "junk":
         headers["Content-Length"] = draw(st.sampled_from(["abc", "-1", "1e3", " ", "0x10"]))
     method = draw(st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "HEAD", "TRACE"]))
-    path = draw(st.sampled_from([EVENTS_PATH, EVENTS_PATH, "/", "/healthz", EVENTS_PATH + "?a=b"]))
+    path = draw(
+        st.sampled_from(
+            [EVENTS_PATH, EVENTS_PATH, "/", "/healthz", EVENTS_PATH + "?a=b"]
+            # Targets in absolute form, one of which no URL parser can read.
+            + ["http://x" + EVENTS_PATH, "http://[" + EVENTS_PATH, "*"]
+        )
+    )
     head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return head.encode("utf-8") + b"\r\n" + data, signed

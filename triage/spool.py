@@ -17,6 +17,7 @@ registry's pointer).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -53,6 +54,28 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes, start: int) -> None:
+    """Write all of ``data`` at the end of the file, or none of it.
+
+    A write to a nearly full disk can be short: the rest of the record then fails. What was written
+    is cut off again (the file was ``start`` bytes before), so that a record the caller goes on to
+    refuse (a 500, a retry) is not left behind as the start of a line that the next append ends.
+    """
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, "no progress writing to the spool")
+            view = view[written:]
+    except OSError:
+        try:
+            os.ftruncate(fd, start)
+        except OSError:
+            pass  # the torn end is then ended and set aside by the next append, as after a crash
+        raise
 
 
 class JsonlSpool:
@@ -100,7 +123,7 @@ class JsonlSpool:
                     fh.seek(size - 1)
                     if fh.read(1) != b"\n":
                         data = b"\n" + data
-            os.write(fd, data)
+            _write_all(fd, data, size)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -108,10 +131,19 @@ class JsonlSpool:
             fsync_dir(self.path.parent)
 
     def lines(self) -> list[str]:
-        """Every non-blank line, oldest first; call under :meth:`locked`."""
+        """Every non-blank line, oldest first; call under :meth:`locked`.
+
+        Each line is decoded on its own: bytes that are not UTF-8 (a line torn inside a character
+        by a crash) become U+FFFD in that line, which its reader then sets aside, instead of one
+        such line making the whole file unreadable for ever.
+        """
         if not self.path.exists():
             return []
-        return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [
+            text
+            for line in self.path.read_bytes().splitlines()
+            if (text := line.decode("utf-8", "replace")).strip()
+        ]
 
     def rewrite(self, lines: list[str]) -> None:
         """Replace the file's lines atomically (a crash leaves the old or the new file whole)."""

@@ -19,6 +19,7 @@ closes the socket silently. This module adds, for any handler built on :class:`B
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
@@ -38,6 +39,9 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 # much), so that closing the socket does not reset the connection before the answer is read.
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1024 * 1024
+# Request headers in all (after the request line). Slack's and a web form's are 1-3 KB; the
+# standard library alone allows 100 lines of 64 KiB each.
+MAX_HEAD_BYTES = 32 * 1024
 # At most 18 digits: a longer number is no length at all (400), a shorter one too large is 413.
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
@@ -82,6 +86,26 @@ class _DeadlineSocket(io.RawIOBase):
             raise
 
 
+class _HeadBudget:
+    """The connection's input while headers are read: lines until a total is spent, then 431.
+
+    ``http.client.parse_headers`` reads only ``readline``; its ``LineTooLong`` is answered 431
+    by the standard library's ``parse_request``.
+    """
+
+    def __init__(self, rfile: io.BufferedIOBase, budget: int) -> None:
+        self._rfile = rfile
+        self._left = budget
+
+    def readline(self, limit: int = -1) -> bytes:
+        cap = self._left + 1 if limit < 0 else min(limit, self._left + 1)
+        line = self._rfile.readline(cap)
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong(f"request headers over {MAX_HEAD_BYTES} bytes")
+        return line
+
+
 class BoundedHandler(BaseHTTPRequestHandler):
     """A request handler whose reads share one deadline and whose every request gets an answer.
 
@@ -110,6 +134,19 @@ class BoundedHandler(BaseHTTPRequestHandler):
         self.deadline = deadline
         self.rfile.close()
         self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, self))
+
+    def parse_request(self) -> bool:
+        """Parse the request line and headers, the headers at most ``MAX_HEAD_BYTES`` in all.
+
+        The standard library's own limits (100 lines of 64 KiB) let one connection hold 6.5 MB
+        of headers, and the cap's 64 connections 400 MB; what is over the budget is a 431.
+        """
+        rfile = self.rfile
+        self.rfile = _HeadBudget(rfile, MAX_HEAD_BYTES)  # type: ignore[assignment]
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = rfile
 
     def time_left(self) -> float:
         """Seconds left of this request's deadline (negative once it has passed)."""
@@ -274,8 +311,10 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         elif self._refusers.acquire(blocking=False):
             threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
         else:
-            # Far over the cap: no thread to spare, close at once.
-            self.shutdown_request(request)
+            # Far over the cap: no thread to spare, close at once. Not with the lingering close:
+            # that waits on this, the accepting thread, up to a second per connection, and a few
+            # dozen silent connections would hold every client after them for as many seconds.
+            self.close_request(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Serve one connection, then free its slot."""

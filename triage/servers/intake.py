@@ -222,7 +222,8 @@ def make_handler(settings: IntakeSettings, spool: Spool) -> type[BoundedHandler]
             try:
                 record_id = self._accept()
             except RequestError as exc:
-                self.reply_json(exc.status, {"error": exc.reason})
+                retry = {"Retry-After": "30"} if exc.status == 503 else None
+                self.reply_json(exc.status, {"error": exc.reason}, retry)
                 return
             self.reply_json(202, {"status": "accepted", "id": record_id})
 
@@ -256,7 +257,13 @@ def make_handler(settings: IntakeSettings, spool: Spool) -> type[BoundedHandler]
             record_id = str(record["id"])
             direct = settings.direct
             if direct is None or not direct.write(line, received, record_id, self.time_left()):
-                spool.append(line, received)
+                try:
+                    spool.append(line, received)
+                except OSError as exc:
+                    # A full or read-only disk is ours to fix, not the client's: 503 says "retry
+                    # later", and the append wrote all of the post or none of it.
+                    log.error("post %s could not be spooled: %s", record_id, exc)
+                    raise IntakeError(503, "the post could not be stored; retry later") from None
             return record_id
 
     return IntakeHandler

@@ -26,7 +26,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import ParseResult, parse_qsl, urlparse
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.socket_mode.builtin import SocketModeHandler
@@ -365,13 +365,19 @@ def handler_for(review: ReviewApp) -> type[BoundedHandler]:
             log.debug("%s " + format, self.address_string(), *args)
 
         def do_GET(self) -> None:
-            if urlparse(self.path).path == "/healthz":
+            target = _target(self.path)
+            if target is None:
+                self.answer(400, "malformed request target")
+            elif target.path == "/healthz":
                 self.answer(200, "ok")
             else:
                 self.answer(404, "not found")
 
         def do_POST(self) -> None:
-            parsed = urlparse(self.path)
+            parsed = _target(self.path)
+            if parsed is None:
+                self.answer(400, "malformed request target")
+                return
             if parsed.path != EVENTS_PATH:
                 self.answer(404, "not found")
                 return
@@ -417,6 +423,14 @@ def handler_for(review: ReviewApp) -> type[BoundedHandler]:
             self.answer(resp.status, resp.body, resp.headers)
 
     return Handler
+
+
+def _target(path: str) -> ParseResult | None:
+    """The request target's parts; None when it cannot be parsed (``http://[``: a 400, not a 500)."""
+    try:
+        return urlparse(path)
+    except ValueError:
+        return None
 
 
 def bolt_request(body: str, query: str, headers: dict[str, str | Sequence[str]]) -> BoltRequest:
