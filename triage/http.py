@@ -162,6 +162,7 @@ def send(
     *,
     retry_transport: bool = True,
     retryable: Callable[[httpx.Response], bool] = transient_status,
+    asked: Callable[[httpx.Response], float | None] | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one HTTP request through :func:`retry`.
@@ -174,6 +175,8 @@ def send(
         retry_transport: False for a request that must not be sent twice: a timeout or a broken
             connection then propagates as the ``httpx.TransportError`` at once.
         retryable: True for an answer worth another attempt.
+        asked: The wait an answer asks for, in seconds, or None for the backoff's own (default:
+            its ``Retry-After``, see :func:`retry_after_seconds`).
         **kwargs: Passed to ``client.request``.
 
     Returns:
@@ -190,7 +193,7 @@ def send(
             backoff,
             errors=errors,
             again=retryable,
-            asked=lambda r: retry_after_seconds(r, None),
+            asked=asked or (lambda r: retry_after_seconds(r, None)),
         )
     except httpx.TransportError as exc:
         if not retry_transport:

@@ -3,8 +3,10 @@
 Faithful where our code depends on it: ``Authorization: Bearer``/``token`` (401 "Bad credentials"
 otherwise), 404 for an unknown repository, 422 for an issue without a title, issues numbered per
 repository with ``html_url``, label filtering and ``per_page``/``page`` pagination on listings, and
-422 "is too long" for a body over 65,536 characters or a title over 256. Issues carry ``created_at``,
-``closed_at``, ``state_reason`` (``completed`` / ``not_planned`` when closed) and their ``comments``
+422 "is too long" for a body over 65,536 characters or a title over 256, the secondary rate
+limit (an injected 403 or 429 with GitHub's message, ``Retry-After`` only when asked for), and
+labels dropped silently from a new issue when the token's account lacks push access. Issues carry
+``created_at``, ``closed_at``, ``state_reason`` (``completed`` / ``not_planned`` when closed) and their ``comments``
 count; comments carry ``created_at`` and ``user``. :meth:`FakeGitHub.close` and
 :meth:`FakeGitHub.maintainer_comment` act as the product team.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.fakes.base import FakeApi, Reply, Request
+from tests.fakes.base import Failure, FakeApi, Reply, Request
 
 DOCS = "https://docs.github.com/rest"
 # GitHub refuses an issue or comment body over 65,536 characters, and a title over 256.
@@ -33,6 +35,9 @@ class FakeGitHub(FakeApi):
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     next_comment: int = 900
+    # Whether the token's account has push access: without it GitHub keeps a new issue but
+    # drops its labels, silently ("Only users with push access can set labels for new issues").
+    push_access: bool = True
 
     @staticmethod
     def _iso(at: datetime | None = None) -> str:
@@ -54,6 +59,26 @@ class FakeGitHub(FakeApi):
             }
         )
         self.issues[number]["comments"] = len(self.comments[number])
+
+    def rate_limited(self, failure: Failure) -> Reply:
+        """GitHub's secondary rate limit as its docs describe it: a message, and a wait header
+        only sometimes (``retry_after`` 0 here: none, and the client must wait a minute)."""
+        return self._limited(429, failure)
+
+    def injected(self, failure: Failure) -> Reply | None:
+        """A 403 injected is the secondary rate limit too: GitHub answers it with 403 or 429."""
+        if failure.status == 403:
+            return self._limited(403, failure)
+        return super().injected(failure)
+
+    @staticmethod
+    def _limited(status: int, failure: Failure) -> Reply:
+        headers = {"Retry-After": str(int(failure.retry_after))} if failure.retry_after else {}
+        message = (
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
+            "again."
+        )
+        return status, {"message": message, "documentation_url": DOCS}, headers
 
     def authorized(self, req: Request) -> bool:
         """A token as ``Bearer`` or ``token``."""
@@ -149,7 +174,7 @@ class FakeGitHub(FakeApi):
             "title": data["title"],
             "body": data.get("body"),
             "state": "open",
-            "labels": [{"name": str(n)} for n in data.get("labels") or []],
+            "labels": [{"name": str(n)} for n in data.get("labels") or [] if self.push_access],
             "comments": 0,
             "created_at": self._iso(),
             "closed_at": None,

@@ -16,6 +16,7 @@ created seconds earlier.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -29,6 +30,8 @@ from triage.models import DeliveryItem
 from triage.secrets import secret
 from triage.similarity import FEATURE_THRESHOLD, SignatureIndex, signature
 from triage.store import Store
+
+log = logging.getLogger("triage.handoffs")
 
 API_VERSION = "2022-11-28"
 MAX_LISTED = 50  # mentions listed in an issue body; the count keeps counting beyond it
@@ -195,9 +198,28 @@ class GitHubDestination(HandoffDestination):
         return out
 
     def find_issue(self, group_id: str) -> dict[str, Any] | None:
-        """The issue carrying a group's marker, if one exists."""
+        """The issue carrying a group's marker, if one exists.
+
+        Looked for among the issues with the tracker's label, then among the newest issues: GitHub
+        keeps a new issue but drops its labels, without an error, when the token's account lacks
+        push access, and an issue whose create timed out moments ago is one of the newest.
+        """
         marker = group_marker(group_id)
-        return next((i for i in self._issues() if marker in str(i.get("body") or "")), None)
+        for issues in (self._issues, self._newest):
+            found = next((i for i in issues() if marker in str(i.get("body") or "")), None)
+            if found is not None:
+                return found
+        return None
+
+    def _newest(self) -> list[dict[str, Any]]:
+        resp = self.call(
+            "GET",
+            f"/repos/{self.repo}/issues",
+            params={"state": "all", "sort": "created", "direction": "desc", "per_page": 100},
+        )
+        if resp.status_code != 200:
+            raise fail(f"github {self.name}", resp)
+        return list(resp.json())
 
     def _has_comment(self, number: int, key: str) -> bool:
         marker = key_marker(key)
@@ -249,6 +271,7 @@ class GitHubDestination(HandoffDestination):
                 raise fail(f"github {self.name}", resp)
             issue = resp.json()
             self.store.set_group_issue(group_id, int(issue["number"]), issue["html_url"])
+            self._check_labels(issue)
             return self.finish(key, str(issue["number"]), issue["html_url"])
         number = int(issue["number"])
         similarity = float((self.store.feature_mention(key) or {}).get("similarity", 1.0))
@@ -267,6 +290,21 @@ class GitHubDestination(HandoffDestination):
             raise fail(f"github {self.name}", resp)
         self._update_body(group_id, number)
         return self.finish(key, str(number), issue["html_url"])
+
+    def _check_labels(self, issue: dict[str, Any]) -> None:
+        """Say so when GitHub dropped the labels of the issue just opened (no push access)."""
+        kept = {str(lab.get("name")) for lab in issue.get("labels") or [] if isinstance(lab, dict)}
+        missing = [lab for lab in self.labels if lab not in kept]
+        if missing:
+            log.warning(
+                "github %s: issue #%s was opened without the labels %s: GitHub drops them "
+                "silently when the token's account has no push access to %s; give it write "
+                "access, or the product team will not find these issues by their label",
+                self.name,
+                issue.get("number"),
+                ", ".join(missing),
+                self.repo,
+            )
 
     def _update_body(self, group_id: str, number: int) -> None:
         group = self.store.feature_group(group_id)

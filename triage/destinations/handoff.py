@@ -27,7 +27,7 @@ from slack_sdk.errors import SlackApiError
 from triage.config import Config, DestinationConfig
 from triage.destinations.base import DeliveryError, Destination
 from triage.destinations.slack import SlackDestination
-from triage.http import RETRY_STATUS, USER_AGENT, Backoff, GaveUp, send
+from triage.http import RETRY_STATUS, USER_AGENT, Backoff, GaveUp, retry_after_seconds, send
 from triage.models import DeliveryItem
 from triage.privacy.policy import PrivacyPolicy
 from triage.slack.client import find_by_key, post, thread_root
@@ -37,14 +37,41 @@ log = logging.getLogger("triage.handoffs")
 
 # 4xx answers that mean the request itself is wrong: retrying the same request cannot succeed.
 PERMANENT_STATUS = {400, 401, 403, 404, 405, 409, 410, 413, 422}
+# GitHub: after a rate limit that says no wait of its own, "wait for at least one minute".
+RATE_LIMIT_WAIT = 60.0
+
+
+def _rate_limited(response: httpx.Response) -> bool:
+    """A 403 that is GitHub's rate limit, not refused credentials.
+
+    GitHub answers its secondary rate limit (content created too fast) with 403 or 429: with
+    ``Retry-After``, with ``x-ratelimit-remaining: 0``, or with neither and only its message
+    saying so. Read as refused credentials, the last dead-lettered every handoff of a busy minute.
+    """
+    if response.status_code != 403:
+        return False
+    if "retry-after" in response.headers or response.headers.get("x-ratelimit-remaining") == "0":
+        return True
+    return "rate limit" in _message(response).lower()
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("message") or "") if isinstance(body, dict) else ""
 
 
 def _transient(response: httpx.Response) -> bool:
-    # GitHub signals its secondary rate limit as 403 with Retry-After or no remaining quota.
-    limited = response.status_code == 403 and (
-        "retry-after" in response.headers or response.headers.get("x-ratelimit-remaining") == "0"
-    )
-    return response.status_code in RETRY_STATUS or limited
+    return response.status_code in RETRY_STATUS or _rate_limited(response)
+
+
+def _asked(response: httpx.Response) -> float | None:
+    """The wait an answer asks for; a rate limit that names none, GitHub's documented minute."""
+    asked = retry_after_seconds(response, None)
+    limited = response.status_code in (403, 429) and "rate limit" in _message(response).lower()
+    return RATE_LIMIT_WAIT if asked is None and limited else asked
 
 
 def call(
@@ -84,7 +111,14 @@ def call(
     policy = Backoff(retries=retries, first=backoff, cap=max_wait, jitter=1.0, sleep=sleep)
     try:
         response = send(
-            client, method, url, policy, retry_transport=idempotent, retryable=_transient, **kwargs
+            client,
+            method,
+            url,
+            policy,
+            retry_transport=idempotent,
+            retryable=_transient,
+            asked=_asked,
+            **kwargs,
         )
     except httpx.TransportError as exc:  # only a request that is not idempotent gets here
         raise DeliveryError(
