@@ -668,7 +668,18 @@ def test_sales_leads_without_an_email_share_one_contact_by_handle(world: World) 
 
 
 # ------------------------------------------------------------------ documented size limits
-def queue_handoff(world: World, ext: str, text: str, label: str, destination: str) -> str:
+def queue_handoff(
+    world: World,
+    ext: str,
+    text: str,
+    label: str,
+    destination: str,
+    *,
+    author: str = "@big",
+    author_name: str | None = "Big Text",
+    source: str = SOURCE,
+    source_type: str | None = None,
+) -> str:
     """Store one classified, released item with ``text`` as it is (no connector's length cap)
     and queue its handoff to ``destination``; return the delivery key."""
     from datetime import UTC, datetime
@@ -677,7 +688,8 @@ def queue_handoff(world: World, ext: str, text: str, label: str, destination: st
     from triage.models import LABELS as ALL_LABELS
     from triage.routing import OUTBOX_SCHEMA, ROUTE_SCHEMA
 
-    iid = item_id(SOURCE, ext)
+    iid = item_id(source, ext)
+    dkey = delivery_key(iid, destination, "handoff")
     now = datetime.now(UTC)
     department = {"service_issue": "support", "sales_lead": "sales", "feature_request": "product"}
     with open_store(world.db) as store:
@@ -686,14 +698,15 @@ def queue_handoff(world: World, ext: str, text: str, label: str, destination: st
                 [
                     {
                         "id": iid,
-                        "source": SOURCE,
+                        "source": source,
                         "external_id": ext,
                         "url": f"https://social.example/{ext}",
-                        "author_handle": "@big",
-                        "author_name": "Big Text",
+                        "author_handle": author,
+                        "author_name": author_name,
                         "text": text,
                         "created_at": now,
                         "fetched_at": now,
+                        "source_type": source_type,
                     }
                 ],
                 schema=ITEM_SCHEMA,
@@ -727,14 +740,14 @@ def queue_handoff(world: World, ext: str, text: str, label: str, destination: st
             schema=ROUTE_SCHEMA,
         )
         row = {
-            "key": key(ext, destination),
+            "key": dkey,
             "item_id": iid,
             "destination": destination,
             "kind": "handoff",
             "created_at": now,
         }
         store.insert_routes(routes, pa.Table.from_pylist([row], schema=OUTBOX_SCHEMA))
-    return key(ext, destination)
+    return dkey
 
 
 def test_hubspot_note_fits_65536_after_html_escaping(world: World) -> None:
@@ -902,3 +915,303 @@ def test_alerts_to_a_destination_that_cannot_carry_them_are_a_clear_error(
     world.write(data)
     with pytest.raises(ValueError, match="'nowhere' is not a configured destination"):
         check_destinations(load_config(world.config))
+
+
+# ------------------------------------------------------------------ Zendesk joins and requesters
+CRASH = "The app crashes on login every time, I cannot get to my notes"
+CRASH_AGAIN = "Still crashing on login every time, I cannot get to my notes at all"
+
+
+def _ticket_of(world: World, delivery: str) -> int:
+    """The id of the ticket a handoff created."""
+    return next(t for t, v in world.zendesk.tickets.items() if v["external_id"] == delivery)
+
+
+@pytest.mark.parametrize("status", ["solved", "pending", "hold"])
+def test_a_repeat_complaint_reopens_the_ticket_it_joins(world: World, status: str) -> None:
+    zd = world.zendesk
+    ria_key = queue_handoff(world, "r1", CRASH, "service_issue", "zendesk")
+    world.deliver()
+    ned_key = queue_handoff(world, "n1", CRASH, "service_issue", "zendesk", author="@ned")
+    world.deliver()
+    ria, ned = _ticket_of(world, ria_key), _ticket_of(world, ned_key)
+    zd.tickets[ria]["status"] = status  # an agent solved it, or waits on someone
+
+    joined = queue_handoff(world, "r2", CRASH_AGAIN, "service_issue", "zendesk")
+    ned_joined = queue_handoff(world, "n2", CRASH_AGAIN, "service_issue", "zendesk", author="@ned")
+    summary = world.deliver()
+
+    assert summary["failed"] == summary["dead"] == 0 and len(zd.tickets) == 2
+    assert zd.tickets[ria]["status"] == "open"
+    comment = zd.comments[ria][-1]
+    assert f"triage-key: {joined}" in comment["body"] and comment["public"] is False
+    assert "Still crashing" in comment["body"]
+    # A ticket nobody has looked at yet keeps its "new" (it could never be set back).
+    assert zd.tickets[ned]["status"] == "new"
+    assert f"triage-key: {ned_joined}" in zd.comments[ned][-1]["body"]
+    updates = {r.path: r.json["ticket"] for r in zd.requests("PUT")}
+    assert updates[f"/api/v2/tickets/{ria}.json"]["status"] == "open"
+    assert "status" not in updates[f"/api/v2/tickets/{ned}.json"]
+
+
+def test_zendesk_fake_keeps_the_status_an_update_does_not_set(world: World) -> None:
+    import httpx
+
+    zd = world.zendesk
+    auth = (f"{zd.email}/token", zd.token)
+    created = httpx.post(
+        f"{zd.url}/api/v2/tickets.json", auth=auth, json={"ticket": {"comment": {"body": "x"}}}
+    )
+    tid = created.json()["ticket"]["id"]
+    url = f"{zd.url}/api/v2/tickets/{tid}.json"
+    zd.tickets[tid]["status"] = "solved"
+
+    note = httpx.put(url, auth=auth, json={"ticket": {"comment": {"body": "y", "public": False}}})
+    assert note.status_code == 200 and note.json()["ticket"]["status"] == "solved"
+    reopened = httpx.put(url, auth=auth, json={"ticket": {"status": "open"}})
+    assert reopened.json()["ticket"]["status"] == "open"
+    back_to_new = httpx.put(url, auth=auth, json={"ticket": {"status": "new"}})
+    assert back_to_new.status_code == 422 and zd.tickets[tid]["status"] == "open"
+    zd.tickets[tid]["status"] = "closed"
+    closed = httpx.put(url, auth=auth, json={"ticket": {"comment": {"body": "z"}}})
+    assert closed.status_code == 422 and closed.json()["error"] == "RecordInvalid"
+    assert len(zd.comments[tid]) == 2
+
+
+def _long_ticket_with_a_timed_out_join(world: World) -> tuple[int, str]:
+    """A ticket with 150 agent comments, then a join whose answer came after the timeout."""
+    from datetime import UTC, datetime
+
+    zd = world.zendesk
+    first = queue_handoff(world, "r1", CRASH, "service_issue", "zendesk")
+    world.deliver()
+    tid = _ticket_of(world, first)
+    for n in range(150):
+        zd.agent_reply(tid, datetime.now(UTC), body=f"agent note {n}")
+    # Zendesk adds the comment; its answer comes after the client's timeout.
+    zd.fail_next(0, retry_after=1.0, path=f"/api/v2/tickets/{tid}.json", method="PUT")
+    joined = queue_handoff(world, "r2", CRASH_AGAIN, "service_issue", "zendesk")
+    assert world.deliver()["failed"] == 1
+    assert sum(f"triage-key: {joined}" in c["body"] for c in zd.comments[tid]) == 1
+    world.make_due()
+    return tid, joined
+
+
+def test_a_timed_out_join_is_found_on_the_last_page_of_a_long_ticket(world: World) -> None:
+    zd = world.zendesk
+    tid, joined = _long_ticket_with_a_timed_out_join(world)
+
+    summary = world.deliver()
+
+    assert summary["failed"] == 0 and world.outbox()[joined] == "sent"
+    # Found on the second (last) page of 100: not posted again.
+    assert len(zd.comments[tid]) == 152
+    assert sum(f"triage-key: {joined}" in c["body"] for c in zd.comments[tid]) == 1
+    assert len(zd.requests("PUT", f"/api/v2/tickets/{tid}.json", ok_only=False)) == 1
+    pages = zd.requests("GET", f"/api/v2/tickets/{tid}/comments.json")
+    assert [r.params.get("page[size]") for r in pages] == ["100", "100"]
+    assert "page[after]" not in pages[0].params and pages[1].params["page[after]"]
+
+
+def test_the_comment_lookup_is_bounded_and_says_where_it_stopped(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triage.destinations import zendesk as zendesk_mod
+
+    monkeypatch.setattr(zendesk_mod, "MAX_COMMENT_PAGES", 1)
+    zd = world.zendesk
+    tid, joined = _long_ticket_with_a_timed_out_join(world)
+
+    summary = world.deliver()
+
+    # Not found within the bound: the delivery fails with the reason (here its last attempt, so
+    # it is dead-lettered and announced with it), and nothing is posted twice.
+    assert summary["dead"] == 1 and world.outbox()[joined] == "dead"
+    with duckdb.connect(str(world.db), read_only=True) as con:
+        error = con.execute("SELECT last_error FROM outbox WHERE key = ?", [joined]).fetchone()
+    assert error is not None and "stopped looking" in str(error[0])
+    assert len(zd.requests("PUT", f"/api/v2/tickets/{tid}.json", ok_only=False)) == 1
+    assert len(zd.comments[tid]) == 152
+
+
+@pytest.mark.parametrize(
+    ("handle", "expected"),
+    [
+        ("lawyer@boyer.net (Lawyer Boyer)", ("lawyer@boyer.net", "Lawyer Boyer")),  # RSS 2.0
+        ("Jane Doe <jane@x.com>", ("jane@x.com", "Jane Doe")),  # CSV
+        ('"Doe, Jane" <jane@x.com>', ("jane@x.com", "Doe, Jane")),
+        ("mailto:kim@bigco.example", ("kim@bigco.example", None)),
+        ("  kim@bigco.example ", ("kim@bigco.example", None)),
+        ("@jo", None),
+        ("jo@localhost", None),
+        ("two@at@x.com", None),
+        ("jane doe@x.com", None),
+        ("@yusuf_writes@writing.example", None),  # a fediverse handle with its leading @
+        ("Jane <jane@x.com> and <j@y.com>", None),
+        ("jane@x.c0m", None),
+        ("a" * 65 + "@x.com", None),
+        ("x@" + ".".join(c * 63 for c in "abcd") + ".com", None),  # over 254 characters
+        ("", None),
+        (None, None),
+    ],
+)
+def test_an_author_is_an_email_address_only_when_it_holds_one(
+    handle: str | None, expected: tuple[str, str | None] | None
+) -> None:
+    from triage.destinations.requester import email_address
+
+    found = email_address(handle)
+    assert (None if found is None else (found.email, found.name)) == expected
+
+
+def test_fediverse_handles_are_never_taken_for_email_addresses() -> None:
+    from dataclasses import replace
+
+    from triage.destinations.requester import author_email
+    from triage.models import Author, DeliveryItem
+
+    toot = DeliveryItem(
+        id="i1",
+        source="fedi",
+        text="t",
+        label="service_issue",
+        scores={},
+        author=Author(handle="alice@fosstodon.org"),
+        source_type="mastodon_post",
+    )
+    assert author_email(toot) is None
+    assert author_email(replace(toot, source_type="mastodon")) is None
+    # A mastodon source configured with another source_type: the connector type decides.
+    assert author_email(replace(toot, source_type="social_post"), "mastodon") is None
+    plain = replace(toot, source_type="web_form")
+    assert author_email(plain, "webhook") is not None
+
+
+def _queue_authors(world: World, label: str, destination: str, text: str) -> dict[str, str]:
+    """One handoff per kind of author string that reaches the destinations: name -> key."""
+    data = world.settings()
+    # A Mastodon source whose items carry another source_type: its connector type still counts.
+    data["sources"].append(
+        {
+            "name": "fedi",
+            "type": "mastodon",
+            "base_url": "https://fosstodon.org",
+            "hashtags": ["nimbus"],
+            "source_type": "social_post",
+        }
+    )
+    world.write(data)
+    rss = "lawyer@boyer.net (Lawyer Boyer)"  # feedparser's author, stored as handle and name
+    return {
+        "rss": queue_handoff(
+            world,
+            "a-rss",
+            text,
+            label,
+            destination,
+            author=rss,
+            author_name=rss,
+            source_type="blog_comment",
+        ),
+        "csv": queue_handoff(
+            world,
+            "a-csv",
+            text,
+            label,
+            destination,
+            author="Jane Doe <jane@x.com>",
+            author_name=None,
+        ),
+        "toot": queue_handoff(
+            world,
+            "a-toot",
+            text,
+            label,
+            destination,
+            author="alice@fosstodon.org",
+            author_name="Alice",
+            source_type="mastodon_post",
+        ),
+        "fedi": queue_handoff(
+            world,
+            "a-fedi",
+            text,
+            label,
+            destination,
+            author="bob@hachyderm.io",
+            author_name="Bob",
+            source="fedi",
+            source_type="social_post",
+        ),
+    }
+
+
+def test_zendesk_requester_is_the_address_in_the_author_or_none(world: World) -> None:
+    keys = _queue_authors(world, "service_issue", "zendesk", CRASH)
+
+    summary = world.deliver()
+
+    assert summary["failed"] == summary["dead"] == 0
+    assert set(world.outbox().values()) == {"sent"}
+    tickets = {t["external_id"]: t for t in world.zendesk.tickets.values()}
+    assert tickets[keys["rss"]]["requester"] == {
+        "name": "Lawyer Boyer",
+        "email": "lawyer@boyer.net",
+    }
+    assert tickets[keys["csv"]]["requester"] == {"name": "Jane Doe", "email": "jane@x.com"}
+    assert tickets[keys["toot"]]["requester"] is None
+    assert tickets[keys["fedi"]]["requester"] is None
+
+
+def test_hubspot_contact_email_is_the_address_in_the_author_or_none(world: World) -> None:
+    keys = _queue_authors(world, "sales_lead", "hubspot", "How much is the business plan?")
+
+    summary = world.deliver()
+
+    assert summary["failed"] == summary["dead"] == 0
+    assert set(world.outbox().values()) == {"sent"}
+    contacts = {c["triage_handle"]: c for c in world.hubspot.objects["contacts"].values()}
+    rss = contacts["social:lawyer@boyer.net (lawyer boyer)"]
+    assert (rss["email"], rss["firstname"], rss["lastname"]) == (
+        "lawyer@boyer.net",
+        "Lawyer",
+        "Boyer",
+    )
+    csv = contacts["social:jane doe <jane@x.com>"]
+    assert (csv["email"], csv["firstname"], csv["lastname"]) == ("jane@x.com", "Jane", "Doe")
+    assert "email" not in contacts["social:alice@fosstodon.org"]
+    assert "email" not in contacts["fedi:bob@hachyderm.io"]
+    assert len(world.hubspot.objects["notes"]) == len(keys)
+
+
+def test_fakes_refuse_malformed_requester_and_contact_emails(world: World) -> None:
+    import httpx
+
+    zd, hs = world.zendesk, world.hubspot
+
+    def ticket(email: str) -> httpx.Response:
+        return httpx.post(
+            f"{zd.url}/api/v2/tickets.json",
+            auth=(f"{zd.email}/token", zd.token),
+            json={"ticket": {"comment": {"body": "x"}, "requester": {"name": "N", "email": email}}},
+        )
+
+    def contact(email: str) -> httpx.Response:
+        return httpx.post(
+            f"{hs.url}/crm/v3/objects/contacts",
+            headers={"Authorization": f"Bearer {hs.token}"},
+            json={"properties": {"email": email}},
+        )
+
+    for bad in ("lawyer@boyer.net (Lawyer Boyer)", "Jane Doe <jane@x.com>", "@a@b.org", "a@b"):
+        refused = ticket(bad)
+        assert refused.status_code == 422, bad
+        body = refused.json()
+        assert body["error"] == "RecordInvalid" and body["details"]["requester"][0]["description"]
+        crm = contact(bad)
+        assert crm.status_code == 400 and crm.json()["category"] == "VALIDATION_ERROR", bad
+        assert '"error": "INVALID_EMAIL"' in crm.json()["message"]
+    # An API cannot tell a fediverse handle from an address: that is our code's job.
+    assert ticket("alice@fosstodon.org").status_code == 201
+    assert contact("alice@fosstodon.org").status_code == 201
+    assert len(zd.tickets) == len(hs.objects["contacts"]) == 1

@@ -5,9 +5,12 @@ otherwise), ``{"properties": {...}}`` bodies validated against the account's def
 (unknown ones are a 400 ``VALIDATION_ERROR``, as in HubSpot), unique contact emails (409
 ``Contact already exists. Existing ID: N``), ``hs_timestamp`` required on notes, note-to-contact
 associations (type 202) that must point at an existing contact, and the search endpoint with
-``filterGroups`` / ``EQ`` filters; a note body over 65,536 characters is a 400. For the read-back:
-the objects batch read (``POST /crm/v3/objects/{type}/batch/read``, at most 100 inputs; unknown
-ids make a 207 with ``errors``), the associations v4 batch read
+``filterGroups`` / ``EQ`` filters; a note body over 65,536 characters is a 400, and so is a contact
+``email`` that is not a well-formed address (``INVALID_EMAIL`` inside the ``VALIDATION_ERROR``
+message, as HubSpot answers; HubSpot checks the format only: RFC 2822, no quoted local part, a
+domain ending in a real top-level domain, approximated here as two or more letters). For the
+read-back: the objects batch read (``POST /crm/v3/objects/{type}/batch/read``, at most 100
+inputs; unknown ids make a 207 with ``errors``), the associations v4 batch read
 (``POST /crm/v4/associations/{from}/{to}/batch/read``, ``toObjectId`` per association; inputs
 without any are reported in ``errors`` with a 207) and deals (``dealstage`` of the default pipeline,
 ``closedate``, ``createdate``), which :meth:`FakeHubSpot.add_deal` creates as a salesperson would.
@@ -15,6 +18,7 @@ without any are reported in ``errors`` with a 207) and deals (``dealstage`` of t
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +45,12 @@ MAX_ASSOCIATION_READ = 1000
 NOTE_TO_CONTACT = 202
 # HubSpot documents hs_note_body as holding at most 65,536 characters.
 MAX_NOTE_BODY = 65_536
+# The format HubSpot accepts for a contact's email: a dot-atom local part (quoted ones refused)
+# and a host name whose last label is a top-level domain.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_VALID_EMAIL = re.compile(
+    rf"{_ATOM}(?:\.{_ATOM})*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{{2,}}"
+)
 
 
 @dataclass
@@ -205,6 +215,20 @@ class FakeHubSpot(FakeApi):
                 f'Property values were not valid: Property "{unknown[0]}" does not exist',
                 "VALIDATION_ERROR",
             )
+        if obj == "contacts" and props.get("email"):
+            email = str(props["email"])
+            if not _VALID_EMAIL.fullmatch(email):
+                problem = {
+                    "isValid": False,
+                    "message": f"Email address {email} is invalid",
+                    "error": "INVALID_EMAIL",
+                    "name": "email",
+                }
+                return self._error(
+                    400,
+                    f"Property values were not valid: {json.dumps([problem])}",
+                    "VALIDATION_ERROR",
+                )
         if obj == "contacts" and props.get("email"):
             for oid, existing in self.objects["contacts"].items():
                 if str(existing.get("email", "")).lower() == str(props["email"]).lower():

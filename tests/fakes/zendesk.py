@@ -4,8 +4,16 @@ Faithful where our code depends on it: basic auth ``{email}/token:{api_token}`` 
 ``{"ticket": {...}}`` envelopes, a required first comment, the four priorities, ``external_id``
 filtering on the ticket list, ``Idempotency-Key`` on creation (the same key and payload returns the
 first ticket with ``x-idempotency-lookup: hit``; the same key with another payload is a 400),
-comments appended by ``PUT``, and 422 for comments on closed tickets, comments over 64 KB and a
-5,001st comment. For the read-back: ``GET /api/v2/tickets/show_many.json?ids=`` (at most 100 ids,
+comments appended by ``PUT`` (which keeps the ticket's status unless the update sets one: an
+agent's API update does not reopen a ticket by itself; ``new`` cannot be set again once left), and
+422 for updates to closed tickets, comments over 64 KB and a 5,001st comment. A requester e-mail
+that is not a plain address is a 422 ``RecordInvalid`` with the error under
+``details.requester``. The comments list is paged as documented (at most 100 a page, oldest
+first): cursor pagination with ``page[size]`` (``meta.has_more``, ``meta.after_cursor``,
+``links.next``; ``page[after]`` and ``page[before]`` not together) and, without ``page[size]``,
+offset pagination (``page``, ``per_page``, ``next_page``; past the first 10,000 records a 400).
+The 400 bodies for bad pagination parameters are this fake's own: the docs do not show them.
+For the read-back: ``GET /api/v2/tickets/show_many.json?ids=`` (at most 100 ids,
 unknown ids simply absent) with the ``metric_sets`` sideload (``include=metric_sets``): each
 ticket's ``solved_at`` and ``reply_time_in_minutes`` (calendar and business minutes to the first
 public agent reply). :meth:`FakeZendesk.agent_reply` and :meth:`FakeZendesk.solve` act as an agent.
@@ -29,6 +37,13 @@ MAX_COMMENTS = 5000
 MAX_SHOW_MANY = 100
 AGENT_ID = 7001
 TYPES = {"problem", "incident", "question", "task"}
+STATUSES = {"new", "open", "pending", "hold", "solved", "closed"}
+# Comments list: at most 100 a page, whichever pagination; offset pagination stops at 10,000.
+MAX_PAGE = 100
+MAX_OFFSET_RECORDS = 10_000
+# A plain addr-spec, as a mail system would take it: one "@", nothing a display name or a comment
+# adds (spaces, <>, parentheses, quotes...), and a host name with a dot in it.
+_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\".]+")
 
 
 @dataclass
@@ -117,8 +132,7 @@ class FakeZendesk(FakeApi):
             tid = int(m.group(1))
             if tid not in self.tickets:
                 return 404, {"error": "RecordNotFound", "description": "Not found"}, {}
-            items = self.comments[tid]
-            return 200, {"comments": items, "count": len(items), "next_page": None}, {}
+            return self._list_comments(tid, req)
         return 404, {"error": "InvalidEndpoint", "description": "Not found"}, {}
 
     def _show_many(self, req: Request) -> Reply:
@@ -131,13 +145,90 @@ class FakeZendesk(FakeApi):
             body["metric_sets"] = [self.metrics[t] for t in ids]
         return 200, body, {}
 
-    def _invalid(self, details: str) -> Reply:
+    def _list_comments(self, tid: int, req: Request) -> Reply:
+        items = self.comments[tid]
+        path = f"{self.url}/api/v2/tickets/{tid}/comments.json"
+        if "page[size]" in req.query:
+            return self._comments_by_cursor(items, path, req)
+        # Offset pagination (what a request without page[size] gets).
+        try:
+            page = int(req.arg("page") or 1)
+            per_page = min(int(req.arg("per_page") or MAX_PAGE), MAX_PAGE)
+        except ValueError:
+            return self._bad_page("page and per_page must be integers")
+        if page < 1 or per_page < 1:
+            return self._bad_page("page and per_page must be positive")
+        start = (page - 1) * per_page
+        if start >= MAX_OFFSET_RECORDS:
+            return self._bad_page("offset pagination is limited to the first 10,000 records")
+        body: dict[str, Any] = {
+            "comments": items[start : start + per_page],
+            "count": len(items),
+            "next_page": (
+                f"{path}?page={page + 1}&per_page={per_page}"
+                if start + per_page < len(items)
+                else None
+            ),
+            "previous_page": f"{path}?page={page - 1}&per_page={per_page}" if page > 1 else None,
+        }
+        return 200, body, {}
+
+    def _comments_by_cursor(self, items: list[dict[str, Any]], path: str, req: Request) -> Reply:
+        try:
+            size = min(int(req.arg("page[size]") or ""), MAX_PAGE)
+        except ValueError:
+            return self._bad_page("page[size] must be an integer")
+        if size < 1:
+            return self._bad_page("page[size] must be positive")
+        after, before = req.arg("page[after]"), req.arg("page[before]")
+        if after and before:
+            return self._bad_page("page[after] and page[before] can't be used together")
+        ids = [int(c["id"]) for c in items]
+        if after:
+            mark = self._uncursor(after)
+            start = next((i for i, cid in enumerate(ids) if cid > mark), len(ids))
+            page = items[start : start + size]
+            more = start + size < len(items)
+        elif before:
+            mark = self._uncursor(before)
+            end = next((i for i, cid in enumerate(ids) if cid >= mark), len(ids))
+            page = items[max(0, end - size) : end]
+            more = end - size > 0
+        else:
+            page = items[:size]
+            more = size < len(items)
+        first = self._cursor(page[0]["id"]) if page else None
+        last = self._cursor(page[-1]["id"]) if page else None
+        body = {
+            "comments": page,
+            "meta": {"has_more": more, "after_cursor": last, "before_cursor": first},
+            "links": {
+                "next": f"{path}?page[size]={size}&page[after]={last}" if last else None,
+                "prev": f"{path}?page[size]={size}&page[before]={first}" if first else None,
+            },
+        }
+        return 200, body, {}
+
+    @staticmethod
+    def _cursor(comment_id: int) -> str:
+        return base64.urlsafe_b64encode(f"c{comment_id}".encode()).decode()
+
+    @staticmethod
+    def _uncursor(cursor: str) -> int:
+        # An unreadable cursor is a ValueError: the server's 400.
+        return int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("c"))
+
+    @staticmethod
+    def _bad_page(description: str) -> Reply:
+        return 400, {"error": "InvalidPaginationParameter", "description": description}, {}
+
+    def _invalid(self, details: str, field: str = "base") -> Reply:
         return (
             422,
             {
                 "error": "RecordInvalid",
                 "description": "Record validation errors",
-                "details": {"base": [{"description": details}]},
+                "details": {field: [{"description": details}]},
             },
             {},
         )
@@ -171,10 +262,12 @@ class FakeZendesk(FakeApi):
         if ticket.get("type") is not None and ticket["type"] not in TYPES:
             return self._invalid(f"Type: {ticket['type']} is not valid")
         requester = ticket.get("requester")
-        if requester is not None and (
-            not requester.get("name") or "@" not in str(requester.get("email", "@"))
-        ):
-            return self._invalid("Requester: name is required, email must be an address")
+        if requester is not None:
+            if not requester.get("name"):
+                return self._invalid("Requester: Name: is too short", "requester")
+            email = requester.get("email")
+            if email is not None and not _ADDRESS.fullmatch(str(email)):
+                return self._invalid(f"Requester: Email: {email} is not valid", "requester")
         self.next_id += 1
         tid = self.next_id
         now = self._iso(datetime.now(UTC))
@@ -209,8 +302,14 @@ class FakeZendesk(FakeApi):
         if tid not in self.tickets:
             return 404, {"error": "RecordNotFound", "description": "Not found"}, {}
         ticket = (req.json or {}).get("ticket") or {}
-        if self.tickets[tid]["status"] == "closed":
+        current = self.tickets[tid]["status"]
+        if current == "closed":
             return self._invalid("Status: closed prevents ticket update")
+        status = ticket.get("status")
+        if status is not None and status not in STATUSES:
+            return self._invalid(f"Status: {status} is not valid", "status")
+        if status == "new" and current != "new":
+            return self._invalid("Status: new cannot be set once the ticket has left it", "status")
         comment = ticket.get("comment")
         if comment:
             if not comment.get("body"):
@@ -227,7 +326,9 @@ class FakeZendesk(FakeApi):
                     "public": comment.get("public", True),
                 }
             )
-            self.tickets[tid]["status"] = "open"
+        # An agent's update through the API changes the status only when it sets one.
+        if status is not None:
+            self.tickets[tid]["status"] = status
         return 200, {"ticket": self._ticket_json(tid)}, {}
 
 

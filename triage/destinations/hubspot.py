@@ -1,10 +1,12 @@
 """Sales handoffs as HubSpot CRM v3 records: the author as a contact, the mention as a note on it.
 
-The contact is found by email when the author's handle is one, else by a custom contact property
-holding ``source:handle`` (``handle_property``, default ``triage_handle``); it is created when
-missing. The note carries the delivery key in a custom note property (``key_property``, default
-``triage_delivery_key``), which is how ``lookup`` finds an earlier delivery: HubSpot has no
-idempotency keys. Both properties must exist in the account (Settings > Properties).
+The contact is found by email when the author's handle is one (a single plausible address, and
+not from a social source whose handles only look like addresses: see
+:mod:`triage.destinations.requester`), else by a custom contact property holding ``source:handle``
+(``handle_property``, default ``triage_handle``); it is created when missing. The note carries
+the delivery key in a custom note property (``key_property``, default ``triage_delivery_key``),
+which is how ``lookup`` finds an earlier delivery: HubSpot has no idempotency keys. Both
+properties must exist in the account (Settings > Properties).
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from triage.config import Config, DestinationConfig
 from triage.destinations.base import Destination
 from triage.destinations.handoff import HandoffDestination, describe, fail, http_client
 from triage.destinations.preview import build as preview
+from triage.destinations.requester import author_email, author_name, source_connector
 from triage.limits import HUBSPOT_NOTE_BODY, fit
 from triage.models import DeliveryItem
 from triage.secrets import secret
 
 # HubSpot's built-in association type "note to contact".
 NOTE_TO_CONTACT = 202
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 
 
@@ -62,7 +64,10 @@ class HubSpotDestination(HandoffDestination):
 
     def _contact(self, item: DeliveryItem) -> str:
         handle = str(item.author.handle or "").strip()
-        email = handle.lower() if _EMAIL.match(handle) else None
+        # HubSpot refuses a malformed contact e-mail (INVALID_EMAIL), and a fediverse handle
+        # taken for one would file the lead under a mailbox nobody reads.
+        address = author_email(item, source_connector(self.config, item.source))
+        email = address.email.lower() if address else None
         who = item.author_key
         found = (
             self._search("contacts", "email", email)
@@ -71,7 +76,10 @@ class HubSpotDestination(HandoffDestination):
         )
         if found:
             return found
-        name = str(item.author.name or handle or "unknown").strip()
+        if address:
+            name = author_name(item, address)
+        else:
+            name = str(item.author.name or handle or "unknown").strip()
         first, _, last = name.partition(" ")
         props: dict[str, str] = {
             "firstname": first,

@@ -5,8 +5,10 @@ carries the delivery key as its ``external_id`` and as the ``Idempotency-Key`` h
 create returns the first ticket instead of a second one, and ``lookup`` finds it with
 ``GET /api/v2/tickets.json?external_id=KEY``. A complaint from an author who already has a ticket
 from the last ``join_window_hours`` about the same problem (similar words) becomes an internal
-comment on that ticket (``PUT /api/v2/tickets/{id}.json``); the comment carries the key, which is
-how ``lookup`` recognises it.
+comment on that ticket (``PUT /api/v2/tickets/{id}.json``), which reopens it when it was pending, on
+hold or solved; the comment carries the key, which is how ``lookup`` recognises it (reading every
+page of the ticket's comments). The requester is set only when the author's handle is an e-mail
+address (:mod:`triage.destinations.requester`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from triage.destinations.handoff import (
     http_client,
 )
 from triage.destinations.preview import build as preview
+from triage.destinations.requester import author_email, author_name, source_connector
 from triage.limits import ZENDESK_COMMENT_BYTES, clip, utf8_len
 from triage.models import DeliveryItem
 from triage.secrets import secret
@@ -43,6 +46,14 @@ HIGH_WORDS = (
     "not working",
 )
 PRIORITIES = ("low", "normal", "high", "urgent")
+# A comment added through the API by an agent leaves the ticket's status as it was unless the
+# update sets one (Zendesk help: "Why is a requester's reply not changing the ticket status to
+# open?"), so a repeat complaint joined onto a ticket in these states reopens it explicitly.
+REOPEN = frozenset({"pending", "hold", "solved"})
+# Lists are paged, at most 100 comments a page, oldest first. A ticket holds at most 5,000
+# comments, so 50 pages read all of it: the bound only stops a server that never says "no more".
+COMMENT_PAGE_SIZE = 100
+MAX_COMMENT_PAGES = 50
 
 
 def urgency(
@@ -153,16 +164,25 @@ class ZendeskDestination(HandoffDestination):
                 url=target["url"],
                 author_key=who,
             )
-            resp = self.call(
-                "PUT",
-                f"/api/v2/tickets/{tid}.json",
-                json={"ticket": {"comment": {"body": body, "public": False}}},
-                idempotent=False,
-            )
-            if resp.status_code == 200:
-                return self.finish(key, tid, self.agent_url(tid))
-            if resp.status_code not in (404, 422):
-                raise fail(f"zendesk {self.name}", resp)
+            status = self._status(tid)
+            if status is not None and status != "closed":
+                update: dict[str, Any] = {"comment": {"body": body, "public": False}}
+                # The status is read first rather than "open" always sent: a ticket still "new"
+                # (nobody has looked at it yet) stays in the agents' new-ticket queue, since new
+                # can never be set again once left. Joins are rare, so the extra GET is cheap. An
+                # agent solving it between the GET and the PUT leaves it solved, as before.
+                if status in REOPEN:
+                    update["status"] = "open"
+                resp = self.call(
+                    "PUT",
+                    f"/api/v2/tickets/{tid}.json",
+                    json={"ticket": update},
+                    idempotent=False,
+                )
+                if resp.status_code == 200:
+                    return self.finish(key, tid, self.agent_url(tid))
+                if resp.status_code not in (404, 422):
+                    raise fail(f"zendesk {self.name}", resp)
             # Closed or deleted since: a closed ticket takes no comments, so open a new one.
         self.store.begin_handoff(key, item.id, self.name, self.system, "create", author_key=who)
         ticket: dict[str, Any] = {
@@ -173,9 +193,11 @@ class ZendeskDestination(HandoffDestination):
             "external_id": key,
             "tags": [*self.tags, f"label_{item.label}", f"source_{item.source}"],
         }
-        handle = str(item.author.handle or "")
-        if "@" in handle.strip("@") and "." in handle:
-            ticket["requester"] = {"name": item.author.name or handle, "email": handle}
+        # Only a real address: Zendesk refuses a malformed requester e-mail with a 422 (the
+        # ticket would never be created), and a fediverse handle is nobody's mailbox.
+        found = author_email(item, source_connector(self.config, item.source))
+        if found is not None:
+            ticket["requester"] = {"name": author_name(item, found), "email": found.email}
         resp = self.call(
             "POST",
             "/api/v2/tickets.json",
@@ -194,14 +216,8 @@ class ZendeskDestination(HandoffDestination):
             return self.reference(ref)
         if ref and ref["action"] == "join":
             tid = str(ref["target_id"])
-            resp = self.call("GET", f"/api/v2/tickets/{tid}/comments.json")
-            if resp.status_code == 404:
-                return None
-            if resp.status_code != 200:
-                raise fail(f"zendesk {self.name}", resp)
-            for comment in resp.json().get("comments", []):
-                if f"triage-key: {key}" in str(comment.get("body", "")):
-                    return self.finish(key, tid, self.agent_url(tid))
+            if self._has_comment(tid, key):
+                return self.finish(key, tid, self.agent_url(tid))
             return None
         resp = self.call("GET", "/api/v2/tickets.json", params={"external_id": key})
         if resp.status_code != 200:
@@ -215,6 +231,48 @@ class ZendeskDestination(HandoffDestination):
             )
         tid = str(tickets[0]["id"])
         return self.finish(key, tid, self.agent_url(tid))
+
+    def _status(self, tid: str) -> str | None:
+        """The ticket's status (``new`` ... ``closed``), None when it no longer exists."""
+        resp = self.call("GET", f"/api/v2/tickets/{tid}.json")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise fail(f"zendesk {self.name}", resp)
+        return str(resp.json()["ticket"].get("status") or "")
+
+    def _has_comment(self, tid: str, key: str) -> bool:
+        """Whether a comment on the ticket carries ``key``, reading every page of comments.
+
+        Cursor pagination: the next page is asked for with ``meta.after_cursor`` on our own
+        path, not by following ``links.next``, so the credentials only ever go to ``base_url``.
+
+        Raises:
+            DeliveryError: Still more pages after :data:`MAX_COMMENT_PAGES` (transient: the
+                delivery is retried, then dead-lettered with this message, rather than risk
+                posting the comment twice).
+        """
+        marker = f"triage-key: {key}"
+        params: dict[str, str | int] = {"page[size]": COMMENT_PAGE_SIZE}
+        for _ in range(MAX_COMMENT_PAGES):
+            resp = self.call("GET", f"/api/v2/tickets/{tid}/comments.json", params=params)
+            if resp.status_code == 404:
+                return False
+            if resp.status_code != 200:
+                raise fail(f"zendesk {self.name}", resp)
+            data = resp.json()
+            if any(marker in str(c.get("body", "")) for c in data.get("comments") or []):
+                return True
+            meta = data.get("meta") or {}
+            cursor = meta.get("after_cursor")
+            if not meta.get("has_more") or not cursor:
+                return False
+            params = {"page[size]": COMMENT_PAGE_SIZE, "page[after]": str(cursor)}
+        raise DeliveryError(
+            f"zendesk {self.name}: ticket {tid} still had more comments after "
+            f"{MAX_COMMENT_PAGES} pages of {COMMENT_PAGE_SIZE}; stopped looking for {key} "
+            "(not posting it again blindly)"
+        )
 
 
 def zendesk_url(settings: dict[str, Any]) -> str:
