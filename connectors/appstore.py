@@ -86,7 +86,7 @@ def _get_page(ctx: SourceContext, client: httpx.Client, page: int) -> list[Any]:
                 f"feed needs no key, so check that app_id is sold in country "
                 f"'{ctx.settings.get('country', 'us')}' and that this host may reach the feed"
             ) from None
-        raise
+        raise ConnectorError(f"source '{ctx.name}': {exc}") from None
     if resp.status_code == 404:
         raise ConnectorError(f"source '{ctx.name}': GET {url}: HTTP 404 (check app_id and country)")
     if resp.status_code >= 400:
@@ -96,7 +96,7 @@ def _get_page(ctx: SourceContext, client: httpx.Client, page: int) -> list[Any]:
         raise ConnectorError(f"source '{ctx.name}': GET {url}: HTTP {resp.status_code}")
     try:
         data = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         # An HTML error page from a proxy or CDN: fail the source so the cursor does not move.
         raise ConnectorError(
             f"source '{ctx.name}': GET {url}: response is not JSON "

@@ -56,16 +56,31 @@ def _entries(data: Any) -> list[paging.Entry]:
     entries = []
     for post in _posts(data):
         pid = _int(sa.obj(post).get("id"))
-        # Moderator and "small action" posts move the cursor but are no one's voice.
-        system = pid is not None and post.get("post_type") in SYSTEM_POST_TYPES
-        entries.append(paging.Entry(post, id=pid, skip=system))
+        # Moderator and "small action" posts are no one's voice. A post_type that is not a number
+        # (a list, say) is not one of them: the post is read, and _post quarantines it.
+        system = pid is not None and _int(post.get("post_type")) in SYSTEM_POST_TYPES
+        # A skipped post moves the cursor only with a valid date, as a read post must have: a
+        # bogus one (id 10^12, no date) would otherwise hide every later post.
+        vouched = system and _dated(post)
+        entries.append(paging.Entry(post, id=pid, skip=system, vouched=vouched))
     return entries
+
+
+def _dated(post: dict[str, Any]) -> bool:
+    try:
+        parse_timestamp(post.get("created_at"))
+    except InvalidRecord:
+        return False
+    return True
 
 
 @record_parser
 def _post(ctx: SourceContext, post: dict[str, Any], base: str, fetched_at: datetime) -> Mention:
     if not isinstance(post, dict) or not isinstance(post.get("id"), int):
         raise InvalidRecord("post has no numeric id")
+    post_type = post.get("post_type")
+    if post_type is not None and not isinstance(post_type, int):
+        raise InvalidRecord(f"post_type is {type(post_type).__name__}, not a number")
     created = parse_timestamp(post.get("created_at"))
     raw_text = post.get("raw")
     text = (

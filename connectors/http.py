@@ -29,12 +29,19 @@ def request(
         The final response (2xx-4xx other than 429). 401/403 raise with a credentials hint.
 
     Raises:
-        ConnectorError: When retries run out or the credentials are refused.
+        ConnectorError: When retries run out, the credentials are refused or the answer cannot be
+            read (a body that does not match its ``Content-Encoding``, a redirect loop).
     """
     try:
         response = send(client, method, url, backoff or Backoff(), **kwargs)
     except GaveUp as exc:
         raise ConnectorError(f"{method} {url}: gave up after {exc}") from None
+    except (httpx.DecodingError, httpx.TooManyRedirects) as exc:
+        # Not transient (the same answer comes back), but a bad page like any other: the source
+        # fails by name and its cursor stays.
+        raise ConnectorError(
+            f"{method} {url}: the answer cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     if response.status_code in (401, 403):
         raise ConnectorError(
             f"{method} {response.url}: HTTP {response.status_code}: credentials refused "

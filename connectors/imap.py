@@ -17,6 +17,7 @@ import re
 import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.email_text import body_text, strip_reply
 from triage.http import Backoff, retry
 from triage.models import (
+    MAX_RAW_CHARS,
     Author,
     InvalidRecord,
     Mention,
@@ -251,12 +253,59 @@ def to_mention(
     )
 
 
+class _Fetched(MailMessage):
+    """A fetched message, or, with ``error`` set, one the ``email`` package could not build.
+
+    imap-tools builds each message inside its fetch generator, outside our per-message ``try``: a
+    message nested a thousand multiparts deep raised RecursionError there, which ended the
+    generator and failed the whole chunk on every run. Built here, the error stays with that one
+    message, which is quarantined with its raw bytes while the others are read.
+    """
+
+    def __init__(self, fetch_data: list[Any]) -> None:
+        self.error: str | None = None
+        self.raw = b""
+        try:
+            super().__init__(fetch_data)
+        except Exception as exc:  # noqa: BLE001 - whatever the email package raises on this one
+            self.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.raw = next(
+                (p[1] for p in fetch_data if isinstance(p, tuple) and isinstance(p[-1], bytes)),
+                b"",
+            )
+            # An empty message in its place: the UID and flags come from the fetch response.
+            self.obj = Message()
+
+
+def _uid(msg: MailMessage) -> str | None:
+    try:
+        return msg.uid
+    except Exception:  # noqa: BLE001 - a fetch response without a readable UID
+        return None
+
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*<?([^>\r\n]{1,500})", re.IGNORECASE | re.MULTILINE)
+
+
+def _unbuilt(ctx: SourceContext, msg: _Fetched, uid: str) -> Rejected:
+    """Quarantine a message that could not be built, keeping its raw bytes (capped)."""
+    end = msg.raw.find(b"\r\n\r\n", 0, MAX_RAW_CHARS)
+    head = msg.raw[: end if end >= 0 else MAX_RAW_CHARS]
+    found = _MESSAGE_ID.search(head)
+    message_id = found.group(1).decode("utf-8", "replace").strip() if found else None
+    # Cut before decoding: the message may be megabytes; the copy keeps as much as any other.
+    raw = msg.raw[:MAX_RAW_CHARS].decode("utf-8", "replace")
+    return ctx.reject(f"message uid {uid} cannot be parsed: {msg.error}", raw, message_id)
+
+
 def _fetch_messages(box: BaseMailBox, uids: list[int]) -> Iterator[MailMessage]:
     """Fetch whole messages a few per round trip.
 
     Bodies arrive with their attachments, so only ``BODY_CHUNK`` of them are held in memory at once.
     ``mark_seen=False`` fetches with ``BODY.PEEK``: nothing is marked before the batch is stored.
+    Messages are built as :class:`_Fetched`, so one that cannot be built does not end the fetch.
     """
+    box.email_message_class = _Fetched
     for start in range(0, len(uids), BODY_CHUNK):
         part = ",".join(str(u) for u in uids[start : start + BODY_CHUNK])
         yield from box.fetch(A(uid=part), mark_seen=False, bulk=True, charset=None)
@@ -322,9 +371,13 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
             batch = FetchBatch()
             seen: list[str] = []
             for msg in _fetch_messages(box, chunk):
-                if not msg.uid:
+                uid = _uid(msg)
+                if not uid:
                     continue
-                seen.append(msg.uid)
+                seen.append(uid)
+                if isinstance(msg, _Fetched) and msg.error is not None:
+                    batch.rejected.append(_unbuilt(ctx, msg, uid))
+                    continue
                 try:
                     batch.mentions.append(to_mention(ctx, msg, uidvalidity, folder, fetched_at))
                 except InvalidRecord as exc:

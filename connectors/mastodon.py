@@ -7,6 +7,7 @@ retry 5xx answers; the three GET endpoints we need are simple over httpx.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -123,8 +124,14 @@ def _entries(mentions: bool) -> Callable[[Any], list[paging.Entry]]:
     return entries
 
 
+# Mastodon ids are decimal; Pleroma, Akkoma and GoToSocial, which serve the same API, use
+# base62 flake ids or ULIDs. Anything else (a lone surrogate, a 5,000-character id) is not an id to
+# order by nor to send back as max_id or since_id: it could not even be encoded into the URL.
+_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+
+
 def _id_order(value: Any) -> tuple[int, str] | None:
-    return _id_key(value) if isinstance(value, str) else None
+    return _id_key(value) if isinstance(value, str) and _ID.fullmatch(value) else None
 
 
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:

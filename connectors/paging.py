@@ -11,17 +11,24 @@ in an answer) and a parse function. The loop is the same for all of them:
 * a record the parse function cannot read goes to quarantine with its reason and a bounded copy;
 * the stream's position decides what is new and where paging stops: :class:`Watermark` for streams
   ordered by time, :class:`HighestId` for streams ordered by id (``since_id``, ``last_id``, ``ts``);
-* an item that two streams of one source both return is stored once.
+* only positions that were checked move the stream or steer its paging: those of records that were
+  read, and those of skipped records (joins, bot and moderator posts) whose connector vouched for
+  them; a broken record's id is never trusted;
+* an item that two streams of one source both return is stored once;
+* a stream cut short by ``max_pages`` says so in a note (:attr:`FetchBatch.notes`); a stream paged
+  by id (:class:`BeforeLowest`) keeps its stored position and remembers the gap, and the next run
+  reads on from there, so nothing in between is lost.
 
 As in dlt's REST paginators, the paging state is a small object (:class:`PageNumber`,
 :class:`NextToken`, :class:`BeforeLowest`) that turns the page just read into the parameters of the
 next request, or None at the end. The cursor entries written here are the ones earlier versions
-wrote, key for key, so existing databases carry on where they were.
+wrote, key for key (plus ``gap`` while a stream paged by id reads a backlog), so existing databases
+carry on where they were.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -49,7 +56,11 @@ class Entry:
     raw: Any = None
     """What quarantine keeps when the record cannot be read (default: ``record``)."""
     skip: bool = False
-    """Counts for the stream's position but is not stored (moderator notes, bot messages)."""
+    """Not stored (moderator notes, bot messages); moves the stream's position only if vouched."""
+    vouched: bool = False
+    """For a skipped entry: the connector checked its place as a read record's place is checked
+    (a Slack ``ts`` that is a valid time, a Discourse post with a valid date), so it may move the
+    stream's position and steer its paging."""
     ends: bool = True
     """Reaching the stored position at this record ends the stream (not so for a reply that
     sits under a newer thread)."""
@@ -215,6 +226,16 @@ class HighestId:
         """``{name: highest id}``, or None when no id was ever seen."""
         return None if self.newest is None else {self.name: self.newest}
 
+    def hold(self, key: str, gap: dict[str, Any]) -> dict[str, Any]:
+        """The cursor entry of a stream cut short before its stored id.
+
+        It keeps the stored id, so the unread posts below the last page stay new, and puts at
+        ``key`` where to read on (``gap``) with the newest id seen, to be taken once they are read.
+        """
+        entry: dict[str, Any] = {} if self.stored is None else {self.name: self.stored}
+        entry[key] = {**gap, "newest": self.newest}
+        return entry
+
 
 class Pager(Protocol):
     """How a stream asks for its next page."""
@@ -270,11 +291,21 @@ class BeforeLowest:
     def next(
         self, params: dict[str, Any], data: Any, entries: list[Entry]
     ) -> dict[str, Any] | None:
-        """The lowest orderable id of this page, until a page has none."""
+        """The lowest orderable id of ``entries``, until there is none.
+
+        The page loop passes the entries whose position was checked (see :func:`paginate`).
+        """
         ids = [e.place for e in entries if e.place is not None and self.order(e.place) is not None]
         if not ids:
             return None
-        return {**params, self.param: min(ids, key=self.order)}
+        lowest = min(ids, key=self.order)
+        bound = params.get(self.param)
+        bound_key = None if bound is None else self.order(bound)
+        if bound_key is not None and self.order(lowest) >= bound_key:
+            # The answer ignored the bound (the same page again): asking on would repeat it up
+            # to max_pages times and never get below it.
+            return None
+        return {**params, self.param: lowest}
 
 
 @dataclass
@@ -313,32 +344,115 @@ def paginate(
             ordered by when that is not ``created_at``; raises InvalidRecord.
 
     Yields:
-        One batch per page with the old cursor, then an empty batch with the new one.
+        One batch per page with the old cursor, then an empty batch with the new one (and a note
+        for each stream that ``max_pages`` cut short).
     """
     max_pages = int_setting(ctx, "max_pages", DEFAULT_MAX_PAGES)
     state: dict[str, Any] = dict(cursor) if isinstance(cursor, dict) else {}
     final: Any = state
     seen: set[str] = set()  # an item two streams return is stored once
+    notes: list[str] = []
     for stream in streams:
-        yield from _pages(ctx, cursor, stream, get, parse, max_pages, seen)
-        position = stream.mark.dump()
+        gap = _gap(stream, _entry(cursor, stream.key))
+        params = stream.params if gap is None else {**stream.params, gap.param: gap.before}
+        left = yield from _pages(ctx, cursor, stream, params, get, parse, max_pages, seen)
+        position = _position(stream, gap, left)
+        if left is not None:
+            notes.append(_cut_note(stream, max_pages, resumed=_resumable(stream)))
         if stream.key is None:
             final = cursor if position is None else position
         elif position is not None:
             state[stream.key] = position
-    yield FetchBatch(cursor=final)
+    yield FetchBatch(cursor=final, notes=notes)
+
+
+GAP = "gap"
+"""The key, in a stream's cursor entry, of the older pages ``max_pages`` left for the next run."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Where a stream paged by id was cut short: the next run reads on from ``before``."""
+
+    param: str
+    """The pager's parameter (``max_id``, ``before``)."""
+    before: Any
+    """Its value for the first unread page."""
+    newest: Any
+    """The position the stream had reached above the gap; it becomes the stored one once the
+    gap is read."""
+
+
+def _entry(cursor: Any, key: str | None) -> Any:
+    """A stream's entry in the stored cursor (the whole cursor for a stream without a key)."""
+    if key is None:
+        return cursor
+    return cursor.get(key) if isinstance(cursor, dict) else None
+
+
+def _resumable(stream: Stream) -> bool:
+    # Only a gap bounded by ids can be read on later: a page token may expire (the source would
+    # then fail on every run), and a page number shifts as new posts arrive.
+    return isinstance(stream.pager, BeforeLowest) and isinstance(stream.mark, HighestId)
+
+
+def _gap(stream: Stream, entry: Any) -> Gap | None:
+    """The gap an earlier run left in this stream, when its cursor entry holds a sound one."""
+    pager, mark = stream.pager, stream.mark
+    if not isinstance(pager, BeforeLowest) or not isinstance(mark, HighestId):
+        return None
+    gap = entry.get(GAP) if isinstance(entry, dict) else None
+    if not isinstance(gap, dict):
+        return None
+    before, newest = gap.get(pager.param), gap.get("newest")
+    # An entry edited by hand must not steer requests: without a sound gap the stream is read
+    # from the top down to its stored position, which loses nothing either.
+    if before is None or pager.order(before) is None:
+        return None
+    if newest is not None and mark.order(newest) is None:
+        return None
+    return Gap(pager.param, before, newest)
+
+
+def _position(stream: Stream, gap: Gap | None, left: dict[str, Any] | None) -> Any:
+    """The stream's cursor entry after this run (None: leave it as it was)."""
+    mark = stream.mark
+    if isinstance(mark, HighestId) and isinstance(stream.pager, BeforeLowest):
+        if gap is not None:
+            mark.see(gap.newest)
+        if left is not None:
+            # The pages below are still unread: keep the stored id, so they stay new, and say
+            # where to read on; the newest id reached is taken once they are read.
+            return mark.hold(GAP, {stream.pager.param: left[stream.pager.param]})
+    return mark.dump()
+
+
+def _cut_note(stream: Stream, max_pages: int, resumed: bool) -> str:
+    label = stream.key or stream.path
+    head = f"stream '{label}' stopped at max_pages after {max_pages} page(s)"
+    if resumed:
+        # Paged by id, the API does not say whether a further page holds anything.
+        return (
+            f"{head}, maybe with older new posts left: the next run reads on from there before "
+            f"it looks for newer ones; raise max_pages to read such a backlog in one run"
+        )
+    return (
+        f"{head} with more new pages left: the older new items on them were not fetched and "
+        f"will not be; raise max_pages for this source"
+    )
 
 
 def _pages(
     ctx: SourceContext,
     cursor: Any,
     stream: Stream,
+    params: dict[str, Any],
     get: Callable[[str, dict[str, Any]], Any],
     parse: Parse,
     max_pages: int,
     seen: set[str],
-) -> Iterator[FetchBatch]:
-    params = stream.params
+) -> Generator[FetchBatch, None, dict[str, Any] | None]:
+    """Yield the stream's pages; return the next request's parameters if max_pages cut it short."""
     mark = stream.mark
     for _ in range(max_pages):
         data = get(stream.path, params)
@@ -349,12 +463,22 @@ def _pages(
         batch = FetchBatch(cursor=cursor)
         fetched_at = datetime.now(UTC)
         done = False
+        checked: list[Entry] = []  # entries whose position may move the mark and steer paging
         for entry in entries:
             if mark.behind(entry.place):
                 done = done or entry.ends
                 continue
             if entry.skip:
-                mark.see(entry.place)
+                # Skipped records are no one's voice, but their place counts: ignored, every bot
+                # message or join after the last human post would be fetched again on every run
+                # (forever, in a channel where only a bot speaks). Taken unchecked, one with a
+                # bogus place (a join at a Slack ts in 2286, a moderator post with id 10^12)
+                # would put every later post behind the cursor. So it counts only when its
+                # connector checked it as a read record's place is checked; otherwise it is
+                # fetched again, and skipped again, until a newer post passes it.
+                if entry.vouched:
+                    mark.see(entry.place)
+                    checked.append(entry)
                 continue
             try:
                 read = parse(entry, fetched_at)
@@ -367,6 +491,7 @@ def _pages(
                 batch.rejected.append(ctx.reject(str(exc), raw, entry.id))
                 continue
             mark.see(entry.place)
+            checked.append(entry)
             mention, ordered_at = read if isinstance(read, tuple) else (read, read.created_at)
             verdict = mark.admit(ordered_at, mention.external_id)
             if verdict is Verdict.PAST:
@@ -376,7 +501,12 @@ def _pages(
             seen.add(mention.external_id)
             batch.mentions.append(mention)
         yield batch
-        following = None if done else stream.pager.next(params, data, entries)
+        # Nor does a broken record steer the next request: its out-of-order low id would send
+        # max_id/before below the posts in between, which would never be read. A page with no
+        # checked entry falls back to all of them, the only lead left (stopping there would
+        # lose every page below it).
+        following = None if done else stream.pager.next(params, data, checked or entries)
         if following is None:
-            return
+            return None
         params = following
+    return params

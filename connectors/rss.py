@@ -98,10 +98,45 @@ def _download(ctx: SourceContext, cursor: dict[str, Any]) -> tuple[bytes | None,
     return resp.content, validators
 
 
+# A numeric character reference as feedparser's lenient parser reads one (the ";" is optional).
+_CHARREF = re.compile(rb"&#(?:[xX]([0-9A-Fa-f]+)|([0-9]+))")
+_REPLACEMENT_REF = b"&#xFFFD"
+
+
+def _charref_fixed(match: re.Match[bytes]) -> bytes:
+    hexa, decimal = match.group(1), match.group(2)
+    digits = (hexa or decimal).lstrip(b"0") or b"0"
+    # Bounded before int(): a reference of thousands of digits names no character either.
+    if len(digits) > 8:
+        return _REPLACEMENT_REF
+    value = int(digits, 16 if hexa else 10)
+    if 0xD800 <= value <= 0xDFFF or value > 0x10FFFF:
+        return _REPLACEMENT_REF
+    return match.group(0)
+
+
+def _parse(ctx: SourceContext, body: bytes) -> Any:
+    """Parse a feed, its references to no Unicode character first turned into U+FFFD.
+
+    feedparser raises on ``&#xD800;`` (a lone surrogate), ``&#x110000;`` or a 20-digit reference
+    inside one entry, and the whole feed would be lost on every run while that entry is in it.
+    Replaced in the raw bytes, the entry is read with U+FFFD where the reference was, as a lone
+    surrogate from an API is stored. (A feed in UTF-16 or UTF-32 is not matched byte-wise; if
+    feedparser still fails, the source fails by name, its cursor unchanged.)
+    """
+    try:
+        return feedparser.parse(_CHARREF.sub(_charref_fixed, body))
+    except (ValueError, OverflowError, RecursionError) as exc:  # UnicodeError is a ValueError
+        raise ConnectorError(
+            f"source '{ctx.name}': feedparser cannot read the feed: {type(exc).__name__}: "
+            f"{str(exc)[:200]}"
+        ) from None
+
+
 def check(ctx: SourceContext) -> str:
     """Fetch and parse the feed once; report its title and entry count."""
     body, _ = _download(ctx, {})
-    parsed = feedparser.parse(body or b"")
+    parsed = _parse(ctx, body or b"")
     if parsed.bozo and not parsed.entries:
         raise ConnectorError(f"source '{ctx.name}': not a feed ({parsed.bozo_exception})")
     title = parsed.feed.get("title", "untitled feed")
@@ -177,7 +212,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     body, validators = _download(ctx, state)
     if body is None:
         return
-    parsed = feedparser.parse(body)
+    parsed = _parse(ctx, body)
     if parsed.bozo and not parsed.entries:
         raise ConnectorError(f"source '{ctx.name}': could not parse feed: {parsed.bozo_exception}")
     watermark = datetime.fromisoformat(state["watermark"]) if state.get("watermark") else None

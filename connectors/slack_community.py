@@ -111,6 +111,9 @@ def _channels(ctx: SourceContext) -> list[str]:
 def _message(ctx: SourceContext, channel: str, msg: Any, fetched_at: datetime) -> Mention:
     if not isinstance(msg, dict) or not msg.get("ts"):
         raise InvalidRecord("message has no ts")
+    subtype = msg.get("subtype")
+    if subtype is not None and not isinstance(subtype, str):
+        raise InvalidRecord(f"message subtype is {type(subtype).__name__}, not text")
     ts = str(msg["ts"])
     try:
         seconds = float(ts)
@@ -157,11 +160,12 @@ def _messages(channel: str, bots: bool) -> Callable[[Any], list[paging.Entry]]:
         for msg in messages:
             ts = msg.get("ts") if isinstance(msg, dict) else None
             skip = False
-            if isinstance(msg, dict):
-                is_bot = bool(msg.get("bot_id")) or msg.get("subtype") == "bot_message"
-                skip = (is_bot and not bots) or (
-                    not is_bot and msg.get("subtype") not in KEEP_SUBTYPES
-                )
+            subtype = msg.get("subtype") if isinstance(msg, dict) else None
+            # A subtype that is not text says nothing we can judge: the message is not skipped,
+            # and _message quarantines it with the reason.
+            if isinstance(msg, dict) and (subtype is None or isinstance(subtype, str)):
+                is_bot = bool(msg.get("bot_id")) or subtype == "bot_message"
+                skip = (is_bot and not bots) or (not is_bot and subtype not in KEEP_SUBTYPES)
             out.append(
                 paging.Entry(
                     (channel, msg),
@@ -169,6 +173,9 @@ def _messages(channel: str, bots: bool) -> Callable[[Any], list[paging.Entry]]:
                     position=ts if isinstance(ts, str) else None,
                     raw=msg,
                     skip=skip,
+                    # A skipped message moves `oldest` only with a ts that is a valid time, as a
+                    # read one must have: a join at 9999999999.000000 would hide every later post.
+                    vouched=skip and _valid_ts(ts),
                 )
             )
         return out
@@ -224,3 +231,14 @@ def _ts_key(ts: Any) -> float | None:
         return float(ts) if isinstance(ts, str) else None
     except ValueError:
         return None
+
+
+def _valid_ts(ts: Any) -> bool:
+    """True for a ts that _message would accept: text, seconds that are a valid time."""
+    if not isinstance(ts, str):
+        return False
+    try:
+        parse_timestamp(float(ts))
+    except ValueError:  # InvalidRecord is a ValueError too
+        return False
+    return True

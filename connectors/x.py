@@ -7,6 +7,7 @@ over httpx is simpler.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,6 +53,9 @@ def _tweet(ctx: SourceContext, tweet: Any, users: dict[str, Any], fetched_at: da
     ext = tweet.get("id")
     if not ext:
         raise InvalidRecord("tweet has no id")
+    if _digits(ext) is None:
+        # Stored, an id that is not an X id would be a key no later run can match or order.
+        raise InvalidRecord(f"tweet id is not an X post id: {str(ext)[:40]!r}")
     created = parse_timestamp(tweet.get("created_at"))
     user = users.get(str(tweet.get("author_id"))) or {}
     handle = user.get("username")
@@ -97,18 +101,27 @@ def check(ctx: SourceContext) -> str:
     return f"token accepted; query '{query}' matches {count} recent posts on the first page"
 
 
+# Post ids are decimal strings that grow with time, 64-bit snowflakes: at most 19 digits. ASCII
+# digits only: str.isdigit() also accepts "²", which int() refuses.
+_ID = re.compile(r"[0-9]{1,19}")
+
+
 def _digits(value: Any) -> int | None:
-    # Post ids are decimal strings that grow with time.
-    return int(value) if value and str(value).isdigit() else None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return int(text) if _ID.fullmatch(text) else None
 
 
 def _tweets(data: Any) -> list[paging.Entry]:
     if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
         raise paging.BadAnswer("the answer has no 'meta'")
     tweets = data.get("data") or []
+    # Authors are extras: malformed includes cost their handles, not the posts.
+    users_list = sa.obj(data.get("includes")).get("users")
     users = {
         str(u.get("id")): u
-        for u in (data.get("includes") or {}).get("users") or []
+        for u in (users_list if isinstance(users_list, list) else [])
         if isinstance(u, dict)
     }
     # Every post's id moves the cursor, a rejected one's too: a bad post is not refetched forever.

@@ -29,6 +29,7 @@ from connectors import ConnectorError, SourceContext, appstore, email_text, imap
 from flows.settings import load_config
 from flows.triage import ingest, triage
 from tests.fakes.appstore import FakeAppStore, review, reviews_every_hour
+from tests.fakes.base import Reply, Request
 from tests.fakes.dovecot import ImapServer, find_dovecot, start_dovecot
 from triage.cli import app
 from triage.models import TRUNCATION_MARKER
@@ -320,6 +321,44 @@ def test_email_first_run_backfill_window_and_uidvalidity_reset(
         for m in b.mentions
     ]
     assert sorted(renumbered) == ["fresh@example.com", "late@example.com", "old@example.com"]
+
+
+def deeply_nested(message_id: str, depth: int = 3000) -> bytes:
+    """A message nested ``depth`` multiparts deep (about 60 bytes a level)."""
+    head = (
+        f"From: deep@example.com\r\nSubject: nested\r\nMessage-ID: <{message_id}>\r\n"
+        "Content-Type: multipart/mixed; boundary=b0\r\n\r\n"
+    )
+    levels = "".join(
+        f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n" for i in range(depth)
+    )
+    return (head + levels + "hi\r\n").encode()
+
+
+def test_email_a_message_that_cannot_be_built_is_quarantined_and_the_rest_read(
+    dovecot: ImapServer, mailbox: str, tmp_path: Path
+) -> None:
+    # The email package raises RecursionError on this message while imap-tools builds it, inside
+    # its fetch generator and outside our per-message try: the whole chunk, good mail included,
+    # failed on every run and nothing was ever marked.
+    dovecot.append(mailbox, simple("before-1@example.com", "Sync fails on my tablet"))
+    dovecot.append(mailbox, deeply_nested("deep-2@example.com"))
+    dovecot.append(mailbox, simple("after-3@example.com", "Do you have a team plan?"))
+    cfg = write_config(tmp_path, [email_source(dovecot, mailbox)])
+
+    result = run_ingest(cfg, "mailbox")
+
+    assert result["stored"] == 2 and result["quarantined"] == 1
+    db = tmp_path / "t.duckdb"
+    stored = sorted(r[0] for r in rows(db, "SELECT external_id FROM items"))
+    assert stored == ["after-3@example.com", "before-1@example.com"]
+    ((reason, raw, external_id),) = rows(db, "SELECT reason, raw, external_id FROM quarantine")
+    assert reason.startswith("message uid 2 cannot be parsed: RecursionError")
+    assert external_id == "deep-2@example.com"
+    assert raw.startswith("From: deep@example.com") and len(raw) <= 100_000
+    # The cursor moved past it and it is marked: the next run has nothing to read.
+    assert all("\\Seen" in f for f in dovecot.flags(mailbox).values())
+    assert run_ingest(cfg, "mailbox")["fetched"] == 0
 
 
 def test_email_auth_failure_and_unreachable_server_are_clear(
@@ -687,3 +726,30 @@ def test_appstore_malformed_entries_are_quarantined_and_long_text_truncated(
     assert any("yesterday" in r for r in reasons)
     (long_text,) = rows(db, "SELECT text FROM items WHERE external_id = '13'")[0]
     assert long_text.endswith(TRUNCATION_MARKER) and len(long_text) == 20_000
+
+
+def test_appstore_a_page_that_cannot_be_read_fails_the_source_by_name(
+    fake_store: FakeAppStore, tmp_path: Path
+) -> None:
+    # A gzip Content-Encoding on a body that is not gzip raised httpx.DecodingError, and JSON
+    # nested 100,000 deep RecursionError: neither named the source.
+    fake_store.add_reviews("gb", "123456789", [review(1, NOW)])
+    ctx = SourceContext(name="ios", settings=store_source(fake_store, retries=0), base_dir=tmp_path)
+    route = fake_store.route
+    cursor = {"updated": (NOW - timedelta(days=1)).isoformat(), "id": "0"}
+
+    def gzip_lie(req: Request) -> Reply:
+        status, body, headers = route(req)
+        return status, body, {**headers, "Content-Encoding": "gzip"}
+
+    def deep_json(req: Request) -> Reply:
+        return 200, b"[" * 100_000 + b"]" * 100_000, {"Content-Type": "text/javascript"}
+
+    fake_store.route = gzip_lie  # type: ignore[method-assign]
+    with pytest.raises(ConnectorError, match=r"source 'ios': GET .*cannot be read \(Decoding"):
+        list(appstore.fetch(ctx, cursor))
+    fake_store.route = deep_json  # type: ignore[method-assign]
+    with pytest.raises(ConnectorError, match=r"source 'ios': GET .*response is not JSON"):
+        list(appstore.fetch(ctx, cursor))
+    fake_store.route = route  # type: ignore[method-assign]
+    assert [m.external_id for b in appstore.fetch(ctx, cursor) for m in b.mentions] == ["1"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from connectors import ConnectorError
+from connectors import ConnectorError, SourceContext, rss
 from flows.settings import load_config
 from flows.triage import ingest
 from tests.fakes.feed import FeedServer
@@ -192,3 +193,45 @@ def test_sources_check_samples_the_feed(feed: FeedServer, tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "sample of 2 record(s): 1 would be stored, 1 would be quarantined" in result.output
     assert "entry has no published or updated date" in result.output
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "&#xD800;",
+        "&#55296;",
+        "&#x110000;",
+        "&#99999999999999999999;",
+        "&#xdfff",
+        "&#9" + "9" * 5000,
+    ],
+)
+def test_a_reference_to_no_character_costs_that_character_not_the_feed(
+    tmp_path: Path, ref: str
+) -> None:
+    # feedparser raised on such a reference inside one entry (UnicodeEncodeError for a lone
+    # surrogate, ValueError past U+10FFFF, OverflowError for 20 digits): the whole feed was lost
+    # on every run while the entry was in it. The reference now reads as U+FFFD.
+    def item(guid: str, hours: int, text: str) -> str:
+        when = format_datetime(NOW - timedelta(hours=hours))
+        return (
+            f"<item><guid>{guid}</guid><link>https://blog.example.com/{guid}</link>"
+            f"<pubDate>{when}</pubDate><description>{text}</description></item>"
+        )
+
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Blog</title>'
+        "<link>https://blog.example.com/</link>"
+        + item("c3", 1, "good newer")
+        + item("c2", 2, f"great app {ref} really")
+        + item("c1", 3, "good older")
+        + "</channel></rss>"
+    )
+    (tmp_path / "feed.xml").write_text(body)
+    ctx = SourceContext(name="blog", settings={"url": "feed.xml"}, base_dir=tmp_path)
+    (batch,) = list(rss.fetch(ctx, None))
+    texts = {m.external_id: m.text for m in batch.mentions}
+    assert sorted(texts) == ["c1", "c2", "c3"] and batch.rejected == []
+    assert texts["c2"].startswith("great app \ufffd")
+    assert rss.check(ctx) == "'Blog': 3 entries"
+    assert len(rss.sample(ctx).mentions) == 3

@@ -31,7 +31,7 @@ from connectors import social_api as sa
 from connectors import x as x_mod
 from connectors import youtube as youtube_mod
 from flows import triage as flows_triage
-from tests.fakes.base import FakeApi
+from tests.fakes.base import FakeApi, Request
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.discourse import FakeDiscourse
 from tests.fakes.hackernews import FakeHackerNews
@@ -829,3 +829,279 @@ def test_a_slack_message_dated_far_ahead_is_quarantined_for_its_date() -> None:
         slack_community_mod._message(ctx, "C1", msg, datetime.now(UTC))
     assert "not a Slack timestamp" not in str(caught.value)
     assert "ahead" in str(caught.value) or "range" in str(caught.value), str(caught.value)
+
+
+# ------------------------------------------------------------------ one odd record or answer
+
+
+def _tamper(
+    fake: FakeApi,
+    change: Callable[[Request, Any], Any] = lambda req, body: body,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Pass the strict fake's 200 answers through ``change`` (and add ``headers``): a broken
+    server or proxy in front of it. The fake itself, and its paging, stay as they are."""
+    route = fake.route
+
+    def tampered(req: Request) -> Any:
+        status, body, sent = route(req)
+        if status != 200:
+            return status, body, sent
+        return status, change(req, body), {**sent, **(headers or {})}
+
+    fake.route = tampered  # type: ignore[method-assign]
+
+
+# A record whose type field is a JSON array or object once raised TypeError (unhashable) while
+# its page was split into entries, outside the per-record quarantine: the page was lost.
+ODD_TYPE_FIELDS: dict[str, tuple[Callable[[Any], None], str]] = {
+    "discourse": (
+        lambda f: f.add_raw(
+            {"created_at": _iso(4), "raw": "odd post", "username": "x", "post_type": [1]}
+        ),
+        "post_type is list",
+    ),
+    "slack_community": (
+        lambda f: f.state.add_raw(
+            {
+                "type": "message",
+                "user": "U1",
+                "ts": f"{int(_now(4).timestamp())}.000100",
+                "text": "hi",
+                "subtype": {"x": 1},
+            }
+        ),
+        "message subtype is dict",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_TYPE_FIELDS))
+def test_a_type_field_of_the_wrong_type_is_quarantined_and_its_page_stored(name: str) -> None:
+    spec = SPECS_BY_NAME[name]
+    add_odd, reason = ODD_TYPE_FIELDS[name]
+    fake = spec.make_fake()
+    fake.start()
+    try:
+        older = spec.add(fake, "sync keeps failing on android 14", _now(5))
+        add_odd(fake)
+        newer = spec.add(fake, "export to PDF loses images", _now(3))
+        got, rejected, cursor = _fetch(spec, _ctx(spec, fake), None)
+    finally:
+        fake.stop()
+    assert sorted(m.external_id for m in got) == sorted([older, newer])
+    assert len(rejected) == 1 and rejected[0].reason.startswith(reason)
+    assert cursor is not None
+
+
+def test_mastodon_an_id_that_cannot_be_sent_back_does_not_steer_paging() -> None:
+    # A lone surrogate is valid JSON ("\ud800"). As the page's lowest id it became max_id, which
+    # cannot be encoded into a URL: UnicodeEncodeError failed the source on every run.
+    spec = SPECS_BY_NAME["mastodon"]
+    with FakeMastodon() as fake:
+        ids = [fake.add(f"post {i}", _now(10 - i)) for i in range(5)]
+        odd = {"id": "\ud800", "created_at": _iso(9.5), "content": "<p>odd</p>", "account": {}}
+        _tamper(fake, lambda req, body: body if req.arg("max_id") else [*body, odd])
+        ctx = _ctx(spec, fake, mentions=False, page_size=2)
+        got, _, cursor = _fetch(spec, ctx, None)
+        max_ids = [c.arg("max_id") for c in fake.calls if c.arg("max_id")]
+    assert set(ids) <= {m.external_id for m in got}
+    assert list(cursor.values()) == [{"since_id": max(ids, key=int)}]
+    assert max_ids and all(m in ids for m in max_ids)
+
+
+@pytest.mark.parametrize("bad_id", ["\u00b2", "9" * 5000, "9" * 20])
+def test_x_an_id_that_is_not_an_x_post_id_is_quarantined(bad_id: str) -> None:
+    # "²".isdigit() is True and int() refuses it; 5,000 digits exceed int()'s limit: both once
+    # raised ValueError in the paging loop and stopped the source. X ids are at most 19 digits.
+    spec = SPECS_BY_NAME["x"]
+    with FakeX() as fake:
+        older = fake.add("good older post", _now(3))
+        newer = fake.add("good newer post", _now(1))
+        odd = {"id": bad_id, "text": "readable", "author_id": "1", "created_at": _iso(2)}
+        _tamper(fake, lambda req, body: {**body, "data": [*body.get("data", []), odd]})
+        first = _fetch(spec, _ctx(spec, fake), None)
+        again = _fetch(spec, _ctx(spec, fake), {"since_id": older})
+    assert sorted(m.external_id for m in first[0]) == sorted([older, newer])
+    assert [m.external_id for m in again[0]] == [newer]
+    for _, rejected, cursor in (first, again):
+        assert [r.reason.split(":")[0] for r in rejected] == ["tweet id is not an X post id"]
+        assert cursor == {"since_id": newer}
+
+
+@pytest.mark.parametrize("includes", [5, "s", [1], {"users": 5}, {"users": {"a": 1}}])
+def test_x_malformed_includes_cost_the_authors_not_the_posts(includes: Any) -> None:
+    spec = SPECS_BY_NAME["x"]
+    with FakeX() as fake:
+        post = fake.add("nimbus notes please add a dark mode", _now(3))
+        _tamper(fake, lambda req, body: {**body, "includes": includes})
+        got, rejected, _ = _fetch(spec, _ctx(spec, fake), None)
+    assert [m.external_id for m in got] == [post] and rejected == []
+    assert got[0].author.handle is None
+
+
+# A skipped record (a join, a bot's message, a moderator's post) with a bogus place, as each API
+# would carry it: it used to move the cursor unchecked, past every later post.
+SKIPPED_BOGUS: dict[str, tuple[str, Callable[[Any], None]]] = {
+    "slack-join": (
+        "slack_community",
+        lambda f: f.state.add_raw(
+            {"type": "message", "subtype": "channel_join", "user": "U1", "ts": "9999999999.000000"}
+        ),
+    ),
+    "slack-bot": (
+        "slack_community",
+        lambda f: f.state.add_raw(
+            {
+                "type": "message",
+                "subtype": "bot_message",
+                "bot_id": "B1",
+                "ts": "9999999999.000000",
+                "text": "deploy finished",
+            }
+        ),
+    ),
+    "discourse-small-action": ("discourse", lambda f: f.add_raw({"id": 10**12, "post_type": 3})),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SKIPPED_BOGUS))
+def test_a_skipped_record_with_a_bogus_place_does_not_hide_later_posts(case: str) -> None:
+    name, add_bogus = SKIPPED_BOGUS[case]
+    spec = SPECS_BY_NAME[name]
+    fake = spec.make_fake()
+    fake.start()
+    try:
+        first = spec.add(fake, "sync broke again after the update", _now(5))
+        add_bogus(fake)
+        ctx = _ctx(spec, fake)
+        got, rejected, cursor = _fetch(spec, ctx, None)
+        later = spec.add(fake, "how much is the team plan for 12 seats?", _now(1))
+        again, _, _ = _fetch(spec, ctx, cursor)
+    finally:
+        fake.stop()
+    assert [m.external_id for m in got] == [first] and rejected == []
+    assert [m.external_id for m in again] == [later]
+
+
+def test_slack_a_join_after_the_last_post_still_moves_the_cursor() -> None:
+    # A skipped message with a valid ts counts: a channel where only bots and joins follow the
+    # last human post is not fetched again from that post on every run.
+    spec = SPECS_BY_NAME["slack_community"]
+    fake = CommunitySlackServer().start()
+    try:
+        human = fake.add("is there an education discount for nimbus?", _now(3))
+        join = fake.state.add("joined #community", _now(2), subtype="channel_join")
+        bot = fake.state.add("Deploy finished", _now(1), bot_id="B1", subtype="bot_message")
+        got, _, cursor = _fetch(spec, _ctx(spec, fake), None)
+    finally:
+        fake.stop()
+    assert [m.external_id for m in got] == [human] and join < bot
+    assert cursor == {"C0COMMUNITY": {"ts": bot.split(":", 1)[1]}}
+
+
+@pytest.mark.parametrize("name", ["mastodon", "discourse"])
+def test_a_broken_record_with_a_low_id_does_not_steer_paging(name: str) -> None:
+    # The lowest id of every entry, quarantined ones included, set the next max_id/before: a
+    # broken record with an out-of-order low id on the first page jumped past the posts in
+    # between, and the cursor then moved to the newest post: they were lost for good.
+    spec = SPECS_BY_NAME[name]
+    fake = spec.make_fake()
+    fake.start()
+    try:
+        posts = 10 if name == "mastodon" else 60  # more than one page (Discourse's hold 50)
+        ids = [spec.add(fake, f"post {i}", _now(90 - i)) for i in range(posts)]
+        low = "5" if name == "mastodon" else 5
+        broken: dict[str, Any] = {
+            "id": low,
+            "created_at": "last tuesday",
+            "content": "<p>x</p>",
+            "account": {},
+        }
+        bound = "max_id" if name == "mastodon" else "before"
+
+        def first_page_carries_it(req: Request, body: Any) -> Any:
+            if req.arg(bound):
+                return body
+            if isinstance(body, list):
+                return [*body, broken]
+            return {**body, "latest_posts": [*body["latest_posts"], {**broken, "post_type": 1}]}
+
+        _tamper(fake, first_page_carries_it)
+        page: dict[str, Any] = {"page_size": 3, "mentions": False} if name == "mastodon" else {}
+        got, rejected, cursor = _fetch(spec, _ctx(spec, fake, **page), None)
+    finally:
+        fake.stop()
+    assert sorted(m.external_id for m in got) == sorted(ids)
+    assert [r.external_id for r in rejected] == ["5"]
+    position = cursor if name == "discourse" else next(iter(cursor.values()))
+    assert str(next(iter(position.values()))) == max(ids, key=int)
+
+
+def _run(spec: Spec, ctx: SourceContext, cursor: Any) -> tuple[list[str], list[str], Any]:
+    ids: list[str] = []
+    notes: list[str] = []
+    for batch in spec.module.fetch(ctx, cursor):
+        ids += [m.external_id for m in batch.mentions]
+        notes += batch.notes
+        cursor = batch.cursor
+    return ids, notes, cursor
+
+
+def test_max_pages_says_when_a_stream_was_cut_short() -> None:
+    # Paged by page number (or token), what lies beyond max_pages cannot be read on later; the
+    # run used to look complete. It now says so, and how to avoid it.
+    spec = SPECS_BY_NAME["hackernews"]
+    with FakeHackerNews() as fake:
+        for i in range(25):
+            spec.add(fake, f"post {i}", _now(30 - i))
+        ids, notes, _ = _run(spec, _ctx(spec, fake, max_pages=2), None)
+        full, quiet, _ = _run(spec, _ctx(spec, fake, max_pages=3), None)
+    assert len(ids) == 20 and len(full) == 25 and quiet == []
+    (note,) = notes
+    assert "stopped at max_pages after 2 page(s)" in note and "raise max_pages" in note
+    assert "not fetched" in note
+
+
+@pytest.mark.parametrize("name", ["mastodon", "discourse"])
+def test_a_stream_paged_by_id_reads_on_from_where_max_pages_stopped(name: str) -> None:
+    # Paged by id, the gap below the last page read is bounded by ids: the stored id stays, the
+    # next run reads the gap first, and only then moves the cursor to the newest post.
+    spec = SPECS_BY_NAME[name]
+    fake = spec.make_fake()
+    fake.start()
+    try:
+        old = spec.add(fake, "an older post", _now(300))
+        ctx = _ctx(spec, fake, backfill_days=1)
+        _, _, cursor = _run(spec, ctx, None)
+        posts = 130 if name == "discourse" else 25  # Discourse pages hold 50 posts
+        ids = [spec.add(fake, f"post {i}", _now(200 - i)) for i in range(posts)]
+        limited = _ctx(spec, fake, backfill_days=1, max_pages=2, mentions=False)
+        first, notes, cursor = _run(spec, limited, cursor)
+        late = spec.add(fake, "posted while the gap was read", _now(1))
+        second, quiet, cursor = _run(spec, limited, cursor)
+        third, _, cursor = _run(spec, limited, cursor)
+        fourth, _, _ = _run(spec, limited, cursor)
+    finally:
+        fake.stop()
+    assert len(first) == 2 * spec.page and len(notes) == 1 and "reads on" in notes[0]
+    assert sorted(first + second) == sorted(ids) and quiet == []
+    assert third == [late] and fourth == [] and old not in first + second + third
+
+
+@pytest.mark.parametrize("name", ["hackernews", "mastodon"])
+def test_an_answer_that_lies_about_its_encoding_fails_the_source_by_name(name: str) -> None:
+    # Content-Encoding: gzip on a body that is not gzip raised httpx.DecodingError, unnamed.
+    spec = SPECS_BY_NAME[name]
+    fake = spec.make_fake()
+    fake.start()
+    batches: list[Any] = []
+    try:
+        spec.add(fake, "a perfectly fine post", _now(3))
+        _tamper(fake, headers={"Content-Encoding": "gzip"})
+        match = rf"source 'my-{name}': GET .*the answer cannot be read \(DecodingError"
+        with pytest.raises(ConnectorError, match=match):
+            batches.extend(spec.module.fetch(_ctx(spec, fake), {"stored": "cursor"}))
+    finally:
+        fake.stop()
+    assert batches == []  # nothing stored, the cursor stays

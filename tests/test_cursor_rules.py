@@ -17,7 +17,16 @@ import pyarrow as pa
 import pytest
 
 from connectors.base import ConnectorError, FetchBatch, SourceContext
-from connectors.paging import BadAnswer, Entry, HighestId, Stream, Verdict, Watermark, paginate
+from connectors.paging import (
+    BadAnswer,
+    BeforeLowest,
+    Entry,
+    HighestId,
+    Stream,
+    Verdict,
+    Watermark,
+    paginate,
+)
 from triage.models import ITEM_SCHEMA, InvalidRecord, Mention, Rejected
 from triage.store import open_store
 
@@ -368,3 +377,131 @@ def test_fetched_at_is_the_moment_of_the_page_in_utc() -> None:
     for m in first.mentions:
         assert m.fetched_at.utcoffset() == timedelta(0)
         assert before <= m.fetched_at <= after
+
+
+# ------------------------------------------------------------------ positions that are checked
+
+
+# The requests of the last id_run(): (path, before).
+ID_CALLS: list[tuple[str, int | None]] = []
+
+
+def id_run(
+    cursor: Any,
+    posts: list[dict[str, Any]],
+    *,
+    first_page_extra: list[dict[str, Any]] | None = None,
+    per_page: int = 3,
+    ignore_bound: bool = False,
+    **settings: Any,
+) -> list[FetchBatch]:
+    """An id-ordered stream paged with ``before`` over ``posts``, newest first, as Discourse's
+    /posts.json: ``first_page_extra`` rides on the first page, out of order."""
+    ID_CALLS.clear()
+
+    def get(path: str, params: dict[str, Any]) -> Any:
+        before = params.get("before")
+        ID_CALLS.append((path, before))
+        items = sorted(posts, key=lambda p: -p["id"])
+        if before is not None and not ignore_bound:
+            items = [p for p in items if p["id"] < before]
+        return items[:per_page] + ((first_page_extra or []) if before is None else [])
+
+    def entries(data: Any) -> list[Entry]:
+        return [
+            Entry(r, id=r["id"], skip=r.get("skip", False), vouched=r.get("vouched", False))
+            for r in data
+        ]
+
+    def parse_post(entry: Entry, fetched_at: datetime) -> Mention:
+        if "at" not in entry.record:
+            raise InvalidRecord("no date")
+        at = T0 + timedelta(minutes=entry.record["at"])
+        return Mention(source="s", external_id=str(entry.id), text="t", created_at=at)
+
+    def order(value: Any) -> int | None:
+        return value if isinstance(value, int) else None
+
+    stored = cursor.get("last_id") if isinstance(cursor, dict) else None
+    mark = HighestId("last_id", stored, order)
+    stream = Stream(None, "/posts", {}, mark, BeforeLowest("before", order), entries)
+    ctx = SourceContext(name="src", settings=settings, base_dir=Path("."))
+    return list(paginate(ctx, cursor, [stream], get, parse_post))
+
+
+def all_ids(batches: list[FetchBatch]) -> list[str]:
+    return [m.external_id for b in batches for m in b.mentions]
+
+
+def test_a_skipped_entry_moves_an_id_position_only_when_its_place_was_checked() -> None:
+    # README: only records that were read move an id position. A skipped one (a join, a bot's
+    # message) moved it unchecked: with a bogus place, every later post was behind the cursor.
+    posts = [
+        {"id": 10**12, "skip": True},  # a moderator post with a bogus id, unchecked
+        {"id": 12, "skip": True, "vouched": True},  # a join with a valid place
+        {"id": 11, "at": 1},
+    ]
+    batches = id_run({"last_id": 10}, posts)
+    assert all_ids(batches) == ["11"] and batches[-1].cursor == {"last_id": 12}
+
+
+def test_only_checked_ids_steer_the_next_page() -> None:
+    # A broken record with an out-of-order low id set `before` below the posts in between.
+    posts = [{"id": i, "at": i} for i in range(11, 21)]
+    batches = id_run(None, posts, first_page_extra=[{"id": 3}])
+    assert sorted(all_ids(batches), key=int) == [str(i) for i in range(11, 21)]
+    assert [r.external_id for b in batches for r in b.rejected] == ["3"]
+    assert [before for _, before in ID_CALLS] == [None, 18, 15, 12, 11]
+    assert batches[-1].cursor == {"last_id": 20}
+    # A page with nothing checked on it still leads on, by the ids it has: stopping would lose
+    # every page below it.
+    broken_top = [{"id": i} for i in (23, 22, 21)]
+    batches = id_run(None, broken_top + posts)
+    assert len(all_ids(batches)) == 10 and len([r for b in batches for r in b.rejected]) == 3
+
+
+def test_paging_by_id_stops_when_the_answer_ignores_the_bound() -> None:
+    # The same page again would be asked for up to max_pages times and never get below it.
+    batches = id_run(None, [{"id": i, "at": i} for i in (3, 2, 1)], ignore_bound=True)
+    assert all_ids(batches) == ["3", "2", "1"] and ID_CALLS == [("/posts", None), ("/posts", 1)]
+    assert batches[-1].notes == []
+
+
+def test_a_stream_cut_short_by_max_pages_says_so_in_a_note() -> None:
+    many = [[{"id": 100 - i, "at": 100 - i}] for i in range(5)]
+    batches = run(None, [timed_stream("m", many, None)], {"/m": many}, max_pages=2)
+    assert [ids(x) for x in batches] == [["100"], ["99"], []]
+    (note,) = batches[-1].notes
+    assert note.startswith("stream 'm' stopped at max_pages after 2 page(s) with more new pages")
+    assert "not fetched" in note and "raise max_pages" in note
+    assert all(x.notes == [] for x in batches[:-1])
+    # Read to its end, a stream has nothing to say.
+    assert run(None, [timed_stream("m", many, None)], {"/m": many})[-1].notes == []
+
+
+def test_an_id_stream_cut_short_keeps_its_position_and_reads_on_next_run() -> None:
+    # Paged by id, the posts below the last page read are bounded by ids: the stored id stays
+    # (so they stay new), the gap is remembered, and the next run reads it before anything else.
+    posts = [{"id": i, "at": i} for i in range(100, 111)]  # 100: the stored one, still there
+    first = id_run({"last_id": 100}, posts, max_pages=2)
+    assert all_ids(first) == ["110", "109", "108", "107", "106", "105"]
+    cursor = first[-1].cursor
+    assert cursor == {"last_id": 100, "gap": {"before": 105, "newest": 110}}
+    assert len(first[-1].notes) == 1 and "the next run reads on" in first[-1].notes[0]
+
+    posts.append({"id": 111, "at": 111})  # posted in between
+    second = id_run(cursor, posts, max_pages=2)
+    assert all_ids(second) == ["104", "103", "102", "101"] and ID_CALLS[0] == ("/posts", 105)
+    assert second[-1].cursor == {"last_id": 110} and second[-1].notes == []
+    third = id_run(second[-1].cursor, posts, max_pages=2)
+    assert all_ids(third) == ["111"] and third[-1].cursor == {"last_id": 111}
+
+    # Cut again inside the gap: the gap moves down, the newest id it waits for stays.
+    deep = [{"id": i, "at": i} for i in range(100, 121)]
+    gap = {"last_id": 100, "gap": {"before": 118, "newest": 120}}
+    again = id_run(gap, deep, max_pages=1)
+    assert all_ids(again) == ["117", "116", "115"]
+    assert again[-1].cursor == {"last_id": 100, "gap": {"before": 115, "newest": 120}}
+    # A gap that makes no sense (edited by hand) is ignored: read from the top, nothing lost.
+    odd = id_run({"last_id": 100, "gap": {"before": "x", "newest": 120}}, posts)
+    assert len(all_ids(odd)) == 11 and odd[-1].cursor == {"last_id": 111}
