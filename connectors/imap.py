@@ -27,6 +27,7 @@ from imap_tools.errors import ImapToolsError, MailboxLoginError
 from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.email_text import body_text, strip_reply
 from triage.http import Backoff, retry
+from triage.keys import stable_key
 from triage.models import (
     MAX_RAW_CHARS,
     Author,
@@ -198,7 +199,7 @@ def to_mention(
     Args:
         ctx: The configured source.
         msg: The message as imap-tools fetched it.
-        uidvalidity: The folder's UIDVALIDITY (part of the fallback id).
+        uidvalidity: The folder's UIDVALIDITY (kept in ``raw``).
         folder: The folder name, kept in ``raw``.
         fetched_at: When the batch was fetched.
 
@@ -209,10 +210,15 @@ def to_mention(
         InvalidRecord: When the message has no usable text.
     """
     message_id = (msg.headers.get("message-id") or ("",))[0].strip().strip("<>")
-    # Message-ID survives a UIDVALIDITY change or a move between folders; UIDs do not.
-    external_id = message_id or f"uid:{uidvalidity}:{msg.uid}"
     subject = re.sub(r"\s+", " ", msg.subject or "").strip()
     body = strip_reply(body_text(msg.obj))
+    # Message-ID survives a UIDVALIDITY change or a move between folders; UIDs do not. Without
+    # one the message's own sender, date, subject and text name it: a UID-based id was new again
+    # each time the server renumbered the folder (which is then read again), and the same mail
+    # was stored once more.
+    external_id = message_id or "content:" + stable_key(
+        msg.from_, msg.date_str, subject, body, errors="surrogatepass"
+    )
     text = f"{subject}\n\n{body}" if subject and body else (subject or body)
     sender = msg.from_values
     attachments = [a.filename for a in msg.attachments if a.filename]

@@ -22,6 +22,7 @@ from connectors.base import ConnectorError, FetchBatch, SourceContext
 from connectors.records import record_parser
 from triage.config import ConfigError
 from triage.http import Backoff
+from triage.keys import stable_key
 from triage.models import (
     Author,
     InvalidRecord,
@@ -174,13 +175,14 @@ def _opt_str(value: Any) -> str | None:
 def _mention(
     ctx: SourceContext, feed: Any, entry: Any, fetched_at: datetime, source_type: str
 ) -> Mention:
-    ext = entry.get("id") or entry.get("link")
-    if not ext:
+    link = entry.get("link")
+    if not (entry.get("id") or link):
         raise InvalidRecord("entry has no id and no link")
     created = _entry_time(entry)
     if created is None:
         raise InvalidRecord("entry has no published or updated date")
     text = clean_text(_entry_text(entry))
+    ext = entry.get("id") or _link_id(str(link), entry, text)
     raw = {k: dict.get(entry, k) for k in _RAW_KEYS}
     raw["text"] = text
     return Mention(
@@ -196,6 +198,16 @@ def _mention(
         source_type=source_type,
         raw=raw,
     )
+
+
+def _link_id(link: str, entry: Any, text: str) -> str:
+    """The id of an RSS item without a ``<guid>``: its link, and what tells it from its siblings.
+
+    A comment feed's items often all link to the post they comment on; by the link alone they
+    were one item, and every comment after the first was lost without a word.
+    """
+    parts = (entry.get("published") or entry.get("updated"), entry.get("author"), entry.get("title"))
+    return f"{link}#{stable_key(*(str(p or '') for p in parts), text, errors='surrogatepass')}"
 
 
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:

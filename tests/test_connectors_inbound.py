@@ -23,6 +23,7 @@ import duckdb
 import httpx
 import pytest
 import yaml
+from imap_tools import MailMessage
 from typer.testing import CliRunner
 
 from connectors import ConnectorError, SourceContext, appstore, email_text, imap, webhook
@@ -333,6 +334,27 @@ def deeply_nested(message_id: str, depth: int = 3000) -> bytes:
         f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n" for i in range(depth)
     )
     return (head + levels + "hi\r\n").encode()
+
+
+def test_email_without_a_message_id_keeps_its_id_when_the_folder_is_renumbered(
+    tmp_path: Path,
+) -> None:
+    # A web form's mail often has no Message-ID. Its id was uid:<UIDVALIDITY>:<UID>, and the
+    # folder is read again when the server renumbers it (a new UIDVALIDITY): the same mail was
+    # stored a second time under its new number.
+    raw = simple("x", "The checkout page froze twice today.").replace(b"Message-ID: <x>\n", b"")
+    assert b"Message-ID" not in raw
+    ctx = SourceContext(name="mailbox", settings={}, base_dir=tmp_path)
+    now = datetime.now(UTC)
+    before = imap.to_mention(ctx, MailMessage.from_bytes(raw), 7, "INBOX", now)
+    after = imap.to_mention(ctx, MailMessage.from_bytes(raw), 8, "INBOX", now)
+    assert before.external_id == after.external_id
+    assert before.external_id.startswith("content:")
+    # Another message (other text, same sender and date) is another item.
+    other = simple("x", "Checkout works again, thanks!").replace(b"Message-ID: <x>\n", b"")
+    assert imap.to_mention(ctx, MailMessage.from_bytes(other), 7, "INBOX", now).external_id != (
+        before.external_id
+    )
 
 
 def test_email_a_message_that_cannot_be_built_is_quarantined_and_the_rest_read(

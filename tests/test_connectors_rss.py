@@ -235,3 +235,39 @@ def test_a_reference_to_no_character_costs_that_character_not_the_feed(
     assert texts["c2"].startswith("great app \ufffd")
     assert rss.check(ctx) == "'Blog': 3 entries"
     assert len(rss.sample(ctx).mentions) == 3
+
+
+def test_items_without_a_guid_that_share_a_link_are_each_stored_once(tmp_path: Path) -> None:
+    # A comment feed's items often all link to the post they comment on and carry no <guid>.
+    # By the link alone they were one item: every comment after the first was lost unsaid.
+    def item(n: int, minutes: int) -> str:
+        when = format_datetime(NOW - timedelta(minutes=minutes))
+        return (
+            f"<item><title>Comment by user{n}</title><link>https://blog.example.com/post-42</link>"
+            f"<pubDate>{when}</pubDate><description>comment {n}: love the new theme</description>"
+            "</item>"
+        )
+
+    def write(*items: str) -> None:
+        (tmp_path / "feed.xml").write_text(
+            '<?xml version="1.0"?><rss version="2.0"><channel><title>Comments</title>'
+            "<link>https://blog.example.com/</link>" + "".join(items) + "</channel></rss>"
+        )
+
+    write(item(2, 2), item(1, 3))
+    cfg = tmp_path / "triage.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "database": str(tmp_path / "t.duckdb"),
+                "sources": [{"name": "blog", "type": "rss", "url": "feed.xml"}],
+            }
+        )
+    )
+    assert fetch_into_store(cfg)["stored"] == 2
+    # The next run sees the newest again (it sits at the watermark) and one more: the ids are
+    # the same on every run, so nothing is stored twice.
+    write(item(3, 1), item(2, 2), item(1, 3))
+    assert fetch_into_store(cfg)["stored"] == 1
+    ids = stored(tmp_path)
+    assert len(ids) == 3 and all(i.startswith("https://blog.example.com/post-42#") for i in ids)
