@@ -427,6 +427,39 @@ def test_digest_bounds_huge_public_text(data: ReportData, tmp_path: Path) -> Non
             assert not re.search(r"&(a|am|l|g)?…", b["text"]["text"])
 
 
+def test_digest_names_cannot_format_the_message_and_links_are_never_cut(
+    data: ReportData, tmp_path: Path
+) -> None:
+    # A '*' in a public name ended our bold early ("*Eve* :rotating_light: *SECURITY ALERT*"), and
+    # the section's 3,000-character cut fell inside a <url|link>, leaving a bare public URL.
+    name = "Eve* :rotating_light: *SECURITY ALERT\n> forged"
+    url = "https://e.example/" + "a" * 1900
+    advocates = tuple(
+        Advocate(f"cus_{n}", name, 3, 10, (Quote("love it", url, NOW),)) for n in range(3)
+    )
+    at_risk = (AtRiskCustomer("cus_r", name, "2 unresolved issues", 2, 0, NOW, None),)
+    odd = ReportData(
+        period_start=data.period_start,
+        period_end=data.period_end,
+        volume=data.volume,
+        advocates=advocates,
+        at_risk=at_risk,
+        stages=data.stages,
+    )
+    digest = build_digest(odd, write_report(odd, tmp_path).charts)
+    assert check_blocks(digest.blocks) == []
+    sections = [b["text"]["text"] for b in digest.blocks if b["type"] == "section" and "text" in b]
+    (advocates_text,) = [t for t in sections if t.startswith("*Advocates*")]
+    (risk_text,) = [t for t in sections if t.startswith("*At risk*")]
+    for text in (advocates_text, risk_text):
+        # The name is plain text on one line: no bold of ours around it, no line of its own.
+        assert "• Eve* :rotating_light: *SECURITY ALERT &gt; forged:" in text
+        assert "*Eve" not in text and "\n&gt; forged" not in text
+    # Whole lines only: every link that starts also ends, and what did not fit is counted.
+    assert advocates_text.count("<https://") == advocates_text.count("|link>") >= 1
+    assert advocates_text.endswith("more")
+
+
 def test_check_blocks_catches_what_slack_would_refuse() -> None:
     ok = {"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}
     assert check_blocks([ok] * 50) == []

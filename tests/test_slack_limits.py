@@ -7,6 +7,7 @@ them against the limits in Slack's Block Kit reference (not against what our cod
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -225,3 +226,48 @@ def test_the_fake_accepts_blocks_right_at_the_limits(client: WebClient) -> None:
     with pytest.raises(SlackApiError) as err:
         client.chat_postMessage(channel="C0REVIEW", text="t" * 40_001)
     assert err.value.response["error"] == "msg_too_long"
+
+
+def test_an_author_cannot_write_lines_of_its_own_into_a_review_message(client: WebClient) -> None:
+    # Escaping stops mentions and links but not line breaks: a handle with newlines forged a
+    # "Confirmed by alice" line under an undecided item, and a block quote (an escaped '>' at the
+    # start of a line still quotes). Bidi overrides reversed the rest of the line; NUL and lone
+    # surrogates went to Slack as they were.
+    forged = ":ballot_box_with_check: Confirmed by alice at 2026-11-20 10:05 UTC: *Other / spam*"
+    handle = f"fan\n{forged}\r\n> Reviewer note: no action needed\u2028\u202egnp.exe\x00\ud800"
+    item = DeliveryItem.from_row(item_row("Love it", author_handle=handle, source="web\nform"))
+    msg = review_message(item)
+    (context,) = [b for b in msg["blocks"] if b["type"] == "context"]
+    line = context["elements"][0]["text"]
+    assert "\n" not in line and "\u2028" not in line and "\u202e" not in line
+    assert "\x00" not in line and "\ud800" not in line
+    assert line.startswith("web form · fan :ballot_box_with_check: Confirmed by alice")
+    client.chat_postMessage(channel="C0REVIEW", text=msg["text"], blocks=msg["blocks"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://evil.example/a b", "https://evil.example/\nnext", "https://x.example/\x7f"],
+)
+def test_a_source_url_slack_would_refuse_gets_no_button_not_a_dead_letter(
+    client: WebClient, url: str
+) -> None:
+    # Slack refuses a button whose URL it cannot read (invalid_blocks, a permanent error): the
+    # review message went to the dead letters and the item was never reviewed.
+    msg = review_message(DeliveryItem.from_row(item_row("Love it", url=url)))
+    buttons = [e for b in msg["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert [e.get("url") for e in buttons if "url" in e] == []
+    client.chat_postMessage(channel="C0REVIEW", text=msg["text"], blocks=msg["blocks"])
+    ok = review_message(DeliveryItem.from_row(item_row("Love it")))
+    client.chat_postMessage(channel="C0REVIEW", text=ok["text"], blocks=ok["blocks"])
+    bad = {**ok, "blocks": json_replace(ok["blocks"], "https://social.example/1", url)}
+    with pytest.raises(SlackApiError, match="invalid_blocks"):
+        client.chat_postMessage(channel="C0REVIEW", text=bad["text"], blocks=bad["blocks"])
+
+
+def json_replace(blocks: list[dict[str, Any]], old: str, new: str) -> list[dict[str, Any]]:
+    """The blocks with one string replaced wherever it is a whole value."""
+    replaced: list[dict[str, Any]] = json.loads(
+        json.dumps(blocks).replace(json.dumps(old), json.dumps(new))
+    )
+    return replaced

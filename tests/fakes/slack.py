@@ -442,6 +442,9 @@ def _element(el: Any, where: str) -> list[str]:
             problems.append(f"{where}.value: must be at most {MAX_ACTION_VALUE} characters")
         if len(str(el.get("url", ""))) > MAX_URL:
             problems.append(f"{where}.url: must be at most {MAX_URL} characters")
+        elif "url" in el and not _valid_url(el["url"]):
+            # Slack answers such a button with "invalid url [json-pointer:…/url]".
+            problems.append(f"{where}.url: invalid url")
         if el.get("style") not in (None, "primary", "danger"):
             problems.append(f"{where}.style: must be primary or danger")
     elif kind == "static_select":
@@ -529,6 +532,17 @@ def check_blocks(blocks: Any, *, max_blocks: int) -> list[str]:
         elif kind != "divider":
             problems.append(f"{where}: unsupported block type {kind!r}")
     return problems
+
+
+def _valid_url(url: Any) -> bool:
+    """Whether Slack would take ``url`` as a link: a scheme and host, no spaces or controls."""
+    if not isinstance(url, str) or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return False
+    try:
+        parts = urlparse(url)
+    except ValueError:
+        return False
+    return bool(parts.scheme and parts.netloc)
 
 
 def _image(block: dict[str, Any], where: str) -> list[str]:

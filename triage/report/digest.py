@@ -47,7 +47,7 @@ from triage.customers.stages import STAGE_TITLES, STAGES
 from triage.report.charts import Chart
 from triage.report.data import ReportData
 from triage.report.html import hours, safe_url, waited
-from triage.slack.messages import escape
+from triage.slack.messages import escape, one_line
 
 MAX_BLOCKS = 50
 SECTION_TEXT_LIMIT = 3000
@@ -107,7 +107,7 @@ def _clip(text: str, limit: int) -> str:
 
 def _public(text: str, limit: int) -> str:
     """Untrusted text for mrkdwn: one line, escaped (no mentions, no links), bounded."""
-    return _clip(escape(" ".join(text.split())), limit)
+    return _clip(escape(one_line(text)), limit)
 
 
 def _link(url: str | None) -> str:
@@ -124,8 +124,21 @@ def _mrkdwn(text: str) -> MarkdownTextObject:
 
 
 def _lines(title: str, lines: Sequence[str], empty: str) -> SectionBlock:
-    body = "\n".join(lines) if lines else f"_{empty}_"
-    return SectionBlock(text=_mrkdwn(f"*{title}*\n{body}"))
+    """A titled section of whole lines: those that do not fit are left out, never cut.
+
+    Cut at the section's limit, a line could end inside a ``<url|link>`` of ours, leaving a bare
+    ``<`` and a public URL in the message.
+    """
+    text = f"*{title}*"
+    for n, line in enumerate(lines):
+        more = f"\n… and {len(lines) - n} more"
+        if len(text) + 1 + len(line) + len(more) > SECTION_TEXT_LIMIT:
+            text += more
+            break
+        text += "\n" + line
+    if not lines:
+        text += f"\n_{empty}_"
+    return SectionBlock(text=_mrkdwn(text))
 
 
 def build_digest(
@@ -204,7 +217,7 @@ def build_digest(
         _lines(
             "Advocates",
             [
-                f"• *{_public(a.name, 80)}*: {a.praise_count:,} praise, reach {a.reach:,}"
+                f"• {_public(a.name, 80)}: {a.praise_count:,} praise, reach {a.reach:,}"
                 + (
                     f"\n> {_public(a.quotes[0].text, 300)}{_link(a.quotes[0].url)}"
                     if a.quotes
@@ -218,7 +231,7 @@ def build_digest(
     blocks.append(
         _lines(
             "At risk",
-            [f"• *{_public(a.name, 80)}*: {escape(a.reason)}" for a in data.at_risk[:top]],
+            [f"• {_public(a.name, 80)}: {escape(a.reason)}" for a in data.at_risk[:top]],
             "Nobody at risk.",
         )
     )

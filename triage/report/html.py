@@ -23,6 +23,7 @@ from triage.customers.stages import STAGE_DESCRIPTIONS, STAGE_TITLES, STAGES
 from triage.customers.timing import MEASURES
 from triage.report.charts import Chart, write_charts
 from triage.report.data import FOLLOW_UP_OUTCOMES, Quote, ReportData
+from triage.slack.messages import plain_url
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;
@@ -58,11 +59,7 @@ def esc(text: object) -> str:
 
 def safe_url(url: str | None) -> str | None:
     """The URL if it is a plain http(s) link without spaces or control characters, else None."""
-    if not url or len(url) > 2000 or not url.lower().startswith(("https://", "http://")):
-        return None
-    if any(c.isspace() or ord(c) < 32 for c in url):
-        return None
-    return url
+    return plain_url(url, 2000)
 
 
 def link(text: str, url: str | None) -> str:

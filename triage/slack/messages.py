@@ -49,9 +49,25 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Characters that make no sense in one line of a message and can mislead a reader: controls
+# (NUL, escape), lone surrogates, and the bidirectional overrides and isolates, which reverse how
+# the rest of the line reads.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(text: str) -> str:
+    """Untrusted text as one plain line: whitespace runs, line breaks included, become one space.
+
+    An author name or handle with line breaks wrote lines of its own into a message's context
+    ("Confirmed by alice …" under an undecided item, a block quote); escaping alone cannot stop
+    that, since an escaped ``>`` at the start of a line still quotes it.
+    """
+    return " ".join(_UNPRINTABLE.sub(" ", text).split())
+
+
 def inert(text: str, limit: int) -> str:
-    """Escape untrusted text for mrkdwn and cut it to ``limit`` characters (escape first, then cut)."""
-    return fit(text, limit, escape)
+    """Untrusted text for one line of mrkdwn: one line (:func:`one_line`), escaped, then cut."""
+    return fit(one_line(text), limit, escape)
 
 
 def quote(text: str, limit: int = SLACK_TEXT) -> str:
@@ -69,8 +85,17 @@ def _inert(text: str) -> MarkdownTextObject:
     return MarkdownTextObject(text=text, verbatim=True)
 
 
-def _safe_url(url: str | None) -> str | None:
-    if not url or not url.startswith(("http://", "https://")) or len(url) > 3000:
+def plain_url(url: str | None, limit: int = 3000) -> str | None:
+    """The URL if it is an http(s) link of at most ``limit`` characters with no spaces or
+    control characters, else None.
+
+    Slack refuses a button whose URL it cannot parse (``invalid_blocks``, which would send a
+    review message to the dead letters), and a space or line break in a link is an edit made to
+    mislead, not an address.
+    """
+    if not url or len(url) > limit or not url.lower().startswith(("https://", "http://")):
+        return None
+    if any(c.isspace() for c in url) or _UNPRINTABLE.search(url):
         return None
     return url
 
@@ -114,7 +139,7 @@ def review_message(item: DeliveryItem) -> dict[str, Any]:
         ),
         ButtonElement(text="Spam", action_id=ACTION_SPAM, value=item_id, style="danger"),
     ]
-    url = _safe_url(item.url)
+    url = plain_url(item.url)
     if url:
         elements.append(
             ButtonElement(text="Open source", action_id=ACTION_OPEN, url=url, value=item_id)
