@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlparse
 
 from classifiers.drift import DailyStats, DriftAlert, DriftSettings, daily_stats, detect_drift
 from flows.learning import announcer, models_config
@@ -22,7 +23,7 @@ from triage.config import Config
 from triage.destinations.alerts import notify
 from triage.keys import stable_key
 from triage.models import LABELS
-from triage.slack.messages import inert
+from triage.slack.messages import inert, plain_url
 from triage.store import open_store
 
 log = logging.getLogger("triage.drift")
@@ -79,9 +80,16 @@ def alert_row(alert: DriftAlert) -> dict[str, Any]:
 
 def _link(item_id: str, url: str | None) -> str:
     # Only plain http(s) URLs become links; anything Slack could read as markup is shown as text.
+    # The URL is the poster's, so its host is shown beside our id: a link labelled with an item
+    # id alone reads as ours, wherever it leads.
     shown = inert(item_id, 80)
-    if url and url.startswith(("http://", "https://")) and not any(c in url for c in "<>|& \n"):
-        return f"<{url}|{shown}>"
+    href = plain_url(url)
+    try:
+        host = urlparse(href).hostname if href else None
+    except ValueError:  # "http://[": no host to show, so no link
+        host = None
+    if href and host and not any(c in href for c in "<>|&"):
+        return f"<{href}|{shown}> ({inert(host, 100)})"
     return f"`{shown}`"
 
 

@@ -17,6 +17,7 @@ from classifiers.drift import (
     daily_stats,
     detect_drift,
 )
+from flows.drift import drift_message
 
 DAY0 = date(2026, 4, 1)
 
@@ -141,3 +142,17 @@ def test_the_band_allows_for_a_steady_history_and_a_small_day() -> None:
     assert detect_drift([*base, DailyStats("s", day10, 100, 0.45, 0.85, {"kudos": 1.0})]) == []
     # `since` judges only recent days.
     assert detect_drift([*base, big], since=DAY0 + timedelta(days=11)) == []
+
+
+def test_drift_examples_show_where_a_public_link_leads() -> None:
+    # The examples link to each item's own URL, which its poster chose; labelled with our item id
+    # alone, a link to anywhere read as one of ours.
+    rows = [{"summary": "source web-form: review rate 0.9", "example_ids": '["a1", "b2", "c3"]'}]
+    links = {
+        "a1": "https://evil.example/slack-login?next=1",
+        "b2": "https://bad.example/a b",  # not a URL Slack reads: shown as text
+        "c3": "http://[",
+    }
+    text = drift_message(rows, links)["text"]
+    assert "<https://evil.example/slack-login?next=1|a1> (evil.example)" in text
+    assert "`b2`" in text and "`c3`" in text
