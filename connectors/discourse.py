@@ -6,7 +6,7 @@ and the endpoint is one GET with two headers, so httpx it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -52,18 +52,58 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _entries(data: Any) -> list[paging.Entry]:
-    entries = []
-    for post in _posts(data):
-        pid = _int(sa.obj(post).get("id"))
-        # Moderator and "small action" posts are no one's voice. A post_type that is not a number
-        # (a list, say) is not one of them: the post is read, and _post quarantines it.
-        system = pid is not None and _int(post.get("post_type")) in SYSTEM_POST_TYPES
-        # A skipped post moves the cursor only with a valid date, as a read post must have: a
-        # bogus one (id 10^12, no date) would otherwise hide every later post.
-        vouched = system and _dated(post)
-        entries.append(paging.Entry(post, id=pid, skip=system, vouched=vouched))
+def _entries_after(last_id: int | None) -> Callable[[Any], list[paging.Entry]]:
+    """How to read a page of a stream whose stored position is ``last_id``."""
+
+    def entries(data: Any) -> list[paging.Entry]:
+        posts = _posts(data)
+        ids = [_int(sa.obj(post).get("id")) for post in posts]
+        # Each id is judged against the highest other id the stream knows; only the highest id
+        # can be far above that, and its reference is the second highest.
+        top = sorted([n for n in (last_id, *ids) if n is not None], reverse=True)[:2]
+        second = top[1] if len(top) > 1 else None
+        out = []
+        for post, pid in zip(posts, ids, strict=True):
+            # Moderator and "small action" posts are no one's voice. A post_type that is not a
+            # number (a list, say) is not one of them: the post is read, and _post quarantines it.
+            system = pid is not None and _int(post.get("post_type")) in SYSTEM_POST_TYPES
+            # A skipped post moves the cursor only with a valid date, as a read post must have: a
+            # bogus one (id 10^12, no date) would otherwise hide every later post.
+            vouched = system and _dated(post)
+            doubt = None if pid is None else _doubt(pid, second if pid == top[0] else None)
+            out.append(paging.Entry(post, id=pid, skip=system, vouched=vouched, doubt=doubt))
+        return out
+
     return entries
+
+
+# Post ids cannot be checked against a clock: Discourse numbers posts 1, 2, 3... from one sequence
+# in the order they are written. They are bounded twice over instead.
+# The posts.id column is a Postgres integer (the schema notes in app/models/post.rb): no post has
+# a higher id.
+MAX_POST_ID = 2**31 - 1
+# /posts.json answers the latest posts, newest first, so the ids of one page lie close together.
+# An id above twice the highest other id the stream knows (its stored last_id, the rest of the
+# page), plus a million, would need more posts written between two that the page shows than the
+# forum had before, and a million more. Posts hidden from the reader (private categories,
+# messages, deleted posts) leave gaps far smaller; a new forum (ids in the tens) and a busy one
+# (ids in the millions) pass alike, and after a bulk import the page's other posts are as far on.
+# Should a genuine post ever be refused so, it is stored once a newer post tops it.
+JUMP = 1_000_000
+
+
+def _doubt(pid: int, known: int | None) -> str | None:
+    """Why post id ``pid`` cannot be real, given the highest other id ``known``; else None."""
+    if pid > MAX_POST_ID:
+        return f"post id is beyond a Discourse post id: {pid} is above {MAX_POST_ID}"
+    if known is not None and pid > 2 * known + JUMP:
+        # Without ``known`` in it: the quarantine keeps one copy per record and reason, and the
+        # record is read again on every run while the forum's ids grow.
+        return (
+            f"post id is far beyond the forum's others: {pid} is above twice the highest other "
+            f"id known plus {JUMP:,}"
+        )
+    return None
 
 
 def _dated(post: dict[str, Any]) -> bool:
@@ -141,7 +181,7 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
     # /posts.json has no "since" filter: posts at or below last_id end the stream.
     mark = paging.HighestId("last_id", last_id, _int, start=sa.backfill_start(ctx))
     pager = paging.BeforeLowest("before", _int)
-    stream = paging.Stream(None, "/posts.json", {}, mark, pager, _entries)
+    stream = paging.Stream(None, "/posts.json", {}, mark, pager, _entries_after(_int(last_id)))
     with _api(ctx) as api:
         base = api.base
         yield from paging.paginate(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -109,16 +109,30 @@ def check(ctx: SourceContext) -> str:
     return f"instance '{title or ctx.settings['base_url']}' reachable{who}; {len(streams)} streams"
 
 
-def _entries(mentions: bool) -> Callable[[Any], list[paging.Entry]]:
+def _entries(mentions: bool, since: str | None = None) -> Callable[[Any], list[paging.Entry]]:
+    kind = "notification" if mentions else "status"
+    # A stored position that itself reads as a time ahead was a genuine id of this server (it was
+    # checked when it was read): the server lays its ids out another way.
+    other_layout = since is not None and _doubt(since, kind, datetime.now(UTC)) is not None
+
     def entries(page: Any) -> list[paging.Entry]:
         if not isinstance(page, list):
             raise paging.BadAnswer("the answer is not a list")
+        fetched = datetime.now(UTC)
         out = []
         for entry in page:
             eid = str(entry["id"]) if isinstance(entry, dict) and entry.get("id") else None
             # A mention notification wraps its status; its own id is the stream's position.
             status = entry.get("status") if mentions and eid else entry
-            out.append(paging.Entry(status, id=eid, raw=entry))
+            doubt = _doubt(eid, kind, fetched)
+            out.append(paging.Entry(status, id=eid, raw=entry, doubt=doubt))
+        timed = [e for e in out if e.id is not None and _id_order(e.id) and _id_ms(e.id) is not None]
+        if other_layout or (len(timed) > 1 and all(e.doubt for e in timed)):
+            # Several ids of the page, or the stored one, read as times ahead: this server lays
+            # its ids out another way (Pixelfed's read as centuries ahead), and Mastodon's layout
+            # says nothing about them. One id ahead among ids that read true is the one refused.
+            for e in timed:
+                e.doubt = None
         return out
 
     return entries
@@ -132,6 +146,57 @@ _ID = re.compile(r"[0-9A-Za-z]{1,64}")
 
 def _id_order(value: Any) -> tuple[int, str] | None:
     return _id_key(value) if isinstance(value, str) and _ID.fullmatch(value) else None
+
+
+# Ids are positions, so one that cannot be real must not become since_id: a status id that
+# encodes a time after the fetch would put every later post below it. A day covers a server clock
+# that runs ahead, as it does for dates (README, "Records").
+_AHEAD = timedelta(days=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_DIGITS = re.compile(r"[0-9]+")
+# GoToSocial's ids are ULIDs: 26 characters of Crockford's base32 (no I, L, O or U), the first
+# 10 of them a 48-bit count of milliseconds since the epoch (github.com/ulid/spec).
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}", re.IGNORECASE)
+
+
+def _id_ms(value: str) -> int | None:
+    """The creation time an id encodes, in ms since the epoch; None for a form that has none."""
+    if _DIGITS.fullmatch(value):
+        # Mastodon (since 2.0): milliseconds since the epoch shifted left 16 bits, plus 16 bits
+        # of sequence (lib/mastodon/snowflake.rb); the server takes its own clock, or a past
+        # created_at, never a future one. Sequential ids (statuses from before 2.0, notifications,
+        # Pleroma's oldest objects) read as times in 1970 and pass.
+        return int(value) >> 16
+    if _ULID.fullmatch(value):
+        ms = 0
+        for char in value[:10].upper():
+            ms = ms * 32 + _CROCKFORD.index(char)
+        return ms
+    # Pleroma's and Akkoma's flake ids (base62 of a 128-bit flake whose top 64 bits are
+    # milliseconds) are left unchecked: a base62 id of 18 characters is not known to be one.
+    return None
+
+
+def _doubt(place: str | None, kind: str, fetched: datetime) -> str | None:
+    """Why ``place`` cannot be a real id of this instance, or None when it may be."""
+    if place is None or _id_order(place) is None:
+        return None  # not a position at all: nothing orders by it or sends it back
+    ms = _id_ms(place)
+    # Not compared with the post's created_at: Mastodon gives a post it stores with
+    # override_timestamps the id of that moment, so a genuine id may be far later than its post's
+    # date, though never later than the server's clock.
+    if ms is None or ms <= _ms(fetched + _AHEAD):
+        return None
+    when = "a time after the year 9999"
+    if ms <= _MAX_MS:
+        when = f"{_EPOCH + timedelta(milliseconds=ms):%Y-%m-%d %H:%M} UTC"
+    return f"{kind} id is dated after the fetch: {place[:40]!r} encodes {when}"
+
+
+def _ms(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
@@ -154,7 +219,8 @@ def fetch(ctx: SourceContext, cursor: Any) -> Iterator[FetchBatch]:
             query["since_id"] = since
         mark = paging.HighestId("since_id", since or None, _id_order, start=start)
         pager = paging.BeforeLowest("max_id", _id_order)
-        streams.append(paging.Stream(key, path, query, mark, pager, _entries(key == "mentions")))
+        parse = _entries(key == "mentions", since or None)
+        streams.append(paging.Stream(key, path, query, mark, pager, parse))
     with _api(ctx, bool(ctx.settings.get("mentions"))) as api:
         yield from paging.paginate(
             ctx, cursor, streams, api.get, lambda e, at: _status(ctx, e.record, at)

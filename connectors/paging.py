@@ -13,7 +13,9 @@ in an answer) and a parse function. The loop is the same for all of them:
   ordered by time, :class:`HighestId` for streams ordered by id (``since_id``, ``last_id``, ``ts``);
 * only positions that were checked move the stream or steer its paging: those of records that were
   read, and those of skipped records (joins, bot and moderator posts) whose connector vouched for
-  them; a broken record's id is never trusted;
+  them; a broken record's id is never trusted, nor is one that parses but that its connector
+  finds cannot be real (:attr:`Entry.doubt`: a Mastodon id dated after the fetch, a Discourse
+  post id far beyond the forum's others), which goes to quarantine with that reason;
 * an item that two streams of one source both return is stored once;
 * a stream cut short by ``max_pages`` says so in a note (:attr:`FetchBatch.notes`); a stream paged
   by id (:class:`BeforeLowest`) keeps its stored position and remembers the gap, and the next run
@@ -64,6 +66,11 @@ class Entry:
     ends: bool = True
     """Reaching the stored position at this record ends the stream (not so for a reply that
     sits under a newer thread)."""
+    doubt: str | None = None
+    """Why the record's id cannot be real, when its connector found so (an id that encodes a time
+    after the fetch): the record goes to quarantine with this reason, and its place moves the
+    stream's position and steers its paging no more than a broken record's, even when vouched
+    for."""
 
     @property
     def place(self) -> Any:
@@ -476,9 +483,17 @@ def _pages(
                 # would put every later post behind the cursor. So it counts only when its
                 # connector checked it as a read record's place is checked; otherwise it is
                 # fetched again, and skipped again, until a newer post passes it.
-                if entry.vouched:
+                if entry.vouched and entry.doubt is None:
                     mark.see(entry.place)
                     checked.append(entry)
+                continue
+            if entry.doubt is not None:
+                # A record that reads well but whose id cannot be real (an API glitch) would,
+                # as the highest id, put every later post behind the cursor. It is kept with the
+                # reason, like a record that cannot be read; later runs read it again, and the
+                # quarantine keeps one copy.
+                raw = entry.record if entry.raw is None else entry.raw
+                batch.rejected.append(ctx.reject(entry.doubt, raw, entry.id))
                 continue
             try:
                 read = parse(entry, fetched_at)

@@ -962,6 +962,11 @@ SKIPPED_BOGUS: dict[str, tuple[str, Callable[[Any], None]]] = {
         ),
     ),
     "discourse-small-action": ("discourse", lambda f: f.add_raw({"id": 10**12, "post_type": 3})),
+    # Dated, but with an id no post of this forum can have yet.
+    "discourse-small-action-dated": (
+        "discourse",
+        lambda f: f.add_raw({"id": 2 * 10**9, "post_type": 3, "created_at": _iso(4)}),
+    ),
 }
 
 
@@ -981,6 +986,208 @@ def test_a_skipped_record_with_a_bogus_place_does_not_hide_later_posts(case: str
     finally:
         fake.stop()
     assert [m.external_id for m in got] == [first] and rejected == []
+    assert [m.external_id for m in again] == [later]
+
+
+def _masto_id(when: datetime, sequence: int = 1) -> str:
+    """A Mastodon status id made at ``when``: milliseconds since the epoch << 16, plus sequence."""
+    return str((int(when.timestamp() * 1000) << 16) | sequence)
+
+
+def _masto_post(fake: FakeMastodon, sid: str, created: datetime) -> str:
+    account = {"acct": "ana@example.social", "username": "ana"}
+    content = "<p>sync keeps failing on android 14 #nimbusnotes</p>"
+    created_at = created.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    fake.add_raw({"id": sid, "created_at": created_at, "content": content, "account": account})
+    return sid
+
+
+def _forum_post(fake: FakeDiscourse, pid: int, created: datetime) -> str:
+    fake.add_raw(
+        {
+            "id": pid,
+            "created_at": created.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "raw": "sync keeps failing on android 14",
+            "username": "member",
+            "post_type": 1,
+            "topic_id": 77,
+            "post_number": 9,
+        }
+    )
+    return str(pid)
+
+
+def _mention_with_id(fake: FakeMastodon, nid: str) -> str:
+    fake.add("are you the nimbus notes people?", _now(5), mention=True)
+    fake.notifications[-1]["id"] = nid
+    return nid
+
+
+# A post that reads well (a good date, text) but whose id cannot be real: as the highest id it
+# became since_id or last_id, and every later post sat below it, never fetched. Per case: the
+# connector, how to add it (returning its id), and the start of the quarantine reason.
+READABLE_BOGUS_IDS: dict[str, tuple[str, Callable[[Any], str], str]] = {
+    "mastodon-25-digits": (
+        "mastodon",
+        lambda f: _masto_post(f, "9" * 25, _now(5)),
+        "status id is dated after the fetch",
+    ),
+    "mastodon-a-month-ahead": (
+        "mastodon",
+        lambda f: _masto_post(f, _masto_id(_now(-30 * 24 * 60)), _now(5)),
+        "status id is dated after the fetch",
+    ),
+    "mastodon-mention": (
+        "mastodon",
+        lambda f: _mention_with_id(f, "9" * 19),
+        "notification id is dated after the fetch",
+    ),
+    "discourse-10^12": (
+        "discourse",
+        lambda f: _forum_post(f, 10**12, _now(5)),
+        "post id is beyond a Discourse post id",
+    ),
+    "discourse-2*10^9": (
+        "discourse",
+        lambda f: _forum_post(f, 2 * 10**9, _now(5)),
+        "post id is far beyond the forum's others",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(READABLE_BOGUS_IDS))
+def test_a_readable_post_with_an_id_that_cannot_be_real_does_not_hide_later_posts(
+    case: str,
+) -> None:
+    name, add_bogus, reason = READABLE_BOGUS_IDS[case]
+    spec = SPECS_BY_NAME[name]
+    fake = spec.make_fake()
+    fake.start()
+    try:
+        older = spec.add(fake, "sync broke again after the update", _now(6))
+        bogus = add_bogus(fake)
+        newer = spec.add(fake, "export to PDF loses images", _now(4))
+        ctx = _ctx(spec, fake)
+        got, rejected, cursor = _fetch(spec, ctx, None)
+        later = spec.add(fake, "how much is the team plan for 12 seats?", _now(1))
+        again, rejected_again, _ = _fetch(spec, ctx, cursor)
+    finally:
+        fake.stop()
+    # Quarantined with the reason, like a record that cannot be read; the posts around it are
+    # stored, the cursor stays at the newest of them, and the next run finds the later post.
+    assert sorted(m.external_id for m in got) == sorted([older, newer])
+    assert [(r.reason.split(":")[0], r.external_id) for r in rejected] == [(reason, bogus)]
+    assert newer in json.dumps(cursor) and bogus not in json.dumps(cursor)
+    assert [m.external_id for m in again] == [later]
+    assert [r.reason for r in rejected_again] == [r.reason for r in rejected]
+
+
+# README, discourse: an id more than twice the highest other id known plus a million is refused.
+JUMP = 1_000_000
+# The highest id each rule lets through, after genuine posts: (connector, the posts before it
+# as a setup that returns their ids, how to add the top post with the id at the edge (False) or
+# the first one past it (True), returning its id).
+EDGE_IDS: dict[str, tuple[str, Callable[[Any], list[str]], Callable[[Any, bool], str]]] = {
+    # A status dated 23 hours ahead (a server clock that runs ahead) has an id as far ahead; 25
+    # hours is past the day allowed. A sequential id (a status from before Mastodon 2.0) reads
+    # as a time in 1970.
+    "mastodon-a-day-ahead": (
+        "mastodon",
+        lambda f: [f.add("an older post", _now(10)), _masto_post(f, "12345", _now(9))],
+        lambda f, past: (
+            _masto_post(f, _masto_id(_now(-25 * 60)), _now(2))
+            if past
+            else f.add("a post from a clock that runs ahead", _now(-23 * 60))
+        ),
+    ),
+    # A new forum numbers its posts from 1; a million ahead of post 3 is still let through.
+    "discourse-new-forum": (
+        "discourse",
+        lambda f: [_forum_post(f, i, _now(10 - i)) for i in (1, 2, 3)],
+        lambda f, past: _forum_post(f, 2 * 3 + JUMP + past, _now(2)),
+    ),
+    # A busy forum, with ids in the millions.
+    "discourse-busy-forum": (
+        "discourse",
+        lambda f: [_forum_post(f, 3_000_000 + i, _now(10 - i)) for i in (1, 2, 3)],
+        lambda f, past: _forum_post(f, 2 * 3_000_003 + JUMP + past, _now(2)),
+    ),
+    # The posts.id column's largest value, after its neighbours.
+    "discourse-top-of-the-column": (
+        "discourse",
+        lambda f: [_forum_post(f, 2**31 - 5 + i, _now(10 - i)) for i in (1, 2, 3)],
+        lambda f, past: _forum_post(f, 2**31 - 1 + past, _now(2)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_IDS))
+def test_genuine_ids_at_the_edge_of_the_id_rules_are_stored(case: str) -> None:
+    name, add_before, add_top = EDGE_IDS[case]
+    spec = SPECS_BY_NAME[name]
+    runs = []
+    for past in (False, True):
+        fake = spec.make_fake()
+        fake.start()
+        try:
+            before = add_before(fake)
+            top = add_top(fake, past)
+            got, rejected, cursor = _fetch(spec, _ctx(spec, fake), None)
+        finally:
+            fake.stop()
+        runs.append((before, top, got, rejected, cursor))
+    (before, top, got, rejected, cursor), (before2, past, got2, rejected2, cursor2) = runs
+    assert sorted(m.external_id for m in got) == sorted([*before, top]) and rejected == []
+    assert top in json.dumps(cursor)
+    assert sorted(m.external_id for m in got2) == sorted(before2)
+    assert [r.external_id for r in rejected2] == [past] and past not in json.dumps(cursor2)
+
+
+def _ulid(when: datetime, tail: str = "7ZKAXG2QHXRVD1CM") -> str:
+    """A ULID made at ``when``: 10 characters of Crockford base32 milliseconds, then 16 more."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    ms, head = int(when.timestamp() * 1000), ""
+    for _ in range(10):
+        ms, digit = divmod(ms, 32)
+        head = alphabet[digit] + head
+    return head + tail
+
+
+def test_mastodon_ulid_ids_are_checked_by_the_time_they_encode() -> None:
+    # GoToSocial serves the same API with ULIDs (first 10 characters: a 48-bit ms timestamp);
+    # they cannot go through the fake, which orders ids as numbers, so the page is read here.
+    ahead = {
+        "23 hours ahead": (_ulid(_now(-23 * 60)), None),
+        "lowercase, 2021": (_ulid(datetime(2021, 5, 1, tzinfo=UTC)).lower(), None),
+        "25 hours ahead": (_ulid(_now(-25 * 60)), "status id is dated after the fetch"),
+        "the highest ULID": ("7" + "Z" * 25, "status id is dated after the fetch"),
+        # Not a ULID (an I, an L, an O), nor a number: an id form left unchecked, like
+        # Pleroma's and Akkoma's flake ids.
+        "26, not Crockford": ("ZZZZZZZZZZZZZZZZZZZZZZZZIL", None),
+        "Pleroma flake id": ("AdFo9rHpXwKs3ZqYyq", None),
+    }
+    page = [{"id": sid, "content": "<p>hi</p>"} for sid, _ in ahead.values()]
+    entries = mastodon_mod._entries(False)(page)
+    got = {
+        case: (e.doubt or ":").split(":")[0] or None for case, e in zip(ahead, entries, strict=True)
+    }
+    assert got == {case: reason for case, (_, reason) in ahead.items()}
+
+
+def test_mastodon_a_server_whose_ids_all_read_ahead_is_read_as_it_is() -> None:
+    # Pixelfed serves the same API, but its numeric ids read as times centuries ahead under
+    # Mastodon's layout: judged by it, every post of such a server would be quarantined.
+    spec = SPECS_BY_NAME["mastodon"]
+    fake = spec.make_fake()
+    fake.start()
+    try:
+        posted = [_masto_post(fake, str(7 * 10**20 + n), _now(5 - n)) for n in range(3)]
+        got, rejected, cursor = _fetch(spec, _ctx(spec, fake), None)
+        later = _masto_post(fake, str(7 * 10**20 + 9), _now(1))
+        again, _, _ = _fetch(spec, _ctx(spec, fake), cursor)
+    finally:
+        fake.stop()
+    assert sorted(m.external_id for m in got) == sorted(posted) and rejected == []
     assert [m.external_id for m in again] == [later]
 
 

@@ -409,7 +409,13 @@ def id_run(
 
     def entries(data: Any) -> list[Entry]:
         return [
-            Entry(r, id=r["id"], skip=r.get("skip", False), vouched=r.get("vouched", False))
+            Entry(
+                r,
+                id=r["id"],
+                skip=r.get("skip", False),
+                vouched=r.get("vouched", False),
+                doubt=r.get("doubt"),
+            )
             for r in data
         ]
 
@@ -443,6 +449,28 @@ def test_a_skipped_entry_moves_an_id_position_only_when_its_place_was_checked() 
     ]
     batches = id_run({"last_id": 10}, posts)
     assert all_ids(batches) == ["11"] and batches[-1].cursor == {"last_id": 12}
+
+
+def test_a_readable_record_whose_id_cannot_be_real_is_quarantined_and_moves_nothing() -> None:
+    # README: only records that were read move an id position, and a record that reads well but
+    # whose id its connector finds cannot be real (a Mastodon id from the future, a Discourse id
+    # of 10^12) is not one of them: as the highest id it put every later post behind the cursor.
+    posts = [
+        {"id": 10**12, "at": 3, "doubt": "id from the future"},
+        {"id": 10**12 - 1, "skip": True, "vouched": True, "doubt": "id from the future"},
+        {"id": 12, "at": 2},
+        {"id": 11, "at": 1},
+    ]
+    batches = id_run({"last_id": 10}, posts, per_page=2)
+    assert all_ids(batches) == ["12", "11"]
+    rejected = [(r.reason, r.external_id) for b in batches for r in b.rejected]
+    assert rejected == [("id from the future", str(10**12))]
+    assert batches[-1].cursor == {"last_id": 12}
+    # Nor did the two steer paging: the page below them was read from the lowest of them (there
+    # was no checked id on the first page), and the next run finds the post after 12.
+    assert [before for _, before in ID_CALLS] == [None, 10**12 - 1, 11]
+    batches = id_run(batches[-1].cursor, [*posts, {"id": 13, "at": 4}], per_page=4)
+    assert all_ids(batches) == ["13"] and batches[-1].cursor == {"last_id": 13}
 
 
 def test_only_checked_ids_steer_the_next_page() -> None:
