@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -952,6 +953,36 @@ def test_a_repeat_complaint_reopens_the_ticket_it_joins(world: World, status: st
     updates = {r.path: r.json["ticket"] for r in zd.requests("PUT")}
     assert updates[f"/api/v2/tickets/{ria}.json"]["status"] == "open"
     assert "status" not in updates[f"/api/v2/tickets/{ned}.json"]
+
+
+def test_a_ticket_solved_between_our_read_and_our_join_is_reopened_not_left_solved(
+    world: World,
+) -> None:
+    # The join reads the status, then updates: an agent who solved the ticket in between left
+    # the new complaint as a note on a solved ticket that nobody would look at again.
+    zd = world.zendesk
+    created = queue_handoff(world, "r1", CRASH, "service_issue", "zendesk")
+    world.deliver()
+    first = _ticket_of(world, created)
+    solved: list[int] = []
+
+    def agent_solves_once(tid: int) -> None:
+        if not solved:
+            solved.append(tid)
+            zd.solve(tid, datetime.now(UTC))
+
+    zd.after_read = agent_solves_once
+    joined = queue_handoff(world, "r2", CRASH_AGAIN, "service_issue", "zendesk")
+    summary = world.deliver()
+
+    assert summary["failed"] == summary["dead"] == 0 and solved == [first]
+    assert zd.tickets[first]["status"] == "open" and len(zd.tickets) == 1
+    assert sum(c["body"].count(f"triage-key: {joined}") for c in zd.comments[first]) == 1
+    puts = zd.requests("PUT", ok_only=False)
+    # The first update was refused whole (the ticket had changed), the second made on a new read.
+    assert [r.status for r in puts] == [409, 200]
+    assert [r.json["ticket"].get("status") for r in puts] == [None, "open"]
+    assert all(r.json["ticket"]["safe_update"] is True for r in puts)
 
 
 def test_zendesk_fake_keeps_the_status_an_update_does_not_set(world: World) -> None:

@@ -6,7 +6,9 @@ filtering on the ticket list, ``Idempotency-Key`` on creation (the same key and 
 first ticket with ``x-idempotency-lookup: hit``; the same key with another payload is a 400),
 comments appended by ``PUT`` (which keeps the ticket's status unless the update sets one: an
 agent's API update does not reopen a ticket by itself; ``new`` cannot be set again once left), and
-422 for updates to closed tickets, comments over 64 KB and a 5,001st comment. A requester e-mail
+422 for updates to closed tickets, comments over 64 KB and a 5,001st comment, ``updated_at`` on
+every change and ``safe_update`` with ``updated_stamp`` (a 409 ``UpdateConflict``, the update
+refused whole, when the ticket changed after that stamp). A requester e-mail
 that is not a plain address is a 422 ``RecordInvalid`` with the error under
 ``details.requester``. The comments list is paged as documented (at most 100 a page, oldest
 first): cursor pagination with ``page[size]`` (``meta.has_more``, ``meta.after_cursor``,
@@ -24,8 +26,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.fakes.base import FakeApi, Reply, Request
@@ -57,6 +60,8 @@ class FakeZendesk(FakeApi):
     idempotency: dict[str, tuple[str, int]] = field(default_factory=dict)
     next_id: int = 100
     metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Called with the ticket id after a ticket is read (GET): a test's agent acting in between.
+    after_read: Callable[[int], None] | None = None
 
     @staticmethod
     def _iso(at: datetime) -> str:
@@ -87,6 +92,16 @@ class FakeZendesk(FakeApi):
         """An agent solves (or closes) the ticket."""
         self.tickets[tid]["status"] = status
         self.metrics[tid]["solved_at"] = self._iso(at)
+        self._touch(tid)
+
+    def _touch(self, tid: int) -> None:
+        """The ticket changed: ``updated_at`` moves on (at least a second: it has no finer grain)."""
+        before = self.tickets[tid].get("updated_at")
+        now = datetime.now(UTC).replace(microsecond=0)
+        if before is not None:
+            last = datetime.fromisoformat(before)
+            now = max(now, last + timedelta(seconds=1))
+        self.tickets[tid]["updated_at"] = self._iso(now)
 
     def authorized(self, req: Request) -> bool:
         """Basic auth with ``email/token`` and the API token."""
@@ -126,7 +141,10 @@ class FakeZendesk(FakeApi):
             tid = int(m.group(1))
             if tid not in self.tickets:
                 return 404, {"error": "RecordNotFound", "description": "Not found"}, {}
-            return 200, {"ticket": self._ticket_json(tid)}, {}
+            shown = self._ticket_json(tid)
+            if self.after_read is not None:
+                self.after_read(tid)  # a test's agent acts between our read and our update
+            return 200, {"ticket": shown}, {}
         m = re.fullmatch(r"/api/v2/tickets/(\d+)/comments\.json", path)
         if m and req.method == "GET":
             tid = int(m.group(1))
@@ -291,6 +309,7 @@ class FakeZendesk(FakeApi):
             "tags": sorted(set(ticket.get("tags") or [])),
             "requester": requester,
         }
+        self._touch(tid)
         self.comments[tid] = [
             {"id": tid * 1000, "body": comment.get("body"), "public": comment.get("public", True)}
         ]
@@ -305,6 +324,21 @@ class FakeZendesk(FakeApi):
         current = self.tickets[tid]["status"]
         if current == "closed":
             return self._invalid("Status: closed prevents ticket update")
+        if ticket.get("safe_update"):
+            # Protection against update collisions: refused whole when the ticket changed after
+            # the updated_stamp the client read it at.
+            stamp = ticket.get("updated_stamp")
+            if not stamp:
+                return self._invalid("Updated stamp: is required for a safe update")
+            if stamp != self.tickets[tid]["updated_at"]:
+                return (
+                    409,
+                    {
+                        "error": "UpdateConflict",
+                        "description": "The ticket was updated since you read it",
+                    },
+                    {},
+                )
         status = ticket.get("status")
         if status is not None and status not in STATUSES:
             return self._invalid(f"Status: {status} is not valid", "status")
@@ -329,6 +363,7 @@ class FakeZendesk(FakeApi):
         # An agent's update through the API changes the status only when it sets one.
         if status is not None:
             self.tickets[tid]["status"] = status
+        self._touch(tid)
         return 200, {"ticket": self._ticket_json(tid)}, {}
 
 

@@ -52,6 +52,8 @@ PRIORITIES = ("low", "normal", "high", "urgent")
 REOPEN = frozenset({"pending", "hold", "solved"})
 # Lists are paged, at most 100 comments a page, oldest first. A ticket holds at most 5,000
 # comments, so 50 pages read all of it: the bound only stops a server that never says "no more".
+# A join read, then refused because the ticket changed in between (409), is tried this often.
+JOIN_ATTEMPTS = 3
 COMMENT_PAGE_SIZE = 100
 MAX_COMMENT_PAGES = 50
 
@@ -164,15 +166,22 @@ class ZendeskDestination(HandoffDestination):
                 url=target["url"],
                 author_key=who,
             )
-            status = self._status(tid)
-            if status is not None and status != "closed":
+            for _ in range(JOIN_ATTEMPTS):
+                state = self._state(tid)
+                if state is None or state[0] == "closed":
+                    break
+                status, stamp = state
                 update: dict[str, Any] = {"comment": {"body": body, "public": False}}
                 # The status is read first rather than "open" always sent: a ticket still "new"
                 # (nobody has looked at it yet) stays in the agents' new-ticket queue, since new
-                # can never be set again once left. Joins are rare, so the extra GET is cheap. An
-                # agent solving it between the GET and the PUT leaves it solved, as before.
+                # can never be set again once left. Joins are rare, so the extra GET is cheap.
                 if status in REOPEN:
                     update["status"] = "open"
+                if stamp:
+                    # An agent who solves the ticket between our read and our update would
+                    # otherwise leave the new complaint on a solved ticket: the update is refused
+                    # whole (409) if the ticket changed since, and is made again on a fresh read.
+                    update.update(safe_update=True, updated_stamp=stamp)
                 resp = self.call(
                     "PUT",
                     f"/api/v2/tickets/{tid}.json",
@@ -181,8 +190,16 @@ class ZendeskDestination(HandoffDestination):
                 )
                 if resp.status_code == 200:
                     return self.finish(key, tid, self.agent_url(tid))
+                if resp.status_code == 409:
+                    continue
                 if resp.status_code not in (404, 422):
                     raise fail(f"zendesk {self.name}", resp)
+                break
+            else:
+                raise DeliveryError(
+                    f"zendesk {self.name}: ticket {tid} changed under each of {JOIN_ATTEMPTS} "
+                    "updates; the complaint is joined on a later attempt"
+                )
             # Closed or deleted since: a closed ticket takes no comments, so open a new one.
         self.store.begin_handoff(key, item.id, self.name, self.system, "create", author_key=who)
         ticket: dict[str, Any] = {
@@ -232,14 +249,15 @@ class ZendeskDestination(HandoffDestination):
         tid = str(tickets[0]["id"])
         return self.finish(key, tid, self.agent_url(tid))
 
-    def _status(self, tid: str) -> str | None:
-        """The ticket's status (``new`` ... ``closed``), None when it no longer exists."""
+    def _state(self, tid: str) -> tuple[str, str | None] | None:
+        """The ticket's status (``new`` ... ``closed``) and ``updated_at``; None when it is gone."""
         resp = self.call("GET", f"/api/v2/tickets/{tid}.json")
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
             raise fail(f"zendesk {self.name}", resp)
-        return str(resp.json()["ticket"].get("status") or "")
+        ticket = resp.json()["ticket"]
+        return str(ticket.get("status") or ""), ticket.get("updated_at") or None
 
     def _has_comment(self, tid: str, key: str) -> bool:
         """Whether a comment on the ticket carries ``key``, reading every page of comments.
