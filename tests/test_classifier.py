@@ -349,6 +349,21 @@ def test_classify_cli_csv_binary_and_empty_files(tmp_path: Path) -> None:
     assert "text" in result.output
 
 
+def test_classify_and_evaluate_with_a_folder_that_is_no_model_say_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # A mistyped --model was a ModelError traceback (exit 1), after the input had been read.
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"text": "wish it had dark mode", "label": "feature_request"}\n')
+    for command in (
+        ["classify", "-i", str(rows), "-o", str(tmp_path / "out.jsonl")],
+        ["evaluate", "--data", str(rows)],
+    ):
+        result = CliRunner().invoke(app, [*command, "--model", str(tmp_path / "nope")])
+        assert result.exit_code == 2, result.output
+        assert "is not a triage model" in result.output and "Traceback" not in result.output
+
+
 def test_classify_reports_progress_on_a_long_file_and_scores_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

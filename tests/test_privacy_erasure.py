@@ -243,3 +243,35 @@ def test_handle_spellings_find_the_same_person(author: str) -> None:
 
     handles, _, needles = identifiers(author)
     assert set(handles) == {"jane.doe", "@jane.doe"} and "@jane.doe" in needles
+
+
+def test_forget_finds_a_fediverse_handle_as_the_source_stored_it(
+    world: World,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # "@user@instance" was read as an e-mail address once its '@' was stripped: the handle as
+    # stored (with its '@') matched nothing, nothing was erased, and the erasure was recorded.
+    fedi = "@yusuf_writes@writing.example"
+    world.add(
+        FEED[:2]
+        + [
+            ("y1", fedi, "The app crashes on login every time, kumquat screen"),
+            ("y2", fedi, "Love Nimbus Notes, ultramarine theme, thank you team!"),
+        ]
+    )
+    world.run()
+    before = _item_count(world)
+    result = CliRunner().invoke(
+        app,
+        ["forget", "--author", fedi, "--config", str(world.config), "--db", str(world.db)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("removed 2 items (social 2)")
+    assert _item_count(world) == before - 2
+    left = _db_bytes(world.db).lower()
+    assert [n for n in ("yusuf_writes", "kumquat", "ultramarine") if n.encode() in left] == []
+    # A spelling nobody used removes nothing, and says so rather than pass for an erasure.
+    nobody = ["forget", "--author", "@nobody@writing.example", "--config", str(world.config)]
+    result = CliRunner().invoke(app, [*nobody, "--db", str(world.db)])
+    assert result.exit_code == 0 and "warning: no stored item is by" in result.output

@@ -17,6 +17,15 @@ MODEL_HELP = "Model folder (default: the active model, see `triage models list`)
 def _active_model(model: Path | None, config: str | None, db: str | None) -> Path:
     """``--model`` when given, else the registry's active model (the shipped one at first)."""
     if model is not None:
+        from classifiers.model import META_FILE
+
+        # Said before any input is read, as one line (it was a ModelError traceback).
+        if not (model / META_FILE).is_file():
+            _fail(
+                f"{model} is not a triage model (no {META_FILE}); train one with "
+                "`triage train --starter-only --out DIR`",
+                2,
+            )
         return model
     from classifiers.registry import RegistryError
     from flows.learning import active_model

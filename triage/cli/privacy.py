@@ -64,6 +64,15 @@ def forget(
     verb = "would remove" if dry_run else "removed"
     sources = ", ".join(f"{s} {n}" for s, n in sorted(report.by_source.items()))
     typer.echo(f"{verb} {report.items} items" + (f" ({sources})" if sources else ""))
+    if not report.items:
+        # Most often a spelling the sources do not use: said, so nobody takes the recorded
+        # erasure for a done one.
+        typer.secho(
+            f"warning: no stored item is by {author!r}; check how the source writes the handle "
+            "or address (`triage status` lists sources; a dry run shows what would match)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     typer.echo(_lines(f"rows {verb}", report.removed))
     # Counted per statement: a row whose text and raw payload both named them counts twice.
     typer.echo(

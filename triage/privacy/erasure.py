@@ -78,7 +78,12 @@ def identifiers(author: str) -> tuple[list[str], list[str], list[str]]:
     if len(bare) < 2:
         raise ValueError(f"--author {author!r} is too short to identify a person")
     if _EMAIL.match(bare):
-        return [bare, f"mailto:{bare}"], [f":{bare}"], [bare]
+        # An address, or a fediverse handle (user@instance), which sources store with or
+        # without its leading '@' and whose profile is https://instance/@user: as an address
+        # alone, "@user@instance" matched nobody, and the erasure was recorded all the same.
+        user, _, host = bare.partition("@")
+        handles = [bare, f"@{bare}", f"mailto:{bare}"]
+        return handles, [f":{bare}", f"{host}/@{user}", f"{host}/@{user}/"], [bare]
     handles = [bare, f"@{bare}"]
     needles = [f"@{bare}"] + ([bare] if len(bare) >= MIN_BARE else [])
     return handles, [f"/{bare}", f"/@{bare}", f"/{bare}/", f"/@{bare}/"], needles
@@ -92,9 +97,11 @@ def identity_patterns(author: str) -> list[str]:
     """
     bare = author.strip().lower().lstrip("@")
     escaped = bare.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    handle = [f"handle:%:{escaped}", f'%"handle:%:{escaped}"%']
     if _EMAIL.match(bare):
-        return [f"email:{escaped}", f'%"email:{escaped}"%']
-    return [f"handle:%:{escaped}", f'%"handle:%:{escaped}"%']
+        # As an address, and as the fediverse handle it may be.
+        return [f"email:{escaped}", f'%"email:{escaped}"%', *handle]
+    return handle
 
 
 def _author_keys(rows: list[dict[str, Any]]) -> list[str]:
