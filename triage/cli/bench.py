@@ -264,7 +264,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def bench(
-    n: Annotated[int, typer.Option("--n", help="Mentions to generate.")] = 100_000,
+    n: Annotated[int, typer.Option("--n", help="Mentions to generate.", min=1)] = 100_000,
     input_dir: Annotated[
         Path | None,
         typer.Option("--input", help="Folder of JSONL drops to use instead of generating."),

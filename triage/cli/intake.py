@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from triage.cli.options import ConfigOpt, DbOpt, load_config_or_exit
+from triage.cli.options import ConfigOpt, DbOpt, bind_or_exit, load_config_or_exit
 
 intake_app = typer.Typer(no_args_is_help=True, help="Receive web-form posts (signed JSON).")
 
@@ -85,7 +85,8 @@ def serve(
         max_record_bytes=record_bytes,
         direct=direct,
     )
-    server = make_server(settings, host, port)
+    # A failed bind closes the direct writer (IntakeServer.server_close) before the exit.
+    server = bind_or_exit(lambda: make_server(settings, host, port), host, port)
     bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
     where = f"spooling to {spool_dir}"
     if direct is not None:

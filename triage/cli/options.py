@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from triage.config import Config
     from triage.store import Store
+
+T = TypeVar("T")
 
 ConfigOpt = Annotated[
     str | None,
@@ -44,6 +46,38 @@ def load_config_or_exit(config: str | None, db: str | None = None) -> Config:
         fail(str(exc), 2)
 
 
+def lock_wait_or_exit() -> float:
+    """``TRIAGE_LOCK_WAIT``: seconds to wait for a running flow to release the store (30).
+
+    README documents it as a number of seconds; anything else (``30s``, ``-1``) exits 2 with one
+    line naming the variable instead of a ValueError from deep inside the store.
+    """
+    raw = os.environ.get("TRIAGE_LOCK_WAIT") or "30"
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s < float("inf"):  # also refuses nan and inf
+        fail(f"TRIAGE_LOCK_WAIT must be a number of seconds such as 30, not {raw!r}", 2)
+    return wait_s
+
+
+def bind_or_exit(make: Callable[[], T], host: str, port: int) -> T:
+    """``make()`` (a server that binds ``host:port``), or exit 2 with one line saying why not.
+
+    A busy port, an unknown host or a port outside 0-65535 is something to fix before starting,
+    like a configuration error; nothing has been started yet, so exiting here leaves no thread.
+    """
+    try:
+        return make()
+    except OverflowError:
+        # socket.bind's answer to a port outside 0-65535 ("bind(): port must be 0-65535.").
+        fail(f"cannot listen on {host}:{port}: the port must be 0-65535", 2)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        fail(f"cannot listen on {host}:{port}: {reason}", 2)
+
+
 @contextmanager
 def store_or_exit(
     cfg: Config, *, read_only: bool = False, must_exist: bool | None = None
@@ -59,8 +93,7 @@ def store_or_exit(
 
     if (read_only if must_exist is None else must_exist) and not location.exists(cfg.database):
         fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
-    # How long to wait for a running flow to release the file (seconds); 30 by default.
-    wait_s = float(os.environ.get("TRIAGE_LOCK_WAIT") or 30)
+    wait_s = lock_wait_or_exit()
     try:
         with open_store(cfg.database, read_only=read_only, wait_s=wait_s) as store:
             yield store

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from triage.cli.options import ConfigOpt, DbOpt, fail
+from triage.cli.options import ConfigOpt, DbOpt, bind_or_exit, fail
 
 slack_app = typer.Typer(no_args_is_help=True, help="The Slack review app (marketing's review).")
 corrections_app = typer.Typer(no_args_is_help=True, help="Reviewers' corrections as training data.")
@@ -71,12 +71,19 @@ def serve_cmd(
         return
     worker = ReviewWorker(cfg, interval=interval)
     app = build_app(cfg, bot_token=token, signing_secret=secret, worker=worker, socket_mode=socket)
-    worker.start()
     if socket:
+        worker.start()
         typer.echo("triage slack: Socket Mode, connecting…")
         socket_mode_handler(app, str(app_token)).start()
         return
-    server = serve(app, host, port)
+    # Bind before starting the worker: exiting on a busy port or a bad --port with the worker's
+    # thread still running aborted the interpreter ("terminate called...", exit 134 or 139).
+    try:
+        server = bind_or_exit(lambda: serve(app, host, port), host, port)
+    except typer.Exit:
+        app.responder.shutdown()
+        raise
+    worker.start()
     threading.Thread(target=server.serve_forever, daemon=True, name="triage-http").start()
     bound = server.server_address[1]
     typer.echo(f"triage slack: listening on http://{host}:{bound}{EVENTS_PATH}", err=True)

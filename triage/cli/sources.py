@@ -212,7 +212,7 @@ def quarantine(
     config: ConfigOpt = None,
     db: DbOpt = None,
     source: SourceOpt = None,
-    limit: Annotated[int, typer.Option(help="How many to show (0: all).")] = 20,
+    limit: Annotated[int, typer.Option(help="How many to show (0: all).", min=0)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show quarantined records and why they were rejected (most recent first)."""

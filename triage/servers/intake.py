@@ -297,8 +297,9 @@ class IntakeServer(BoundedHTTPServer):
 
     def __init__(self, *args: Any, direct: DirectWriter | None = None, **kwargs: Any) -> None:
         """Create the server; ``direct`` is closed by :meth:`server_close`."""
-        super().__init__(*args, **kwargs)
+        # Set before binding: a failed bind calls server_close() inside super().__init__.
         self.direct = direct
+        super().__init__(*args, **kwargs)
 
     def server_close(self) -> None:
         """Close the socket and stop the direct writer's threads."""

@@ -57,6 +57,23 @@ def _size(text: str) -> float | None:
     return float(number) * (1024 if binary else 1000) ** power
 
 
+def duckdb_threads() -> int:
+    """``TRIAGE_DUCKDB_THREADS`` (1), or a StoreError (exit 2) naming it when it is not 1 or more.
+
+    A StoreError, not int()'s ValueError: the command line answers it with one line.
+    """
+    raw = os.environ.get("TRIAGE_DUCKDB_THREADS") or "1"
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise StoreError(
+            f"TRIAGE_DUCKDB_THREADS must be a whole number of threads (1 or more), not {raw!r}"
+        )
+    return threads
+
+
 # The one DuckDB error that means "another process has the file": only this one is waited out.
 # Anything else that mentions a lock (a checksum failure "in block at location ...") is damage.
 _LOCK_CONFLICT = "could not set lock on file"
@@ -119,6 +136,7 @@ def _connect(
     # DuckDB admits one writing process per file; a scheduled run may overlap a CLI call, so wait a
     # little instead of failing at once, then say plainly what is going on.
     _check_files(path)
+    threads = duckdb_threads()
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
@@ -135,7 +153,7 @@ def _connect(
                 # The pipeline writes 5,000-row batches from one thread per stage: DuckDB's worker
                 # threads buy nothing on batches that small and take a core from the classifier
                 # (100k-mention ingest on 2 cores: 8.4 s with 2 threads, 6.0 s with 1).
-                "threads": int(os.environ.get("TRIAGE_DUCKDB_THREADS", "1")),
+                "threads": threads,
                 # The default 16 MB WAL limit checkpoints the whole file (indexes included) every
                 # ~25k items of a backfill; a checkpoint per ~400k items costs far less in total.
                 "checkpoint_threshold": os.environ.get("TRIAGE_DUCKDB_CHECKPOINT", "256MB"),

@@ -1,0 +1,142 @@
+"""A bad port, a busy port, a bad environment variable or a negative count: one line, no traceback.
+
+Each test runs the real command line in a new process, as a user or a service manager does: the
+failures found by the audit were interpreter aborts (exit 134/139) and tracebacks that only show
+there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from triage.store import open_store
+
+# Configuration/usage errors exit 2 (README, "Commands": exit codes).
+USAGE = 2
+
+
+def triage(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``triage ARGS`` in a new process, with only the TRIAGE_ variables given here."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "SLACK_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "triage.cli", *args],
+        cwd=cwd,
+        env={**clean, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], line: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == USAGE, output
+    assert "Traceback" not in output and "terminate called" not in output, output
+    errors = [row for row in result.stderr.splitlines() if row.startswith("error:")]
+    assert errors == [line], output
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that a real listening socket holds for the test."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+SLACK_ENV = {"SLACK_BOT_TOKEN": "xoxb-fake", "SLACK_SIGNING_SECRET": "abc123abc123"}
+INTAKE_ENV = {"TRIAGE_INTAKE_SECRET": "abcdefabcdefabcdefabcdefabcdef12"}
+
+
+# ----------------------------------------------------------------------------- servers
+def test_slack_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path, busy_port: int) -> None:
+    result = triage("slack", "serve", "--port", str(busy_port), cwd=tmp_path, **SLACK_ENV)
+
+    assert_one_line(
+        result, f"error: cannot listen on 127.0.0.1:{busy_port}: address already in use"
+    )
+
+
+def test_slack_serve_refuses_a_port_out_of_range_in_one_line(tmp_path: Path) -> None:
+    result = triage("slack", "serve", "--port", "99999", cwd=tmp_path, **SLACK_ENV)
+
+    assert_one_line(result, "error: cannot listen on 127.0.0.1:99999: the port must be 0-65535")
+
+
+def test_intake_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path, busy_port: int) -> None:
+    spool = str(tmp_path / "spool")
+    args = ("intake", "serve", "--port", str(busy_port), "--spool-dir", spool)
+
+    result = triage(*args, cwd=tmp_path, **INTAKE_ENV)
+
+    assert_one_line(
+        result, f"error: cannot listen on 127.0.0.1:{busy_port}: address already in use"
+    )
+
+
+def test_intake_serve_refuses_a_bad_port_in_one_line(tmp_path: Path) -> None:
+    spool = str(tmp_path / "spool")
+
+    result = triage(
+        "intake", "serve", "--port", "-1", "--spool-dir", spool, cwd=tmp_path, **INTAKE_ENV
+    )
+
+    assert_one_line(result, "error: cannot listen on 127.0.0.1:-1: the port must be 0-65535")
+
+
+# ----------------------------------------------------------------------------- environment
+@pytest.fixture
+def store_file(tmp_path: Path) -> str:
+    """An empty triage store, so that `status` gets as far as reading the variables."""
+    path = tmp_path / "triage.duckdb"
+    with open_store(path):
+        pass
+    return str(path)
+
+
+def test_a_lock_wait_that_is_not_seconds_is_named_in_one_line(
+    tmp_path: Path, store_file: str
+) -> None:
+    result = triage("status", "--db", store_file, cwd=tmp_path, TRIAGE_LOCK_WAIT="30s")
+
+    assert_one_line(
+        result, "error: TRIAGE_LOCK_WAIT must be a number of seconds such as 30, not '30s'"
+    )
+
+
+def test_duckdb_threads_that_are_not_a_number_are_named_in_one_line(
+    tmp_path: Path, store_file: str
+) -> None:
+    result = triage("status", "--db", store_file, cwd=tmp_path, TRIAGE_DUCKDB_THREADS="two")
+
+    assert_one_line(
+        result,
+        "error: TRIAGE_DUCKDB_THREADS must be a whole number of threads (1 or more), not 'two'",
+    )
+
+
+# ----------------------------------------------------------------------------- counts
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [(("quarantine", "--limit", "-1", "--db"), "--limit"), (("bench", "--n", "-5"), "--n")],
+)
+def test_a_negative_count_is_a_usage_error(
+    tmp_path: Path, store_file: str, args: tuple[str, ...], option: str
+) -> None:
+    # quarantine reads the store before it uses --limit, so it gets one to read.
+    full = (*args, store_file) if args[-1] == "--db" else args
+    result = triage(*full, cwd=tmp_path)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == USAGE, output
+    assert "Traceback" not in output, output
+    assert f"Invalid value for '{option}'" in output
