@@ -140,3 +140,25 @@ def test_a_negative_count_is_a_usage_error(
     assert result.returncode == USAGE, output
     assert "Traceback" not in output, output
     assert f"Invalid value for '{option}'" in output
+
+
+# ----------------------------------------------------------------------------- names
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("quarantine", "--source", "nope"), "source"),
+        (("quarantine", "clear", "--source", "nope"), "source"),
+        (("outbox", "retry", "--destination", "nope"), "destination"),
+    ],
+)
+def test_a_name_that_is_neither_configured_nor_stored_is_refused(
+    tmp_path: Path, store_file: str, args: tuple[str, ...], what: str
+) -> None:
+    # A typo answered "quarantine is empty", "cleared 0" or "requeued 0" with exit 0: nothing
+    # told the user the name matched nothing.
+    result = triage(*args, "--db", store_file, cwd=tmp_path)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == USAGE and "Traceback" not in output, output
+    (line,) = [row for row in result.stderr.splitlines() if row.startswith("error:")]
+    assert line.startswith(f"error: no {what} named 'nope' in ") and "(configured: " in line

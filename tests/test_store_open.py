@@ -105,6 +105,16 @@ def test_a_file_that_is_not_duckdb_is_refused(tmp_path: Path) -> None:
     _refused(path, StoreCorrupt, "is not a DuckDB database file", read_only=True)
 
 
+def test_a_database_path_under_a_file_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    # mkdir's FileExistsError came out of `triage run --db` as a traceback (exit 1).
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError) as info, open_store(blocker / "x.duckdb"):
+        pass
+    assert f"{blocker} is a file, not a folder" in str(info.value)
+    assert blocker.read_text() == "not a folder"
+
+
 def test_a_garbage_wal_beside_a_good_file_is_refused_and_kept(
     good_store: Path, tmp_path: Path
 ) -> None:

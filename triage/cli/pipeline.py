@@ -247,4 +247,9 @@ def outbox_retry(
     cfg = load_config_or_exit(config, db)
     with store_or_exit(cfg) as store:
         n = store.retry_dead(destination)
+    if destination is not None and not n and destination not in cfg.destinations:
+        # A removed destination may still have dead letters (requeued above, then); a name that
+        # matched nothing and is not configured is a typo, not "nothing to retry".
+        names = ", ".join(sorted(cfg.destinations)) or "none"
+        _fail(f"no destination named '{destination}' in {cfg.path} (configured: {names})", 2)
     typer.echo(f"requeued {n} dead-lettered deliveries")

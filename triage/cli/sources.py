@@ -53,6 +53,16 @@ def _source(cfg: Config, name: str) -> SourceConfig:
     return source
 
 
+def _known_or_exit(cfg: Config, name: str) -> None:
+    """Exit 2 for a source name that is neither configured nor in quarantine (a typo).
+
+    A source no longer configured may still have records in quarantine, so only a name that
+    matched nothing at all is refused: "quarantine is empty" would pass for an answer.
+    """
+    if not any(s.name == name for s in cfg.sources):
+        _source(cfg, name)
+
+
 def source_context(cfg: Config, source: SourceConfig, batch_size: int = 5000) -> SourceContext:
     """The connector's view of a configured source, with secrets from env or Secret blocks."""
     from connectors import SourceContext
@@ -223,6 +233,8 @@ def quarantine(
         counts = store.quarantine_counts()
         rows = store.quarantined(limit or None, source)
     total = counts.get(source, 0) if source else sum(counts.values())
+    if source is not None and not total:
+        _known_or_exit(cfg, source)
     if as_json:
         records = [
             {**row, "received_at": row["received_at"].isoformat(), **_where(row["reason"])}
@@ -311,4 +323,6 @@ def quarantine_clear(
     cfg = _load(config, db)
     with _store(cfg) as store:
         n = store.clear_quarantine(source=source)
+    if source is not None and not n:
+        _known_or_exit(cfg, source)
     typer.echo(f"cleared {n} quarantined record(s)" + (f" of '{source}'" if source else ""))

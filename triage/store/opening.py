@@ -237,7 +237,14 @@ def open_store(
         return
     p = Path(path)
     if not read_only:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # A path under a regular file, or a folder nobody may create: the user's to fix,
+            # said in one line like any other problem with the database's place.
+            blocker = next((a for a in p.parents if a.exists() and not a.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
+            raise StoreError(f"cannot create the folder of the database {p}: {why}") from None
     con = _connect(p, read_only, wait_s, memory_limit(streaming))
     try:
         try:
