@@ -162,3 +162,35 @@ def test_a_name_that_is_neither_configured_nor_stored_is_refused(
     assert result.returncode == USAGE and "Traceback" not in output, output
     (line,) = [row for row in result.stderr.splitlines() if row.startswith("error:")]
     assert line.startswith(f"error: no {what} named 'nope' in ") and "(configured: " in line
+
+
+# ----------------------------------------------------------------------------- output paths
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "--out", "{blocked}/report"),
+        ("testimonials", "export", "--out", "{blocked}/t.csv"),
+        ("testimonials", "export", "--out", "{folder}"),
+        ("corrections", "export", "--out", "{blocked}/c.jsonl"),
+        ("config", "schema", "--out", "{blocked}/s.json"),
+        ("train", "--starter-only", "--out", "{blocked}/model"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(
+    tmp_path: Path, store_file: str, args: tuple[str, ...]
+) -> None:
+    # Under a regular file, or a folder where a file goes: a traceback (exit 1), for `train`
+    # only after the whole training had run.
+    blocked = tmp_path / "afile"
+    blocked.write_text("a file, not a folder")
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    filled = [a.format(blocked=blocked, folder=folder) for a in args]
+    with_db = [*filled, "--db", store_file] if args[0] not in ("config", "train") else filled
+    result = triage(*with_db, cwd=tmp_path)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == USAGE and "Traceback" not in output, output
+    (line,) = [row for row in result.stderr.splitlines() if row.startswith("error:")]
+    assert line.startswith("error: cannot write ")
+    assert f"{blocked} is a file, not a folder" in line or "it is a folder" in line

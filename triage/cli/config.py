@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from triage.cli.options import ConfigOpt, load_config_or_exit
+from triage.cli.options import ConfigOpt, load_config_or_exit, writable_or_exit
 
 config_app = typer.Typer(no_args_is_help=True, help="Check the configuration; its JSON Schema.")
 
@@ -47,5 +47,6 @@ def schema(
     if out is None:
         typer.echo(text, nl=False)
         return
+    writable_or_exit(out)
     out.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {out}", err=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from triage.cli.options import ConfigOpt, DbOpt, load_config_or_exit
+from triage.cli.options import ConfigOpt, DbOpt, load_config_or_exit, writable_or_exit
 from triage.cli.options import fail as _fail
 
 MODEL_HELP = "Model folder (default: the active model, see `triage models list`)."
@@ -149,6 +149,7 @@ def train(
     paths = [str(p) for p in data or []]
     if not paths and not (with_starter or starter_only):
         _fail("give --data PATH (and/or --with-starter), or --starter-only", 2)
+    writable_or_exit(out, folder=True)  # before the training, not after it
     cfg = _config_for(arch)
     try:
         examples = [] if starter_only else load_examples(paths)

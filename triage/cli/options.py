@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
@@ -76,6 +77,29 @@ def bind_or_exit(make: Callable[[], T], host: str, port: int) -> T:
     except OSError as exc:
         reason = (exc.strerror or str(exc)).lower()
         fail(f"cannot listen on {host}:{port}: {reason}", 2)
+
+
+def writable_or_exit(path: Path, *, folder: bool = False) -> None:
+    """Exit 2 with one line unless ``path`` (a file, or with ``folder`` a folder) can be written.
+
+    Checked before the work, not after it: an output path under a regular file, or a folder
+    given where a file goes, ended a report, an export or a whole training in a traceback.
+    The folder that will hold it is created here, as the command would create it anyway.
+    """
+    if not folder and path.is_dir():
+        fail(f"cannot write {path}: it is a folder; give a file name", 2)
+    if folder and path.exists() and not path.is_dir():
+        fail(f"cannot write into {path}: it is a file, not a folder", 2)
+    where = path if folder else path.parent
+    blocker = next((a for a in (where, *where.parents) if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        fail(f"cannot write {path}: {blocker} is a file, not a folder", 2)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", 2)
+    if not os.access(where, os.W_OK):
+        fail(f"cannot write {path}: {where} is not writable", 2)
 
 
 @contextmanager

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from triage.cli.options import ConfigOpt, DbOpt, fail, load_config_or_exit, store_or_exit
+from triage.cli.options import (
+    ConfigOpt,
+    DbOpt,
+    fail,
+    load_config_or_exit,
+    store_or_exit,
+    writable_or_exit,
+)
 
 
 def _period(text: str | None, default: object) -> object:
@@ -35,6 +42,7 @@ def report(
 
     cfg = load_config_or_exit(config, db)
     period = _period(since, cfg.customers.report_since)
+    writable_or_exit(out, folder=True)
     with store_or_exit(cfg, read_only=True) as store:
         result = make_report(store, cfg, out, since=period)  # type: ignore[arg-type]
     typer.echo(

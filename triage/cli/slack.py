@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from triage.cli.options import ConfigOpt, DbOpt, bind_or_exit, fail
+from triage.cli.options import ConfigOpt, DbOpt, bind_or_exit, fail, writable_or_exit
 
 slack_app = typer.Typer(no_args_is_help=True, help="The Slack review app (marketing's review).")
 corrections_app = typer.Typer(no_args_is_help=True, help="Reviewers' corrections as training data.")
@@ -158,6 +158,7 @@ def corrections_export(
     cfg = load_config(config, database=db)
     if not location.exists(cfg.database):
         _fail(f"no database at {cfg.database} yet; run `triage run` first", 1)
+    writable_or_exit(out)
     # Writable on purpose: opening applies pending migrations, so an older database works too.
     with open_store(cfg.database) as store:
         rows = store.training_examples()

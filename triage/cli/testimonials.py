@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from triage.cli.options import writable_or_exit
+
 testimonials_app = typer.Typer(no_args_is_help=True, help="Testimonials and advocates (kudos).")
 
 COLUMNS = (
@@ -49,6 +51,7 @@ def export(
     if not location.exists(cfg.database):
         typer.secho(f"error: no database at {cfg.database} yet", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+    writable_or_exit(out)
     # Writable, so a database from before the testimonials table gets its migration first.
     with open_store(cfg.database) as store:
         rows = store.testimonials()
