@@ -52,15 +52,19 @@ def _rate_limited(response: httpx.Response) -> bool:
         return False
     if "retry-after" in response.headers or response.headers.get("x-ratelimit-remaining") == "0":
         return True
-    return "rate limit" in _message(response).lower()
+    return _says_rate_limit(response)
 
 
-def _message(response: httpx.Response) -> str:
+def _says_rate_limit(response: httpx.Response) -> bool:
+    """A 403 or 429 whose JSON ``message`` names the rate limit (GitHub's only sign at times)."""
+    if response.status_code not in (403, 429):
+        return False
     try:
         body = response.json()
     except ValueError:
-        return ""
-    return str(body.get("message") or "") if isinstance(body, dict) else ""
+        return False
+    message = str(body.get("message") or "") if isinstance(body, dict) else ""
+    return "rate limit" in message.lower()
 
 
 def _transient(response: httpx.Response) -> bool:
@@ -70,8 +74,7 @@ def _transient(response: httpx.Response) -> bool:
 def _asked(response: httpx.Response) -> float | None:
     """The wait an answer asks for; a rate limit that names none, GitHub's documented minute."""
     asked = retry_after_seconds(response, None)
-    limited = response.status_code in (403, 429) and "rate limit" in _message(response).lower()
-    return RATE_LIMIT_WAIT if asked is None and limited else asked
+    return RATE_LIMIT_WAIT if asked is None and _says_rate_limit(response) else asked
 
 
 def call(
