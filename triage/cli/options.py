@@ -91,7 +91,9 @@ def writable_or_exit(path: Path, *, folder: bool = False) -> None:
     if folder and path.exists() and not path.is_dir():
         fail(f"cannot write into {path}: it is a file, not a folder", 2)
     where = path if folder else path.parent
-    blocker = next((a for a in (where, *where.parents) if a.exists() and not a.is_dir()), None)
+    from triage.store.location import file_in_the_way
+
+    blocker = file_in_the_way(where)
     if blocker is not None:
         fail(f"cannot write {path}: {blocker} is a file, not a folder", 2)
     try:

@@ -34,3 +34,12 @@ def spool_base(database: str | Path) -> Path:
         return Path(database)
     name = urlsplit(str(database)).path.strip("/") or "triage"
     return Path(f"triage-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}")
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The first of ``folder`` and its parents that exists as something other than a folder.
+
+    ``mkdir(parents=True)`` under a regular file fails with a bare errno; naming the file that
+    blocks the path is what lets the user fix it (the store's folder and every output path).
+    """
+    return next((a for a in (folder, *folder.parents) if a.exists() and not a.is_dir()), None)
