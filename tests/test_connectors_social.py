@@ -248,12 +248,8 @@ SPECS_BY_NAME = {s.name: s for s in SPECS}
 
 @pytest.fixture
 def fake(spec: Spec) -> Iterator[Any]:
-    server = spec.make_fake()
-    server.start()
-    try:
+    with spec.make_fake() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _ctx(
@@ -405,9 +401,7 @@ def test_mastodon_values_of_the_wrong_type_are_quarantined_and_the_rest_stored(
 ) -> None:
     # Values the API documents as text or a count, sent as another type, once passed the parser
     # and failed the whole batch when stored, on every run.
-    fake = FakeMastodon()
-    fake.start()
-    try:
+    with FakeMastodon() as fake:
         spec = SPECS_BY_NAME["mastodon"]
         good = fake.add("a perfectly fine post", _now(5))
         for n, (key, value) in enumerate([("language", 7), ("url", True), ("followers", 2**70)]):
@@ -427,8 +421,6 @@ def test_mastodon_values_of_the_wrong_type_are_quarantined_and_the_rest_stored(
             reasons = sorted(
                 r[0] for r in store.con.execute("SELECT reason FROM quarantine").fetchall()
             )
-    finally:
-        fake.stop()
     # A follower count that is not one is unknown, not a reason to lose the post.
     assert sorted(stored) == sorted([(good, 42), (odd_followers, None)])
     assert len(reasons) == 2
@@ -715,8 +707,7 @@ def test_x_first_run_stays_inside_recent_search_window() -> None:
 
 
 def test_slack_community_skips_joins_and_bots() -> None:
-    fake = CommunitySlackServer().start()
-    try:
+    with CommunitySlackServer() as fake:
         fake.state.add("joined #community", _now(4), subtype="channel_join")
         fake.state.add("Deploy finished", _now(3), bot_id="B1", subtype="bot_message")
         human = fake.add("is there an education discount for nimbus?", _now(2))
@@ -724,8 +715,6 @@ def test_slack_community_skips_joins_and_bots() -> None:
         ctx = _ctx(spec, fake, workspace_url="https://community.slack.com")
         mentions, rejected, cursor = _fetch(spec, ctx, None)
         kept, _, _ = _fetch(spec, _ctx(spec, fake, include_bots=True), None)
-    finally:
-        fake.stop()
     assert [m.external_id for m in mentions] == [human] and rejected == []
     assert mentions[0].url and mentions[0].url.startswith(
         "https://community.slack.com/archives/C0COMMUNITY/p"
@@ -804,17 +793,13 @@ def test_a_broken_record_with_a_bogus_high_id_does_not_hide_later_posts(name: st
     # The cursor keeps the highest id of what was read: had the broken record's id moved it,
     # every later post would sit below it and never be fetched (Slack's oldest, X's since_id).
     spec = SPECS_BY_NAME[name]
-    fake = spec.make_fake()
-    fake.start()
-    try:
+    with spec.make_fake() as fake:
         first = spec.add(fake, "sync broke again after the update", _now(5))
         BOGUS_HIGH_IDS[name](fake)
         ctx = _ctx(spec, fake)
         got, rejected, cursor = _fetch(spec, ctx, None)
         later = spec.add(fake, "how much is the team plan for 12 seats?", _now(1))
         again, rejected_again, _ = _fetch(spec, ctx, cursor)
-    finally:
-        fake.stop()
     assert [m.external_id for m in got] == [first] and len(rejected) == 1
     assert [m.external_id for m in again] == [later]
     # Read again, as it is still above the cursor; the store keeps one copy (same key).
@@ -880,15 +865,11 @@ ODD_TYPE_FIELDS: dict[str, tuple[Callable[[Any], None], str]] = {
 def test_a_type_field_of_the_wrong_type_is_quarantined_and_its_page_stored(name: str) -> None:
     spec = SPECS_BY_NAME[name]
     add_odd, reason = ODD_TYPE_FIELDS[name]
-    fake = spec.make_fake()
-    fake.start()
-    try:
+    with spec.make_fake() as fake:
         older = spec.add(fake, "sync keeps failing on android 14", _now(5))
         add_odd(fake)
         newer = spec.add(fake, "export to PDF loses images", _now(3))
         got, rejected, cursor = _fetch(spec, _ctx(spec, fake), None)
-    finally:
-        fake.stop()
     assert sorted(m.external_id for m in got) == sorted([older, newer])
     assert len(rejected) == 1 and rejected[0].reason.startswith(reason)
     assert cursor is not None
@@ -974,17 +955,13 @@ SKIPPED_BOGUS: dict[str, tuple[str, Callable[[Any], None]]] = {
 def test_a_skipped_record_with_a_bogus_place_does_not_hide_later_posts(case: str) -> None:
     name, add_bogus = SKIPPED_BOGUS[case]
     spec = SPECS_BY_NAME[name]
-    fake = spec.make_fake()
-    fake.start()
-    try:
+    with spec.make_fake() as fake:
         first = spec.add(fake, "sync broke again after the update", _now(5))
         add_bogus(fake)
         ctx = _ctx(spec, fake)
         got, rejected, cursor = _fetch(spec, ctx, None)
         later = spec.add(fake, "how much is the team plan for 12 seats?", _now(1))
         again, _, _ = _fetch(spec, ctx, cursor)
-    finally:
-        fake.stop()
     assert [m.external_id for m in got] == [first] and rejected == []
     assert [m.external_id for m in again] == [later]
 
@@ -1061,9 +1038,7 @@ def test_a_readable_post_with_an_id_that_cannot_be_real_does_not_hide_later_post
 ) -> None:
     name, add_bogus, reason = READABLE_BOGUS_IDS[case]
     spec = SPECS_BY_NAME[name]
-    fake = spec.make_fake()
-    fake.start()
-    try:
+    with spec.make_fake() as fake:
         older = spec.add(fake, "sync broke again after the update", _now(6))
         bogus = add_bogus(fake)
         newer = spec.add(fake, "export to PDF loses images", _now(4))
@@ -1071,8 +1046,6 @@ def test_a_readable_post_with_an_id_that_cannot_be_real_does_not_hide_later_post
         got, rejected, cursor = _fetch(spec, ctx, None)
         later = spec.add(fake, "how much is the team plan for 12 seats?", _now(1))
         again, rejected_again, _ = _fetch(spec, ctx, cursor)
-    finally:
-        fake.stop()
     # Quarantined with the reason, like a record that cannot be read; the posts around it are
     # stored, the cursor stays at the newest of them, and the next run finds the later post.
     assert sorted(m.external_id for m in got) == sorted([older, newer])
@@ -1127,14 +1100,10 @@ def test_genuine_ids_at_the_edge_of_the_id_rules_are_stored(case: str) -> None:
     spec = SPECS_BY_NAME[name]
     runs = []
     for past in (False, True):
-        fake = spec.make_fake()
-        fake.start()
-        try:
+        with spec.make_fake() as fake:
             before = add_before(fake)
             top = add_top(fake, past)
             got, rejected, cursor = _fetch(spec, _ctx(spec, fake), None)
-        finally:
-            fake.stop()
         runs.append((before, top, got, rejected, cursor))
     (before, top, got, rejected, cursor), (before2, past, got2, rejected2, cursor2) = runs
     assert sorted(m.external_id for m in got) == sorted([*before, top]) and rejected == []
@@ -1178,15 +1147,11 @@ def test_mastodon_a_server_whose_ids_all_read_ahead_is_read_as_it_is() -> None:
     # Pixelfed serves the same API, but its numeric ids read as times centuries ahead under
     # Mastodon's layout: judged by it, every post of such a server would be quarantined.
     spec = SPECS_BY_NAME["mastodon"]
-    fake = spec.make_fake()
-    fake.start()
-    try:
+    with spec.make_fake() as fake:
         posted = [_masto_post(fake, str(7 * 10**20 + n), _now(5 - n)) for n in range(3)]
         got, rejected, cursor = _fetch(spec, _ctx(spec, fake), None)
         later = _masto_post(fake, str(7 * 10**20 + 9), _now(1))
         again, _, _ = _fetch(spec, _ctx(spec, fake), cursor)
-    finally:
-        fake.stop()
     assert sorted(m.external_id for m in got) == sorted(posted) and rejected == []
     assert [m.external_id for m in again] == [later]
 
@@ -1195,14 +1160,11 @@ def test_slack_a_join_after_the_last_post_still_moves_the_cursor() -> None:
     # A skipped message with a valid ts counts: a channel where only bots and joins follow the
     # last human post is not fetched again from that post on every run.
     spec = SPECS_BY_NAME["slack_community"]
-    fake = CommunitySlackServer().start()
-    try:
+    with CommunitySlackServer() as fake:
         human = fake.add("is there an education discount for nimbus?", _now(3))
         join = fake.state.add("joined #community", _now(2), subtype="channel_join")
         bot = fake.state.add("Deploy finished", _now(1), bot_id="B1", subtype="bot_message")
         got, _, cursor = _fetch(spec, _ctx(spec, fake), None)
-    finally:
-        fake.stop()
     assert [m.external_id for m in got] == [human] and join < bot
     assert cursor == {"C0COMMUNITY": {"ts": bot.split(":", 1)[1]}}
 
@@ -1213,9 +1175,7 @@ def test_a_broken_record_with_a_low_id_does_not_steer_paging(name: str) -> None:
     # broken record with an out-of-order low id on the first page jumped past the posts in
     # between, and the cursor then moved to the newest post: they were lost for good.
     spec = SPECS_BY_NAME[name]
-    fake = spec.make_fake()
-    fake.start()
-    try:
+    with spec.make_fake() as fake:
         posts = 10 if name == "mastodon" else 60  # more than one page (Discourse's hold 50)
         ids = [spec.add(fake, f"post {i}", _now(90 - i)) for i in range(posts)]
         low = "5" if name == "mastodon" else 5
@@ -1237,8 +1197,6 @@ def test_a_broken_record_with_a_low_id_does_not_steer_paging(name: str) -> None:
         _tamper(fake, first_page_carries_it)
         page: dict[str, Any] = {"page_size": 3, "mentions": False} if name == "mastodon" else {}
         got, rejected, cursor = _fetch(spec, _ctx(spec, fake, **page), None)
-    finally:
-        fake.stop()
     assert sorted(m.external_id for m in got) == sorted(ids)
     assert [r.external_id for r in rejected] == ["5"]
     position = cursor if name == "discourse" else next(iter(cursor.values()))
@@ -1275,9 +1233,7 @@ def test_a_stream_paged_by_id_reads_on_from_where_max_pages_stopped(name: str) -
     # Paged by id, the gap below the last page read is bounded by ids: the stored id stays, the
     # next run reads the gap first, and only then moves the cursor to the newest post.
     spec = SPECS_BY_NAME[name]
-    fake = spec.make_fake()
-    fake.start()
-    try:
+    with spec.make_fake() as fake:
         old = spec.add(fake, "an older post", _now(300))
         ctx = _ctx(spec, fake, backfill_days=1)
         _, _, cursor = _run(spec, ctx, None)
@@ -1289,8 +1245,6 @@ def test_a_stream_paged_by_id_reads_on_from_where_max_pages_stopped(name: str) -
         second, quiet, cursor = _run(spec, limited, cursor)
         third, _, cursor = _run(spec, limited, cursor)
         fourth, _, _ = _run(spec, limited, cursor)
-    finally:
-        fake.stop()
     assert len(first) == 2 * spec.page and len(notes) == 1 and "reads on" in notes[0]
     assert sorted(first + second) == sorted(ids) and quiet == []
     assert third == [late] and fourth == [] and old not in first + second + third
@@ -1300,15 +1254,11 @@ def test_a_stream_paged_by_id_reads_on_from_where_max_pages_stopped(name: str) -
 def test_an_answer_that_lies_about_its_encoding_fails_the_source_by_name(name: str) -> None:
     # Content-Encoding: gzip on a body that is not gzip raised httpx.DecodingError, unnamed.
     spec = SPECS_BY_NAME[name]
-    fake = spec.make_fake()
-    fake.start()
     batches: list[Any] = []
-    try:
+    with spec.make_fake() as fake:
         spec.add(fake, "a perfectly fine post", _now(3))
         _tamper(fake, headers={"Content-Encoding": "gzip"})
         match = rf"source 'my-{name}': GET .*the answer cannot be read \(DecodingError"
         with pytest.raises(ConnectorError, match=match):
             batches.extend(spec.module.fetch(_ctx(spec, fake), {"stored": "cursor"}))
-    finally:
-        fake.stop()
     assert batches == []  # nothing stored, the cursor stays

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from tests.fakes.base import LocalServer
 from tests.fakes.slack import FakeSlack, _make_handler
@@ -84,7 +84,7 @@ class CommunitySlackServer:
         self._server: LocalServer | None = None
         self.url = ""
 
-    def start(self) -> CommunitySlackServer:
+    def start(self) -> Self:
         """Serve in a daemon thread (the shared plumbing of tests/fakes/base.py)."""
         self._server = LocalServer(_make_handler(self.state), self.state.unstall.set)
         self.url = self.state.url = f"{self._server.url}/api/"
@@ -95,6 +95,12 @@ class CommunitySlackServer:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # The generic connector tests drive every fake through the same few names.
     def add(self, text: str, created: datetime) -> str:
