@@ -163,9 +163,14 @@ def ingest(config: Config, source: SourceConfig, batch_size: int = 5000) -> dict
             }
         cursor = store.get_cursor(source.name)
         for n, batch in enumerate(connector.fetch(ctx, cursor), start=1):
-            new_items, new_q = store.ingest(
-                source.name, batch.mentions, batch.rejected, batch.cursor, items=batch.items
-            )
+            new_items = new_q = 0
+            # A batch that only carries a note (a drop file still waiting for its writer) has
+            # nothing to store: no transaction for it on every scheduled run.
+            if batch.size or batch.cursor != cursor:
+                new_items, new_q = store.ingest(
+                    source.name, batch.mentions, batch.rejected, batch.cursor, items=batch.items
+                )
+                cursor = batch.cursor
             fetched += batch.size
             stored += new_items
             quarantined += new_q

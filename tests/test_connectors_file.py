@@ -533,9 +533,12 @@ def test_a_last_line_without_its_line_end_is_read_once_the_file_has_settled(
     waits = f"export{suffix}: its last {len(lines[-1])} bytes are not a finished record yet"
     assert note.startswith(waits)
     assert note.endswith("read as finished once unchanged for 60 s (settle_seconds)")
-    # Nothing more to read on the next run: it is still waiting, and says so again.
+    # Nothing more to read on the next run: it is still waiting, and says so again, without
+    # writing anything (the cursor's row keeps its time).
+    stamp = rows(tmp_path, "SELECT updated_at FROM connector_state")
     (again,) = run_ingest(config, "x")["notes"]
     assert again.startswith(waits)
+    assert rows(tmp_path, "SELECT updated_at FROM connector_state") == stamp
     settle(path)
     settled = run_ingest(config, "x")
     assert (settled["stored"], settled["notes"]) == (1, [])
