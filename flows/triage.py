@@ -378,6 +378,7 @@ def deliver_pending(config: Config, limit: int = 10_000) -> dict[str, Any]:
         **done,
         "preview_destinations": previews,
         "outbox_dir": str(config.outbox_dir) if previews else None,
+        "failures": report.failures,
         "seconds": seconds,
     }
 

@@ -56,3 +56,28 @@ def test_sends_are_counted_as_sends(
     assert counts["previewed"] == 0
     _print_summary(summary)
     assert "written as JSON previews" not in capsys.readouterr().out
+
+
+def test_failed_deliveries_name_each_destination_and_its_first_error(
+    demo_config: Path,
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # "failed 396" alone gave the operator nothing to act on: every preview had met a folder
+    # under a regular file, which only the outbox table said.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv("TRIAGE_OUTBOX_DIR", str(blocker / "outbox"))
+    summary = triage(config_path=str(demo_config), database=str(db_path))
+
+    d = summary["deliver"]
+    assert d["failed"] == summary["route"]["enqueued"] > 0 and d["previewed"] == 0
+    failures = d["failures"]
+    assert sum(f["failed"] for f in failures.values()) == d["failed"]
+    assert all("Not a directory" in f["error"] for f in failures.values())
+    _print_summary(summary)
+    out = capsys.readouterr().out
+    for name, f in failures.items():
+        assert f"  {name}: {f['failed']} to retry; first error: NotADirectoryError" in out

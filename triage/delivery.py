@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from triage.config import Config
 from triage.destinations import DeliveryError, Destination
@@ -30,6 +31,16 @@ class DeliveryReport:
     dead: int = 0
     # Destinations that wrote previews in this drain (the run summary names only these).
     previewed_by: set[str] = field(default_factory=set)
+    # Per destination, the failures of this drain and the first one's error: "failed 396" alone
+    # does not say that every preview met a folder nobody may write, or a refused token.
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def fail(self, destination: str, error: str, *, dead: bool) -> None:
+        """Count one failed delivery (dead-lettered or to be retried) and keep its first error."""
+        self.dead += dead
+        self.failed += not dead
+        seen = self.failures.setdefault(destination, {"failed": 0, "dead": 0, "error": error})
+        seen["dead" if dead else "failed"] += 1
 
     def as_dict(self) -> dict[str, int]:
         """Plain dict for summaries and JSON."""
@@ -116,7 +127,7 @@ def drain(
                     else "item not found"
                 )
                 store.mark_failed(key, reason, 0, 0)
-                report.dead += 1
+                report.fail(row["destination"], reason, dead=True)
                 continue
             item = policy.item(item, dest.name)
             if row["state"] == "sending":
@@ -126,15 +137,15 @@ def drain(
                     # Unknown whether the crashed attempt got through: stay `sending`, so the next
                     # attempt looks again instead of sending what may already be there.
                     permanent = isinstance(exc, DeliveryError) and exc.permanent
+                    error = f"lookup: {type(exc).__name__}: {exc}"
                     state = store.mark_lookup_failed(
                         key,
-                        f"lookup: {type(exc).__name__}: {exc}",
+                        error,
                         backoff_seconds(int(row["attempts"]) + 1),
                         0 if permanent else config.max_attempts,
                     )
                     skip.add(key)
-                    report.dead += state == "dead"
-                    report.failed += state != "dead"
+                    report.fail(dest.name, error, dead=state == "dead")
                     continue
                 if ref is not None:
                     _mark_done(store, dest, key, ref)
@@ -153,8 +164,7 @@ def drain(
                     key, error, backoff_seconds(attempts), 0 if permanent else config.max_attempts
                 )
                 skip.add(key)
-                report.dead += state == "dead"
-                report.failed += state != "dead"
+                report.fail(dest.name, error, dead=state == "dead")
                 continue
             _mark_done(store, dest, key, ref)
             if dest.preview:

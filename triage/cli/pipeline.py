@@ -106,6 +106,15 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
         line += f", failed {d['failed']}, dead-lettered {d['dead']}"
         out.append(line)
+        for name, f in sorted((d.get("failures") or {}).items()):
+            # The first error of each destination: the count alone gives nothing to act on.
+            counts = ", ".join(
+                f"{n} {what}"
+                for n, what in ((f["failed"], "to retry"), (f["dead"], "dead-lettered"))
+                if n
+            )
+            error = " ".join(str(f["error"]).split())
+            out.append(f"  {name}: {counts}; first error: {error[:300]}")
         if d["preview_destinations"]:
             out.append(
                 f"  no Slack token configured for {', '.join(d['preview_destinations'])}: messages were "
