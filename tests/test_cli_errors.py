@@ -194,3 +194,21 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(
     (line,) = [row for row in result.stderr.splitlines() if row.startswith("error:")]
     assert line.startswith("error: cannot write ")
     assert f"{blocked} is a file, not a folder" in line or "it is a folder" in line
+
+
+def test_training_data_with_a_label_seen_once_is_refused_before_training(tmp_path: Path) -> None:
+    # One example per label left the calibration split with nothing to train on, and spaCy's
+    # E930 came out as a traceback.
+    data = tmp_path / "tiny.csv"
+    data.write_text(
+        "text,label\nlove it,kudos\nlove it so much,kudos\nhow much for 10 seats,sales_lead\n"
+        "it crashes,service_issue\n",
+        encoding="utf-8",
+    )
+    result = triage("train", "--data", str(data), "--out", "model", cwd=tmp_path)
+    assert_one_line(
+        result,
+        "error: training needs at least 2 examples of each label; only 1 of: sales_lead, "
+        "service_issue",
+    )
+    assert not (tmp_path / "model" / "meta.json").exists()

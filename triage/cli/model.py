@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -158,8 +159,14 @@ def train(
     except DataError as exc:
         _fail(str(exc), 2)
         return
-    if len({ex.label for ex in examples}) < 2:
+    counts = Counter(ex.label for ex in examples)
+    if len(counts) < 2:
         _fail("training needs examples of at least two labels", 2)
+    lone = sorted(label for label, n in counts.items() if n < 2)
+    if lone:
+        # With one example a label has nothing left to train on in the calibration split that
+        # scores it (spaCy then refuses an empty training set with E930).
+        _fail(f"training needs at least 2 examples of each label; only 1 of: {', '.join(lone)}", 2)
     run_train(
         examples,
         out,
