@@ -144,6 +144,20 @@ def test_digest_dry_run_writes_the_preview_to_the_outbox(
         assert (preview / f["path"]).stat().st_size > 1000  # the chart PNGs beside the JSON
 
 
+def test_digest_preview_that_cannot_be_written_is_one_line(
+    demo: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An outbox folder under a regular file ended the dry run in a NotADirectoryError traceback.
+    blocker = tmp_path / "afile"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv("TRIAGE_OUTBOX_DIR", str(blocker / "outbox"))
+    result = cli(demo, "digest", "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"cannot write the digest preview under {blocker / 'outbox'}" in result.output
+    assert f"{blocker} is a file, not a folder" in result.output
+
+
 def test_digest_uploads_charts_with_the_files_api_and_posts_them(
     demo: tuple[Path, Path], fake_slack: FakeSlack
 ) -> None:

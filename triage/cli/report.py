@@ -61,7 +61,7 @@ def digest(
     """Post the weekly digest to the configured channel (a preview when no token is set)."""
     from slack_sdk.errors import SlackApiError
 
-    from triage.report.publish import send_digest
+    from triage.report.publish import PreviewNotWritten, send_digest
 
     cfg = load_config_or_exit(config, db)
     if not cfg.customers.digest_destination:
@@ -71,6 +71,9 @@ def digest(
             result = send_digest(store, cfg, dry_run=dry_run)
         except SlackApiError as exc:
             fail(f"the digest was not posted: {exc.response.get('error')}", 1)
+            return
+        except PreviewNotWritten as exc:
+            fail(str(exc), 2)
             return
     if result.preview is not None:
         why = "--dry-run" if dry_run else "no Slack token configured"

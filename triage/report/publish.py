@@ -25,6 +25,7 @@ from triage.privacy.policy import PrivacyPolicy
 from triage.report.data import BacklogItem, ReportData, build_report_data
 from triage.report.digest import Digest, build_digest, write_digest_preview
 from triage.report.html import ReportResult, write_report
+from triage.store.location import why_not_made
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -82,6 +83,10 @@ def make_report(
     """Write ``out/index.html`` with its charts and CSVs."""
     data, _ = report_data(store, config, since=since, now=now)
     return write_report(data, out)
+
+
+class PreviewNotWritten(RuntimeError):
+    """The digest preview's folder cannot be made or written (under a file, no permission)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +156,15 @@ def send_digest(
         dest = None if dry_run else build_destinations(config).get(name)
         if not isinstance(dest, SlackDestination):
             folder = config.outbox_dir / name
-            path = write_digest_preview(
-                digest, folder, channel=channel, key=f"digest-{now:%Y-%m-%d}"
-            )
+            try:
+                path = write_digest_preview(
+                    digest, folder, channel=channel, key=f"digest-{now:%Y-%m-%d}"
+                )
+            except OSError as exc:
+                why = why_not_made(folder, exc)
+                raise PreviewNotWritten(
+                    f"cannot write the digest preview under {folder}: {why}"
+                ) from None
             return DigestResult(name, channel, preview=path)
         ids, failed = upload_charts(dest.client, digest)
         resp: Any = dest.client.chat_postMessage(

@@ -43,3 +43,9 @@ def file_in_the_way(folder: Path) -> Path | None:
     blocks the path is what lets the user fix it (the store's folder and every output path).
     """
     return next((a for a in (folder, *folder.parents) if a.exists() and not a.is_dir()), None)
+
+
+def why_not_made(folder: Path, exc: OSError) -> str:
+    """Why ``folder`` could not be made or written into, in words the user can act on."""
+    blocker = file_in_the_way(folder)
+    return f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)

@@ -242,8 +242,7 @@ def open_store(
         except OSError as exc:
             # A path under a regular file, or a folder nobody may create: the user's to fix,
             # said in one line like any other problem with the database's place.
-            blocker = location.file_in_the_way(p.parent)
-            why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
+            why = location.why_not_made(p.parent, exc)
             raise StoreError(f"cannot create the folder of the database {p}: {why}") from None
     con = _connect(p, read_only, wait_s, memory_limit(streaming))
     try:
