@@ -248,6 +248,13 @@ def test_config_check_and_schema_commands(tmp_path: Path) -> None:
     runner = CliRunner()
     ok = runner.invoke(app, ["config", "check", "--config", str(DEMO)])
     assert ok.exit_code == 0 and "OK (7 sources" in ok.output
+    assert "warning" not in ok.output
+    # Valid but empty: a run would do nothing, which the check now says instead of a bare OK.
+    for text in ("", "sources: []\n"):
+        empty = runner.invoke(app, ["config", "check", "--config", str(_write(tmp_path, text))])
+        assert empty.exit_code == 0 and "OK (0 sources, 0 enabled; 0 destinations" in empty.output
+        assert "warning: no source is enabled: `triage run` fetches nothing" in empty.output
+        assert "warning: no destination is configured: nothing is delivered" in empty.output
     bad = runner.invoke(app, ["config", "check", "--config", str(_write(tmp_path, "sourcs: []\n"))])
     assert bad.exit_code == 2
     assert "sourcs: unknown key (did you mean 'sources'?)" in bad.output

@@ -34,6 +34,11 @@ def check(config: ConfigOpt = None) -> None:
         f"{cfg.path}: OK ({len(cfg.sources)} sources, {enabled} enabled; "
         f"{len(cfg.destinations)} destinations; database {location.shown(cfg.database)})"
     )
+    # Valid, but a run would do nothing visible: most likely the wrong file, or one cut short.
+    if not enabled:
+        typer.secho("warning: no source is enabled: `triage run` fetches nothing", err=True)
+    if not cfg.destinations:
+        typer.secho("warning: no destination is configured: nothing is delivered", err=True)
 
 
 @config_app.command("schema")
