@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,3 +213,26 @@ def test_training_data_with_a_label_seen_once_is_refused_before_training(tmp_pat
         "service_issue",
     )
     assert not (tmp_path / "model" / "meta.json").exists()
+
+
+def test_retrain_waits_for_a_held_store_as_long_as_told_and_says_busy(tmp_path: Path) -> None:
+    # retrain opened the store itself: it ignored TRIAGE_LOCK_WAIT (waited the default 30 s)
+    # and then exited 2, "fix something", for what is "busy, try again" (exit 1) elsewhere.
+    db = tmp_path / "triage.duckdb"
+    hold = (
+        f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); "
+        "time.sleep(120)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        result = triage("retrain", "--db", str(db), cwd=tmp_path, TRIAGE_LOCK_WAIT="1")
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert result.stderr.startswith(f"error: {db} is locked by another process"), output
+    assert "Traceback" not in output and waited < 20, (waited, output)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from triage.cli.options import ConfigOpt, DbOpt, fail, load_config_or_exit
+from triage.cli.options import ConfigOpt, DbOpt, fail, load_config_or_exit, store_or_exit
 from triage.cli.slack import corrections_app
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, promote, roll back.")
@@ -78,15 +78,19 @@ def retrain(
     """
     from classifiers.registry import RegistryError
     from classifiers.retrain import render
-    from flows.learning import run_retrain
-    from triage.store import StoreError, location
+    from flows.learning import run_retrain, stored_corrections
+    from triage.store import location
 
     cfg = load_config_or_exit(config, db)
     if not location.exists(cfg.database):
         fail(f"no database at {cfg.database} yet; run `triage run` or `triage corrections import`")
+    # Read through store_or_exit like every other command: TRIAGE_LOCK_WAIT applies, and a store
+    # that a run holds is "busy, try again" (exit 1), not a problem to fix (exit 2).
+    with store_or_exit(cfg) as store:
+        corrections = stored_corrections(store, cfg)
     try:
-        decision = run_retrain(cfg, promote=not dry_run, log=_echo_err)
-    except (RegistryError, StoreError) as exc:
+        decision = run_retrain(cfg, promote=not dry_run, log=_echo_err, corrections=corrections)
+    except RegistryError as exc:
         fail(str(exc), 2)
         return
     typer.echo(json.dumps(decision.to_json(), indent=2) if as_json else render(decision))
