@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect.settings import PREFECT_API_URL
@@ -54,3 +56,18 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@contextmanager
+def store_held_by_another_process(db: Path) -> Iterator[None]:
+    """Another process holds ``db``'s DuckDB write lock (as a running flow does) inside the block."""
+    hold = f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True)"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold + "; time.sleep(120)"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

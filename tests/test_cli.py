@@ -10,14 +10,11 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.clirun import clean_env, run_cli
+from tests.clirun import clean_env, run_cli, store_held_by_another_process
 from triage.customers.stages import STAGES
 
 DEMO_VALID_ITEMS = 233 + 158  # expected_labels.csv and expected_customer_labels.csv
@@ -156,17 +153,8 @@ def test_status_and_quarantine_on_a_missing_damaged_or_locked_store(
     assert damaged.stderr == f"error: {db.name} is not a DuckDB database file; it was not touched\n"
 
     db.unlink()
-    hold = (
-        f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); "
-        "time.sleep(120)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with store_held_by_another_process(db):
         locked = run_cli(command, cwd=work, env=clean_env(TRIAGE_LOCK_WAIT="1"))
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
     assert locked.returncode == 1
     assert locked.stderr.startswith(f"error: {db.name} is locked by another process")
     assert locked.stderr.count("\n") == 1 and "Traceback" not in locked.stderr

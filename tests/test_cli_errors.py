@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clirun import store_held_by_another_process
 from triage.store import open_store
 
 # Configuration/usage errors exit 2 (README, "Commands": exit codes).
@@ -219,19 +220,10 @@ def test_retrain_waits_for_a_held_store_as_long_as_told_and_says_busy(tmp_path: 
     # retrain opened the store itself: it ignored TRIAGE_LOCK_WAIT (waited the default 30 s)
     # and then exited 2, "fix something", for what is "busy, try again" (exit 1) elsewhere.
     db = tmp_path / "triage.duckdb"
-    hold = (
-        f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); "
-        "time.sleep(120)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with store_held_by_another_process(db):
         started = time.monotonic()
         result = triage("retrain", "--db", str(db), cwd=tmp_path, TRIAGE_LOCK_WAIT="1")
         waited = time.monotonic() - started
-    finally:
-        holder.kill()
-        holder.wait()
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert result.stderr.startswith(f"error: {db} is locked by another process"), output

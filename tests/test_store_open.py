@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tests.clirun import store_held_by_another_process
 from triage.store import (
     SCHEMA_VERSION,
     StoreBusy,
@@ -168,14 +168,7 @@ def test_a_duckdb_file_of_something_else_is_not_taken_over(tmp_path: Path) -> No
 
 def test_only_a_real_lock_conflict_waits(good_store: Path, tmp_path: Path) -> None:
     path = _copy(good_store, tmp_path)
-    hold = f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True)"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold + "; time.sleep(120)"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with store_held_by_another_process(path):
         started = time.monotonic()
         with (
             pytest.raises(StoreBusy, match="locked by another process") as info,
@@ -184,9 +177,6 @@ def test_only_a_real_lock_conflict_waits(good_store: Path, tmp_path: Path) -> No
             pass
         assert time.monotonic() - started >= 1.5  # it waited for the lock, then gave up
         assert info.value.exit_code == 1
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
     with open_store(path) as store:  # free again
         assert store.status()["items_total"] == 20000
 
